@@ -1,0 +1,53 @@
+"""`onnxprune` command line. Commands only parse flags and call the library.
+
+Each command lives in its own module under onnxprune/cli/ and is registered below.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from onnxprune.errors import EXIT_USAGE, OnnxPruneError
+
+
+class _Group(click.Group):
+    """Turns library errors into one line on stderr and a documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OnnxPruneError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:  # noqa: BLE001 - last line of defence: never a traceback for users
+            if os.environ.get("ONNXPRUNE_DEBUG"):
+                raise
+            msg = str(exc).splitlines()[0] if str(exc) else ""
+            click.echo(f"error: internal error {type(exc).__name__}: {msg} (set ONNXPRUNE_DEBUG=1 for a traceback)",
+                       err=True)
+            sys.exit(EXIT_USAGE)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="onnxprune")
+def main() -> None:
+    """Prune exported ONNX models: structured channels, sparsity, recovery, TensorRT."""
+
+
+def _register() -> None:
+    from onnxprune.cli import commands
+
+    for cmd in commands.all_commands():
+        main.add_command(cmd)
+
+
+_register()

@@ -1,0 +1,92 @@
+"""Passes: model-to-model transforms in the style of onnx-ir's pass infrastructure.
+
+A pass is an object with `call(model) -> PassResult(model, modified)`. It may declare
+pre- and post-conditions, which the manager checks around each call.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+
+import onnx
+
+from onnxprune.errors import OnnxPruneError
+
+ENTRY_POINT_GROUP = "onnxprune.passes"
+
+
+@dataclass
+class PassResult:
+    model: onnx.ModelProto
+    modified: bool
+    notes: list[str] = field(default_factory=list)
+
+
+class PassConditionError(OnnxPruneError):
+    pass
+
+
+class Pass(abc.ABC):
+    """Base class. Subclasses implement `call`; `requires` and `ensures` are optional checks."""
+
+    name: str = ""
+
+    def __call__(self, model: onnx.ModelProto) -> PassResult:
+        self.requires(model)
+        result = self.call(model)
+        self.ensures(result.model)
+        return result
+
+    @abc.abstractmethod
+    def call(self, model: onnx.ModelProto) -> PassResult: ...
+
+    def requires(self, model: onnx.ModelProto) -> None:  # noqa: B027 - optional hook
+        """Raise PassConditionError if the model is not fit for this pass."""
+
+    def ensures(self, model: onnx.ModelProto) -> None:  # noqa: B027 - optional hook
+        """Raise PassConditionError if the pass produced an invalid model."""
+
+    @property
+    def display_name(self) -> str:
+        return self.name or type(self).__name__
+
+
+class PassManager(Pass):
+    """Runs passes in order; with `steps > 1` repeats the sequence until nothing changes."""
+
+    def __init__(self, passes: Sequence[Pass], *, steps: int = 1) -> None:
+        self.passes = list(passes)
+        self.steps = steps
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        modified = False
+        notes: list[str] = []
+        for _ in range(self.steps):
+            step_modified = False
+            for p in self.passes:
+                r = p(model)
+                model = r.model
+                step_modified |= r.modified
+                notes.extend(f"{p.display_name}: {n}" for n in r.notes)
+            modified |= step_modified
+            if not step_modified:
+                break
+        return PassResult(model, modified, notes)
+
+
+def plugin_passes() -> dict[str, type[Pass]]:
+    """Third-party passes registered under the `onnxprune.passes` entry-point group."""
+    found: dict[str, type[Pass]] = {}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        obj = ep.load()
+        if not (isinstance(obj, type) and issubclass(obj, Pass)):
+            raise OnnxPruneError(f"entry point {ep.name!r} in {ENTRY_POINT_GROUP} is not a Pass subclass")
+        found[ep.name] = obj
+    return found
+
+
+def run_passes(model: onnx.ModelProto, passes: Iterable[Pass]) -> PassResult:
+    return PassManager(list(passes))(model)

@@ -1,0 +1,38 @@
+"""ONNX Runtime sessions, set up the same way everywhere (CPU, optional graph optimisation)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from onnxprune.errors import OnnxPruneError
+
+
+def session(model: onnx.ModelProto | str, *, optimize: bool = False, threads: int = 0) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    data = model if isinstance(model, str) else model.SerializeToString()
+    try:
+        return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises several unrelated types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OnnxPruneError(f"ONNX Runtime cannot load the model: {first}") from None
+
+
+def run(model: onnx.ModelProto | ort.InferenceSession, feed: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    sess = model if isinstance(model, ort.InferenceSession) else session(model)
+    names = list(outputs) if outputs is not None else [o.name for o in sess.get_outputs()]
+    try:
+        vals = sess.run(names, dict(feed))
+    except Exception as exc:  # noqa: BLE001
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OnnxPruneError(f"ONNX Runtime failed to run the model: {first}") from None
+    return dict(zip(names, vals, strict=True))
