@@ -10,6 +10,7 @@ import click
 COMMAND_MODULES: tuple[str, ...] = (
     "inspect_cmd",
     "prune_cmd",
+    "validate_cmd",
 )
 
 
