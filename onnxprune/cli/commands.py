@@ -11,6 +11,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "inspect_cmd",
     "prune_cmd",
     "validate_cmd",
+    "check_trt_cmd",
+    "build_engine_cmd",
 )
 
 
