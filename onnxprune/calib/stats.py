@@ -1,0 +1,108 @@
+"""Streaming activation statistics: nothing but running sums is kept between batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class ChannelStats:
+    """Per-channel running sums along `axis` (1 for NC..., -1 for MatMul/Gemm inputs).
+
+    `count` is the number of elements seen per channel (the same for every channel).
+    """
+
+    axis: int = 1
+    count: int = 0
+    sum: np.ndarray | None = None
+    sumsq: np.ndarray | None = None
+    sumabs: np.ndarray | None = None
+    zeros: np.ndarray | None = None
+
+    def update(self, x: np.ndarray) -> None:
+        moved = np.moveaxis(np.asarray(x), self.axis, -1)
+        flat = moved.reshape(-1, moved.shape[-1]).astype(np.float64, copy=False)
+        if self.sum is None:
+            c = flat.shape[1]
+            self.sum, self.sumsq, self.sumabs = np.zeros(c), np.zeros(c), np.zeros(c)
+            self.zeros = np.zeros(c, dtype=np.int64)
+        elif flat.shape[1] != self.sum.shape[0]:
+            raise ValueError(f"channel count changed from {self.sum.shape[0]} to {flat.shape[1]}")
+        assert self.sumsq is not None and self.sumabs is not None and self.zeros is not None
+        self.count += flat.shape[0]
+        self.sum += flat.sum(axis=0)
+        self.sumsq += np.einsum("ij,ij->j", flat, flat)
+        self.sumabs += np.abs(flat).sum(axis=0)
+        self.zeros += (flat == 0).sum(axis=0)
+
+    def _need(self, arr: np.ndarray | None) -> np.ndarray:
+        if arr is None or self.count == 0:
+            raise ValueError("no activations accumulated")
+        return arr
+
+    @property
+    def channels(self) -> int:
+        return int(self._need(self.sum).shape[0])
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self._need(self.sum) / self.count
+
+    @property
+    def var(self) -> np.ndarray:
+        """Population variance (clipped at 0 against round-off)."""
+        return np.maximum(self._need(self.sumsq) / self.count - self.mean**2, 0.0)
+
+    @property
+    def l2(self) -> np.ndarray:
+        """‖X_j‖₂ over everything seen (Wanda's input norm)."""
+        return np.sqrt(self._need(self.sumsq))
+
+    @property
+    def mean_abs(self) -> np.ndarray:
+        return self._need(self.sumabs) / self.count
+
+    @property
+    def apoz(self) -> np.ndarray:
+        """Average percentage of zeros per channel, in [0, 1]."""
+        return self._need(self.zeros) / self.count
+
+
+@dataclass
+class GramStats:
+    """Running XᵀX (float64) over rows of X [rows, d], and optionally XᵀY for Y [rows, k].
+
+    `rows` counts the rows represented; with subsampling each batch is weighted by
+    total/sampled rows so `xtx` estimates the full sum.
+    """
+
+    xtx: np.ndarray | None = None
+    xty: np.ndarray | None = None
+    rows: float = 0.0
+
+    def update(self, x: np.ndarray, y: np.ndarray | None = None, *, weight: float = 1.0) -> None:
+        x64 = np.asarray(x, dtype=np.float64)
+        g = x64.T @ x64
+        if weight != 1.0:
+            g *= weight
+        self.xtx = g if self.xtx is None else self.xtx + g
+        if y is not None:
+            c = x64.T @ np.asarray(y, dtype=np.float64)
+            if weight != 1.0:
+                c *= weight
+            self.xty = c if self.xty is None else self.xty + c
+        self.rows += x64.shape[0] * weight
+
+    @property
+    def hessian(self) -> np.ndarray:
+        """XᵀX (undamped)."""
+        if self.xtx is None:
+            raise ValueError("no activations accumulated")
+        return self.xtx
+
+    @property
+    def mean_hessian(self) -> np.ndarray:
+        """XᵀX / rows: the scale-free second moment."""
+        return self.hessian / max(self.rows, 1.0)
