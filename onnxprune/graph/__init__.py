@@ -1,0 +1,1 @@
+"""The channel dependency engine: tracks, rules, analysis, groups."""

@@ -1,0 +1,228 @@
+"""Walk the graph once, in topological order, and let each op's rule place and couple channel ids."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from onnxprune.graph.apply import ApplyContext
+from onnxprune.graph.tracks import UNTRACKED, Track, UnionFind, root_table
+from onnxprune.graph.view import GraphView, has_subgraph
+
+# Roles of constant members, used by scoring.
+ROLE_WEIGHT_OUT = "weight-out"  # producer weight, sliced along its output channels
+ROLE_WEIGHT_IN = "weight-in"  # consumer weight, sliced along its reduction axis
+ROLE_NORM_SCALE = "norm-scale"  # BN/IN gamma
+ROLE_PARAM = "param"  # biases, BN statistics, per-channel constants
+
+
+@dataclass(frozen=True)
+class ConstMember:
+    name: str
+    track: Track
+    role: str
+    node: str
+
+
+@dataclass(frozen=True)
+class ConsumeEdge:
+    """A tensor whose channels enter a channel-mixing consumer: the oracle masks here."""
+
+    node: str
+    input_index: int
+    tensor: str
+    track: Track
+
+
+@dataclass(frozen=True)
+class Source:
+    node: str
+    output: str
+    ids: np.ndarray
+
+
+ApplyHook = Callable[[ApplyContext, onnx.NodeProto], None]  # (context, the node in the model being pruned)
+
+
+@dataclass
+class Analysis:
+    view: GraphView
+    uf: UnionFind
+    layouts: dict[str, list[Track]]
+    sources: list[Source]
+    members: list[ConstMember]
+    consume_edges: list[ConsumeEdge]
+    hooks: dict[str, list[ApplyHook]]
+    blocked: dict[int, list[str]]  # id -> reasons (resolve through roots)
+    roots: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def blocked_roots(self) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = defaultdict(list)
+        for i, reasons in self.blocked.items():
+            r = int(self.roots[i])
+            for reason in reasons:
+                if reason not in out[r]:
+                    out[r].append(reason)
+        return out
+
+
+class RuleContext:
+    """What a rule sees of the analysis while it handles one node."""
+
+    def __init__(self, state: Analysis, node: onnx.NodeProto) -> None:
+        self.state = state
+        self.view = state.view
+        self.node = node
+        self.opset = state.view.opset
+
+    # -- reading ---------------------------------------------------------------------------
+    def input(self, i: int) -> str:
+        return self.node.input[i] if i < len(self.node.input) else ""
+
+    def layout(self, name: str) -> list[Track]:
+        return self.state.layouts.get(name, []) if name else []
+
+    def in_layout(self, i: int) -> list[Track]:
+        return self.layout(self.input(i))
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        return self.view.shape(name) if name else None
+
+    def is_const(self, name: str) -> bool:
+        return bool(name) and self.view.is_const(name)
+
+    def const(self, name: str) -> np.ndarray:
+        return self.view.array(name)
+
+    def attr(self, name: str, default: object = None) -> object:
+        from onnxprune.graph.view import node_attr
+
+        return node_attr(self.node, name, default)
+
+    def int_attr(self, name: str, default: int) -> int:
+        v = self.attr(name, default)
+        return int(v)  # type: ignore[call-overload]
+
+    def ints_attr(self, name: str) -> list[int] | None:
+        v = self.attr(name, None)
+        return None if v is None else [int(x) for x in v]  # type: ignore[union-attr]
+
+    # -- writing ---------------------------------------------------------------------------
+    def set_layout(self, name: str, layout: list[Track]) -> None:
+        tracked = [t for t in layout if t.any_tracked()]
+        if name and tracked:
+            self.state.layouts[name] = tracked
+
+    def new_source(self, n: int, output: str) -> np.ndarray:
+        ids = self.state.uf.allocate(n)
+        self.state.sources.append(Source(self.node.name, output, ids))
+        return ids
+
+    def union(self, a: np.ndarray, b: np.ndarray, *, reason: str) -> None:
+        """Couple two id arrays position by position; an id facing an untracked position is blocked."""
+        if a.shape != b.shape:
+            self.block(a, f"{reason}: shapes {a.shape} and {b.shape} differ")
+            self.block(b, f"{reason}: shapes {a.shape} and {b.shape} differ")
+            return
+        fa, fb = a.reshape(-1), b.reshape(-1)
+        for x, y in zip(fa.tolist(), fb.tolist(), strict=True):
+            if x >= 0 and y >= 0:
+                self.state.uf.union(x, y)
+            elif x >= 0 or y >= 0:
+                self.block(np.array([max(x, y)]), f"{reason}: coupled with an untracked channel")
+
+    def union_along(self, track: Track, keep_axis_pos: int) -> None:
+        """Make removal rectangular: couple all ids that share an index on track.axes[keep_axis_pos]."""
+        moved = np.moveaxis(track.ids, keep_axis_pos, 0).reshape(track.ids.shape[keep_axis_pos], -1)
+        for row in moved:
+            valid = row[row >= 0]
+            if valid.size and valid.size != row.size:
+                self.block(valid, "grouped channels mix tracked and untracked positions")
+            for x in valid[1:].tolist():
+                self.state.uf.union(int(valid[0]), x)
+
+    def block(self, ids: np.ndarray | Track | list[Track], reason: str) -> None:
+        arrays: list[np.ndarray]
+        if isinstance(ids, Track):
+            arrays = [ids.ids]
+        elif isinstance(ids, list):
+            arrays = [t.ids for t in ids]
+        else:
+            arrays = [ids]
+        where = f"{self.node.op_type} '{self.node.name}'"
+        for arr in arrays:
+            for i in np.unique(arr[arr >= 0]).tolist():
+                reasons = self.state.blocked.setdefault(int(i), [])
+                full = f"{where}: {reason}"
+                if full not in reasons and len(reasons) < 4:
+                    reasons.append(full)
+
+    def block_inputs(self, reason: str) -> None:
+        for x in self.node.input:
+            self.block(self.layout(x), reason)
+
+    def member(self, name: str, track: Track, role: str) -> None:
+        """A constant parameter sliced along `track` (shared constants get their ids coupled)."""
+        for m in self.state.members:
+            if m.name == name and m.track.axes == track.axes:
+                self.union(m.track.ids, track.ids, reason=f"constant {name} shared")
+                break
+        self.state.members.append(ConstMember(name, track, role, self.node.name))
+
+    def consume(self, input_index: int, track: Track) -> None:
+        self.state.consume_edges.append(ConsumeEdge(self.node.name, input_index, self.input(input_index), track))
+
+    def hook(self, fn: ApplyHook) -> None:
+        self.state.hooks.setdefault(self.node.name, []).append(fn)
+
+
+def untracked(n: int) -> np.ndarray:
+    return np.full(n, UNTRACKED, dtype=np.int64)
+
+
+def analyse(view: GraphView, *, allow_layernorm: bool = False) -> Analysis:
+    """Build layouts, sources, members, consume edges and blocks for the main graph."""
+    from onnxprune.graph.rules import registry
+
+    state = Analysis(view, UnionFind(), {}, [], [], [], {}, {})
+    for node in view.graph.node:
+        ctx = RuleContext(state, node)
+        tracked_in = any(state.layouts.get(x) for x in node.input if x)
+        if node.domain not in ("", "ai.onnx"):
+            ctx.block_inputs(f"custom op of domain '{node.domain}' has no channel rule")
+            continue
+        if has_subgraph(node):
+            ctx.block_inputs("control flow with subgraphs is kept intact")
+            continue
+        rule = registry.lookup(node.op_type, view.opset)
+        if rule is None:
+            if tracked_in:
+                ctx.block_inputs(f"no channel rule for {node.op_type} (opset {view.opset})")
+            continue
+        if not tracked_in and not rule.source:
+            continue
+        rule.fn(ctx)
+    _block_boundaries(state)
+    state.roots = root_table(state.uf)
+    return state
+
+
+def _block_boundaries(state: Analysis) -> None:
+    view = state.view
+    for name in view.graph_outputs:
+        for t in state.layouts.get(name, []):
+            _block_ids(state, t.ids, f"reaches graph output '{name}'")
+    for name in view.captured:
+        for t in state.layouts.get(name, []):
+            _block_ids(state, t.ids, f"read inside a subgraph ('{name}')")
+
+
+def _block_ids(state: Analysis, ids: np.ndarray, reason: str) -> None:
+    for i in np.unique(ids[ids >= 0]).tolist():
+        reasons = state.blocked.setdefault(int(i), [])
+        if reason not in reasons and len(reasons) < 4:
+            reasons.append(reason)

@@ -1,0 +1,69 @@
+"""What an apply hook sees while a plan is carried out: which ids are kept, and how to rewrite."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnxprune.graph.tracks import map_roots
+
+
+class ApplyContext:
+    """Keep-masks for id arrays, and copy-on-write rewrites of a node's constant inputs."""
+
+    def __init__(self, model: onnx.ModelProto, roots: np.ndarray, removed_roots: set[int]) -> None:
+        self.model = model
+        self.roots = roots
+        self.removed = np.array(sorted(removed_roots), dtype=np.int64)
+        self._inits = {t.name: t for t in model.graph.initializer}
+        self._counter = 0
+        self.model_opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+    def keep(self, ids: np.ndarray) -> np.ndarray:
+        """Boolean mask, True where the position survives (untracked positions always do)."""
+        r = map_roots(self.roots, ids)
+        return ~np.isin(r, self.removed) | (ids < 0)
+
+    def kept_count(self, ids: np.ndarray) -> int:
+        return int(self.keep(ids).sum())
+
+    def kept_along(self, ids: np.ndarray, axis: int) -> np.ndarray:
+        """For a multi-axis id grid made rectangular by coupling: keep-mask along one of its axes.
+
+        An index survives if any position on its line does: the coupled (outer) axes never lose
+        a line, and on the pruned axis a whole line goes at once.
+        """
+        k = self.keep(ids)
+        return np.moveaxis(k, axis, 0).reshape(k.shape[axis], -1).any(axis=1)
+
+    def const(self, name: str) -> np.ndarray:
+        return numpy_helper.to_array(self._inits[name])
+
+    def set_input_const(self, node: onnx.NodeProto, index: int, value: np.ndarray) -> None:
+        """Point a node input at a new initializer holding `value` (never edits a shared constant)."""
+        base = node.input[index] if index < len(node.input) and node.input[index] else f"{node.name}_in{index}"
+        self._counter += 1
+        name = f"{base}__pruned{self._counter}"
+        while name in self._inits:
+            self._counter += 1
+            name = f"{base}__pruned{self._counter}"
+        t = numpy_helper.from_array(np.ascontiguousarray(value), name)
+        self.model.graph.initializer.append(t)
+        self._inits[name] = t
+        while len(node.input) <= index:
+            node.input.append("")
+        node.input[index] = name
+
+    def set_attr(self, node: onnx.NodeProto, name: str, value: object) -> None:
+        for i, a in enumerate(node.attribute):
+            if a.name == name:
+                del node.attribute[i]
+                break
+        node.attribute.append(onnx.helper.make_attribute(name, value))
+
+    def drop_attr(self, node: onnx.NodeProto, name: str) -> None:
+        for i, a in enumerate(node.attribute):
+            if a.name == name:
+                del node.attribute[i]
+                return

@@ -1,0 +1,70 @@
+"""Groups: sets of sources whose channels are coupled, with their slots and blocking reasons."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from onnxprune.graph.analysis import Analysis, ConstMember
+from onnxprune.graph.tracks import UnionFind, map_roots
+
+
+@dataclass
+class Group:
+    id: int
+    sources: list[str]  # node names
+    slots: np.ndarray  # root ids, one per removable channel slot (sorted)
+    blocked: list[str] = field(default_factory=list)
+    members: list[ConstMember] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return int(self.slots.size)
+
+    @property
+    def prunable(self) -> bool:
+        return not self.blocked and self.size > 1
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "sources": self.sources,
+            "channels": self.size,
+            "prunable": self.prunable,
+            "blocked": self.blocked,
+            "members": sorted({f"{m.name}[{','.join(map(str, m.track.axes))}]" for m in self.members}),
+        }
+
+
+def build_groups(analysis: Analysis) -> list[Group]:
+    roots = analysis.roots
+    src_uf = UnionFind()
+    src_uf.allocate(len(analysis.sources))
+    owner: dict[int, int] = {}
+    for si, s in enumerate(analysis.sources):
+        for r in np.unique(map_roots(roots, s.ids)).tolist():
+            if r in owner:
+                src_uf.union(owner[r], si)
+            else:
+                owner[r] = si
+    comp: dict[int, list[int]] = defaultdict(list)
+    for si in range(len(analysis.sources)):
+        comp[src_uf.find(si)].append(si)
+    blocked = analysis.blocked_roots()
+    member_roots = [(m, set(np.unique(map_roots(roots, m.track.ids)).tolist())) for m in analysis.members]
+    groups: list[Group] = []
+    for gi, members in enumerate(sorted(comp.values(), key=lambda v: v[0])):
+        slots = np.unique(np.concatenate([map_roots(roots, analysis.sources[s].ids) for s in members]))
+        slots = slots[slots >= 0]
+        reasons: list[str] = []
+        for r in slots.tolist():
+            for reason in blocked.get(int(r), []):
+                if reason not in reasons:
+                    reasons.append(reason)
+        slot_set = set(slots.tolist())
+        g = Group(gi, [analysis.sources[s].node for s in members], slots, reasons[:8],
+                  [m for m, rs in member_roots if rs & slot_set])
+        groups.append(g)
+    return groups

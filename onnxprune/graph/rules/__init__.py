@@ -1,0 +1,1 @@
+"""Per-op channel rules, one small module per op family."""

@@ -1,0 +1,212 @@
+"""Index mapping ops: Concat (offsets), Split and Slice (ranges), Gather (index lists)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from onnxprune.graph.analysis import RuleContext, untracked
+from onnxprune.graph.apply import ApplyContext
+from onnxprune.graph.rules.registry import register
+from onnxprune.graph.tracks import Track, track_at
+
+
+def _axis(ctx: RuleContext, name: str, default: int = 0) -> int:
+    shape = ctx.shape(ctx.input(0)) or ctx.shape(ctx.node.output[0])
+    rank = len(shape) if shape else 0
+    a = ctx.int_attr("axis", default)
+    return a + rank if a < 0 else a
+
+
+@register("Concat")
+def concat(ctx: RuleContext) -> None:
+    shape = ctx.shape(ctx.node.output[0])
+    if shape is None:
+        ctx.block_inputs("Concat with unknown output shape")
+        return
+    axis = ctx.int_attr("axis", 1) % len(shape)
+    pieces: list[np.ndarray] = []
+    others: dict[tuple[int, ...], Track] = {}
+    for x in ctx.node.input:
+        xs = ctx.shape(x)
+        if xs is None:
+            ctx.block_inputs("Concat operand of unknown shape")
+            return
+        layout = ctx.layout(x)
+        t = track_at(layout, axis)
+        if t is not None and not t.is_single:
+            ctx.block(t, "multi-axis channel grid concatenated")
+            t = None
+        pieces.append(t.ids if t is not None else untracked(xs[axis]))
+        for u in layout:
+            if axis in u.axes:
+                continue
+            if u.axes in others:
+                ctx.union(others[u.axes].ids, u.ids, reason="Concat couples the other axes")
+            else:
+                others[u.axes] = u
+    out_layout = [Track((axis,), np.concatenate(pieces))] + list(others.values())
+    ctx.set_layout(ctx.node.output[0], out_layout)
+
+
+def _split_sizes(ctx: RuleContext, dim: int) -> list[int] | None:
+    n = len(ctx.node.output)
+    if ctx.opset < 13:
+        sizes = ctx.ints_attr("split")
+    elif ctx.input(1):
+        sizes = [int(v) for v in ctx.const(ctx.input(1))] if ctx.is_const(ctx.input(1)) else None
+        if sizes is None:
+            return None
+    else:
+        sizes = None
+    if sizes is None:
+        if dim % n == 0:
+            return [dim // n] * n
+        step = -(-dim // n)  # opset 18 num_outputs: last chunk smaller
+        return [min(step, dim - i * step) for i in range(n)]
+    return sizes
+
+
+@register("Split")
+def split(ctx: RuleContext) -> None:
+    shape = ctx.shape(ctx.input(0))
+    if shape is None:
+        ctx.block_inputs("Split of unknown shape")
+        return
+    axis = ctx.int_attr("axis", 0) % len(shape)
+    layout = ctx.in_layout(0)
+    t = track_at(layout, axis)
+    rest = [u for u in layout if u is not t]
+    if t is None:
+        for out in ctx.node.output:
+            ctx.set_layout(out, rest)
+        return
+    if not t.is_single:
+        ctx.block(t, "Split of a multi-axis channel grid")
+        return
+    sizes = _split_sizes(ctx, shape[axis])
+    if sizes is None or sum(sizes) != shape[axis]:
+        ctx.block(t, "Split sizes computed at run time")
+        return
+    bounds = np.cumsum([0, *sizes])
+    parts = [t.ids[bounds[i]:bounds[i + 1]] for i in range(len(sizes))]
+    for out, ids in zip(ctx.node.output, parts, strict=True):
+        ctx.set_layout(out, [Track((axis,), ids), *rest])
+
+    def rewrite(actx: ApplyContext, node: onnx.NodeProto) -> None:
+        new = [actx.kept_count(p) for p in parts]
+        if actx.model_opset < 13:
+            actx.set_attr(node, "split", new)
+        else:
+            actx.drop_attr(node, "num_outputs")
+            actx.set_input_const(node, 1, np.array(new, dtype=np.int64))
+
+    ctx.hook(rewrite)
+
+
+def _norm_bound(v: int, dim: int) -> int:
+    if v < 0:
+        v += dim
+    return max(0, min(v, dim))
+
+
+@register("Slice")
+def slice_(ctx: RuleContext) -> None:
+    shape = ctx.shape(ctx.input(0))
+    layout = ctx.in_layout(0)
+    if shape is None:
+        ctx.block(layout, "Slice of unknown shape")
+        return
+    params = _slice_params(ctx, len(shape))
+    if params is None:
+        ctx.block(layout, "Slice bounds computed at run time")
+        return
+    starts, ends, axes, steps = params
+    out_layout: list[Track] = []
+    sliced: list[tuple[int, int, int, np.ndarray]] = []  # (index in params, start, end, ids)
+    for t in layout:
+        hit = [i for i, a in enumerate(axes) if a in t.axes]
+        if not hit:
+            out_layout.append(t)
+            continue
+        i = hit[0]
+        if not t.is_single or steps[i] != 1:
+            ctx.block(t, "strided or multi-axis Slice over channels")
+            continue
+        dim = shape[axes[i]]
+        s, e = _norm_bound(starts[i], dim), _norm_bound(ends[i], dim)
+        out_layout.append(Track(t.axes, t.ids[s:e]))
+        sliced.append((i, s, e, t.ids))
+    ctx.set_layout(ctx.node.output[0], out_layout)
+    if sliced:
+        ctx.hook(_slice_rewriter(sliced, starts, ends, axes, steps))
+
+
+def _slice_params(ctx: RuleContext, rank: int) -> tuple[list[int], list[int], list[int], list[int]] | None:
+    if ctx.opset < 10:
+        starts, ends = ctx.ints_attr("starts"), ctx.ints_attr("ends")
+        axes = ctx.ints_attr("axes")
+        if starts is None or ends is None:
+            return None
+        axes = axes if axes is not None else list(range(len(starts)))
+        return starts, ends, [a % rank for a in axes], [1] * len(starts)
+    names = [ctx.input(i) for i in range(1, 5)]
+    if any(n and not ctx.is_const(n) for n in names):
+        return None
+    starts = [int(v) for v in ctx.const(names[0])]
+    ends = [int(v) for v in ctx.const(names[1])]
+    axes = [int(v) % rank for v in ctx.const(names[2])] if names[2] else list(range(len(starts)))
+    steps = [int(v) for v in ctx.const(names[3])] if names[3] else [1] * len(starts)
+    return starts, ends, axes, steps
+
+
+def _slice_rewriter(sliced: list[tuple[int, int, int, np.ndarray]], starts: list[int], ends: list[int],
+                    axes: list[int], steps: list[int]):  # type: ignore[no-untyped-def]
+    def rewrite(actx: ApplyContext, node: onnx.NodeProto) -> None:
+        new_starts, new_ends = list(starts), list(ends)
+        for i, s, e, ids in sliced:
+            keep = actx.keep(ids)
+            new_starts[i] = int(keep[:s].sum())
+            new_ends[i] = int(keep[:e].sum())
+        if actx.model_opset < 10:
+            actx.set_attr(node, "starts", new_starts)
+            actx.set_attr(node, "ends", new_ends)
+        else:
+            actx.set_input_const(node, 1, np.array(new_starts, dtype=np.int64))
+            actx.set_input_const(node, 2, np.array(new_ends, dtype=np.int64))
+
+    return rewrite
+
+
+@register("Gather")
+def gather(ctx: RuleContext) -> None:
+    shape = ctx.shape(ctx.input(0))
+    layout = ctx.in_layout(0)
+    idx_name = ctx.input(1)
+    if shape is None or not ctx.is_const(idx_name):
+        ctx.block(layout, "Gather with run-time indices")
+        return
+    axis = ctx.int_attr("axis", 0) % len(shape)
+    idx = ctx.const(idx_name).astype(np.int64)
+    idx = np.where(idx < 0, idx + shape[axis], idx)
+    shift = idx.ndim - 1
+    out_layout: list[Track] = []
+    for t in layout:
+        if axis not in t.axes:
+            out_layout.append(t.shifted({a: (a if a < axis else a + shift) for a in t.axes}))
+            continue
+        if not t.is_single or idx.ndim != 1:
+            ctx.block(t, "Gather picks single channels (or a grid) out of the channel axis")
+            continue
+        src_ids = t.ids
+        out_ids = src_ids[idx]
+        out_layout.append(Track((axis,), out_ids))
+
+        def rewrite(actx: ApplyContext, node: onnx.NodeProto, src_ids: np.ndarray = src_ids) -> None:
+            keep_src = actx.keep(src_ids)
+            new_pos = np.cumsum(keep_src) - 1
+            kept = idx[keep_src[idx]]
+            actx.set_input_const(node, 1, new_pos[kept].astype(np.int64))
+
+        ctx.hook(rewrite)
+    ctx.set_layout(ctx.node.output[0], out_layout)

@@ -1,0 +1,108 @@
+"""Conv and ConvTranspose of any rank, plain, grouped and depthwise.
+
+- group == 1: the output channels are a new source; the input channels are consumed
+  (the weight's reduction axis is sliced, and the oracle masks the input here).
+- depthwise (group == C_in, C_out = m * C_in): channel c maps to outputs c*m .. c*m+m-1, so the
+  ids pass through (repeated m times) and the group count follows the kept channels.
+- grouped (1 < group < C_in): channels are removed at the same index in every group, so the
+  group structure survives; both sides are coupled across groups.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from onnxprune.graph.analysis import ROLE_PARAM, ROLE_WEIGHT_IN, ROLE_WEIGHT_OUT, RuleContext
+from onnxprune.graph.apply import ApplyContext
+from onnxprune.graph.rules.registry import register
+from onnxprune.graph.tracks import Track, track_at
+
+
+def _set_group(node: onnx.NodeProto, value: int) -> None:
+    for a in node.attribute:
+        if a.name == "group":
+            a.i = value
+            return
+    node.attribute.append(onnx.helper.make_attribute("group", value))
+
+
+@register("Conv", "ConvTranspose", source=True)
+def conv(ctx: RuleContext) -> None:
+    x, w, b = ctx.input(0), ctx.input(1), ctx.input(2)
+    transpose = ctx.node.op_type == "ConvTranspose"
+    x_layout = ctx.layout(x)
+    for t in x_layout:
+        if t.axes != (1,):
+            ctx.block(t, "tracks on spatial or batch axes reach a convolution")
+    xt = track_at(x_layout, 1)
+    if xt is not None and not xt.is_single:
+        xt = None
+    if not ctx.is_const(w) or (b and not ctx.is_const(b)):
+        if xt is not None:
+            ctx.block(xt, "convolution weight is computed at run time")
+        return
+    wshape = ctx.shape(w)
+    assert wshape is not None
+    group = ctx.int_attr("group", 1)
+    cin = wshape[0] if transpose else wshape[1] * group
+    cout = wshape[1] * group if transpose else wshape[0]
+    out = ctx.node.output[0]
+    out_axis, in_axis = (1, 0) if transpose else (0, 1)
+    if group > 1 and group == cin and not transpose:
+        _depthwise(ctx, xt, cin, cout, out)
+        return
+    if group > 1:
+        _grouped(ctx, xt, cin, cout, group, transpose, out)
+        return
+    out_ids = ctx.new_source(cout, out)
+    ctx.member(w, Track((out_axis,), out_ids), ROLE_WEIGHT_OUT)
+    if b:
+        ctx.member(b, Track((0,), out_ids), ROLE_PARAM)
+    ctx.set_layout(out, [Track((1,), out_ids)])
+    if xt is not None:
+        ctx.member(w, Track((in_axis,), xt.ids), ROLE_WEIGHT_IN)
+        ctx.consume(0, xt)
+
+
+def _depthwise(ctx: RuleContext, xt: Track | None, cin: int, cout: int, out: str) -> None:
+    w, b = ctx.input(1), ctx.input(2)
+    if xt is None:
+        return  # its channels are the input's, which nothing here can remove
+    in_ids = xt.ids
+    ids = np.repeat(in_ids, cout // cin)
+    ctx.member(w, Track((0,), ids), ROLE_WEIGHT_OUT)
+    if b:
+        ctx.member(b, Track((0,), ids), ROLE_PARAM)
+    ctx.set_layout(out, [Track((1,), ids)])
+
+    def set_groups(actx: ApplyContext, node: onnx.NodeProto) -> None:
+        _set_group(node, actx.kept_count(in_ids))
+
+    ctx.hook(set_groups)
+
+
+def _grouped(ctx: RuleContext, xt: Track | None, cin: int, cout: int, group: int, transpose: bool,
+             out: str) -> None:
+    w, b = ctx.input(1), ctx.input(2)
+    out_ids = ctx.new_source(cout, out)
+    # Remove the same index in every group: couple ids across groups on both sides.
+    out_grid = Track((0, 1), out_ids.reshape(group, cout // group))
+    ctx.union_along(out_grid, 1)
+    out_axis, in_axis = (1, 0) if transpose else (0, 1)
+    if transpose:
+        ctx.member(w, Track((out_axis,), out_ids.reshape(group, -1)[0]), ROLE_WEIGHT_OUT)
+    else:
+        ctx.member(w, Track((out_axis,), out_ids), ROLE_WEIGHT_OUT)
+    if b:
+        ctx.member(b, Track((0,), out_ids), ROLE_PARAM)
+    ctx.set_layout(out, [Track((1,), out_ids)])
+    if xt is None:
+        return
+    in_grid = Track((0, 1), xt.ids.reshape(group, cin // group))
+    ctx.union_along(in_grid, 1)
+    if transpose:
+        ctx.member(w, Track((in_axis,), xt.ids), ROLE_WEIGHT_IN)
+    else:
+        ctx.member(w, Track((in_axis,), xt.ids.reshape(group, -1)[0]), ROLE_WEIGHT_IN)
+    ctx.consume(0, xt)

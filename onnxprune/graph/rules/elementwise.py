@@ -1,0 +1,90 @@
+"""Elementwise ops: every channel maps to the same index on the output.
+
+Unary activations pass tracks through. Broadcasting ops (Add, Mul, Where, PRelu, ...) couple the
+ids of operands that share a tracked axis, slice constant operands along it, and block a channel
+that meets an untracked activation (it could not be removed from that operand).
+"""
+
+from __future__ import annotations
+
+from onnxprune.graph.analysis import ROLE_PARAM, RuleContext
+from onnxprune.graph.rules.registry import register
+from onnxprune.graph.tracks import Track
+
+UNARY = (
+    "Relu", "LeakyRelu", "PRelu_unary", "Elu", "Selu", "Celu", "ThresholdedRelu", "Sigmoid", "HardSigmoid",
+    "HardSwish", "Tanh", "Softplus", "Softsign", "Mish", "Gelu", "Erf", "Exp", "Log", "Abs", "Neg", "Sqrt",
+    "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh",
+    "Asinh", "Acosh", "Atanh", "Not", "IsNaN", "IsInf", "Shrink", "Identity", "Cast", "BitwiseNot", "Dropout",
+)
+BROADCAST = (
+    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "PRelu", "Where", "Equal", "Greater",
+    "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Xor", "Mod", "BitShift", "BitwiseAnd", "BitwiseOr",
+    "BitwiseXor", "CastLike", "Clip",
+)
+
+
+@register(*UNARY)
+def unary(ctx: RuleContext) -> None:
+    layout = ctx.in_layout(0)
+    for out in ctx.node.output:
+        ctx.set_layout(out, layout)
+
+
+def _operands(ctx: RuleContext) -> list[str]:
+    if ctx.node.op_type == "CastLike":
+        return [ctx.input(0)]
+    if ctx.node.op_type == "Clip":
+        return [ctx.input(0)]  # min/max are scalars
+    return [x for x in ctx.node.input]
+
+
+@register(*BROADCAST)
+def broadcast(ctx: RuleContext) -> None:
+    names = _operands(ctx)
+    ranks = [len(ctx.shape(x) or ()) if x else 0 for x in names]
+    out_rank = max(ranks, default=0)
+    # Tracks of every operand, moved to output axes.
+    mapped: dict[str, list[Track]] = {}
+    for x, r in zip(names, ranks, strict=True):
+        off = out_rank - r
+        mapped[x] = [t.shifted({a: a + off for a in t.axes}) for t in ctx.layout(x)] if x else []
+    out_layout: list[Track] = []
+    claimed: set[int] = set()
+    for x in names:
+        for t in mapped.get(x, []):
+            if set(t.axes) & claimed:
+                continue
+            claimed.update(t.axes)
+            out_layout.append(_couple(ctx, t, names, ranks, out_rank, mapped))
+    ctx.set_layout(ctx.node.output[0], [t for t in out_layout if t is not None])
+
+
+def _couple(ctx: RuleContext, t: Track, names: list[str], ranks: list[int], out_rank: int,
+            mapped: dict[str, list[Track]]) -> Track:
+    """Couple every operand along the axes of track t; return the output track."""
+    for x, r in zip(names, ranks, strict=True):
+        if not x:
+            continue
+        off = out_rank - r
+        shape = ctx.shape(x)
+        if shape is None:
+            ctx.block(t, f"unknown shape of operand {x}")
+            continue
+        dims = [shape[a - off] if a - off >= 0 else 1 for a in t.axes]
+        if all(d == 1 for d in dims):
+            continue  # broadcast along the channel axes: one value for every channel
+        other = next((u for u in mapped.get(x, []) if set(u.axes) & set(t.axes)), None)
+        if other is not None:
+            if other.axes != t.axes:
+                ctx.block([t, other], "operands carry channels on different axes")
+            elif other is not t:
+                ctx.union(t.ids, other.ids, reason=f"{ctx.node.op_type} couples operands")
+            continue
+        if list(dims) != list(t.ids.shape):
+            ctx.block(t, f"operand {x} broadcasts partially along the channel axis")
+        elif ctx.is_const(x):
+            ctx.member(x, Track(tuple(a - off for a in t.axes), t.ids), ROLE_PARAM)
+        else:
+            ctx.block(t, f"{ctx.node.op_type} with an activation that carries no prunable channels")
+    return t

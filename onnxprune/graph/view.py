@@ -1,0 +1,112 @@
+"""A read-only index over an ONNX graph: producers, consumers, constants, shapes, opset."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from functools import cached_property
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+SUBGRAPH_ATTR_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+
+
+def node_attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def has_subgraph(node: onnx.NodeProto) -> bool:
+    return any(a.type in SUBGRAPH_ATTR_TYPES for a in node.attribute)
+
+
+def subgraph_captures(node: onnx.NodeProto) -> set[str]:
+    """Names a node's subgraphs read from the enclosing scope (implicit inputs)."""
+    names: set[str] = set()
+    for a in node.attribute:
+        graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []
+        for g in graphs:
+            local = {i.name for i in g.input} | {t.name for t in g.initializer}
+            for n in g.node:
+                local.update(n.output)
+            for n in g.node:
+                names.update(x for x in n.input if x and x not in local)
+                if has_subgraph(n):
+                    names.update(x for x in subgraph_captures(n) if x not in local)
+            names.update(o.name for o in g.output if o.name not in local)
+    return names
+
+
+class GraphView:
+    """Indexes a model's main graph. Does not copy or modify the model."""
+
+    def __init__(self, model: onnx.ModelProto, *, shapes: dict[str, tuple[int, ...]] | None = None) -> None:
+        self.model = model
+        self.graph = model.graph
+        self.shapes: dict[str, tuple[int, ...]] = dict(shapes or {})
+        self._arrays: dict[str, np.ndarray] = {}
+
+    @cached_property
+    def opset(self) -> int:
+        for o in self.model.opset_import:
+            if o.domain in ("", "ai.onnx"):
+                return int(o.version)
+        return 1
+
+    @cached_property
+    def initializers(self) -> dict[str, onnx.TensorProto]:
+        return {t.name: t for t in self.graph.initializer}
+
+    @cached_property
+    def producer(self) -> dict[str, tuple[onnx.NodeProto, int]]:
+        out: dict[str, tuple[onnx.NodeProto, int]] = {}
+        for n in self.graph.node:
+            for i, o in enumerate(n.output):
+                if o:
+                    out[o] = (n, i)
+        return out
+
+    @cached_property
+    def consumers(self) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
+        out: dict[str, list[tuple[onnx.NodeProto, int]]] = defaultdict(list)
+        for n in self.graph.node:
+            for i, x in enumerate(n.input):
+                if x:
+                    out[x].append((n, i))
+        return out
+
+    @cached_property
+    def graph_outputs(self) -> set[str]:
+        return {o.name for o in self.graph.output}
+
+    @cached_property
+    def graph_inputs(self) -> set[str]:
+        return {i.name for i in self.graph.input if i.name not in self.initializers}
+
+    @cached_property
+    def captured(self) -> set[str]:
+        names: set[str] = set()
+        for n in self.graph.node:
+            if has_subgraph(n):
+                names |= subgraph_captures(n)
+        return names
+
+    def is_const(self, name: str) -> bool:
+        return name in self.initializers
+
+    def array(self, name: str) -> np.ndarray:
+        if name not in self._arrays:
+            self._arrays[name] = numpy_helper.to_array(self.initializers[name])
+        return self._arrays[name]
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        if name in self.initializers:
+            return tuple(int(d) for d in self.initializers[name].dims)
+        return self.shapes.get(name)
+
+    def rank(self, name: str) -> int | None:
+        s = self.shape(name)
+        return None if s is None else len(s)

@@ -1,0 +1,245 @@
+"""Normalise real exports so that every weight is an initializer.
+
+- Constant nodes (Paddle, dynamo exports) become initializers.
+- Constant subgraphs (ConstantOfShape, Cast, Transpose of a weight, Shape of a static tensor,
+  Shape->Gather/Slice of static dims) are folded by running them once in ONNX Runtime.
+- Weights listed as graph inputs (IR < 4) stop being inputs.
+- Nodes without names get unique names. Control-flow subgraphs and custom-domain ops are kept as they are.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnxprune.graph.view import GraphView, has_subgraph, node_attr
+from onnxprune.passes.base import Pass, PassResult
+from onnxprune.runtime import run, session
+
+NONDETERMINISTIC = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
+                    "Bernoulli", "Dropout"}
+FOLD_MAX_ELEMENTS = 160_000_000
+
+
+def constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
+    for a in node.attribute:
+        if a.name == "value":
+            return numpy_helper.to_array(a.t)
+        if a.name == "value_float":
+            return np.array(a.f, dtype=np.float32)
+        if a.name == "value_floats":
+            return np.array(list(a.floats), dtype=np.float32)
+        if a.name == "value_int":
+            return np.array(a.i, dtype=np.int64)
+        if a.name == "value_ints":
+            return np.array(list(a.ints), dtype=np.int64)
+    return None  # sparse_value / string forms are left alone
+
+
+class ConstantsToInitializers(Pass):
+    name = "constants-to-initializers"
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        keep: list[onnx.NodeProto] = []
+        outputs = {o.name for o in model.graph.output}
+        changed = 0
+        for node in model.graph.node:
+            value = constant_node_value(node) if node.op_type == "Constant" and node.domain in ("", "ai.onnx") else None
+            if value is None or node.output[0] in outputs:
+                keep.append(node)
+                continue
+            model.graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+            changed += 1
+        if changed:
+            del model.graph.node[:]
+            model.graph.node.extend(keep)
+        return PassResult(model, changed > 0, [f"{changed} Constant nodes -> initializers"] if changed else [])
+
+
+class WeightsNotInputs(Pass):
+    name = "weights-not-inputs"
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        inits = {t.name for t in model.graph.initializer}
+        real = [i for i in model.graph.input if i.name not in inits]
+        if len(real) == len(model.graph.input):
+            return PassResult(model, False)
+        if model.ir_version < 4:
+            model.ir_version = 4
+        del model.graph.input[:]
+        model.graph.input.extend(real)
+        return PassResult(model, True, ["initializers removed from graph inputs"])
+
+
+class NameNodes(Pass):
+    name = "name-nodes"
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        seen: set[str] = set()
+        changed = False
+        for i, node in enumerate(model.graph.node):
+            if not node.name or node.name in seen:
+                base = node.name or f"{node.op_type}_{i}"
+                name, k = base, 0
+                while name in seen:
+                    k += 1
+                    name = f"{base}_{k}"
+                node.name = name
+                changed = True
+            seen.add(node.name)
+        return PassResult(model, changed)
+
+
+def _inferred(model: onnx.ModelProto) -> tuple[dict[str, list[int | None]], dict[str, int]]:
+    """Static dims (None where dynamic) and element types from ONNX shape inference."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # noqa: BLE001 - inference is best-effort here
+        return {}, {}
+    shapes: dict[str, list[int | None]] = {}
+    types: dict[str, int] = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        tt = vi.type.tensor_type
+        if tt.elem_type:
+            types[vi.name] = tt.elem_type
+        if tt.HasField("shape"):
+            shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+    return shapes, types
+
+
+def _shape_fold(node: onnx.NodeProto, view: GraphView, static: dict[str, list[int | None]]) -> np.ndarray | None:
+    """Value of a Shape node, or of Gather/Slice over a Shape node, when the selected dims are static."""
+    if node.op_type == "Shape":
+        dims = static.get(node.input[0])
+        if dims is None:
+            return None
+        start = int(node_attr(node, "start", 0))  # type: ignore[call-overload]
+        end = node_attr(node, "end", None)
+        sel = dims[start:] if end is None else dims[start:int(end)]  # type: ignore[call-overload]
+        return None if any(d is None for d in sel) else np.array(sel, dtype=np.int64)
+    src = view.producer.get(node.input[0])
+    if src is None or src[0].op_type != "Shape" or src[0].input[0] not in static:
+        return None
+    dims = static[src[0].input[0]]
+    if node.op_type == "Gather" and view.is_const(node.input[1]) and int(node_attr(node, "axis", 0)) == 0:  # type: ignore[call-overload]
+        idx = view.array(node.input[1]).astype(np.int64)
+        sel = np.array(dims, dtype=object)[idx]
+        if np.all(sel != None):  # noqa: E711 - elementwise comparison
+            return np.array(sel.tolist(), dtype=np.int64)
+    return None
+
+
+class FoldConstants(Pass):
+    """Evaluate every node whose inputs are all constant, in one ONNX Runtime session."""
+
+    name = "fold-constants"
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        view = GraphView(model)
+        static, types = _inferred(model)
+        known: set[str] = set(view.initializers)
+        direct: dict[str, np.ndarray] = {}
+        foldable: list[onnx.NodeProto] = []
+        outputs = view.graph_outputs
+        for node in model.graph.node:
+            if node.domain not in ("", "ai.onnx") or has_subgraph(node) or node.op_type in NONDETERMINISTIC:
+                continue
+            if any(o in outputs for o in node.output):
+                continue
+            if node.op_type in ("Shape", "Gather") and not all(x in known for x in node.input if x):
+                value = _shape_fold(node, view, static)
+                if value is not None:
+                    direct[node.output[0]] = value
+                    known.add(node.output[0])
+                continue
+            if node.input and all((not x) or x in known for x in node.input):
+                foldable.append(node)
+                known.update(o for o in node.output if o)
+        if not foldable and not direct:
+            return PassResult(model, False)
+        values = dict(direct)
+        values.update(self._evaluate(model, foldable, direct, view, types))
+        return self._replace(model, values)
+
+    @staticmethod
+    def _evaluate(model: onnx.ModelProto, nodes: list[onnx.NodeProto], direct: dict[str, np.ndarray],
+                  view: GraphView, types: dict[str, int]) -> dict[str, np.ndarray]:
+        if not nodes:
+            return {}
+        produced = {o for n in nodes for o in n.output if o}
+        needed = {x for n in nodes for x in n.input if x and x not in produced}
+        inits = [view.initializers[x] for x in needed if x in view.initializers]
+        inits += [numpy_helper.from_array(v, k) for k, v in direct.items() if k in needed]
+        # Outputs: whatever a non-folded node (or subgraph) reads.
+        folded_names = {n.name for n in nodes}
+        readers = {x for n in model.graph.node if n.name not in folded_names for x in n.input}
+        readers |= view.captured
+        outs = [o for o in produced if o in readers and o in types]
+        if not outs:
+            return {}
+        g = helper.make_graph(list(nodes), "fold", [], [helper.make_tensor_value_info(o, types[o], None) for o in outs],
+                              initializer=inits)
+        m = helper.make_model(g, opset_imports=list(model.opset_import), ir_version=max(model.ir_version, 4))
+        vals = run(session(m), {}, outs)
+        return {k: np.asarray(v) for k, v in vals.items() if np.asarray(v).size <= FOLD_MAX_ELEMENTS}
+
+    @staticmethod
+    def _replace(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> PassResult:
+        if not values:
+            return PassResult(model, False)
+        for name, v in values.items():
+            model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(v), name))
+        keep = [n for n in model.graph.node if not any(o in values for o in n.output)]
+        removed = len(model.graph.node) - len(keep)
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+        RemoveUnused().call(model)
+        return PassResult(model, True, [f"folded {removed} constant nodes"])
+
+
+class RemoveUnused(Pass):
+    """Drop nodes whose outputs nobody reads and initializers nobody reads."""
+
+    name = "remove-unused"
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        g = model.graph
+        view = GraphView(model)
+        live = set(view.graph_outputs) | view.captured
+        keep: list[onnx.NodeProto] = []
+        for node in reversed(list(g.node)):
+            if any(o in live for o in node.output) or node.domain not in ("", "ai.onnx") or has_subgraph(node):
+                keep.append(node)
+                live.update(x for x in node.input if x)
+        keep.reverse()
+        changed = len(keep) != len(g.node)
+        if changed:
+            del g.node[:]
+            g.node.extend(keep)
+        inits = [t for t in g.initializer if t.name in live or t.name in {i.name for i in g.input}]
+        if len(inits) != len(g.initializer):
+            changed = True
+            del g.initializer[:]
+            g.initializer.extend(inits)
+        vis = [v for v in g.value_info if v.name in live or any(v.name in n.output for n in keep)]
+        if len(vis) != len(g.value_info):
+            del g.value_info[:]
+            g.value_info.extend(vis)
+        return PassResult(model, changed)
+
+
+class Normalize(Pass):
+    """The whole normalisation, on a copy: the caller's model is never modified."""
+
+    name = "normalize"
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        from onnxprune.passes.base import PassManager
+
+        m = copy.deepcopy(model)
+        result = PassManager([ConstantsToInitializers(), WeightsNotInputs(), FoldConstants(), NameNodes()],
+                             steps=4)(m)
+        return result

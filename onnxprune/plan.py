@@ -1,0 +1,117 @@
+"""A plan is data: which channel slots of which group to remove. It can be saved, edited, replayed."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from onnxprune.errors import OnnxPruneError
+from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.groups import Group
+from onnxprune.graph.tracks import map_roots
+from onnxprune.scoring.base import Importance
+
+
+@dataclass
+class Plan:
+    """`removals[group id]` holds indices into that group's slots (not raw ids)."""
+
+    removals: dict[int, list[int]] = field(default_factory=dict)
+    ratio: float | None = None
+    criterion: str | None = None
+    round_to: int = 1
+    signatures: dict[int, list[str]] = field(default_factory=dict)  # group id -> source nodes
+
+    def removed_roots(self, dg: DependencyGraph) -> set[int]:
+        out: set[int] = set()
+        by_id = {g.id: g for g in dg.groups}
+        for gid, idx in self.removals.items():
+            g = by_id.get(gid)
+            if g is None:
+                raise OnnxPruneError(f"plan names group {gid}, which this model does not have")
+            if gid in self.signatures and self.signatures[gid] != g.sources:
+                raise OnnxPruneError(f"plan group {gid} was made for another model (sources differ)")
+            if not g.prunable and idx:
+                raise OnnxPruneError(f"plan removes channels of group {gid}, which is blocked: {g.blocked[:1]}")
+            if any(i < 0 or i >= g.size for i in idx):
+                raise OnnxPruneError(f"plan group {gid}: slot index out of range 0..{g.size - 1}")
+            out.update(int(g.slots[i]) for i in idx)
+        return out
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "ratio": self.ratio,
+            "criterion": self.criterion,
+            "round_to": self.round_to,
+            "groups": [{"id": gid, "sources": self.signatures.get(gid, []), "remove": sorted(idx)}
+                       for gid, idx in sorted(self.removals.items())],
+        }
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Plan:
+        try:
+            data = json.loads(Path(path).read_text())
+            removals = {int(g["id"]): [int(i) for i in g["remove"]] for g in data["groups"]}
+            sigs = {int(g["id"]): list(g.get("sources", [])) for g in data["groups"]}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise OnnxPruneError(f"{path}: not a valid plan file ({exc})") from None
+        return cls(removals, data.get("ratio"), data.get("criterion"), int(data.get("round_to", 1)), sigs)
+
+
+def n_keep(size: int, ratio: float, round_to: int) -> int:
+    """Channels to keep: at least one, a multiple of round_to when that is possible."""
+    keep = size - math.floor(size * ratio + 1e-9)
+    if round_to > 1:
+        keep = math.ceil(keep / round_to) * round_to
+    return max(1, min(size, keep))
+
+
+def uniform_plan(dg: DependencyGraph, importance: Importance, *, ratio: float, round_to: int = 1) -> Plan:
+    """Remove the lowest-scored fraction `ratio` of every prunable group."""
+    if not 0.0 <= ratio < 1.0:
+        raise OnnxPruneError(f"ratio must be in [0, 1), got {ratio}")
+    plan = Plan(ratio=ratio, criterion=getattr(importance, "name", None), round_to=round_to)
+    for g in dg.prunable:
+        keep = n_keep(g.size, ratio, round_to)
+        if keep >= g.size:
+            continue
+        scores = np.asarray(importance(dg, g), dtype=np.float64)
+        order = np.argsort(scores, kind="stable")
+        plan.removals[g.id] = sorted(int(i) for i in order[: g.size - keep])
+        plan.signatures[g.id] = list(g.sources)
+    enforce_min_channels(dg, plan)
+    return plan
+
+
+def enforce_min_channels(dg: DependencyGraph, plan: Plan) -> None:
+    """Every tensor keeps at least one position on each channel axis (Split pieces, Concat inputs)."""
+    removed = plan.removed_roots(dg)
+    if not removed:
+        return
+    by_id = {g.id: g for g in dg.groups}
+    slot_index = {int(r): (gid, i) for gid in plan.removals for i, r in enumerate(by_id[gid].slots)}
+    for layout in dg.analysis.layouts.values():
+        for t in layout:
+            roots = map_roots(dg.analysis.roots, t.ids)
+            if (roots < 0).any():
+                continue
+            for axis_pos in range(roots.ndim):
+                lines = np.moveaxis(roots, axis_pos, 0).reshape(roots.shape[axis_pos], -1)
+                if all(set(line.tolist()) & removed for line in lines):
+                    # Give back one slot: the first removed root on this axis.
+                    r = int(next(x for x in lines[0].tolist() if x in removed))
+                    gid, i = slot_index[r]
+                    plan.removals[gid].remove(i)
+                    removed.discard(r)
+
+
+def group_summary(g: Group) -> str:
+    state = "prunable" if g.prunable else ("blocked" if g.blocked else "single channel")
+    return f"group {g.id}: {g.size} channels, {len(g.sources)} sources, {state}"

@@ -1,0 +1,7 @@
+"""Importance criteria: one score per channel slot of a group. Registered by name."""
+
+from __future__ import annotations
+
+from onnxprune.scoring.base import Importance, get_importance, register_importance
+
+__all__ = ["Importance", "get_importance", "register_importance"]
