@@ -1,0 +1,170 @@
+"""The model zoo the tests and benchmarks run on (plain helper module; needs onnx + numpy, not torch).
+
+Three kinds of entries:
+
+* ``"torch"``: tiny PyTorch architectures in ``models/zoo/`` exported with the TorchScript and
+  dynamo exporters (listed by ``models/zoo/manifest.json``, built by ``models/build_zoo.py``).
+* ``"onnx-light"``: the ``light_*.onnx`` models shipped inside the installed ``onnx`` package
+  (old opset-9 graphs whose weights come from ConstantOfShape).
+* ``"real"``: real pretrained exports in ``models/real/`` fetched by ``make models``; listed only
+  when present.
+
+Usage::
+
+    from zoo import zoo_entries, random_inputs
+    for entry in zoo_entries():
+        feeds = random_inputs(entry)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnx
+
+Kind = Literal["torch", "onnx-light", "real"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ZOO_DIR = REPO_ROOT / "models" / "zoo"
+MANIFEST = ZOO_DIR / "manifest.json"
+REAL_DIR = REPO_ROOT / "models" / "real"
+LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+
+# Real models: file name in models/real/ -> (entry name, concrete input shapes).
+REAL_MODELS: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
+    # YOLOv8n detector from nudenet: input "images" is [batch, 3, height, width]; trained at 320.
+    "yolov8n_320n.onnx": ("real_yolov8n", {"images": (1, 3, 320, 320)}),
+    # PP-OCRv4 text detector: input "x" is fully dynamic; H and W must be multiples of 32.
+    "ppocrv4_det.onnx": ("real_ppocrv4_det", {"x": (1, 3, 64, 64)}),
+}
+
+# Size used for a dynamic dim of a zoo model (the only dynamic dim in the zoo is the batch axis).
+DYNAMIC_DIM_VALUE = 1
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One model. ``shapes`` gives concrete shapes for every graph input when the model has
+    dynamic input dims, and is ``None`` when all input shapes in the graph are static."""
+
+    name: str
+    path: Path
+    kind: Kind
+    shapes: dict[str, tuple[int, ...]] | None = field(default=None, hash=False)
+    exporter: str | None = None  # "torchscript" / "dynamo" for kind "torch"
+    opset: int | None = None
+    description: str = ""
+
+
+def _concrete(shape: list[int | str]) -> tuple[int, ...]:
+    return tuple(d if isinstance(d, int) and d > 0 else DYNAMIC_DIM_VALUE for d in shape)
+
+
+def _torch_entries() -> list[ZooEntry]:
+    if not MANIFEST.is_file():
+        return []
+    manifest = json.loads(MANIFEST.read_text())
+    entries = []
+    for m in manifest["models"]:
+        dynamic = any(not isinstance(d, int) for i in m["inputs"] for d in i["shape"])
+        shapes = {i["name"]: _concrete(i["shape"]) for i in m["inputs"]} if dynamic else None
+        entries.append(
+            ZooEntry(
+                name=m["name"],
+                path=ZOO_DIR / m["file"],
+                kind="torch",
+                shapes=shapes,
+                exporter=m["exporter"],
+                opset=m["opset"],
+                description=m["description"],
+            )
+        )
+    return entries
+
+
+def _light_entries() -> list[ZooEntry]:
+    return [
+        ZooEntry(name=p.stem, path=p, kind="onnx-light", opset=9, description="onnx backend-test light model")
+        for p in sorted(LIGHT_DIR.glob("*.onnx"))
+    ]
+
+
+def _real_entries() -> list[ZooEntry]:
+    entries = []
+    for file, (name, shapes) in REAL_MODELS.items():
+        path = REAL_DIR / file
+        if path.is_file():
+            entries.append(ZooEntry(name=name, path=path, kind="real", shapes=dict(shapes), description=file))
+    return entries
+
+
+def zoo_entries(kinds: tuple[Kind, ...] | None = None) -> list[ZooEntry]:
+    """All zoo entries (optionally only the given kinds), torch first, then onnx-light, then real."""
+    entries = _torch_entries() + _light_entries() + _real_entries()
+    if kinds is not None:
+        entries = [e for e in entries if e.kind in kinds]
+    return entries
+
+
+def zoo_entry(name: str) -> ZooEntry:
+    for e in zoo_entries():
+        if e.name == name:
+            return e
+    raise KeyError(f"no zoo entry named {name!r}")
+
+
+def entry_ids(entries: list[ZooEntry]) -> list[str]:
+    """Names, for ``pytest.mark.parametrize(..., ids=entry_ids(entries))``."""
+    return [e.name for e in entries]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+@cache
+def _graph_inputs(path: Path) -> tuple[tuple[str, tuple[int | str, ...], int], ...]:
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+    out = []
+    for vi in model.graph.input:
+        if vi.name in inits:  # IR<4 models list initializers as inputs too
+            continue
+        tt = vi.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim)
+        out.append((vi.name, dims, tt.elem_type))
+    return tuple(out)
+
+
+def input_specs(entry: ZooEntry) -> list[InputSpec]:
+    """Concrete name/shape/dtype of every real (non-initializer) graph input of ``entry``."""
+    specs = []
+    for name, dims, elem in _graph_inputs(entry.path):
+        if entry.shapes is not None and name in entry.shapes:
+            shape = entry.shapes[name]
+        else:
+            shape = tuple(d if isinstance(d, int) and d > 0 else DYNAMIC_DIM_VALUE for d in dims)
+        specs.append(InputSpec(name, shape, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem))))
+    return specs
+
+
+def random_inputs(entry: ZooEntry, seed: int = 0) -> dict[str, np.ndarray]:
+    """Deterministic random feeds for ``entry`` (standard normal for floats, small ints otherwise)."""
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    for spec in input_specs(entry):
+        if np.issubdtype(spec.dtype, np.floating):
+            feeds[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
+        elif spec.dtype == np.bool_:
+            feeds[spec.name] = rng.integers(0, 2, spec.shape).astype(np.bool_)
+        else:
+            feeds[spec.name] = rng.integers(0, 4, spec.shape).astype(spec.dtype)
+    return feeds
