@@ -1,0 +1,79 @@
+"""The Python API of the structured pipeline: load -> normalise -> analyse -> score -> plan -> apply -> verify.
+
+    >>> from onnxprune.api import prune
+    >>> result = prune("model.onnx", ratio=0.3, verify=True)
+    >>> result.save("model.pruned.onnx")
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import onnx
+
+from onnxprune.errors import NothingToPruneError, OnnxPruneError, VerifyError
+from onnxprune.graph.engine import DependencyGraph, dependency_graph
+from onnxprune.io import load_model, save_model
+from onnxprune.passes.normalize import Normalize
+from onnxprune.passes.prune import ApplyPlan
+from onnxprune.plan import Plan, enforce_min_channels, uniform_plan
+from onnxprune.scoring import get_importance
+from onnxprune.verify import DEFAULT_RTOL, VerifyResult, verify_pruned
+
+ModelLike = onnx.ModelProto | str | os.PathLike[str]
+Shapes = Mapping[str, tuple[int, ...]]
+
+
+def _as_model(model: ModelLike) -> onnx.ModelProto:
+    return model if isinstance(model, onnx.ModelProto) else load_model(model)
+
+
+def analyse(model: ModelLike, *, shapes: Shapes | None = None) -> DependencyGraph:
+    """Normalise a copy of the model and build its channel dependency graph."""
+    normalised = Normalize()(_as_model(model)).model
+    return dependency_graph(normalised, shapes=shapes)
+
+
+@dataclass
+class PruneResult:
+    model: onnx.ModelProto
+    dg: DependencyGraph
+    plan: Plan
+    removed_slots: int
+    verify: VerifyResult | None = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        save_model(self.model, path)
+
+
+def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_to: int = 1,
+          plan: Plan | None = None, verify: bool = False, shapes: Shapes | None = None,
+          rtol: float = DEFAULT_RTOL, dg: DependencyGraph | None = None) -> PruneResult:
+    """Structured channel pruning. Raises NothingToPruneError if no group can lose a channel."""
+    if not 0.0 <= ratio < 1.0:
+        raise OnnxPruneError(f"ratio must be in [0, 1), got {ratio}")
+    if round_to < 1:
+        raise OnnxPruneError(f"round-to must be >= 1, got {round_to}")
+    start = time.perf_counter()
+    dg = dg or analyse(model, shapes=shapes)
+    if not dg.prunable:
+        raise NothingToPruneError(f"nothing prunable: {len(dg.groups)} channel groups, all blocked "
+                                  f"(run `onnxprune inspect` for the reasons)")
+    if plan is None:
+        plan = uniform_plan(dg, get_importance(criterion), ratio=ratio, round_to=round_to)
+    else:
+        enforce_min_channels(dg, plan)
+    removed = plan.removed_roots(dg)
+    result = ApplyPlan(dg, removed)(dg.model)
+    out = PruneResult(result.model, dg, plan, len(removed), notes=list(result.notes))
+    if verify:
+        out.verify = verify_pruned(dg, removed, result.model, shapes=shapes, rtol=rtol)
+        if not out.verify.ok:
+            raise VerifyError(out.verify.describe() + " (pruned model not written)")
+    out.seconds = time.perf_counter() - start
+    return out

@@ -1,0 +1,42 @@
+"""`onnxprune inspect MODEL`: the channel dependency groups, and why blocked ones are blocked."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from onnxprune.api import analyse
+from onnxprune.cli.options import model_argument, parsed_shapes, shapes_option
+
+
+@click.command("inspect")
+@model_argument
+@shapes_option
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")
+@click.option("--all", "show_all", is_flag=True, help="List every group (default: the first 60).")
+def command(model: str, shapes: tuple[str, ...], as_json: bool, show_all: bool) -> None:
+    """Show the channel groups of MODEL: coupled producers, channel counts, blocked reasons."""
+    dg = analyse(model, shapes=parsed_shapes(shapes))
+    summary = {
+        "groups": len(dg.groups),
+        "prunable": len(dg.prunable),
+        "blocked": sum(1 for g in dg.groups if g.blocked),
+        "prunable_channels": sum(g.size for g in dg.prunable),
+    }
+    if as_json:
+        click.echo(json.dumps({"summary": summary, "groups": [g.to_json() for g in dg.groups]}, indent=1))
+        return
+    table = Table(title=f"{model}: {summary['groups']} groups, {summary['prunable']} prunable")
+    for col in ("id", "channels", "sources", "status", "reason"):
+        table.add_column(col)
+    shown = dg.groups if show_all else dg.groups[:60]
+    for g in shown:
+        srcs = ", ".join(g.sources[:3]) + (f" +{len(g.sources) - 3}" if len(g.sources) > 3 else "")
+        status = "prunable" if g.prunable else "blocked" if g.blocked else "1 channel"
+        table.add_row(str(g.id), str(g.size), srcs, status, g.blocked[0] if g.blocked else "")
+    Console().print(table)
+    if len(shown) < len(dg.groups):
+        click.echo(f"... {len(dg.groups) - len(shown)} more groups (--all to list them)")

@@ -1,0 +1,25 @@
+"""Click options shared by several commands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from onnxprune.inputs import parse_shapes
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def shapes_option(fn: F) -> F:
+    return click.option("--shapes", "shapes", multiple=True, metavar="NAME:DxDxD",
+                        help="Concrete shape for an input with dynamic dims (repeatable).")(fn)
+
+
+def parsed_shapes(items: tuple[str, ...]) -> dict[str, tuple[int, ...]] | None:
+    return parse_shapes(items) or None
+
+
+def model_argument(fn: F) -> F:
+    return click.argument("model", type=click.Path(dir_okay=False, path_type=str))(fn)
