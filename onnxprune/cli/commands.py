@@ -11,6 +11,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "inspect_cmd",
     "prune_cmd",
     "validate_cmd",
+    "bench_cmd",
     "check_trt_cmd",
     "build_engine_cmd",
 )

@@ -1,0 +1,96 @@
+"""`onnxprune bench MODEL [--vs OTHER]`: ONNX Runtime latency, A/B speed ratio, size and peak memory."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from onnxprune.bench import (
+    DEFAULT_REPEAT,
+    DEFAULT_WARMUP,
+    MemoryResult,
+    interleaved_latency,
+    latency,
+    model_file_size,
+    peak_memory,
+)
+from onnxprune.errors import OnnxPruneError
+from onnxprune.inputs import parse_shapes
+from onnxprune.io import load_model
+from onnxprune.report import human_bytes
+
+
+def _write_json(path: str, doc: dict[str, Any]) -> None:
+    try:
+        Path(path).write_text(json.dumps(doc, indent=2) + "\n")
+    except OSError as exc:
+        raise OnnxPruneError(f"--json {path}: cannot write ({exc.strerror or exc})") from None
+
+
+def _mem(m: MemoryResult | None) -> str:
+    return human_bytes(m.growth_bytes) if m is not None else "-"
+
+
+@click.command("bench")
+@click.argument("model")
+@click.option("--vs", "other", default=None, help="Second model: interleaved A/B runs and a speed ratio.")
+@click.option("--batch", "batches", type=int, multiple=True, help="Batch size (repeatable); default 1.")
+@click.option("--threads", type=int, default=0, show_default=True, help="ORT intra-op threads (0 = ORT default).")
+@click.option("--warmup", type=int, default=DEFAULT_WARMUP, show_default=True, help="Untimed runs first.")
+@click.option("--repeat", type=int, default=DEFAULT_REPEAT, show_default=True, help="Timed runs (pairs with --vs).")
+@click.option("--shapes", multiple=True, help="Dynamic input shape, NAME:1x3x224x224 (repeatable; overrides --batch).")
+@click.option("--memory/--no-memory", default=True, show_default=True,
+              help="Measure peak RSS growth in a subprocess per model and batch.")
+@click.option("--json", "json_out", default=None, help="Write the results as JSON to this file.")
+def command(model: str, other: str | None, batches: tuple[int, ...], threads: int, warmup: int, repeat: int,
+            shapes: tuple[str, ...], memory: bool, json_out: str | None) -> None:
+    """Benchmark MODEL in ONNX Runtime (CPU, graph optimisation on, as deployed)."""
+    shape_map = parse_shapes(shapes)
+    for path in (model, other):
+        if path is not None:
+            load_model(path, load_external_data=False)  # one-line errors for missing / broken files
+    roles = {"A": model} if other is None else {"A": model, "B": other}
+    sizes = {r: model_file_size(p) for r, p in roles.items()}
+    doc: dict[str, Any] = {"models": {r: {"path": p, "size_bytes": sizes[r]} for r, p in roles.items()},
+                           "threads": threads, "warmup": warmup, "repeat": repeat, "cpu_count": os.cpu_count(),
+                           "results": []}
+    table = Table(title=f"ONNX Runtime CPU latency (threads={threads or 'ORT default'}, warmup={warmup}, "
+                        f"repeat={repeat})")
+    for col in ("model", "batch", "median", "p90", "peak RSS +"):
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
+    if other is not None:
+        table.add_column("speedup", justify="right", no_wrap=True)
+        table.add_column("p10-p90", justify="right", no_wrap=True)
+    for batch in batches or (1,):
+        mem = {r: peak_memory(p, batch=batch, threads=threads, shapes=shape_map) if memory else None
+               for r, p in roles.items()}
+        entry: dict[str, Any] = {"batch": batch, "memory": {r: m.to_dict() if m else None for r, m in mem.items()}}
+        if other is None:
+            res = latency(model, batch=batch, threads=threads, warmup=warmup, repeat=repeat, shapes=shape_map)
+            entry["latency"] = res.to_dict()
+            table.add_row("A", str(batch), f"{res.latency.median_ms:.3f} ms", f"{res.latency.p90_ms:.3f} ms",
+                          _mem(mem["A"]))
+        else:
+            ab = interleaved_latency(model, other, batch=batch, threads=threads, warmup=warmup, repeat=repeat,
+                                     shapes=shape_map)
+            entry["ab"] = ab.to_dict()
+            table.add_row("A", str(batch), f"{ab.a.median_ms:.3f} ms", f"{ab.a.p90_ms:.3f} ms",
+                          _mem(mem["A"]), "", "")
+            table.add_row("B", str(batch), f"{ab.b.median_ms:.3f} ms", f"{ab.b.p90_ms:.3f} ms",
+                          _mem(mem["B"]), f"{ab.speedup:.2f}x",
+                          f"{ab.speedup_p10:.2f}-{ab.speedup_p90:.2f}")
+        doc["results"].append(entry)
+    console = Console()
+    console.print(table)
+    click.echo(f"A = {model} ({human_bytes(sizes['A'])})")
+    if other is not None:
+        click.echo(f"B = {other} ({human_bytes(sizes['B'])})")
+        click.echo("speedup = median over interleaved pairs of t_A / t_B (> 1: B is faster)")
+    if json_out:
+        _write_json(json_out, doc)
