@@ -176,8 +176,9 @@ class RuleContext:
     def consume(self, input_index: int, track: Track) -> None:
         self.state.consume_edges.append(ConsumeEdge(self.node.name, input_index, self.input(input_index), track))
 
-    def hook(self, fn: ApplyHook) -> None:
-        self.state.hooks.setdefault(self.node.name, []).append(fn)
+    def hook(self, fn: ApplyHook, *, node: str | None = None) -> None:
+        """Run fn on this node (or on another node, e.g. the Concat building a Reshape target) at apply time."""
+        self.state.hooks.setdefault(node or self.node.name, []).append(fn)
 
 
 def untracked(n: int) -> np.ndarray:

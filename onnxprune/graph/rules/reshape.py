@@ -9,6 +9,8 @@ inner index are coupled across groups so that every group loses the same channel
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx
 
@@ -74,42 +76,85 @@ def flatten(ctx: RuleContext) -> None:
         ctx.set_layout(ctx.node.output[0], out)
 
 
+@dataclass(frozen=True)
+class TargetPiece:
+    """A run of entries of a Reshape target: constant (rewritable) or computed at run time."""
+
+    node: str  # the node whose input holds the constant (the Reshape, or a Concat building the target)
+    input_index: int
+    offset: int  # first target entry covered
+    value: np.ndarray | None  # None when computed at run time
+
+
+def _target_pieces(ctx: RuleContext, target: str) -> list[TargetPiece] | None:
+    if ctx.is_const(target):
+        return [TargetPiece(ctx.node.name, 1, 0, ctx.const(target).astype(np.int64).reshape(-1))]
+    prod = ctx.view.producer.get(target)
+    if prod is None or prod[0].op_type != "Concat":
+        return None
+    pieces: list[TargetPiece] = []
+    offset = 0
+    for i, x in enumerate(prod[0].input):
+        shape = ctx.shape(x)
+        if shape is None or len(shape) != 1:
+            return None
+        value = ctx.const(x).astype(np.int64).reshape(-1) if ctx.is_const(x) else None
+        pieces.append(TargetPiece(prod[0].name, i, offset, value))
+        offset += shape[0]
+    return pieces
+
+
+def _count(actx: ApplyContext, t: Track, pos: int) -> int:
+    return actx.kept_count(t.ids) if t.is_single else int(actx.kept_along(t.ids, pos).sum())
+
+
 @register("Reshape")
 def reshape(ctx: RuleContext) -> None:
     out = _reshape_layout(ctx)
     if out is None:
         return
     x_layout = ctx.layout(ctx.input(0))
-    target = ctx.input(1)
     if ctx.opset < 5:
         ctx.block(x_layout, "Reshape-1 with a shape attribute")
         return
-    if not ctx.is_const(target):
+    pieces = _target_pieces(ctx, ctx.input(1))
+    if pieces is None:
         ctx.block(x_layout, "Reshape target computed at run time")
         return
-    spec = ctx.const(target).astype(np.int64)
-    in_shape = ctx.shape(ctx.input(0))
-    assert in_shape is not None
-    in_tracks = list(x_layout)
+    in_axes = {a: (t, pos) for t in x_layout for pos, a in enumerate(t.axes)}
+    edits: dict[int, tuple[TargetPiece, int, Track, int]] = {}  # out axis -> (piece, index, track, pos)
+    for t in out:
+        for pos, a in enumerate(t.axes):
+            piece = next((p for p in reversed(pieces) if p.offset <= a), None)
+            if piece is None or piece.value is None:
+                ctx.block(x_layout, "Reshape target entry for a channel axis is computed at run time")
+                return
+            edits[a] = (piece, a - piece.offset, t, pos)
 
-    def rewrite(actx: ApplyContext, node: onnx.NodeProto) -> None:
-        new = spec.copy()
-        new_in = list(in_shape)
-        for t in in_tracks:
-            for pos, a in enumerate(t.axes):
-                new_in[a] = int(actx.kept_along(t.ids, pos).sum()) if not t.is_single else actx.kept_count(t.ids)
-        for t in out:
-            for pos, a in enumerate(t.axes):
-                n = int(actx.kept_along(t.ids, pos).sum()) if not t.is_single else actx.kept_count(t.ids)
-                if spec[a] == -1:
+    for node_name in {p.node for p, *_ in edits.values()}:
+        def rewrite(actx: ApplyContext, node: onnx.NodeProto, node_name: str = node_name) -> None:
+            new_values: dict[tuple[int, int], int] = {}
+            for a, (piece, idx, t, pos) in edits.items():
+                if piece.node != node_name or piece.value is None:
                     continue
-                if spec[a] == 0 and a < len(new_in) and new_in[a] == n:
+                n = _count(actx, t, pos)
+                old = int(piece.value[idx])
+                if old == -1:
                     continue
-                new[a] = n
-        if not np.array_equal(new, spec):
-            actx.set_input_const(node, 1, new)
+                if old == 0 and a in in_axes and _count(actx, *in_axes[a]) == n:
+                    continue
+                new_values[(piece.input_index, idx)] = n
+            for index in {i for i, _ in new_values}:
+                piece = next(p for p in pieces if p.node == node_name and p.input_index == index)
+                assert piece.value is not None
+                value = piece.value.copy()
+                for (i, k), n in new_values.items():
+                    if i == index:
+                        value[k] = n
+                if not np.array_equal(value, piece.value):
+                    actx.set_input_const(node, index, value.reshape(actx.const(node.input[index]).shape))
 
-    ctx.hook(rewrite)
+        ctx.hook(rewrite, node=node_name)
     ctx.set_layout(ctx.node.output[0], out)
 
 
