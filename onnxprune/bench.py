@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +100,11 @@ class ABResult:
     speedup: float                      # median over pairs of t_A / t_B
     speedup_p10: float
     speedup_p90: float
+    input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # of model A
 
     def to_dict(self) -> dict[str, Any]:
         return {"batch": self.batch, "threads": self.threads, "warmup": self.warmup, "repeat": self.repeat,
+                "input_shapes": {k: list(v) for k, v in self.input_shapes.items()},
                 "a": self.a.to_dict(), "b": self.b.to_dict(), "speedup": self.speedup,
                 "speedup_p10": self.speedup_p10, "speedup_p90": self.speedup_p90}
 
@@ -135,16 +137,22 @@ def _ort_source(model: ModelLike) -> onnx.ModelProto | str:
 
 
 def bench_feed(model: onnx.ModelProto, *, batch: int, shapes: Shapes | None = None, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs of `batch` rows; refuses a batch the model's static dims cannot take."""
+    """Random inputs of `batch` rows; refuses a batch the model's static dims cannot take.
+
+    `batch` also sets dim 0 of a `shapes` entry when the model's dim 0 is dynamic."""
     if batch < 1:
         raise OnnxPruneError(f"--batch must be at least 1 (got {batch})")
+    fixed = dict(shapes or {})
     for spec in graph_inputs(model):
-        if shapes and spec.name in shapes:
+        dynamic0 = bool(spec.dims) and not isinstance(spec.dims[0], int)
+        if spec.name in fixed:
+            if dynamic0 and fixed[spec.name]:
+                fixed[spec.name] = (batch, *fixed[spec.name][1:])
             continue
         if spec.dims and isinstance(spec.dims[0], int) and spec.dims[0] != batch:
             raise OnnxPruneError(f"input {spec.name} has a static batch of {spec.dims[0]}; cannot run batch {batch} "
                                  f"(use --batch {spec.dims[0]})")
-    return random_inputs(model, shapes=shapes, batch=batch, seed=seed)
+    return random_inputs(model, shapes=fixed, batch=batch, seed=seed)
 
 
 def _check_counts(warmup: int, repeat: int, threads: int) -> None:
@@ -210,7 +218,8 @@ def interleaved_latency(model_a: ModelLike, model_b: ModelLike, *, batch: int = 
         tb.append(_timed(sess_b, feed_b))
     ratios = np.asarray(ta) / np.maximum(np.asarray(tb), 1e-12)
     return ABResult(batch, threads, warmup, repeat, Latency.from_seconds(ta), Latency.from_seconds(tb),
-                    float(np.median(ratios)), float(np.percentile(ratios, 10)), float(np.percentile(ratios, 90)))
+                    float(np.median(ratios)), float(np.percentile(ratios, 10)), float(np.percentile(ratios, 90)),
+                    _shapes_of(feed_a))
 
 
 # --------------------------------------------------------------------------------------- memory

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,10 @@ def _write_json(path: str, doc: dict[str, Any]) -> None:
         raise OnnxPruneError(f"--json {path}: cannot write ({exc.strerror or exc})") from None
 
 
+def _shapes_text(batch: int, shapes: Mapping[str, tuple[int, ...]]) -> str:
+    return f"batch {batch}: " + ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items())
+
+
 def _mem(m: MemoryResult | None) -> str:
     return human_bytes(m.growth_bytes) if m is not None else "-"
 
@@ -40,11 +45,13 @@ def _mem(m: MemoryResult | None) -> str:
 @click.command("bench")
 @click.argument("model")
 @click.option("--vs", "other", default=None, help="Second model: interleaved A/B runs and a speed ratio.")
-@click.option("--batch", "batches", type=int, multiple=True, help="Batch size (repeatable); default 1.")
+@click.option("--batch", "batches", type=int, multiple=True,
+              help="Batch size (repeatable; sets dim 0 of dynamic-batch inputs, also over --shapes); "
+                   "default: dim 0 of --shapes, else 1.")
 @click.option("--threads", type=int, default=0, show_default=True, help="ORT intra-op threads (0 = ORT default).")
 @click.option("--warmup", type=int, default=DEFAULT_WARMUP, show_default=True, help="Untimed runs first.")
 @click.option("--repeat", type=int, default=DEFAULT_REPEAT, show_default=True, help="Timed runs (pairs with --vs).")
-@click.option("--shapes", multiple=True, help="Dynamic input shape, NAME:1x3x224x224 (repeatable; overrides --batch).")
+@click.option("--shapes", multiple=True, help="Dynamic input shape, NAME:1x3x224x224 (repeatable).")
 @click.option("--memory/--no-memory", default=True, show_default=True,
               help="Measure peak RSS growth in a subprocess per model and batch.")
 @click.option("--json", "json_out", default=None, help="Write the results as JSON to this file.")
@@ -67,19 +74,23 @@ def command(model: str, other: str | None, batches: tuple[int, ...], threads: in
     if other is not None:
         table.add_column("speedup", justify="right", no_wrap=True)
         table.add_column("p10-p90", justify="right", no_wrap=True)
-    for batch in batches or (1,):
+    shown: list[str] = []
+    default_batch = next((v[0] for v in shape_map.values() if v), 1)
+    for batch in batches or (default_batch,):
         mem = {r: peak_memory(p, batch=batch, threads=threads, shapes=shape_map) if memory else None
                for r, p in roles.items()}
         entry: dict[str, Any] = {"batch": batch, "memory": {r: m.to_dict() if m else None for r, m in mem.items()}}
         if other is None:
             res = latency(model, batch=batch, threads=threads, warmup=warmup, repeat=repeat, shapes=shape_map)
             entry["latency"] = res.to_dict()
+            shown.append(_shapes_text(batch, res.input_shapes))
             table.add_row("A", str(batch), f"{res.latency.median_ms:.3f} ms", f"{res.latency.p90_ms:.3f} ms",
                           _mem(mem["A"]))
         else:
             ab = interleaved_latency(model, other, batch=batch, threads=threads, warmup=warmup, repeat=repeat,
                                      shapes=shape_map)
             entry["ab"] = ab.to_dict()
+            shown.append(_shapes_text(batch, ab.input_shapes))
             table.add_row("A", str(batch), f"{ab.a.median_ms:.3f} ms", f"{ab.a.p90_ms:.3f} ms",
                           _mem(mem["A"]), "", "")
             table.add_row("B", str(batch), f"{ab.b.median_ms:.3f} ms", f"{ab.b.p90_ms:.3f} ms",
@@ -92,5 +103,6 @@ def command(model: str, other: str | None, batches: tuple[int, ...], threads: in
     if other is not None:
         click.echo(f"B = {other} ({human_bytes(sizes['B'])})")
         click.echo("speedup = median over interleaved pairs of t_A / t_B (> 1: B is faster)")
+    click.echo("inputs: " + "; ".join(shown) + " (dynamic dims other than batch: 64 unless --shapes)")
     if json_out:
         _write_json(json_out, doc)

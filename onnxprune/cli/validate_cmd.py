@@ -74,6 +74,8 @@ def _label_tables(lab: LabelReport) -> list[Table]:
     confused.add_column("pruned")
     left = [f"{t} -> {p}: {n}" for t, p, n in lab.original.confused]
     right = [f"{t} -> {p}: {n}" for t, p, n in lab.pruned.confused]
+    if not left and not right:
+        confused.add_row("none", "none")
     for i in range(max(len(left), len(right))):
         confused.add_row(left[i] if i < len(left) else "", right[i] if i < len(right) else "")
     return [summary, per_class, confused]
