@@ -14,6 +14,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bench_cmd",
     "check_trt_cmd",
     "build_engine_cmd",
+    "sparsify_cmd",
 )
 
 

@@ -1,0 +1,56 @@
+"""`onnxprune sparsify`: zero weights unstructured or N:M (magnitude, Wanda, SparseGPT)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from onnxprune.calibration import CalibConfig, calib_options
+from onnxprune.io import check_distinct_paths, load_model, save_model
+from onnxprune.passes.sparsify import SparsifyPass, parse_pattern
+from onnxprune.sparsity.methods import METHODS
+from onnxprune.sparsity.report import nm_report, report_json, report_table
+
+
+@click.command("sparsify")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the sparse model.")
+@click.option("--sparsity", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
+              help="Unstructured: zero this fraction of every output row (e.g. 0.5).")
+@click.option("--pattern", default=None, metavar="N:M",
+              help="N:M structured sparsity on the TensorRT axis (e.g. 2:4).")
+@click.option("--method", type=click.Choice(METHODS), default="magnitude", show_default=True,
+              help="magnitude: |W|; wanda: |W|·‖X‖ (calibration); sparsegpt: OBS updates (calibration).")
+@click.option("--one-shot", is_flag=True,
+              help="sparsegpt: collect all Grams in one pass instead of layer by layer on the sparsified model.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the per-weight sparsity / N:M compliance report as JSON.")
+@calib_options
+def command(model: str, output: str, sparsity: float | None, pattern: str | None, method: str, one_shot: bool,
+            report_path: str | None, calib: CalibConfig) -> None:
+    """Zero weights of MODEL's Conv/Gemm/MatMul layers and write the result to OUTPUT.
+
+    Give --sparsity or --pattern. wanda and sparsegpt read calibration data (--calib); without it
+    they run on random inputs and warn.
+    """
+    if (sparsity is None) == (pattern is None):
+        raise click.UsageError("give exactly one of --sparsity and --pattern")
+    pat = parse_pattern(pattern) if pattern else None
+    check_distinct_paths(model, output)
+    src = load_model(model)
+    pass_ = SparsifyPass(sparsity=sparsity, pattern=pat, method=method,
+                         calibration=calib if method != "magnitude" else None, sequential=not one_shot)
+    result = pass_(src)
+    save_model(result.model, output)
+    n, m = pat or (2, 4)
+    rows = nm_report(result.model, n=n, m=m)
+    console = Console()
+    console.print(report_table(rows, title=f"{Path(output).name}: {method}"))
+    for note in result.notes:
+        console.print(note, markup=False, highlight=False)
+    if report_path:
+        Path(report_path).write_text(json.dumps(report_json(rows), indent=2) + "\n")
+    click.echo(f"wrote {output}")
