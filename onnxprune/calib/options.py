@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from onnxprune.calib.batching import CalibrationWarning
 from onnxprune.calib.config import CalibConfig
 from onnxprune.calib.images import ImageOptions, parse_floats, parse_size
 
@@ -74,3 +77,18 @@ def calib_options(func: F) -> F:
     for deco in reversed(decorators):
         out = deco(out)
     return out  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def echo_calibration_warnings() -> Iterator[None]:
+    """Inside a CLI command: show each CalibrationWarning as one `warning: ...` line on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CalibrationWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, CalibrationWarning):
+                    click.echo(f"warning: {w.message}", err=True)
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)

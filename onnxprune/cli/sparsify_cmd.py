@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from onnxprune.calibration import CalibConfig, calib_options
+from onnxprune.calibration import CalibConfig, calib_options, echo_calibration_warnings
 from onnxprune.io import check_distinct_paths, load_model, save_model
 from onnxprune.passes.sparsify import SparsifyPass, parse_pattern
 from onnxprune.sparsity.methods import METHODS
@@ -43,7 +43,8 @@ def command(model: str, output: str, sparsity: float | None, pattern: str | None
     src = load_model(model)
     pass_ = SparsifyPass(sparsity=sparsity, pattern=pat, method=method,
                          calibration=calib if method != "magnitude" else None, sequential=not one_shot)
-    result = pass_(src)
+    with echo_calibration_warnings():
+        result = pass_(src)
     save_model(result.model, output)
     n, m = pat or (2, 4)
     rows = nm_report(result.model, n=n, m=m)
