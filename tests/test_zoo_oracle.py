@@ -105,7 +105,7 @@ def test_macs_reduced_on_at_least_90_percent_of_the_zoo() -> None:
     assert reduced >= 0.9 * len(ENTRIES), f"MACs not reduced on: {names}"
 
 
-@pytest.mark.parametrize("name", ["resnet_ts", "shufflenetv2_dynamo", "real_ppocrv4_det", "light_densenet121"])
+@pytest.mark.parametrize("name", ["resnet_ts", "shufflenetv2_dynamo", "real_ppocrv4_det", "densenet_ts", "transformer_dynamo"])
 def test_oracle_catches_wrong_channels(name: str) -> None:
     """Mutation check: a model pruned with one plan must fail verification against another plan."""
     from onnxprune.passes.prune import ApplyPlan
