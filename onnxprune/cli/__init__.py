@@ -23,6 +23,10 @@ class _Group(click.Group):
         except OnnxPruneError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            cmd = exc.ctx.command_path if exc.ctx else "onnxprune"
+            click.echo(f"error: {exc.format_message()} (see `{cmd} --help`)", err=True)
+            sys.exit(EXIT_USAGE)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
             raise
         except KeyboardInterrupt:

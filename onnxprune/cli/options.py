@@ -22,4 +22,4 @@ def parsed_shapes(items: tuple[str, ...]) -> dict[str, tuple[int, ...]] | None:
 
 
 def model_argument(fn: F) -> F:
-    return click.argument("model", type=click.Path(dir_okay=False, path_type=str))(fn)
+    return click.argument("model", type=str)(fn)

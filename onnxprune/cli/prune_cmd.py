@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 
 from onnxprune.api import prune
+from onnxprune.errors import OnnxPruneError
 from onnxprune.cli.options import model_argument, parsed_shapes, shapes_option
 from onnxprune.io import check_distinct_paths, load_model
 from onnxprune.plan import Plan
@@ -38,7 +39,9 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: int
             plan_in: str | None, save_plan: str | None, report_path: str | None, shapes: tuple[str, ...]) -> None:
     """Remove a fraction of the channels of every prunable group of MODEL."""
     if not 0.0 <= ratio < 1.0:
-        raise click.BadParameter(f"{ratio} is outside [0, 1)", param_hint="--ratio")
+        raise OnnxPruneError(f"--ratio {ratio} is outside [0, 1)")
+    if round_to < 1:
+        raise OnnxPruneError(f"--round-to {round_to} must be at least 1")
     check_distinct_paths(model, output)
     if target == "tensorrt" and round_to == 1:
         round_to = 8
