@@ -9,8 +9,8 @@ import click
 from rich.console import Console
 
 from onnxprune.api import prune
-from onnxprune.errors import OnnxPruneError
 from onnxprune.cli.options import model_argument, parsed_shapes, shapes_option
+from onnxprune.errors import OnnxPruneError
 from onnxprune.io import check_distinct_paths, load_model
 from onnxprune.plan import Plan
 from onnxprune.report import compare_dict, compare_table

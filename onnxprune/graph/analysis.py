@@ -109,7 +109,7 @@ class RuleContext:
 
     def ints_attr(self, name: str) -> list[int] | None:
         v = self.attr(name, None)
-        return None if v is None else [int(x) for x in v]  # type: ignore[union-attr]
+        return None if v is None else [int(x) for x in v]  # type: ignore[attr-defined]
 
     # -- writing ---------------------------------------------------------------------------
     def set_layout(self, name: str, layout: list[Track]) -> None:

@@ -23,7 +23,7 @@ class ApplyContext:
     def keep(self, ids: np.ndarray) -> np.ndarray:
         """Boolean mask, True where the position survives (untracked positions always do)."""
         r = map_roots(self.roots, ids)
-        return ~np.isin(r, self.removed) | (ids < 0)
+        return np.asarray(~np.isin(r, self.removed) | (ids < 0), dtype=bool)
 
     def kept_count(self, ids: np.ndarray) -> int:
         return int(self.keep(ids).sum())
@@ -35,7 +35,7 @@ class ApplyContext:
         a line, and on the pruned axis a whole line goes at once.
         """
         k = self.keep(ids)
-        return np.moveaxis(k, axis, 0).reshape(k.shape[axis], -1).any(axis=1)
+        return np.asarray(np.moveaxis(k, axis, 0).reshape(k.shape[axis], -1).any(axis=1), dtype=bool)
 
     def const(self, name: str) -> np.ndarray:
         return numpy_helper.to_array(self._inits[name])

@@ -126,9 +126,9 @@ def _shape_fold(node: onnx.NodeProto, view: GraphView, static: dict[str, list[in
     dims = static[src[0].input[0]]
     if node.op_type == "Gather" and view.is_const(node.input[1]) and int(node_attr(node, "axis", 0)) == 0:  # type: ignore[call-overload]
         idx = view.array(node.input[1]).astype(np.int64)
-        sel = np.array(dims, dtype=object)[idx]
-        if np.all(sel != None):  # noqa: E711 - elementwise comparison
-            return np.array(sel.tolist(), dtype=np.int64)
+        picked = [dims[int(i)] for i in idx.reshape(-1)]
+        if all(d is not None for d in picked):
+            return np.array(picked, dtype=np.int64).reshape(idx.shape)
     return None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from onnxprune.graph.analysis import RuleContext, untracked
+from onnxprune.graph.analysis import ApplyHook, RuleContext, untracked
 from onnxprune.graph.apply import ApplyContext
 from onnxprune.graph.rules.registry import register
 from onnxprune.graph.tracks import Track, track_at
@@ -45,7 +45,7 @@ def concat(ctx: RuleContext) -> None:
                 ctx.union(others[u.axes].ids, u.ids, reason="Concat couples the other axes")
             else:
                 others[u.axes] = u
-    out_layout = [Track((axis,), np.concatenate(pieces))] + list(others.values())
+    out_layout = [Track((axis,), np.concatenate(pieces)), *list(others.values())]
     ctx.set_layout(ctx.node.output[0], out_layout)
 
 
@@ -161,7 +161,7 @@ def _slice_params(ctx: RuleContext, rank: int) -> tuple[list[int], list[int], li
 
 
 def _slice_rewriter(sliced: list[tuple[int, int, int, np.ndarray]], starts: list[int], ends: list[int],
-                    axes: list[int], steps: list[int]):  # type: ignore[no-untyped-def]
+                    axes: list[int], steps: list[int]) -> ApplyHook:
     def rewrite(actx: ApplyContext, node: onnx.NodeProto) -> None:
         new_starts, new_ends = list(starts), list(ends)
         for i, s, e, ids in sliced:
