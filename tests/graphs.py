@@ -147,9 +147,19 @@ def _fill_output_types(model: onnx.ModelProto) -> None:
     """Give graph outputs the types shape inference finds for them (the checker wants a shape)."""
     inferred = onnx.shape_inference.infer_shapes(model)
     known = {vi.name: vi for vi in [*inferred.graph.value_info, *inferred.graph.output]}
+    missing = []
     for out in model.graph.output:
-        if not out.type.tensor_type.HasField("shape") and out.name in known:
+        if out.type.tensor_type.HasField("shape"):
+            continue
+        if out.name in known and known[out.name].type.tensor_type.HasField("shape"):
             out.CopyFrom(known[out.name])
+        else:
+            missing.append(out)
+    if missing:  # shape inference cannot follow (run-time targets, custom ops): symbolic dims of the real rank
+        values = outputs_of(model, random_inputs(model))
+        for out in missing:
+            dims = [f"{out.name}_d{i}" for i in range(values[out.name].ndim)]
+            out.CopyFrom(helper.make_tensor_value_info(out.name, out.type.tensor_type.elem_type, dims))
 
 
 def make_model(nodes: Sequence[onnx.NodeProto], inits: Mapping[str, np.ndarray],
