@@ -27,10 +27,11 @@ demo: $(STAMP)
 	$(VENV)/bin/onnxprune prune models/zoo/resnet_ts.onnx -o /tmp/onnxprune-demo.onnx --ratio 0.3 --verify
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check onnxprune tests benchmarks models/build_zoo.py models/fetch_real.py
+	$(VENV)/bin/ruff check onnxprune tests benchmarks tools models
 
+# mypy checks onnxprune/tensorrt against tensorrt-stubs (made usable by tools/trt_stubs.py).
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy
+	MYPYPATH=$$($(PY) tools/trt_stubs.py $(VENV)/trt-stubs) $(VENV)/bin/mypy
 
 unit: $(STAMP) $(REAL)
 	$(VENV)/bin/pytest -q -n 2 --durations=15
