@@ -59,7 +59,7 @@ class Graph:
         self.inits.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    def ints(self, name: str, values: Sequence[int]) -> str:
+    def ints(self, name: str, values: Sequence[int] | Sequence[Sequence[int]]) -> str:
         return self.const(name, np.array(values, dtype=np.int64))
 
     def rand(self, name: str, shape: Sequence[int], *, scale: float = 0.5, low: float | None = None) -> str:
@@ -76,15 +76,18 @@ class Graph:
 
     # -- nodes ---------------------------------------------------------------------------------
     def node(self, op: str, inputs: Sequence[str], *, name: str | None = None, n_out: int = 1,
-             domain: str = "", **attrs: object) -> str:
-        """Add a node; returns its first output (named like the node)."""
-        return self.node_multi(op, inputs, name=name, n_out=n_out, domain=domain, **attrs)[0]
+             domain: str = "", attrs: Mapping[str, object] | None = None, **kwargs: object) -> str:
+        """Add a node; returns its first output (named like the node). Attributes: `attrs` and kwargs."""
+        return self.node_multi(op, inputs, name=name, n_out=n_out, domain=domain, attrs=attrs, **kwargs)[0]
 
     def node_multi(self, op: str, inputs: Sequence[str], *, name: str | None = None, n_out: int = 1,
-                   domain: str = "", **attrs: object) -> list[str]:
+                   domain: str = "", attrs: Mapping[str, object] | None = None, **kwargs: object) -> list[str]:
         base = name or self.fresh(op.lower())
         outs = [base] + [f"{base}_{i}" for i in range(1, n_out)]
-        self.nodes.append(helper.make_node(op, list(inputs), outs, name=base, domain=domain or None, **attrs))
+        all_attrs = {**(attrs or {}), **kwargs}
+        node = helper.make_node(op, list(inputs), outs, name=base, domain=domain or None)
+        node.attribute.extend(helper.make_attribute(k, v) for k, v in all_attrs.items())
+        self.nodes.append(node)
         if domain and domain not in self.domains:
             self.domains[domain] = 1
         return outs
@@ -102,7 +105,7 @@ class Graph:
         attrs: dict[str, object] = {"kernel_shape": [k] * rank, "group": group}
         if pad:
             attrs["pads"] = [k // 2] * (2 * rank)
-        return self.node("Conv", ins, name=name, **attrs)
+        return self.node("Conv", ins, name=name, attrs=attrs)
 
     def conv_transpose(self, x: str, cin: int, cout: int, *, k: int = 2, stride: int = 2, group: int = 1,
                        name: str | None = None) -> str:

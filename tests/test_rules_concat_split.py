@@ -135,7 +135,7 @@ def test_chunk_glu_couples_halves(opset: int) -> None:
     x = g.input("x", (1, 4, 5, 5))
     y = g.conv(x, 4, 16, name="c1")
     extra = {"num_outputs": 2} if opset >= 18 else {}
-    a, b = g.node_multi("Split", [y], name="chunk", n_out=2, axis=1, **extra)
+    a, b = g.node_multi("Split", [y], name="chunk", n_out=2, axis=1, attrs=extra)
     y = g.node("Mul", [a, g.node("Sigmoid", [b], name="gate")], name="glu")
     g.output(g.conv(y, 8, 4, name="head"))
     model = g.build()
@@ -168,7 +168,7 @@ def slice_model(opset: int, starts: list[int], ends: list[int], axes: list[int] 
     y = g.relu(g.conv(x, 4, 8, name="c1"))
     if opset < 10:
         extra: dict[str, object] = {"axes": axes} if axes is not None else {}
-        y = g.node("Slice", [y], name="slice", starts=starts, ends=ends, **extra)
+        y = g.node("Slice", [y], name="slice", starts=starts, ends=ends, attrs=extra)
     else:
         ins = [y, g.ints("starts", starts), g.ints("ends", ends)]
         if axes is not None:

@@ -25,7 +25,7 @@ def sandwich(middle: Middle, *, opset: int = 17) -> onnx.ModelProto:
 
 
 def unary(op: str, **attrs: object) -> Middle:
-    return lambda g, x: g.node(op, [x], name="mid", **attrs)
+    return lambda g, x: g.node(op, [x], name="mid", attrs=attrs)
 
 
 UNARY_CASES: list[tuple[str, dict[str, object]]] = [

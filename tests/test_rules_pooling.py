@@ -23,7 +23,7 @@ POOLS: list[tuple[str, dict[str, object]]] = [
 def test_pooling_passes_channels(op: str, attrs: dict[str, object]) -> None:
     g = Graph(opset=13)
     x = g.input("x", (1, 4, 6, 6))
-    y = g.node(op, [g.relu(g.conv(x, 4, 8, name="c1"))], name="pool", **attrs)
+    y = g.node(op, [g.relu(g.conv(x, 4, 8, name="c1"))], name="pool", attrs=attrs)
     g.output(g.conv(y, 8, 4, name="head"))
     model = g.build()
     dg = analyse(model)

@@ -147,7 +147,7 @@ def test_arg_ops_over_channels_block(op: str, extra: dict[str, object]) -> None:
         g.output(vals)
         g.output(idx, elem=onnx.TensorProto.INT64)
     else:
-        g.output(g.node(op, [y], name="arg", axis=1, **extra), elem=onnx.TensorProto.INT64)
+        g.output(g.node(op, [y], name="arg", axis=1, attrs=extra), elem=onnx.TensorProto.INT64)
     dg = analyse(g.build())
     assert f"{op} mixes the channels of this axis" in reasons(dg, "c1")
 

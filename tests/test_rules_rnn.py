@@ -30,7 +30,7 @@ def conv1d_rnn(op: str, *, bidirectional: bool = False, opset: int = 14) -> onnx
     attrs: dict[str, object] = {"hidden_size": HIDDEN}
     if bidirectional:
         attrs["direction"] = "bidirectional"
-    outs = g.node_multi(op, [y, w, r, b], name="rnn", n_out=2, **attrs)
+    outs = g.node_multi(op, [y, w, r, b], name="rnn", n_out=2, attrs=attrs)
     for o in outs:
         g.output(o)
     return g.build()

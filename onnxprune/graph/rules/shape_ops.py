@@ -9,12 +9,16 @@ from onnxprune.graph.analysis import RuleContext
 from onnxprune.graph.rules.registry import register
 
 
-def _selected_axes(ctx: RuleContext, rank: int) -> set[int] | None:
-    start = ctx.int_attr("start", 0) % (rank + 1) if ctx.attr("start", None) is not None else 0
+def _bound(v: int, rank: int) -> int:
+    """A Shape start/end attribute as a position in 0..rank (negative counts from the end)."""
+    return max(0, min(v + rank if v < 0 else v, rank))
+
+
+def _selected_axes(ctx: RuleContext, rank: int) -> set[int]:
+    """Axes whose sizes leave this Shape node: all of [start:end), or the ones Gathers pick out of it."""
+    start = _bound(ctx.int_attr("start", 0), rank)
     end_attr = ctx.attr("end", None)
-    end = int(end_attr) % (rank + 1) if end_attr is not None else rank  # type: ignore[call-overload]
-    if end_attr is not None and int(end_attr) >= rank:  # type: ignore[call-overload]
-        end = rank
+    end = rank if end_attr is None else _bound(int(end_attr), rank)  # type: ignore[call-overload]
     base = list(range(rank))[start:end]
     consumers = ctx.view.consumers.get(ctx.node.output[0], [])
     selected: set[int] = set()
@@ -23,7 +27,7 @@ def _selected_axes(ctx: RuleContext, rank: int) -> set[int] | None:
             idx = ctx.const(node.input[1]).astype(np.int64).reshape(-1)
             selected.update(base[int(i)] for i in idx)
         else:
-            return None
+            return set(base)
     return selected
 
 
@@ -36,7 +40,7 @@ def shape(ctx: RuleContext) -> None:
         return
     selected = _selected_axes(ctx, len(s))
     for t in layout:
-        if selected is None or set(t.axes) & selected:
+        if set(t.axes) & selected:
             ctx.block(t, "the channel count is read at run time (Shape)")
 
 
