@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from onnxprune.allocation import TargetResult, make_plan
+from onnxprune.calibration import CalibConfig
 from onnxprune.errors import NothingToPruneError, OnnxPruneError, VerifyError
 from onnxprune.graph.engine import DependencyGraph, dependency_graph
 from onnxprune.io import load_model, save_model
 from onnxprune.passes.normalize import Normalize
 from onnxprune.passes.prune import ApplyPlan
-from onnxprune.plan import Plan, enforce_min_channels, uniform_plan
-from onnxprune.scoring import get_importance
+from onnxprune.plan import Plan, enforce_min_channels
 from onnxprune.verify import DEFAULT_RTOL, VerifyResult, verify_pruned
 
 ModelLike = onnx.ModelProto | str | os.PathLike[str]
@@ -46,6 +47,7 @@ class PruneResult:
     verify: VerifyResult | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    target: TargetResult | None = None  # set when target_macs / target_params chose the plan
 
     def save(self, path: str | os.PathLike[str]) -> None:
         save_model(self.model, path)
@@ -53,8 +55,17 @@ class PruneResult:
 
 def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_to: int = 1,
           plan: Plan | None = None, verify: bool = False, shapes: Shapes | None = None,
-          rtol: float = DEFAULT_RTOL, dg: DependencyGraph | None = None) -> PruneResult:
-    """Structured channel pruning. Raises NothingToPruneError if no group can lose a channel."""
+          rtol: float = DEFAULT_RTOL, dg: DependencyGraph | None = None,
+          calibration: CalibConfig | str | os.PathLike[str] | None = None, allocation: str = "uniform",
+          target_macs: float | None = None, target_params: float | None = None) -> PruneResult:
+    """Structured channel pruning. Raises NothingToPruneError if no group can lose a channel.
+
+    criterion: l1, l2, bn-scale, random, or a data-driven one (activation, apoz, wanda, flap,
+    sensitivity) that reads `calibration` (random inputs with a CalibrationWarning when None).
+    allocation: "uniform" (every group loses `ratio`) or "global" (one ranking over all groups).
+    target_macs / target_params: keep this fraction of the original MACs / parameters (within 3 %)
+    instead of removing `ratio`; see onnxprune.allocation.
+    """
     if not 0.0 <= ratio < 1.0:
         raise OnnxPruneError(f"ratio must be in [0, 1), got {ratio}")
     if round_to < 1:
@@ -64,13 +75,18 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     if not dg.prunable:
         raise NothingToPruneError(f"nothing prunable: {len(dg.groups)} channel groups, all blocked "
                                   f"(run `onnxprune inspect` for the reasons)")
+    target: TargetResult | None = None
     if plan is None:
-        plan = uniform_plan(dg, get_importance(criterion), ratio=ratio, round_to=round_to)
+        plan, target = make_plan(dg, criterion=criterion, ratio=ratio, round_to=round_to, allocation=allocation,
+                                 target_macs=target_macs, target_params=target_params,
+                                 calibration=calibration, shapes=shapes)
     else:
         enforce_min_channels(dg, plan)
     removed = plan.removed_roots(dg)
     result = ApplyPlan(dg, removed)(dg.model)
-    out = PruneResult(result.model, dg, plan, len(removed), notes=list(result.notes))
+    out = PruneResult(result.model, dg, plan, len(removed), notes=list(result.notes), target=target)
+    if target is not None:
+        out.notes.append(target.describe())
     if verify:
         out.verify = verify_pruned(dg, removed, result.model, shapes=shapes, rtol=rtol)
         if not out.verify.ok:

@@ -8,7 +8,9 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from onnxprune.allocation import ALLOCATIONS
 from onnxprune.api import prune
+from onnxprune.calibration import CalibConfig, calib_options, echo_calibration_warnings
 from onnxprune.cli.options import model_argument, parsed_shapes, shapes_option
 from onnxprune.errors import OnnxPruneError
 from onnxprune.io import check_distinct_paths, load_model
@@ -34,21 +36,33 @@ from onnxprune.stats import model_stats
 @click.option("--plan", "plan_in", type=click.Path(exists=True, dir_okay=False), help="Replay a saved plan.")
 @click.option("--save-plan", type=click.Path(dir_okay=False), help="Write the plan as JSON.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write every figure as JSON.")
+@click.option("--allocation", type=click.Choice(ALLOCATIONS), default="uniform", show_default=True,
+              help="uniform: every group loses --ratio; global: one ranking of all channels by normalised score.")
+@click.option("--target-macs", type=click.FloatRange(0.0, 1.0, min_open=True), default=None, metavar="F",
+              help="Keep this fraction of the original MACs (within 3 %) instead of --ratio.")
+@click.option("--target-params", type=click.FloatRange(0.0, 1.0, min_open=True), default=None, metavar="F",
+              help="Keep this fraction of the original parameters (within 3 %) instead of --ratio.")
+@calib_options
 @shapes_option
 def command(model: str, output: str, ratio: float, criterion: str, round_to: int, target: str, verify: bool,
-            plan_in: str | None, save_plan: str | None, report_path: str | None, shapes: tuple[str, ...]) -> None:
+            plan_in: str | None, save_plan: str | None, report_path: str | None, shapes: tuple[str, ...],
+            allocation: str, target_macs: float | None, target_params: float | None, calib: CalibConfig) -> None:
     """Remove a fraction of the channels of every prunable group of MODEL."""
     if not 0.0 <= ratio < 1.0:
         raise OnnxPruneError(f"--ratio {ratio} is outside [0, 1)")
     if round_to < 1:
         raise OnnxPruneError(f"--round-to {round_to} must be at least 1")
+    if target_macs is not None and target_params is not None:
+        raise OnnxPruneError("give at most one of --target-macs and --target-params")
     check_distinct_paths(model, output)
     if target == "tensorrt" and round_to == 1:
         round_to = 8
     shp = parsed_shapes(shapes)
     original = load_model(model)
-    result = prune(original, ratio=ratio, criterion=criterion, round_to=round_to, verify=verify, shapes=shp,
-                   plan=Plan.load(plan_in) if plan_in else None)
+    with echo_calibration_warnings():
+        result = prune(original, ratio=ratio, criterion=criterion, round_to=round_to, verify=verify, shapes=shp,
+                       plan=Plan.load(plan_in) if plan_in else None, calibration=calib, allocation=allocation,
+                       target_macs=target_macs, target_params=target_params)
     before, after = model_stats(result.dg.model, shapes=shp), model_stats(result.model, shapes=shp)
     result.save(output)
     console = Console()
@@ -57,6 +71,8 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: int
     click.echo(f"groups: {len(groups)} found, {len(result.dg.prunable)} prunable, "
                f"{sum(1 for g in groups if g.blocked)} blocked; {result.removed_slots} channel slots removed "
                f"in {result.seconds:.1f}s")
+    if result.target is not None:
+        click.echo(result.target.describe())
     if result.verify is not None:
         click.echo(result.verify.describe())
     if save_plan:
@@ -64,6 +80,9 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: int
     if report_path:
         report = {
             "model": model, "output": output, "ratio": ratio, "criterion": criterion, "round_to": round_to,
+            "allocation": allocation, "target": None if result.target is None else {
+                "metric": result.target.metric, "target": result.target.target,
+                "achieved": result.target.achieved},
             "compare": compare_dict(before, after),
             "verify": None if result.verify is None else {
                 "ok": result.verify.ok, "max_rel_error": result.verify.max_rel_error},

@@ -1,0 +1,380 @@
+"""How many channels each group loses: uniform ratios, a global ranking, and MAC/parameter targets.
+
+* uniform: every prunable group loses the same fraction (`plan.uniform_plan`).
+* global: every slot of every prunable group is ranked by its score divided by its group's mean
+  score (scores of different groups and criteria become comparable), divided by the slot's
+  relative cost when a MAC or parameter budget is set (cost = the MACs / parameters of the weight
+  rows and columns that hold the slot, relative to the mean slot cost). The lowest are removed,
+  never leaving a group with fewer than `n_keep(size, MAX_GROUP_RATIO, round_to)` channels (at
+  least 10 %, at least one, a multiple of round_to where possible).
+* targets: `target_macs` / `target_params` (fractions of the original) are met by bisection —
+  over the ratio R for uniform, over the number of globally removed slots for global — on an exact
+  per-weight estimate (a MAC op's MACs scale with the kept fraction of its weight), then checked
+  with `stats.model_stats` on the applied model and re-aimed (at most `REAIM` times) if the two
+  disagree (activation×activation MatMuls are not in the estimate).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxprune.errors import OnnxPruneError
+from onnxprune.graph.apply import ApplyContext
+from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.groups import Group
+from onnxprune.plan import Plan, enforce_min_channels, n_keep, uniform_plan
+from onnxprune.scoring.base import Importance
+from onnxprune.scoring.calibrated import Calibration
+from onnxprune.scoring.edge_stats import per_slot
+from onnxprune.stats import MAC_OPS, model_stats
+
+ALLOCATIONS = ("uniform", "global")
+MAX_GROUP_RATIO = 0.9  # a group keeps at least 10 % of its channels
+TOLERANCE = 0.03  # targets: |achieved - target| <= 3 % of the target
+REAIM = 3
+Shapes = Mapping[str, tuple[int, ...]]
+Scores = dict[int, np.ndarray]
+
+
+def group_scores(dg: DependencyGraph, importance: Importance) -> Scores:
+    """One score array per prunable group (scoring runs once; every plan below reuses it)."""
+    return {g.id: np.asarray(importance(dg, g), dtype=np.float64) for g in dg.prunable}
+
+
+# -- costs ------------------------------------------------------------------------------------------
+
+
+class CostModel:
+    """MACs and parameters of the model after removing a set of slots, from the kept fractions of
+    its constant members (exact for Conv/ConvTranspose/Gemm/MatMul with a constant weight)."""
+
+    def __init__(self, dg: DependencyGraph, *, shapes: Shapes | None = None) -> None:
+        self.dg = dg
+        st = model_stats(dg.model, shapes=shapes)
+        self.macs, self.params = int(st.macs), int(st.params)
+        view = dg.analysis.view
+        self.tracks: dict[str, list[np.ndarray]] = {}  # initializer -> id arrays of its distinct tracks
+        seen: set[tuple[str, tuple[int, ...]]] = set()
+        for m in dg.analysis.members:
+            if (m.name, m.track.axes) not in seen and view.is_const(m.name):
+                seen.add((m.name, m.track.axes))
+                self.tracks.setdefault(m.name, []).append(m.track.ids)
+        self.numel = {n: int(np.prod(view.array(n).shape)) for n in self.tracks}
+        self.weight_macs: dict[str, int] = {}  # weight initializer -> MACs of the node that reads it
+        for node in dg.model.graph.node:
+            if node.op_type in MAC_OPS and len(node.input) > 1 and node.input[1] in self.tracks:
+                w = node.input[1]
+                self.weight_macs[w] = self.weight_macs.get(w, 0) + int(st.node_macs.get(node.name, 0))
+
+    def kept_fraction(self, actx: ApplyContext, name: str) -> float:
+        return math.prod(float(actx.keep(ids).mean()) if ids.size else 1.0 for ids in self.tracks[name])
+
+    def estimate(self, removed: set[int]) -> tuple[int, int]:
+        """(MACs, params) after removing the slots `removed`."""
+        actx = ApplyContext(self.dg.model, self.dg.analysis.roots, removed)
+        macs, params = float(self.macs), float(self.params)
+        for name in self.tracks:
+            lost = 1.0 - self.kept_fraction(actx, name)
+            params -= self.numel[name] * lost
+            macs -= self.weight_macs.get(name, 0) * lost
+        return int(round(macs)), int(round(params))
+
+    def slot_costs(self, g: Group) -> tuple[np.ndarray, np.ndarray]:
+        """(MACs, params) that removing each slot of `g` alone saves, to first order."""
+        macs, params = np.zeros(g.size), np.zeros(g.size)
+        for m in g.members:
+            if m.name not in self.tracks:
+                continue
+            share = per_slot(self.dg, g.slots, m.track.ids, np.ones(m.track.ids.size))
+            if share is None:
+                continue
+            share = share / m.track.ids.size
+            params += share * self.numel[m.name]
+            macs += share * self.weight_macs.get(m.name, 0)
+        return macs, params
+
+
+# -- global ranking -----------------------------------------------------------------------------------
+
+
+@dataclass
+class GlobalRanking:
+    """Every prunable slot in removal order, with the per-group floors."""
+
+    order: list[tuple[int, int]]  # (group id, slot index), lowest key first
+    floor: dict[int, int]  # group id -> minimum channels kept
+    sizes: dict[int, int]
+    round_to: int
+
+    @property
+    def removable(self) -> int:
+        return sum(self.sizes[g] - self.floor[g] for g in self.sizes)
+
+    def select(self, count: int) -> list[tuple[int, int]]:
+        """The `count` lowest-ranked slots, skipping those of groups already at their floor."""
+        taken: dict[int, int] = dict.fromkeys(self.sizes, 0)
+        out: list[tuple[int, int]] = []
+        for gid, i in self.order:
+            if len(out) >= count:
+                break
+            if self.sizes[gid] - taken[gid] > self.floor[gid]:
+                taken[gid] += 1
+                out.append((gid, i))
+        return out
+
+    def plan_of(self, selected: list[tuple[int, int]], *, criterion: str | None) -> Plan:
+        """Remove `selected`, with each group's kept count rounded up to a multiple of round_to
+        (the highest-ranked of its selected slots stay)."""
+        taken: dict[int, list[int]] = {}
+        for gid, i in selected:
+            taken.setdefault(gid, []).append(i)
+        plan = Plan(criterion=criterion, round_to=self.round_to)
+        for gid, idx in taken.items():
+            keep = max(self.sizes[gid] - len(idx), self.floor[gid])
+            if self.round_to > 1:
+                keep = min(self.sizes[gid], math.ceil(keep / self.round_to) * self.round_to)
+            drop = idx[: self.sizes[gid] - keep]
+            if drop:
+                plan.removals[gid] = sorted(drop)
+        return plan
+
+    def plan(self, count: int, *, criterion: str | None) -> Plan:
+        return self.plan_of(self.select(count), criterion=criterion)
+
+
+def global_ranking(dg: DependencyGraph, scores: Scores, *, round_to: int = 1,
+                   costs: Mapping[int, np.ndarray] | None = None) -> GlobalRanking:
+    """Rank by score / group mean score (÷ cost / mean cost when `costs` are given)."""
+    keys: list[tuple[float, int, int]] = []
+    mean_cost = 1.0
+    if costs:
+        allc = np.concatenate([np.asarray(c, dtype=np.float64) for c in costs.values()])
+        mean_cost = float(allc.mean()) if allc.size and allc.mean() > 0 else 1.0
+    groups = {g.id: g for g in dg.prunable}
+    for gid, s in scores.items():
+        s = np.asarray(s, dtype=np.float64)
+        mu = float(s.mean()) if s.size else 0.0
+        norm = s / mu if mu > 0 and np.isfinite(mu) else np.ones_like(s)
+        if costs is not None and gid in costs:
+            rel = np.maximum(np.asarray(costs[gid], dtype=np.float64) / mean_cost, 1e-6)
+            norm = norm / rel
+        keys.extend((float(k), gid, i) for i, k in enumerate(norm))
+    keys.sort()
+    return GlobalRanking([(gid, i) for _, gid, i in keys],
+                         {gid: n_keep(groups[gid].size, MAX_GROUP_RATIO, round_to) for gid in scores},
+                         {gid: groups[gid].size for gid in scores}, round_to)
+
+
+def _signed(dg: DependencyGraph, plan: Plan, *, ratio: float | None) -> Plan:
+    by_id = {g.id: g for g in dg.groups}
+    plan.signatures = {gid: list(by_id[gid].sources) for gid in plan.removals}
+    plan.ratio = ratio
+    enforce_min_channels(dg, plan)
+    return plan
+
+
+def global_plan(dg: DependencyGraph, scores: Scores, *, ratio: float, round_to: int = 1,
+                criterion: str | None = None) -> Plan:
+    """Remove `ratio` of all prunable channels, lowest normalised score first (per-group floors apply)."""
+    if not 0.0 <= ratio < 1.0:
+        raise OnnxPruneError(f"ratio must be in [0, 1), got {ratio}")
+    ranking = global_ranking(dg, scores, round_to=round_to)
+    total = sum(ranking.sizes.values())
+    return _signed(dg, ranking.plan(math.floor(total * ratio + 1e-9), criterion=criterion), ratio=ratio)
+
+
+# -- targets ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    plan: Plan
+    metric: str  # "macs" or "params"
+    target: float  # fraction of the original
+    achieved: float  # fraction of the original, measured with model_stats on the applied model
+    original: int
+
+    @property
+    def ok(self) -> bool:
+        return abs(self.achieved - self.target) <= TOLERANCE * self.target
+
+    def describe(self) -> str:
+        state = "" if self.ok else f" (outside the {TOLERANCE:.0%} tolerance: the per-group floors or round-to stop it)"
+        return f"{self.metric}: {self.achieved:.1%} of the original kept (target {self.target:.1%}){state}"
+
+
+def _bisect(lo: float, hi: float, value: Callable[[float], float], want: float, *, integer: bool,
+            steps: int = 40) -> float:
+    """Smallest x in [lo, hi] with value(x) <= want (value non-increasing), or hi."""
+    if value(lo) <= want:
+        return lo
+    for _ in range(steps):
+        if (integer and hi - lo <= 1) or (not integer and hi - lo < 1e-4):
+            break
+        mid = (lo + hi) // 2 if integer else (lo + hi) / 2
+        if value(mid) <= want:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def target_plan(dg: DependencyGraph, scores: Scores, *, allocation: str = "uniform",
+                target_macs: float | None = None, target_params: float | None = None, round_to: int = 1,
+                criterion: str | None = None, shapes: Shapes | None = None) -> TargetResult:
+    """A plan whose pruned model keeps `target_macs` (or `target_params`) of the original, within 3 %."""
+    from onnxprune.passes.prune import ApplyPlan
+
+    if (target_macs is None) == (target_params is None):
+        raise OnnxPruneError("give exactly one of target_macs and target_params")
+    metric = "macs" if target_params is None else "params"
+    target = float(target_macs if target_macs is not None else target_params)  # type: ignore[arg-type]
+    if not 0.0 < target <= 1.0:
+        raise OnnxPruneError(f"target {metric} must be a fraction in (0, 1], got {target}")
+    if allocation not in ALLOCATIONS:
+        raise OnnxPruneError(f"unknown allocation {allocation!r}; choose one of: {', '.join(ALLOCATIONS)}")
+    cm = CostModel(dg, shapes=shapes)
+    original = cm.macs if metric == "macs" else cm.params
+    if original <= 0:
+        raise OnnxPruneError(f"the model has no {metric} to reduce")
+    pick = 0 if metric == "macs" else 1
+    groups = {g.id: g for g in dg.prunable}
+    cm_total = (cm.macs, cm.params)
+    if allocation == "uniform":
+        def search(aim: float) -> Plan:
+            return _uniform_search(dg, scores, cm, aim, pick=pick, round_to=round_to, criterion=criterion)
+    else:
+        costs = {gid: cm.slot_costs(groups[gid])[pick] for gid in scores}
+        ranking = global_ranking(dg, scores, round_to=round_to, costs=costs)
+
+        def search(aim: float) -> Plan:
+            return _global_search(dg, ranking, cm, aim, pick=pick, criterion=criterion)
+
+    def estimate(plan: Plan) -> float:
+        return cm.estimate(plan.removed_roots(dg))[pick] / cm_total[pick]
+
+    def measure(plan: Plan) -> float:
+        removed = plan.removed_roots(dg)
+        if not removed:
+            return 1.0
+        st = model_stats(ApplyPlan(dg, removed)(dg.model).model, shapes=shapes)
+        return (st.macs if metric == "macs" else st.params) / original
+
+    aim = target
+    best: tuple[float, Plan, float] | None = None
+    for _ in range(REAIM + 1):
+        plan = search(aim)
+        achieved = measure(plan)
+        if best is None or abs(achieved - target) < best[0]:
+            best = (abs(achieved - target), plan, achieved)
+        est = estimate(plan)
+        if abs(achieved - target) <= TOLERANCE * target / 2 or est <= 0 or abs(achieved - est) < 1e-9:
+            break
+        aim = max(1e-6, aim * target / achieved)
+    assert best is not None
+    plan = best[1]
+    plan.criterion = criterion
+    plan.round_to = round_to
+    return TargetResult(plan, metric, target, best[2], original)
+
+
+def _uniform_search(dg: DependencyGraph, scores: Scores, cm: CostModel, aim: float, *, pick: int, round_to: int,
+                    criterion: str | None) -> Plan:
+    """Bisection over the uniform ratio R, then groups switched one at a time between the removal
+    counts of the two bracketing ratios (largest groups first) to land nearest `aim`."""
+    groups = {g.id: g for g in dg.prunable}
+    total = cm.macs if pick == 0 else cm.params
+
+    def counts(r: float) -> dict[int, int]:
+        return {gid: g.size - n_keep(g.size, min(r, MAX_GROUP_RATIO), round_to) for gid, g in groups.items()}
+
+    def plan_for(c: Mapping[int, int]) -> Plan:
+        plan = Plan(ratio=None, criterion=criterion, round_to=round_to)
+        for gid, n in c.items():
+            if n > 0:
+                order = np.argsort(scores[gid], kind="stable")
+                plan.removals[gid] = sorted(int(i) for i in order[:n])
+        return _signed(dg, plan, ratio=None)
+
+    def est(c: Mapping[int, int]) -> float:
+        return cm.estimate(plan_for(c).removed_roots(dg))[pick] / total
+
+    hi = _bisect(0.0, MAX_GROUP_RATIO, lambda r: est(counts(r)), aim, integer=False)
+    c_hi = counts(hi)
+    c_lo = counts(max(0.0, hi - 1e-4)) if hi > 0 else c_hi
+    best = (abs(est(c_hi) - aim), c_hi)
+    cur = dict(c_hi)
+    for gid in sorted((g for g in c_hi if c_hi[g] != c_lo[g]), key=lambda g: -groups[g].size):
+        cur[gid] = c_lo[gid]
+        e = abs(est(cur) - aim)
+        if e < best[0]:
+            best = (e, dict(cur))
+    plan = plan_for(best[1])
+    plan.ratio = hi
+    return plan
+
+
+def _global_search(dg: DependencyGraph, ranking: GlobalRanking, cm: CostModel, aim: float, *, pick: int,
+                   criterion: str | None, fill: int = 256) -> Plan:
+    """Bisection over the number of globally removed slots, then a fill: from the last count above
+    `aim`, later-ranked slots are added when they do not overshoot below aim − tolerance/2."""
+    total = cm.macs if pick == 0 else cm.params
+
+    def est_of(selected: list[tuple[int, int]]) -> float:
+        plan = _signed(dg, ranking.plan_of(selected, criterion=criterion), ratio=None)
+        return cm.estimate(plan.removed_roots(dg))[pick] / total
+
+    k = int(_bisect(0.0, float(ranking.removable), lambda x: est_of(ranking.select(int(x))), aim, integer=True))
+    chosen = ranking.select(k)
+    best = (abs(est_of(chosen) - aim), chosen)
+    if k > 0:
+        base = ranking.select(k - 1)
+        e = est_of(base)
+        floor_left = {gid: ranking.sizes[gid] - ranking.floor[gid] for gid in ranking.sizes}
+        for gid, _ in base:
+            floor_left[gid] -= 1
+        have = set(base)
+        tried = 0
+        for slot in ranking.order:
+            if abs(e - aim) <= TOLERANCE * aim / 2 or tried >= fill:
+                break
+            if slot in have or floor_left[slot[0]] <= 0:
+                continue
+            tried += 1
+            e_new = est_of([*base, slot])
+            if e_new >= aim * (1 - TOLERANCE / 2):
+                base, e = [*base, slot], e_new
+                have.add(slot)
+                floor_left[slot[0]] -= 1
+        if abs(e - aim) < best[0]:
+            best = (abs(e - aim), base)
+    return _signed(dg, ranking.plan_of(best[1], criterion=criterion), ratio=None)
+
+
+def make_plan(dg: DependencyGraph, *, criterion: str = "l2", ratio: float = 0.3, round_to: int = 1,
+              allocation: str = "uniform", target_macs: float | None = None, target_params: float | None = None,
+              calibration: Calibration = None, shapes: Shapes | None = None) -> tuple[Plan, TargetResult | None]:
+    """Score every prunable group once with `criterion` (data-driven criteria read `calibration`),
+    then allocate: a ratio (uniform or global), or a MAC / parameter target."""
+    from onnxprune.scoring.base import get_importance
+    from onnxprune.scoring.calibrated import DataDriven
+
+    if allocation not in ALLOCATIONS:
+        raise OnnxPruneError(f"unknown allocation {allocation!r}; choose one of: {', '.join(ALLOCATIONS)}")
+    if target_macs is not None and target_params is not None:
+        raise OnnxPruneError("give at most one of target_macs and target_params")
+    importance = get_importance(criterion)
+    if isinstance(importance, DataDriven):
+        importance.configure(calibration=calibration, shapes=shapes)
+    if allocation == "uniform" and target_macs is None and target_params is None:
+        return uniform_plan(dg, importance, ratio=ratio, round_to=round_to), None
+    scores = group_scores(dg, importance)
+    if target_macs is None and target_params is None:
+        return global_plan(dg, scores, ratio=ratio, round_to=round_to, criterion=criterion), None
+    result = target_plan(dg, scores, allocation=allocation, target_macs=target_macs, target_params=target_params,
+                         round_to=round_to, criterion=criterion, shapes=shapes)
+    return result.plan, result

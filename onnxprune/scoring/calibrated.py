@@ -1,0 +1,86 @@
+"""Base of the data-driven criteria: calibration batches, and statistics gathered once per model.
+
+`api.prune` calls `configure(calibration=..., shapes=...)` on an importance that has it. Without a
+calibration source the batches are random inputs (`calibration.random_batches`, with a
+CalibrationWarning). The edge statistics are computed on the first call and cached on the object,
+keyed by the dependency graph, so scoring every group costs one pass over the calibration data.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Protocol, TypeVar, runtime_checkable
+
+import numpy as np
+
+from onnxprune.calib.config import CalibConfig
+from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.groups import Group
+from onnxprune.scoring.edge_stats import EdgeStats, collect_edge_stats
+
+Calibration = CalibConfig | str | os.PathLike[str] | None
+Shapes = Mapping[str, tuple[int, ...]]
+Feed = Mapping[str, np.ndarray]
+T = TypeVar("T")
+
+
+@runtime_checkable
+class DataDriven(Protocol):
+    """An Importance that reads activations: it must be told where the calibration data is."""
+
+    name: str
+
+    def configure(self, *, calibration: Calibration = None, shapes: Shapes | None = None) -> None: ...
+
+
+class CalibratedImportance:
+    """Holds the calibration source; `edge_stats(dg)` runs the one statistics pass and caches it."""
+
+    name = "calibrated"
+    producers = True  # also gather the producers' output tensors
+
+    def __init__(self) -> None:
+        self.calibration: Calibration = None
+        self.shapes: Shapes | None = None
+        self._cache: dict[tuple[int, str], tuple[DependencyGraph, object]] = {}
+
+    def configure(self, *, calibration: Calibration = None, shapes: Shapes | None = None) -> None:
+        self.calibration = calibration
+        self.shapes = shapes
+        self._cache.clear()
+
+    def batches(self, dg: DependencyGraph) -> Iterator[Feed]:
+        from onnxprune.calibration import calibration_batches
+
+        cal = self.calibration
+        source = cal if cal is None or isinstance(cal, CalibConfig | str) else Path(cal)
+        return calibration_batches(dg.model, source, shapes=self.shapes)
+
+    def cached(self, dg: DependencyGraph, key: str, make: Callable[[], T]) -> T:
+        """`make()` once per dependency graph and key (cleared by `configure`)."""
+        hit = self._cache.get((id(dg), key))
+        if hit is None or hit[0] is not dg:
+            hit = (dg, make())
+            self._cache[(id(dg), key)] = hit
+        return hit[1]  # type: ignore[return-value]
+
+    def edge_stats(self, dg: DependencyGraph) -> EdgeStats:
+        return self.cached(dg, "edge_stats",
+                           lambda: collect_edge_stats(dg, self.batches(dg), producers=self.producers))
+
+    def __call__(self, dg: DependencyGraph, group: Group) -> np.ndarray:
+        raise NotImplementedError
+
+
+def normalised_sum(parts: list[np.ndarray], size: int) -> np.ndarray | None:
+    """Sum of per-member contributions, each divided by its mean (like magnitude.py); None if none count."""
+    total = np.zeros(size)
+    used = 0
+    for c in parts:
+        m = float(c.mean()) if c.size else 0.0
+        if m > 0 and np.isfinite(m):
+            total += c / m
+            used += 1
+    return total if used else None
