@@ -104,7 +104,9 @@ def enforce_min_channels(dg: DependencyGraph, plan: Plan) -> None:
                 continue
             for axis_pos in range(roots.ndim):
                 lines = np.moveaxis(roots, axis_pos, 0).reshape(roots.shape[axis_pos], -1)
-                if all(set(line.tolist()) & removed for line in lines):
+                # An index along this axis disappears only when every id on its line is removed
+                # (the coupled outer axes of a grid never lose a line).
+                if all(set(line.tolist()) <= removed for line in lines):
                     # Give back one slot: the first removed root on this axis.
                     r = int(next(x for x in lines[0].tolist() if x in removed))
                     gid, i = slot_index[r]

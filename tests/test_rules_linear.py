@@ -9,11 +9,6 @@ from graphs import Graph, attr, checked_prune, exercise, group_of, init, node_co
 
 from onnxprune.api import analyse
 
-# plan.enforce_min_channels treats a line of a multi-axis grid as gone when *any* of its slots is
-# removed (`set(line) & removed`) instead of when *all* are (`<=`): along the coupled heads axis every
-# line holds every slot, so each removal is given back and nothing is pruned.
-ENFORCE_MIN_GRID_BUG = "enforce_min_channels gives back every slot of a multi-axis (heads x head_dim) grid"
-
 
 @pytest.mark.parametrize("trans_b", [True, False])
 @pytest.mark.parametrize("bias_shape", ["vector", "row", "none"])
@@ -149,7 +144,6 @@ def test_attention_head_dim_groups() -> None:
     assert not group_of(dg, "out").prunable
 
 
-@pytest.mark.xfail(strict=True, reason=ENFORCE_MIN_GRID_BUG)
 def test_attention_head_dim_is_pruned() -> None:
     model = attention()
     dg = analyse(model)

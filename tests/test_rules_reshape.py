@@ -20,8 +20,6 @@ from graphs import (
 
 from onnxprune.api import analyse
 
-ENFORCE_MIN_GRID_BUG = "enforce_min_channels gives back every slot of a multi-axis (groups x channels) grid"
-
 
 def shuffle_model(groups: int = 2, c: int = 8) -> onnx.ModelProto:
     """ShuffleNet unit: grouped conv -> Reshape(g, C/g) -> Transpose -> Reshape(C) -> grouped conv."""
@@ -47,7 +45,6 @@ def test_channel_shuffle_couples_across_groups() -> None:
     assert group_of(dg, "gc2").prunable
 
 
-@pytest.mark.xfail(strict=True, reason=ENFORCE_MIN_GRID_BUG)
 def test_channel_shuffle_prunes() -> None:
     model = shuffle_model()
     dg = analyse(model)
@@ -57,7 +54,6 @@ def test_channel_shuffle_prunes() -> None:
     exercise(model)
 
 
-@pytest.mark.xfail(strict=True, reason=ENFORCE_MIN_GRID_BUG)
 def test_minimal_grid_reshape_plan_is_kept() -> None:
     """Minimal form of the bug: one Reshape to (2, C/2) between two convs."""
     g = Graph(opset=13)
