@@ -9,21 +9,24 @@ from rich.console import Console
 from rich.table import Table
 
 from onnxprune.api import analyse
-from onnxprune.cli.options import model_argument, parsed_shapes, shapes_option
+from onnxprune.cli.options import approximate_option, model_argument, parsed_shapes, shapes_option
 
 
 @click.command("inspect")
 @model_argument
 @shapes_option
+@approximate_option
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")
 @click.option("--all", "show_all", is_flag=True, help="List every group (default: the first 60).")
-def command(model: str, shapes: tuple[str, ...], as_json: bool, show_all: bool) -> None:
+def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], as_json: bool,
+            show_all: bool) -> None:
     """Show the channel groups of MODEL: coupled producers, channel counts, blocked reasons."""
-    dg = analyse(model, shapes=parsed_shapes(shapes))
+    dg = analyse(model, shapes=parsed_shapes(shapes), approximate=approximate)
     summary = {
         "groups": len(dg.groups),
         "prunable": len(dg.prunable),
         "blocked": sum(1 for g in dg.groups if g.blocked),
+        "approximate": sum(1 for g in dg.groups if g.prunable and g.approximate),
         "prunable_channels": sum(g.size for g in dg.prunable),
     }
     if as_json:
@@ -35,8 +38,10 @@ def command(model: str, shapes: tuple[str, ...], as_json: bool, show_all: bool) 
     shown = dg.groups if show_all else dg.groups[:60]
     for g in shown:
         srcs = ", ".join(g.sources[:3]) + (f" +{len(g.sources) - 3}" if len(g.sources) > 3 else "")
-        status = "prunable" if g.prunable else "blocked" if g.blocked else "1 channel"
-        table.add_row(str(g.id), str(g.size), srcs, status, g.blocked[0] if g.blocked else "")
+        status = "blocked" if g.blocked else "1 channel" if not g.prunable else (
+            "approximate" if g.approximate else "prunable")
+        reason = g.blocked[0] if g.blocked else g.approximate[0] if g.approximate else ""
+        table.add_row(str(g.id), str(g.size), srcs, status, reason)
     Console().print(table)
     if len(shown) < len(dg.groups):
         click.echo(f"... {len(dg.groups) - len(shown)} more groups (--all to list them)")

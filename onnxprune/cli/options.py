@@ -23,3 +23,11 @@ def parsed_shapes(items: tuple[str, ...]) -> dict[str, tuple[int, ...]] | None:
 
 def model_argument(fn: F) -> F:
     return click.argument("model", type=str)(fn)
+
+
+def approximate_option(fn: F) -> F:
+    from onnxprune.graph.analysis import APPROXIMATE_KINDS
+
+    return click.option("--approximate", "approximate", multiple=True, type=click.Choice(APPROXIMATE_KINDS),
+                        help="Also prune through ops that cannot be proven exact (layernorm: LayerNorm over "
+                             "channels). Those groups are marked approximate and left out of --verify.")(fn)

@@ -11,7 +11,7 @@ from rich.console import Console
 from onnxprune.allocation import ALLOCATIONS
 from onnxprune.api import prune
 from onnxprune.calibration import CalibConfig, calib_options, echo_calibration_warnings
-from onnxprune.cli.options import model_argument, parsed_shapes, shapes_option
+from onnxprune.cli.options import approximate_option, model_argument, parsed_shapes, shapes_option
 from onnxprune.errors import OnnxPruneError
 from onnxprune.io import check_distinct_paths, load_model
 from onnxprune.plan import Plan
@@ -44,9 +44,11 @@ from onnxprune.stats import model_stats
               help="Keep this fraction of the original parameters (within 3 %) instead of --ratio.")
 @calib_options
 @shapes_option
+@approximate_option
 def command(model: str, output: str, ratio: float, criterion: str, round_to: int, target: str, verify: bool,
             plan_in: str | None, save_plan: str | None, report_path: str | None, shapes: tuple[str, ...],
-            allocation: str, target_macs: float | None, target_params: float | None, calib: CalibConfig) -> None:
+            allocation: str, target_macs: float | None, target_params: float | None, calib: CalibConfig,
+            approximate: tuple[str, ...]) -> None:
     """Remove a fraction of the channels of every prunable group of MODEL."""
     if not 0.0 <= ratio < 1.0:
         raise OnnxPruneError(f"--ratio {ratio} is outside [0, 1)")
@@ -62,7 +64,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: int
     with echo_calibration_warnings():
         result = prune(original, ratio=ratio, criterion=criterion, round_to=round_to, verify=verify, shapes=shp,
                        plan=Plan.load(plan_in) if plan_in else None, calibration=calib, allocation=allocation,
-                       target_macs=target_macs, target_params=target_params)
+                       target_macs=target_macs, target_params=target_params, approximate=approximate)
     before, after = model_stats(result.dg.model, shapes=shp), model_stats(result.model, shapes=shp)
     result.save(output)
     console = Console()
@@ -75,6 +77,9 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: int
         click.echo(result.target.describe())
     if result.verify is not None:
         click.echo(result.verify.describe())
+    for note in result.notes:
+        if "approximate" in note:
+            click.echo(f"note: {note}")
     if save_plan:
         result.plan.save(save_plan)
     if report_path:

@@ -59,15 +59,26 @@ class Analysis:
     hooks: dict[str, list[ApplyHook]]
     blocked: dict[int, list[str]]  # id -> reasons (resolve through roots)
     roots: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # Opt-in approximate rules (e.g. "layernorm"), and the ids they let through with a reason:
+    # such groups can be pruned, but the oracle cannot prove them exact.
+    allow_approximate: frozenset[str] = frozenset()
+    approximate: dict[int, list[str]] = field(default_factory=dict)
 
     def blocked_roots(self) -> dict[int, list[str]]:
-        out: dict[int, list[str]] = defaultdict(list)
-        for i, reasons in self.blocked.items():
-            r = int(self.roots[i])
-            for reason in reasons:
-                if reason not in out[r]:
-                    out[r].append(reason)
-        return out
+        return _by_root(self.blocked, self.roots)
+
+    def approximate_roots(self) -> dict[int, list[str]]:
+        return _by_root(self.approximate, self.roots)
+
+
+def _by_root(per_id: dict[int, list[str]], roots: np.ndarray) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = defaultdict(list)
+    for i, reasons in per_id.items():
+        r = int(roots[i])
+        for reason in reasons:
+            if reason not in out[r]:
+                out[r].append(reason)
+    return out
 
 
 class RuleContext:
@@ -161,6 +172,18 @@ class RuleContext:
                 if full not in reasons and len(reasons) < 4:
                     reasons.append(full)
 
+    def approximate(self, track: Track, reason: str, *, kind: str) -> bool:
+        """If the user allowed `kind`, mark the track's ids approximate and return True; else block them."""
+        if kind not in self.state.allow_approximate:
+            self.block(track, reason + f" (--approximate {kind} prunes it without the exactness claim)")
+            return False
+        where = f"{self.node.op_type} '{self.node.name}'"
+        for i in np.unique(track.ids[track.ids >= 0]).tolist():
+            reasons = self.state.approximate.setdefault(int(i), [])
+            if len(reasons) < 4 and f"{where}: {reason}" not in reasons:
+                reasons.append(f"{where}: {reason}")
+        return True
+
     def block_inputs(self, reason: str) -> None:
         for x in self.node.input:
             self.block(self.layout(x), reason)
@@ -185,11 +208,14 @@ def untracked(n: int) -> np.ndarray:
     return np.full(n, UNTRACKED, dtype=np.int64)
 
 
-def analyse(view: GraphView, *, allow_layernorm: bool = False) -> Analysis:
+APPROXIMATE_KINDS = ("layernorm",)
+
+
+def analyse(view: GraphView, *, allow_approximate: frozenset[str] = frozenset()) -> Analysis:
     """Build layouts, sources, members, consume edges and blocks for the main graph."""
     from onnxprune.graph.rules import registry
 
-    state = Analysis(view, UnionFind(), {}, [], [], [], {}, {})
+    state = Analysis(view, UnionFind(), {}, [], [], [], {}, {}, allow_approximate=allow_approximate)
     for node in view.graph.node:
         ctx = RuleContext(state, node)
         tracked_in = any(state.layouts.get(x) for x in node.input if x)

@@ -23,9 +23,15 @@ class DependencyGraph:
     def prunable(self) -> list[Group]:
         return [g for g in self.groups if g.prunable]
 
+    def exact_roots(self, removed_roots: set[int]) -> set[int]:
+        """The part of a removal the oracle can prove: slots of groups with no approximate member."""
+        approx = {int(r) for g in self.groups if g.approximate for r in g.slots.tolist()}
+        return removed_roots - approx
 
-def dependency_graph(model: onnx.ModelProto, *, shapes: Mapping[str, tuple[int, ...]] | None = None) -> DependencyGraph:
+
+def dependency_graph(model: onnx.ModelProto, *, shapes: Mapping[str, tuple[int, ...]] | None = None,
+                     allow_approximate: frozenset[str] = frozenset()) -> DependencyGraph:
     """Analyse a *normalised* model (see passes.normalize.Normalize)."""
     view = GraphView(model, shapes=concrete_shapes(model, shapes=shapes))
-    analysis = analyse(view)
+    analysis = analyse(view, allow_approximate=allow_approximate)
     return DependencyGraph(model, analysis, build_groups(analysis))

@@ -18,6 +18,7 @@ class Group:
     slots: np.ndarray  # root ids, one per removable channel slot (sorted)
     blocked: list[str] = field(default_factory=list)
     members: list[ConstMember] = field(default_factory=list)
+    approximate: list[str] = field(default_factory=list)  # prunable, but outside the exactness claim
 
     @property
     def size(self) -> int:
@@ -34,6 +35,7 @@ class Group:
             "channels": self.size,
             "prunable": self.prunable,
             "blocked": self.blocked,
+            "approximate": self.approximate,
             "members": sorted({f"{m.name}[{','.join(map(str, m.track.axes))}]" for m in self.members}),
         }
 
@@ -53,6 +55,7 @@ def build_groups(analysis: Analysis) -> list[Group]:
     for si in range(len(analysis.sources)):
         comp[src_uf.find(si)].append(si)
     blocked = analysis.blocked_roots()
+    approximate = analysis.approximate_roots()
     member_roots = [(m, set(np.unique(map_roots(roots, m.track.ids)).tolist())) for m in analysis.members]
     groups: list[Group] = []
     for gi, members in enumerate(sorted(comp.values(), key=lambda v: v[0])):
@@ -64,7 +67,8 @@ def build_groups(analysis: Analysis) -> list[Group]:
                 if reason not in reasons:
                     reasons.append(reason)
         slot_set = set(slots.tolist())
+        approx = sorted({a for r in slot_set for a in approximate.get(int(r), [])})
         g = Group(gi, [analysis.sources[s].node for s in members], slots, reasons[:8],
-                  [m for m, rs in member_roots if rs & slot_set])
+                  [m for m, rs in member_roots if rs & slot_set], approx[:8])
         groups.append(g)
     return groups

@@ -50,16 +50,32 @@ def instancenorm(ctx: RuleContext) -> None:
 
 @register("LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization")
 def layernorm(ctx: RuleContext) -> None:
+    """Blocks the normalised axes; with `--approximate layernorm` lets the last axis through.
+
+    Removing a channel changes the mean and variance every other channel is normalised with, so the
+    result is close (the removed channels are the least important) but never exact.
+    """
     shape = ctx.shape(ctx.input(0))
     rank = len(shape) if shape else 0
     axis = ctx.int_attr("axis", -1)
     axis = axis + rank if axis < 0 else axis
     passed: list[Track] = []
     for t in ctx.in_layout(0):
-        if any(a >= axis for a in t.axes):
-            ctx.block(t, "LayerNorm over the channel axis couples all channels (statistics change if one is removed)")
-        else:
+        if not any(a >= axis for a in t.axes):
             passed.append(t)
+        elif t.axes == (rank - 1,) and axis == rank - 1 and ctx.approximate(
+                t, "LayerNorm over the channel axis couples all channels (statistics change if one is removed)",
+                kind="layernorm"):
+            for i in (1, 2):
+                name = ctx.input(i)
+                if name and ctx.is_const(name) and len(ctx.shape(name) or ()) >= 1:
+                    r = len(ctx.shape(name) or ())
+                    ctx.member(name, Track((r - 1,), t.ids), ROLE_NORM_SCALE if i == 1 else ROLE_PARAM)
+                elif name:
+                    ctx.block(t, "LayerNorm scale/bias computed at run time")
+            passed.append(t)
+        else:
+            ctx.block(t, "LayerNorm over the channel axis couples all channels (statistics change if one is removed)")
     ctx.set_layout(ctx.node.output[0], passed)
 
 

@@ -55,6 +55,10 @@ def reduce(ctx: RuleContext) -> None:
             out.append(t.shifted(mapping))
         elif ctx.node.op_type in LINEAR_SUMS and set(t.axes) <= axes:
             ctx.consume(0, t)
+        elif ctx.node.op_type == "ReduceMean" and keepdims and t.is_single and t.axes[0] == len(shape) - 1:
+            # A LayerNorm written out by the exporter (mean, variance over the last axis).
+            ctx.approximate(t, "ReduceMean over channels (decomposed LayerNorm) changes when one is removed",
+                            kind="layernorm")
         else:
             ctx.block(t, f"{ctx.node.op_type} over channels changes when one is removed")
     ctx.set_layout(ctx.node.output[0], out)
