@@ -282,3 +282,45 @@ def test_gather_with_runtime_indices_blocks() -> None:
     g.output(g.conv(y, 2, 4, name="head"))
     dg = analyse(g.build())
     assert "Gather with run-time indices" in reasons(dg, "c1")
+
+
+def test_concat_of_a_tensor_with_itself() -> None:
+    g = Graph(opset=13)
+    x = g.input("x", (1, 4, 5, 5))
+    a = g.relu(g.conv(x, 4, 8, name="a"))
+    g.output(g.conv(g.node("Concat", [a, a], name="cat", axis=1), 16, 4, name="head"))
+    model = g.build()
+    dg = analyse(model)
+    r = checked_prune(model, dg=dg, plan=plan_removing(dg, {"a": [2, 3]}))
+    keep = [i for i in range(16) if i % 8 not in (2, 3)]
+    np.testing.assert_array_equal(init(r.model, "head.w"), init(model, "head.w")[:, keep])
+    exercise(model)
+
+
+def test_slice_of_channels_and_rows_at_once() -> None:
+    g = Graph(opset=13)
+    x = g.input("x", (1, 4, 6, 6))
+    y = g.relu(g.conv(x, 4, 8, name="c1"))
+    y = g.node("Slice", [y, g.ints("s", [1, 1]), g.ints("e", [7, 5]), g.ints("ax", [2, 1])], name="slice")
+    g.output(g.conv(y, 4, 4, name="head"))
+    model = g.build()
+    dg = analyse(model)
+    r = checked_prune(model, dg=dg, plan=plan_removing(dg, {"c1": [0, 2]}))
+    np.testing.assert_array_equal(node_const(r.model, "slice", 1), [1, 0])
+    np.testing.assert_array_equal(node_const(r.model, "slice", 2), [7, 3])
+    exercise(model)
+
+
+def test_gather_2d_indices_before_the_channel_axis_shifts_it() -> None:
+    """NHWC tensor, Gather rows with a 2-D index on axis 1: the channel axis moves from 3 to 4."""
+    g = Graph(opset=13)
+    x = g.input("x", (1, 4, 5, 5))
+    y = g.node("Transpose", [g.relu(g.conv(x, 4, 8, name="c1"))], name="nhwc", perm=[0, 2, 3, 1])
+    y = g.node("Gather", [y, g.ints("rows", [[0, 1], [3, 4]])], name="gather", axis=1)  # (1, 2, 2, 5, 8)
+    g.output(g.matmul(y, 8, 3, name="proj"))
+    model = g.build()
+    dg = analyse(model)
+    assert group_of(dg, "c1").prunable
+    r = checked_prune(model, dg=dg, plan=plan_removing(dg, {"c1": [5]}))
+    np.testing.assert_array_equal(init(r.model, "proj.w"), init(model, "proj.w")[[0, 1, 2, 3, 4, 6, 7]])
+    exercise(model)

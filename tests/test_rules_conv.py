@@ -203,3 +203,27 @@ def test_strided_and_dilated_conv() -> None:
     dg = analyse(model)
     assert group_of(dg, "s").prunable and group_of(dg, "c1").prunable
     exercise(model)
+
+
+@pytest.mark.parametrize("mult", [1, 2])
+def test_depthwise_conv_transpose_passes_channels(mult: int) -> None:
+    """ConvTranspose with group == C_in (depthwise upsampling): channel c maps to outputs c*m .. c*m+m-1.
+    It used to go the grouped way, where 'the same index in every group' coupled all channels in one slot."""
+    g = Graph()
+    x = g.input("x", (1, 4, 4, 4))
+    y = g.relu(g.conv(x, 4, 8, name="c1"))
+    y = g.relu(g.conv_transpose(y, 8, 8 * mult, group=8, name="dwup"))
+    g.output(g.conv(y, 8 * mult, 4, name="head"))
+    model = g.build()
+    dg = analyse(model)
+    grp = group_of(dg, "c1")
+    assert grp.prunable and grp.size == 8
+    r = checked_prune(model, dg=dg, plan=plan_removing(dg, {"c1": [1, 6]}))
+    keep = [0, 2, 3, 4, 5, 7]
+    keep_out = [c * mult + j for c in keep for j in range(mult)]
+    assert attr(r.model, "dwup", "group") == 6
+    np.testing.assert_array_equal(init(r.model, "dwup.w"), init(model, "dwup.w")[keep])  # (C_in, m, k, k)
+    np.testing.assert_array_equal(init(r.model, "dwup.b"), init(model, "dwup.b")[keep_out])
+    np.testing.assert_array_equal(init(r.model, "head.w"), init(model, "head.w")[:, keep_out])
+    for res in exercise(model):
+        assert attr(res.model, "dwup", "group") == init(res.model, "c1.w").shape[0]

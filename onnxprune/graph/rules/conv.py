@@ -2,8 +2,8 @@
 
 - group == 1: the output channels are a new source; the input channels are consumed
   (the weight's reduction axis is sliced, and the oracle masks the input here).
-- depthwise (group == C_in, C_out = m * C_in): channel c maps to outputs c*m .. c*m+m-1, so the
-  ids pass through (repeated m times) and the group count follows the kept channels.
+- depthwise (group == C_in, C_out = m * C_in; Conv or ConvTranspose): channel c maps to outputs
+  c*m .. c*m+m-1, so the ids pass through (repeated m times) and the group count follows the kept channels.
 - grouped (1 < group < C_in): channels are removed at the same index in every group, so the
   group structure survives; both sides are coupled across groups.
 """
@@ -49,8 +49,8 @@ def conv(ctx: RuleContext) -> None:
     cout = wshape[1] * group if transpose else wshape[0]
     out = ctx.node.output[0]
     out_axis, in_axis = (1, 0) if transpose else (0, 1)
-    if group > 1 and group == cin and not transpose:
-        _depthwise(ctx, xt, cin, cout, out)
+    if group > 1 and group == cin:
+        _depthwise(ctx, xt, cin, cout, out, transpose)
         return
     if group > 1:
         _grouped(ctx, xt, cin, cout, group, transpose, out)
@@ -65,13 +65,14 @@ def conv(ctx: RuleContext) -> None:
         ctx.consume(0, xt)
 
 
-def _depthwise(ctx: RuleContext, xt: Track | None, cin: int, cout: int, out: str) -> None:
+def _depthwise(ctx: RuleContext, xt: Track | None, cin: int, cout: int, out: str, transpose: bool) -> None:
     w, b = ctx.input(1), ctx.input(2)
     if xt is None:
         return  # its channels are the input's, which nothing here can remove
     in_ids = xt.ids
     ids = np.repeat(in_ids, cout // cin)
-    ctx.member(w, Track((0,), ids), ROLE_WEIGHT_OUT)
+    # Conv weights are (C_out, 1, ...); ConvTranspose weights are (C_in, m, ...).
+    ctx.member(w, Track((0,), in_ids if transpose else ids), ROLE_WEIGHT_OUT)
     if b:
         ctx.member(b, Track((0,), ids), ROLE_PARAM)
     ctx.set_layout(out, [Track((1,), ids)])
