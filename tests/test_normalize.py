@@ -145,8 +145,6 @@ def test_shape_gather_static_dim_folded_dynamic_batch_stays() -> None:
         assert got["head"].shape == (3, 4, 6, 6)
 
 
-@pytest.mark.xfail(strict=True, reason="normalize._shape_fold folds Gather(Shape(x, start=s)) with the index "
-                                      "counted from 0 instead of from start")
 def test_shape_with_start_then_gather_folds_the_right_dim() -> None:
     """Shape(x, start=1)[0] is C; x has a dynamic H so the Shape itself is not folded."""
     g = Graph(opset=15)

@@ -110,22 +110,35 @@ def _inferred(model: onnx.ModelProto) -> tuple[dict[str, list[int | None]], dict
     return shapes, types
 
 
-def _shape_fold(node: onnx.NodeProto, view: GraphView, static: dict[str, list[int | None]]) -> np.ndarray | None:
-    """Value of a Shape node, or of Gather/Slice over a Shape node, when the selected dims are static."""
-    if node.op_type == "Shape":
-        dims = static.get(node.input[0])
-        if dims is None:
-            return None
-        start = int(node_attr(node, "start", 0))  # type: ignore[call-overload]
-        end = node_attr(node, "end", None)
-        sel = dims[start:] if end is None else dims[start:int(end)]  # type: ignore[call-overload]
-        return None if any(d is None for d in sel) else np.array(sel, dtype=np.int64)
-    src = view.producer.get(node.input[0])
-    if src is None or src[0].op_type != "Shape" or src[0].input[0] not in static:
+def _shape_dims(node: onnx.NodeProto, static: dict[str, list[int | None]]) -> list[int | None] | None:
+    """The dims a Shape node returns (None entries are dynamic), honouring start/end (opset 15)."""
+    dims = static.get(node.input[0])
+    if dims is None:
         return None
-    dims = static[src[0].input[0]]
+    rank = len(dims)
+    start = int(node_attr(node, "start", 0))  # type: ignore[call-overload]
+    end_attr = node_attr(node, "end", None)
+    end = rank if end_attr is None else int(end_attr)  # type: ignore[call-overload]
+    start = max(0, min(rank, start + rank if start < 0 else start))
+    end = max(0, min(rank, end + rank if end < 0 else end))
+    return dims[start:end]
+
+
+def _shape_fold(node: onnx.NodeProto, view: GraphView, static: dict[str, list[int | None]]) -> np.ndarray | None:
+    """Value of a Shape node, or of Gather over a Shape node, when the selected dims are static."""
+    if node.op_type == "Shape":
+        sel = _shape_dims(node, static)
+        return None if sel is None or any(d is None for d in sel) else np.array(sel, dtype=np.int64)
+    src = view.producer.get(node.input[0])
+    if src is None or src[0].op_type != "Shape":
+        return None
+    dims = _shape_dims(src[0], static)
+    if dims is None:
+        return None
     if node.op_type == "Gather" and view.is_const(node.input[1]) and int(node_attr(node, "axis", 0)) == 0:  # type: ignore[call-overload]
         idx = view.array(node.input[1]).astype(np.int64)
+        if np.any(idx >= len(dims)) or np.any(idx < -len(dims)):
+            return None
         picked = [dims[int(i)] for i in idx.reshape(-1)]
         if all(d is not None for d in picked):
             return np.array(picked, dtype=np.int64).reshape(idx.shape)
