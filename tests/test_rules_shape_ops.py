@@ -18,6 +18,7 @@ from graphs import (
 )
 
 from onnxprune.api import analyse
+from onnxprune.graph.engine import dependency_graph
 
 SHAPES = {"x": (2, 4, 6, 6)}
 
@@ -134,8 +135,8 @@ def test_shape_negative_end_of_batch_dim_passes() -> None:
 
 
 def test_shape_negative_start_then_gather_of_channel_dim_blocks() -> None:
-    """Shape(start=-3)[0] of (N, C, H, W) is C (not folded: N and H are dynamic). Before the fix the rule
-    read start=-3 as axis 2, missed the channel, and the pruned mean divided by the wrong count."""
+    """Shape(start=-3)[0] of (N, C, H, W) is C. Normalisation folds it (C is static), so the rule is run
+    on the raw graph here. Before the fix the rule read start=-3 as axis 2 and missed the channel."""
     g = Graph(opset=15)
     x = g.input("x", ("N", 4, "H", 6))
     y = g.relu(g.conv(x, 4, 8, name="c1"))
@@ -143,6 +144,22 @@ def test_shape_negative_start_then_gather_of_channel_dim_blocks() -> None:
     c = g.node("Cast", [c], name="cf", to=onnx.TensorProto.FLOAT)
     total = g.node("ReduceSum", [y, g.ints("ax", [1])], name="total", keepdims=0)
     g.output(g.node("Div", [total, c], name="mean"))
-    dg = analyse(g.build(), shapes=SHAPES)
-    assert any(n.op_type == "Shape" for n in dg.model.graph.node)
+    dg = dependency_graph(g.build(), shapes=SHAPES)  # not normalised: the Shape -> Gather stays
     assert "the channel count is read at run time (Shape)" in reasons(dg, "c1")
+
+
+def test_shape_gather_of_channel_dim_is_folded_then_prunes_consistently() -> None:
+    """The same graph through the API: the folded C is a constant, like the hand-written mean's divisor."""
+    g = Graph(opset=15)
+    x = g.input("x", ("N", 4, "H", 6))
+    y = g.relu(g.conv(x, 4, 8, name="c1"))
+    c = g.node("Gather", [g.node("Shape", [y], name="chw", start=-3), g.ints("first", [0])], name="c", axis=0)
+    c = g.node("Cast", [c], name="cf", to=onnx.TensorProto.FLOAT)
+    total = g.node("ReduceSum", [y, g.ints("ax", [1])], name="total", keepdims=0)
+    g.output(g.node("Div", [total, c], name="mean"))
+    model = g.build()
+    dg = analyse(model, shapes=SHAPES)
+    if any(n.op_type == "Shape" for n in dg.model.graph.node):  # not folded: must be blocked
+        assert "the channel count is read at run time (Shape)" in reasons(dg, "c1")
+    else:
+        exercise(model, shapes=SHAPES)
