@@ -75,12 +75,16 @@ class GramStats:
     """Running XᵀX (float64) over rows of X [rows, d], and optionally XᵀY for Y [rows, k].
 
     `rows` counts the rows represented; with subsampling each batch is weighted by
-    total/sampled rows so `xtx` estimates the full sum.
+    total/sampled rows so `xtx` estimates the full sum. `xsum` (Σx), `ysum` (Σy) and `ysq`
+    (Σy² per column) complete the system of a fit with a bias column and its residual.
     """
 
     xtx: np.ndarray | None = None
     xty: np.ndarray | None = None
     rows: float = 0.0
+    xsum: np.ndarray | None = None
+    ysum: np.ndarray | None = None
+    ysq: np.ndarray | None = None
 
     def update(self, x: np.ndarray, y: np.ndarray | None = None, *, weight: float = 1.0) -> None:
         x64 = np.asarray(x, dtype=np.float64)
@@ -88,11 +92,17 @@ class GramStats:
         if weight != 1.0:
             g *= weight
         self.xtx = g if self.xtx is None else self.xtx + g
+        xs = x64.sum(axis=0) * weight
+        self.xsum = xs if self.xsum is None else self.xsum + xs
         if y is not None:
-            c = x64.T @ np.asarray(y, dtype=np.float64)
+            y64 = np.asarray(y, dtype=np.float64)
+            c = x64.T @ y64
             if weight != 1.0:
                 c *= weight
             self.xty = c if self.xty is None else self.xty + c
+            ys, yq = y64.sum(axis=0) * weight, np.einsum("ij,ij->j", y64, y64) * weight
+            self.ysum = ys if self.ysum is None else self.ysum + ys
+            self.ysq = yq if self.ysq is None else self.ysq + yq
         self.rows += x64.shape[0] * weight
 
     @property

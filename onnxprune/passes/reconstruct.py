@@ -1,0 +1,248 @@
+"""Structured recovery without training: re-fit pruned layers by ridge least squares.
+
+After channels are removed, each affected Conv/Gemm/MatMul gets new weights and bias so that its
+pre-activation output on calibration data matches the dense model's (kept output channels only):
+
+    min ‖[X_kept, 1]·[W'; b']ᵀ − Y_dense‖² + λ‖W'‖²
+
+X comes from the pruned model *as already re-fitted upstream* (block by block, as in ThiNet and
+SparseGPT), Y from the dense model on the same feeds. Layers are fitted in waves: all layers whose
+re-fitted ancestors are done share one calibration pass. Grouped convs are fitted per group. A
+layer keeps its pruned weights when its system stays singular or the fit would not lower its error
+on the calibration rows; the whole model is kept as pruned if its outputs end up further from the
+dense model's than without reconstruction. The input models are never modified.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from onnxprune.activations import DEFAULT_MAX_ROWS, LayerGram, collect_stats
+from onnxprune.calibration import CalibConfig, batch_factory
+from onnxprune.errors import OnnxPruneError
+from onnxprune.graph.engine import DependencyGraph
+from onnxprune.passes.base import Pass, PassConditionError, PassResult
+from onnxprune.recovery.fidelity import Fidelity, compare_outputs
+from onnxprune.recovery.layers import FitLayer, plan_layers, target_model, waves
+from onnxprune.recovery.solve import ridge_fit, squared_error
+from onnxprune.recovery.weights import LayerWeights, read_layer, write_layer
+
+Feed = Mapping[str, np.ndarray]
+Calibration = Callable[[], Iterable[Feed]] | Sequence[Feed] | CalibConfig | str | Path | None
+DEFAULT_DAMP = 1e-3  # λ relative to mean(diag(XᵀX))
+DEFAULT_MAX_GRAM_BYTES = 1 << 30  # Grams held at once in one calibration pass
+
+
+@dataclass(frozen=True)
+class LayerFit:
+    """One layer: relative squared error ‖XWᵀ + b − Y‖² / ‖Y‖² on the calibration rows, before and after."""
+
+    node: str
+    op_type: str
+    wave: int
+    direct: bool  # lost input channels (else: re-fitted because its input changed upstream)
+    rel_error_before: float
+    rel_error_after: float
+    fitted: bool  # False: kept the pruned weights (see note)
+    note: str = ""
+
+
+@dataclass
+class ReconstructResult:
+    model: onnx.ModelProto
+    layers: list[LayerFit] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # "node: reason" for layers that could not be re-fitted
+    waves: int = 0
+    samples: int = 0
+    seconds: float = 0.0
+    before: dict[str, Fidelity] = field(default_factory=dict)  # pruned (un-fitted) outputs vs dense
+    after: dict[str, Fidelity] = field(default_factory=dict)  # reconstructed outputs vs dense
+    reverted: bool = False  # outputs got further from dense: the pruned model was kept
+
+    @property
+    def fitted(self) -> int:
+        return sum(1 for lf in self.layers if lf.fitted) if not self.reverted else 0
+
+    @property
+    def notes(self) -> list[str]:
+        out = [f"re-fitted {self.fitted} of {len(self.layers)} layers in {self.waves} waves on "
+               f"{self.samples} samples ({self.seconds:.1f}s)"]
+        out += [f"kept pruned weights of {lf.node}: {lf.note}" for lf in self.layers if not lf.fitted]
+        out += [f"skipped {s}" for s in self.skipped]
+        for name, fb in self.before.items():
+            fa = self.after.get(name)
+            if fa is not None:
+                out.append(f"output {name}: without reconstruction {fb.describe()}; with {fa.describe()}")
+        if self.reverted:
+            out.append("outputs moved further from the dense model: kept the pruned weights everywhere")
+        return out
+
+    def describe(self) -> str:
+        return "\n".join(f"reconstruct: {n}" for n in self.notes)
+
+
+def as_factory(model: onnx.ModelProto, calibration: Calibration) -> Callable[[], Iterable[Feed]]:
+    """A zero-argument callable giving fresh feed iterators, from any accepted calibration form."""
+    if calibration is None or isinstance(calibration, (CalibConfig, str, Path)):
+        return batch_factory(model, calibration)
+    if callable(calibration):
+        return calibration
+    feeds = list(calibration)
+    return lambda: iter(feeds)
+
+
+def _rank_of(dg: DependencyGraph, layers: list[FitLayer]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for layer in layers:
+        shape = dg.analysis.view.shape(layer.output)
+        if shape is not None:
+            out[layer.output] = len(shape)
+    return out
+
+
+def _gram_bytes(model: onnx.ModelProto, layer: FitLayer) -> int:
+    node = next(n for n in model.graph.node if n.name == layer.node)
+    w = next(t for t in model.graph.initializer if t.name == node.input[1])
+    dims = [int(d) for d in w.dims]
+    if layer.op_type == "Conv":
+        d = int(np.prod(dims[1:]))
+    elif layer.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute):
+        d = dims[1]
+    else:
+        d = dims[0]
+    return 8 * (d + 1) ** 2
+
+
+def _chunks(model: onnx.ModelProto, wave: list[FitLayer], budget: int) -> Iterator[list[FitLayer]]:
+    chunk: list[FitLayer] = []
+    used = 0
+    for layer in wave:
+        size = _gram_bytes(model, layer)
+        if chunk and used + size > budget:
+            yield chunk
+            chunk, used = [], 0
+        chunk.append(layer)
+        used += size
+    if chunk:
+        yield chunk
+
+
+def _fit_layer(work: onnx.ModelProto, layer: FitLayer, lg: LayerGram, damp: float) -> LayerFit:
+    node = next(n for n in work.graph.node if n.name == layer.node)
+    cur = read_layer(work, node)
+
+    def report(before: float, after: float, fitted: bool, note: str = "") -> LayerFit:
+        return LayerFit(layer.node, layer.op_type, layer.wave, layer.direct, before, after, fitted, note)
+
+    if len(lg.groups) != len(cur.weights):
+        return report(float("nan"), float("nan"), False, f"{len(lg.groups)} Gram groups for {len(cur.weights)} weight groups")
+    err_b = err_a = total = 0.0
+    new_w: list[np.ndarray] = []
+    new_b: list[np.ndarray] = []
+    for g, w, b in zip(lg.groups, cur.weights, cur.biases, strict=True):
+        if g.xty is None or g.xty.shape != (w.shape[1], w.shape[0]):
+            got = None if g.xty is None else g.xty.shape
+            return report(float("nan"), float("nan"), False, f"target shape {got} does not match weight {w.shape}")
+        e0, yy = squared_error(g, w, b)
+        fit = ridge_fit(g, damp=damp, bias=b, fit_bias=cur.has_bias)
+        if fit is None:
+            rel = e0 / yy if yy > 0 else 0.0
+            return report(rel, rel, False, "ill-conditioned system")
+        e1, _ = squared_error(g, fit.weight, fit.bias)
+        err_b, err_a, total = err_b + e0, err_a + e1, total + yy
+        new_w.append(fit.weight)
+        new_b.append(fit.bias)
+    before = err_b / total if total > 0 else 0.0
+    after = err_a / total if total > 0 else 0.0
+    if not after < before:
+        return report(before, before, False, f"the fit would not lower the error ({before:.3g} -> {after:.3g})")
+    write_layer(work, node, LayerWeights(new_w, new_b, cur.has_bias))
+    return report(before, after, True)
+
+
+def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: set[int],
+                batches: Calibration, dense: onnx.ModelProto | None = None, damp: float = DEFAULT_DAMP,
+                propagate: bool = True, max_rows: int | None = DEFAULT_MAX_ROWS, seed: int = 0,
+                max_gram_bytes: int = DEFAULT_MAX_GRAM_BYTES, check_outputs: bool = True) -> ReconstructResult:
+    """Re-fit the layers of `pruned` (made by ApplyPlan(dg, removed_roots)) to the dense model's outputs.
+
+    dense: the reference model with the same node and tensor names (default: `dg.model`, the
+    normalised original). batches: a feed factory, a sequence of feeds, a CalibConfig or path, or
+    None (random inputs, with a warning). propagate: also re-fit layers whose weights kept all
+    their inputs but whose inputs changed upstream. check_outputs: compare the graph outputs with
+    and without reconstruction against the dense model and keep the pruned weights if they got worse.
+    """
+    start = time.perf_counter()
+    dense = dense if dense is not None else dg.model
+    if damp < 0:
+        raise OnnxPruneError(f"damping must be >= 0, got {damp}")
+    factory = as_factory(dense, batches)
+    work = onnx.ModelProto()
+    work.CopyFrom(pruned)
+    layers, skipped = plan_layers(work, dg, removed_roots, propagate=propagate)
+    result = ReconstructResult(work, skipped=skipped)
+    if not layers:
+        result.seconds = time.perf_counter() - start
+        return result
+    tmodel, targets = target_model(dense, layers, _rank_of(dg, layers))
+    stages = waves(layers)
+    result.waves = len(stages)
+    fits: dict[str, LayerFit] = {}
+    for stage in stages:
+        for chunk in _chunks(work, stage, max_gram_bytes):
+            keys = [layer.node for layer in chunk]
+            st = collect_stats(work, factory(), grams=keys, targets={k: targets[k] for k in keys},
+                               target_model=tmodel, max_rows=max_rows, seed=seed)
+            result.samples = st.samples
+            for layer in chunk:
+                fits[layer.node] = _fit_layer(work, layer, st.grams[layer.node], damp)
+    result.layers = [fits[layer.node] for layer in layers]
+    if check_outputs and result.fitted:
+        result.before, result.after = compare_outputs(dense, [pruned, work], factory())
+        worse = [n for n, fa in result.after.items() if fa.rel_error > result.before[n].rel_error]
+        if worse:
+            result.reverted = True
+            result.model = onnx.ModelProto()
+            result.model.CopyFrom(pruned)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+class ReconstructPass(Pass):
+    """Re-fit the layers of a pruned model (the pass's input) to the dense model; see `reconstruct`.
+
+    The last run's ReconstructResult is kept in `self.result`.
+    """
+
+    name = "reconstruct"
+
+    def __init__(self, *, dg: DependencyGraph, removed_roots: set[int], calibration: Calibration = None,
+                 dense: onnx.ModelProto | None = None, damp: float = DEFAULT_DAMP, propagate: bool = True,
+                 max_rows: int | None = DEFAULT_MAX_ROWS, seed: int = 0) -> None:
+        self.dg, self.removed = dg, set(removed_roots)
+        self.calibration, self.dense = calibration, dense
+        self.damp, self.propagate, self.max_rows, self.seed = damp, propagate, max_rows, seed
+        self.result: ReconstructResult | None = None
+
+    def requires(self, model: onnx.ModelProto) -> None:
+        names = {n.name for n in model.graph.node}
+        if not names <= {n.name for n in self.dg.model.graph.node}:
+            raise PassConditionError("the model was not pruned from the analysed model (node names differ)")
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        self.result = reconstruct(model, dg=self.dg, removed_roots=self.removed, batches=self.calibration,
+                                  dense=self.dense, damp=self.damp, propagate=self.propagate,
+                                  max_rows=self.max_rows, seed=self.seed)
+        return PassResult(self.result.model, self.result.fitted > 0, self.result.notes)
+
+    def ensures(self, model: onnx.ModelProto) -> None:
+        try:
+            onnx.checker.check_model(model)
+        except Exception as exc:  # noqa: BLE001 - the checker raises several types
+            raise PassConditionError(f"reconstructed model is invalid: {str(exc).splitlines()[0]}") from None

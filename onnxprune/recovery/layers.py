@@ -1,0 +1,160 @@
+"""Which layers of a pruned model to re-fit, in which waves, and which dense tensor each one targets.
+
+A layer is *direct* when its weight lost input channels (a `weight-in` member whose ids meet the
+removed slots). With `propagate`, every Conv/Gemm/MatMul downstream of a direct layer is re-fitted
+too: its input differs from the dense model's once anything upstream changed.
+
+Waves: a layer's wave is one more than the highest wave among the re-fitted layers upstream of it,
+so all layers of one wave can be fitted on statistics gathered in one calibration pass.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnxprune.graph.analysis import ROLE_WEIGHT_IN
+from onnxprune.graph.apply import ApplyContext
+from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.tracks import track_at
+
+FIT_OPS = ("Conv", "Gemm", "MatMul")
+
+
+@dataclass(frozen=True)
+class FitLayer:
+    node: str  # node name (the same in the dense and the pruned model)
+    op_type: str
+    output: str  # the node's output tensor (same name in both models)
+    direct: bool  # lost input channels (else: re-fitted because its input changed upstream)
+    wave: int
+    out_keep: np.ndarray | None  # dense output channels that survive (None: all)
+
+
+def _attr_i(node: onnx.NodeProto, name: str, default: int) -> int:
+    return next((int(a.i) for a in node.attribute if a.name == name), default)
+
+
+def direct_nodes(dg: DependencyGraph, removed_roots: set[int]) -> set[str]:
+    """Nodes whose constant weight is sliced along its reduction axis by this removal."""
+    actx = ApplyContext(dg.model, dg.analysis.roots, removed_roots)
+    return {m.node for m in dg.analysis.members
+            if m.role == ROLE_WEIGHT_IN and not actx.keep(m.track.ids).all()}
+
+
+def output_keep(dg: DependencyGraph, removed_roots: set[int], node: onnx.NodeProto) -> np.ndarray | None:
+    """Keep mask over the channel axis of the node's dense output (None when nothing is removed)."""
+    out = node.output[0]
+    shape = dg.analysis.view.shape(out)
+    if shape is None:
+        return None
+    axis = 1 if node.op_type == "Conv" else len(shape) - 1
+    track = track_at(dg.analysis.layouts.get(out, []), axis)
+    if track is None:
+        return None
+    actx = ApplyContext(dg.model, dg.analysis.roots, removed_roots)
+    pos = track.axes.index(axis)
+    keep = actx.keep(track.ids) if track.is_single else actx.kept_along(track.ids, pos)
+    return None if keep.all() else keep
+
+
+def _unsupported(model: onnx.ModelProto, node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> str | None:
+    """Why this node cannot be re-fitted (None if it can)."""
+    if node.op_type == "ConvTranspose":
+        return "ConvTranspose: no patch Gram for transposed convolutions (kept as pruned)"
+    if node.op_type not in FIT_OPS:
+        return f"{node.op_type}: no least-squares re-fit for this op (kept as pruned)"
+    if len(node.input) < 2 or node.input[1] not in inits:
+        return f"{node.op_type}: weight is not an initializer"
+    if node.input[0] in inits:
+        return f"{node.op_type}: data input is a constant"
+    w = inits[node.input[1]]
+    if w.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+        return f"{node.op_type}: weight is not floating point"
+    if node.op_type == "Conv" and len(w.dims) not in (3, 4):
+        return "Conv: only 1-D and 2-D convolutions"
+    if node.op_type in ("Gemm", "MatMul") and len(w.dims) != 2:
+        return f"{node.op_type}: weight is not 2-D"
+    if node.op_type == "Gemm" and _attr_float(node, "alpha", 1.0) == 0.0:
+        return "Gemm: alpha is 0"
+    return None
+
+
+def _attr_float(node: onnx.NodeProto, name: str, default: float) -> float:
+    for a in node.attribute:
+        if a.name == name:
+            return float(helper.get_attribute_value(a))
+    return default
+
+
+def plan_layers(pruned: onnx.ModelProto, dg: DependencyGraph, removed_roots: set[int], *,
+                propagate: bool = True) -> tuple[list[FitLayer], list[str]]:
+    """The layers to re-fit (in topological order, with waves) and `node: reason` for those skipped."""
+    direct = direct_nodes(dg, removed_roots)
+    inits = {t.name: t for t in pruned.graph.initializer}
+    dense_nodes = {n.name: n for n in dg.model.graph.node}
+    level: dict[str, int] = {}  # tensor -> highest wave of a re-fitted layer upstream (absent: none)
+    dirty: set[str] = set()  # tensors downstream of a direct layer
+    layers: list[FitLayer] = []
+    skipped: list[str] = []
+    for node in pruned.graph.node:
+        ins = [x for x in node.input if x]
+        in_level = max((level[x] for x in ins if x in level), default=-1)
+        is_dirty = any(x in dirty for x in ins[:1]) if node.op_type in FIT_OPS else any(x in dirty for x in ins)
+        wanted = node.name in direct or (propagate and is_dirty and node.op_type in (*FIT_OPS, "ConvTranspose")
+                                         and len(node.input) > 1 and node.input[1] in inits)
+        wave = in_level
+        if wanted:
+            reason = _unsupported(pruned, node, inits)
+            if reason is None and node.name not in dense_nodes:
+                reason = "not in the dense model"
+            if reason is None:
+                wave = in_level + 1
+                layers.append(FitLayer(node.name, node.op_type, node.output[0], node.name in direct, wave,
+                                       output_keep(dg, removed_roots, dense_nodes[node.name])))
+            else:
+                skipped.append(f"{node.name}: {reason}")
+        for o in node.output:
+            if wave >= 0:
+                level[o] = wave
+            if wanted or any(x in dirty for x in ins):
+                dirty.add(o)
+    return layers, skipped
+
+
+def waves(layers: list[FitLayer]) -> list[list[FitLayer]]:
+    out: dict[int, list[FitLayer]] = {}
+    for layer in layers:
+        out.setdefault(layer.wave, []).append(layer)
+    return [out[k] for k in sorted(out)]
+
+
+def target_model(dense: onnx.ModelProto, layers: list[FitLayer],
+                 ranks: dict[str, int]) -> tuple[onnx.ModelProto, dict[str, str]]:
+    """The dense model with each layer's kept output channels exposed: ({node: target tensor})."""
+    m = onnx.ModelProto()
+    m.CopyFrom(dense)
+    targets: dict[str, str] = {}
+    for i, layer in enumerate(layers):
+        if layer.out_keep is None:
+            targets[layer.node] = layer.output
+            continue
+        idx_name, out_name = f"__reconstruct_idx{i}", f"__reconstruct_y{i}"
+        axis = 1 if layer.op_type == "Conv" else ranks.get(layer.output, 2) - 1
+        idx = np.flatnonzero(layer.out_keep).astype(np.int64)
+        m.graph.initializer.append(numpy_helper.from_array(idx, idx_name))
+        m.graph.node.append(helper.make_node("Gather", [layer.output, idx_name], [out_name], axis=axis,
+                                             name=f"__reconstruct_gather{i}"))
+        targets[layer.node] = out_name
+    return m, targets
+
+
+def use_counts(model: onnx.ModelProto) -> Counter[str]:
+    """How many node inputs and graph outputs read each tensor name."""
+    c: Counter[str] = Counter(x for n in model.graph.node for x in n.input if x)
+    c.update(o.name for o in model.graph.output)
+    return c

@@ -1,0 +1,106 @@
+"""A layer's effective weight and bias as per-group matrices, and writing re-fitted values back.
+
+The effective form is what the Gram columns describe: for group g, `y = x @ W_g.T + b_g` with
+W_g [K/g, d] (Conv: `W[g*K/g:(g+1)*K/g].reshape(K/g, -1)`; Gemm: alpha * B (transposed unless
+transB); MatMul: Bᵀ) and b_g the bias (Gemm: beta * C; MatMul: none).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnxprune.recovery.layers import use_counts
+
+
+def _attr(node: onnx.NodeProto, name: str, default: float) -> float:
+    for a in node.attribute:
+        if a.name == name:
+            return float(helper.get_attribute_value(a))
+    return default
+
+
+@dataclass
+class LayerWeights:
+    """Effective per-group weights and biases of one node; `has_bias` False means no bias column."""
+
+    weights: list[np.ndarray]  # [k_g, d_g] float64
+    biases: list[np.ndarray]  # [k_g] float64 (zeros when the node has none yet)
+    has_bias: bool
+
+
+def _inits(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    return {t.name: t for t in model.graph.initializer}
+
+
+def read_layer(model: onnx.ModelProto, node: onnx.NodeProto) -> LayerWeights:
+    inits = _inits(model)
+    w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+    bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if node.op_type == "Conv":
+        k = w.shape[0]
+        group = int(_attr(node, "group", 1))
+        b = numpy_helper.to_array(inits[bias_name]).astype(np.float64) if bias_name else np.zeros(k)
+        kg = k // group
+        mat = w.reshape(k, -1)
+        return LayerWeights([mat[g * kg:(g + 1) * kg] for g in range(group)],
+                            [b[g * kg:(g + 1) * kg] for g in range(group)], True)
+    if node.op_type == "Gemm":
+        mat = w if _attr(node, "transB", 0) else w.T
+        mat = mat * _attr(node, "alpha", 1.0)
+        n = mat.shape[0]
+        beta = _attr(node, "beta", 1.0)
+        if bias_name:
+            c = numpy_helper.to_array(inits[bias_name]).astype(np.float64)
+            fit_bias = c.size == n and beta != 0.0
+            b = np.broadcast_to(c * beta, (n,)).copy() if c.size in (1, n) else np.zeros(n)
+            return LayerWeights([mat], [b], fit_bias)
+        return LayerWeights([mat], [np.zeros(n)], beta != 0.0)
+    return LayerWeights([w.T], [np.zeros(w.shape[1])], False)  # MatMul
+
+
+def _set_const(model: onnx.ModelProto, node: onnx.NodeProto, index: int, value: np.ndarray, *, suffix: str) -> None:
+    """Write `value` as the node's input `index`: in place if only this node reads it, else a new initializer."""
+    inits = _inits(model)
+    name = node.input[index] if index < len(node.input) else ""
+    if name and name in inits and use_counts(model)[name] == 1:
+        inits[name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return
+    base = name or f"{node.name}{suffix}"
+    new, i = f"{base}__refit", 1
+    while new in inits:
+        i += 1
+        new = f"{base}__refit{i}"
+    model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value), new))
+    while len(node.input) <= index:
+        node.input.append("")
+    node.input[index] = new
+
+
+def write_layer(model: onnx.ModelProto, node: onnx.NodeProto, lw: LayerWeights) -> None:
+    """Store effective weights/biases back in the node's own dtype and layout."""
+    inits = _inits(model)
+    wt = inits[node.input[1]]
+    dtype = helper.tensor_dtype_to_np_dtype(wt.data_type)
+    shape = tuple(int(d) for d in wt.dims)
+    if node.op_type == "Conv":
+        w = np.concatenate(lw.weights, axis=0).reshape(shape)
+        _set_const(model, node, 1, w.astype(dtype), suffix="_W")
+        if lw.has_bias:
+            _set_const(model, node, 2, np.concatenate(lw.biases).astype(dtype), suffix="_B")
+        return
+    mat = lw.weights[0]
+    if node.op_type == "Gemm":
+        mat = mat / _attr(node, "alpha", 1.0)
+        _set_const(model, node, 1, (mat if _attr(node, "transB", 0) else mat.T).astype(dtype), suffix="_W")
+        if lw.has_bias:
+            bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+            c = lw.biases[0] / _attr(node, "beta", 1.0)
+            if bias_name:
+                c = c.reshape(tuple(int(d) for d in inits[bias_name].dims))
+            _set_const(model, node, 2, c.astype(dtype), suffix="_C")
+        return
+    _set_const(model, node, 1, mat.T.astype(dtype), suffix="_W")  # MatMul
