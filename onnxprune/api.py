@@ -22,6 +22,8 @@ from onnxprune.graph.engine import DependencyGraph, dependency_graph
 from onnxprune.io import load_model, save_model
 from onnxprune.passes.normalize import Normalize
 from onnxprune.passes.prune import ApplyPlan
+from onnxprune.passes.reconstruct import ReconstructResult
+from onnxprune.passes.reconstruct import reconstruct as refit_layers
 from onnxprune.plan import Plan, enforce_min_channels
 from onnxprune.verify import DEFAULT_RTOL, VerifyResult, verify_pruned
 
@@ -58,6 +60,7 @@ class PruneResult:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     target: TargetResult | None = None  # set when target_macs / target_params chose the plan
+    reconstruction: ReconstructResult | None = None  # set when the layers were re-fitted (reconstruct)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         save_model(self.model, path)
@@ -68,7 +71,7 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
           rtol: float = DEFAULT_RTOL, dg: DependencyGraph | None = None,
           calibration: CalibConfig | str | os.PathLike[str] | None = None, allocation: str = "uniform",
           target_macs: float | None = None, target_params: float | None = None,
-          approximate: Iterable[str] = ()) -> PruneResult:
+          approximate: Iterable[str] = (), reconstruct: bool | None = None) -> PruneResult:
     """Structured channel pruning. Raises NothingToPruneError if no group can lose a channel.
 
     criterion: l1, l2, bn-scale, random, or a data-driven one (activation, apoz, wanda, flap,
@@ -76,6 +79,10 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     allocation: "uniform" (every group loses `ratio`) or "global" (one ranking over all groups).
     target_macs / target_params: keep this fraction of the original MACs / parameters (within 3 %)
     instead of removing `ratio`; see onnxprune.allocation.
+    reconstruct: re-fit the affected layers by least squares to the dense model's outputs on the
+    calibration data (onnxprune.passes.reconstruct). None: on when `calibration` names data (a path,
+    or a CalibConfig with a path), off otherwise. The oracle (`verify`) runs on the pruned model
+    before re-fitting; the re-fit's fidelity to the dense model is in `result.reconstruction`.
     """
     if not 0.0 <= ratio < 1.0:
         raise OnnxPruneError(f"ratio must be in [0, 1), got {ratio}")
@@ -107,5 +114,19 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
                              f"by the exactness check (verified the other {len(exact)})")
         if not out.verify.ok:
             raise VerifyError(out.verify.describe() + " (pruned model not written)")
+    if _wants_reconstruct(reconstruct, calibration):
+        out.reconstruction = refit_layers(result.model, dg=dg, removed_roots=removed, batches=calibration,
+                                          shapes=shapes)
+        out.model = out.reconstruction.model
+        out.notes.extend(f"reconstruct: {n}" for n in out.reconstruction.notes)
     out.seconds = time.perf_counter() - start
     return out
+
+
+def _wants_reconstruct(flag: bool | None, calibration: CalibConfig | str | os.PathLike[str] | None) -> bool:
+    """Explicit flag, else on only when real calibration data is given (not random inputs)."""
+    if flag is not None:
+        return flag
+    if isinstance(calibration, CalibConfig):
+        return calibration.path is not None
+    return calibration is not None

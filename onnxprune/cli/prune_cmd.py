@@ -42,13 +42,16 @@ from onnxprune.stats import model_stats
               help="Keep this fraction of the original MACs (within 3 %) instead of --ratio.")
 @click.option("--target-params", type=click.FloatRange(0.0, 1.0, min_open=True), default=None, metavar="F",
               help="Keep this fraction of the original parameters (within 3 %) instead of --ratio.")
+@click.option("--reconstruct/--no-reconstruct", default=None,
+              help="Re-fit the pruned layers by least squares to the original's outputs on the calibration "
+                   "data (default: on with --calib, off without).")
 @calib_options
 @shapes_option
 @approximate_option
 def command(model: str, output: str, ratio: float, criterion: str, round_to: int, target: str, verify: bool,
             plan_in: str | None, save_plan: str | None, report_path: str | None, shapes: tuple[str, ...],
             allocation: str, target_macs: float | None, target_params: float | None, calib: CalibConfig,
-            approximate: tuple[str, ...]) -> None:
+            approximate: tuple[str, ...], reconstruct: bool | None) -> None:
     """Remove a fraction of the channels of every prunable group of MODEL."""
     if not 0.0 <= ratio < 1.0:
         raise OnnxPruneError(f"--ratio {ratio} is outside [0, 1)")
@@ -64,7 +67,8 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: int
     with echo_calibration_warnings():
         result = prune(original, ratio=ratio, criterion=criterion, round_to=round_to, verify=verify, shapes=shp,
                        plan=Plan.load(plan_in) if plan_in else None, calibration=calib, allocation=allocation,
-                       target_macs=target_macs, target_params=target_params, approximate=approximate)
+                       target_macs=target_macs, target_params=target_params, approximate=approximate,
+                       reconstruct=reconstruct)
     before, after = model_stats(result.dg.model, shapes=shp), model_stats(result.model, shapes=shp)
     result.save(output)
     console = Console()
@@ -77,6 +81,8 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: int
         click.echo(result.target.describe())
     if result.verify is not None:
         click.echo(result.verify.describe())
+    if result.reconstruction is not None:
+        click.echo(result.reconstruction.describe())
     for note in result.notes:
         if "approximate" in note:
             click.echo(f"note: {note}")
@@ -91,6 +97,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: int
             "compare": compare_dict(before, after),
             "verify": None if result.verify is None else {
                 "ok": result.verify.ok, "max_rel_error": result.verify.max_rel_error},
+            "reconstruct": None if result.reconstruction is None else result.reconstruction.to_json(),
             "plan": result.plan.to_json(),
             "groups": [g.to_json() | {"removed": len(result.plan.removals.get(g.id, []))} for g in groups],
         }

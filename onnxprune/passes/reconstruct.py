@@ -15,6 +15,7 @@ dense model's than without reconstruction. The input models are never modified.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from onnxprune.recovery.solve import ridge_fit, squared_error
 from onnxprune.recovery.weights import LayerWeights, read_layer, write_layer
 
 Feed = Mapping[str, np.ndarray]
-Calibration = Callable[[], Iterable[Feed]] | Sequence[Feed] | CalibConfig | str | Path | None
+Calibration = Callable[[], Iterable[Feed]] | Sequence[Feed] | CalibConfig | str | os.PathLike[str] | None
 DEFAULT_DAMP = 1e-3  # λ relative to mean(diag(XᵀX))
 DEFAULT_MAX_GRAM_BYTES = 1 << 30  # Grams held at once in one calibration pass
 
@@ -86,11 +87,27 @@ class ReconstructResult:
     def describe(self) -> str:
         return "\n".join(f"reconstruct: {n}" for n in self.notes)
 
+    def to_json(self) -> dict[str, object]:
+        def fid(f: Fidelity) -> dict[str, float | None]:
+            return {"cosine": f.cosine, "rel_error": f.rel_error, "agreement": f.agreement}
 
-def as_factory(model: onnx.ModelProto, calibration: Calibration) -> Callable[[], Iterable[Feed]]:
+        return {
+            "fitted": self.fitted, "waves": self.waves, "samples": self.samples, "seconds": self.seconds,
+            "reverted": self.reverted, "skipped": self.skipped,
+            "layers": [{"node": lf.node, "op_type": lf.op_type, "wave": lf.wave, "direct": lf.direct,
+                        "rel_error_before": lf.rel_error_before, "rel_error_after": lf.rel_error_after,
+                        "fitted": lf.fitted, "note": lf.note} for lf in self.layers],
+            "outputs": {n: {"before": fid(fb), "after": fid(self.after[n]) if n in self.after else None}
+                        for n, fb in self.before.items()},
+        }
+
+
+def as_factory(model: onnx.ModelProto, calibration: Calibration, *,
+               shapes: Mapping[str, tuple[int, ...]] | None = None) -> Callable[[], Iterable[Feed]]:
     """A zero-argument callable giving fresh feed iterators, from any accepted calibration form."""
-    if calibration is None or isinstance(calibration, (CalibConfig, str, Path)):
-        return batch_factory(model, calibration)
+    if calibration is None or isinstance(calibration, (CalibConfig, str, os.PathLike)):
+        return batch_factory(model, calibration if calibration is None or isinstance(calibration, CalibConfig)
+                             else Path(calibration), shapes=shapes)
     if callable(calibration):
         return calibration
     feeds = list(calibration)
@@ -169,7 +186,8 @@ def _fit_layer(work: onnx.ModelProto, layer: FitLayer, lg: LayerGram, damp: floa
 def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: set[int],
                 batches: Calibration, dense: onnx.ModelProto | None = None, damp: float = DEFAULT_DAMP,
                 propagate: bool = True, max_rows: int | None = DEFAULT_MAX_ROWS, seed: int = 0,
-                max_gram_bytes: int = DEFAULT_MAX_GRAM_BYTES, check_outputs: bool = True) -> ReconstructResult:
+                max_gram_bytes: int = DEFAULT_MAX_GRAM_BYTES, check_outputs: bool = True,
+                shapes: Mapping[str, tuple[int, ...]] | None = None) -> ReconstructResult:
     """Re-fit the layers of `pruned` (made by ApplyPlan(dg, removed_roots)) to the dense model's outputs.
 
     dense: the reference model with the same node and tensor names (default: `dg.model`, the
@@ -177,12 +195,13 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
     None (random inputs, with a warning). propagate: also re-fit layers whose weights kept all
     their inputs but whose inputs changed upstream. check_outputs: compare the graph outputs with
     and without reconstruction against the dense model and keep the pruned weights if they got worse.
+    shapes: sizes of dynamic input dims for random inputs.
     """
     start = time.perf_counter()
     dense = dense if dense is not None else dg.model
     if damp < 0:
         raise OnnxPruneError(f"damping must be >= 0, got {damp}")
-    factory = as_factory(dense, batches)
+    factory = as_factory(dense, batches, shapes=shapes)
     work = onnx.ModelProto()
     work.CopyFrom(pruned)
     layers, skipped = plan_layers(work, dg, removed_roots, propagate=propagate)
