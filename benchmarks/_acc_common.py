@@ -1,0 +1,86 @@
+"""Shared pieces of benchmarks/accuracy.py: paths, data, ONNX Runtime accuracy, table cells, README block."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from onnxprune.runtime import run, session
+
+ROOT = Path(__file__).resolve().parent.parent
+DIGITS = ROOT / "models" / "digits"
+REAL = ROOT / "models" / "real"
+README = ROOT / "benchmarks" / "README.md"
+BEGIN, END = "<!-- accuracy:begin -->", "<!-- accuracy:end -->"
+BENCH_EXTRA = "n/a (pip install 'onnxprune[bench]')"
+DIGITS_SHAPES = {"input": (1, 1, 8, 8)}
+
+
+@dataclass(frozen=True)
+class Digits:
+    model: onnx.ModelProto
+    x: np.ndarray
+    y: np.ndarray
+    calib: np.ndarray
+    calib_path: Path
+
+
+def load_digits() -> Digits:
+    test = np.load(DIGITS / "test.npz")
+    calib = np.load(DIGITS / "calib.npz")["input"]
+    return Digits(onnx.load(str(DIGITS / "digits_resnet.onnx")), test["x"], test["y"], calib,
+                  DIGITS / "calib.npz")
+
+
+def accuracy(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 test accuracy in ONNX Runtime (CPU, graph optimisation off)."""
+    name = model.graph.input[0].name
+    logits = next(iter(run(model, {name: x}).values()))
+    return float((logits.argmax(1) == y).mean())
+
+
+def outputs(model: onnx.ModelProto, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The first output of the model for each single-sample input (one session for all)."""
+    sess = session(model)
+    name = sess.get_inputs()[0].name
+    return [sess.run(None, {name: x})[0] for x in inputs]
+
+
+def pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f} %"
+
+
+def acc_cell(acc: float | None, kept: float | None, note: str = "") -> str:
+    """`97.2 % @0.74` (accuracy at MACs kept), or `n/a` with a footnote-sized reason."""
+    if acc is None or kept is None:
+        return f"n/a ({note})" if note else "n/a"
+    return f"{100 * acc:.1f} % @{kept:.2f}"
+
+
+def md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def environment() -> str:
+    return (f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count() or 0} CPUs, "
+            f"Python {platform.python_version()}")
+
+
+def write_block(text: str, command: str) -> None:
+    """Replace (or append) the accuracy block of benchmarks/README.md; other blocks are left alone."""
+    body = README.read_text() if README.exists() else "# Benchmarks\n"
+    block = f"{BEGIN}\n{environment()}, with\n\n    {command}\n\n{text}\n{END}"
+    if BEGIN in body and END in body:
+        body = body[: body.index(BEGIN)] + block + body[body.index(END) + len(END):]
+    else:
+        body = body.rstrip("\n") + "\n\n## Accuracy after pruning (`benchmarks/accuracy.py`)\n\n" + block + "\n"
+    README.write_text(body)

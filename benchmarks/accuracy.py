@@ -1,0 +1,128 @@
+"""Accuracy after pruning: the digits model at MACs targets, sparsity, Torch-Pruning and onnxsim side
+by side, output fidelity of YOLOv8n / PP-OCRv4 det on real photographs, and calibration timing.
+
+    python benchmarks/accuracy.py            # full run (~15 min on 2 cores), writes benchmarks/README.md
+    python benchmarks/accuracy.py --quick    # digits only, a few cells, no torch (smoke test)
+
+Needs the `bench` extra for the Torch-Pruning column and the real photographs
+(torch, torch-pruning, scikit-image); without it those cells say so. Which onnxprune features are
+used (calibration=, criterion=, allocation=, target_macs=, reconstruct=) is read from
+`inspect.signature(onnxprune.api.prune)` at run time; see benchmarks/_acc_prune.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _acc_common import load_digits, md_table, write_block  # noqa: E402
+from _acc_digits import TARGETS, sparsity_table, structured_table, timing_row  # noqa: E402
+from _acc_prune import prune_params  # noqa: E402
+
+from onnxprune.scoring.base import criteria  # noqa: E402
+
+SECTIONS = ("structured", "torch", "onnxsim", "sparsity", "real", "timing")
+COMMAND = "/work/benchvenv/bin/python benchmarks/accuracy.py"
+VENV = ("python3 -m venv /work/benchvenv && /work/benchvenv/bin/pip install -e '.[dev]' "
+        "torch==2.13.0 torch-pruning scikit-image")
+
+
+def features_line() -> str:
+    wanted = ("calibration", "criterion", "allocation", "target_macs", "reconstruct")
+    params = prune_params()
+    have = ", ".join(f"`{p}=` {'yes' if p in params else '**no**'}" for p in wanted)
+    return f"onnxprune at run time: `prune()` {have}; criteria registered: {', '.join(criteria())}."
+
+
+def digits_section(quick: bool, skip: set[str]) -> str:
+    d = load_digits()
+    parts = ["### Digits model: structured pruning at MACs targets"]
+    table = structured_table(d, quick=quick)
+    if "torch" not in skip and not quick:
+        from _acc_torch import torch_rows
+
+        print("Torch-Pruning", flush=True)
+        table += "\n" + "\n".join("| " + " | ".join(r) + " |" for r in torch_rows(d, TARGETS))
+    parts += [table, DIGITS_NOTES]
+    if "onnxsim" not in skip and not quick:
+        from _acc_onnxsim import onnxsim_rows
+
+        print("onnxsim", flush=True)
+        head, rows = onnxsim_rows(d)
+        parts += ["### Digits model: onnxsim 0.8.1's structured pruners", md_table(head, rows), ONNXSIM_NOTES]
+    if "sparsity" not in skip:
+        print("sparsity", flush=True)
+        parts += ["### Digits model: sparsity (weights zeroed, shapes kept)", sparsity_table(d, quick=quick)]
+    if "timing" not in skip and not quick:
+        print("timing", flush=True)
+        parts += ["### Calibration + reconstruction time",
+                  md_table(["what", "seconds (time.perf_counter)", "goal"], [timing_row(d)])]
+    return "\n\n".join(parts)
+
+
+def real_section() -> str:
+    try:
+        import skimage  # noqa: F401
+    except ImportError:
+        return "### Real models at 0.7x MACs\n\nn/a (pip install 'onnxprune[bench]'): needs scikit-image."
+    from _acc_real import real_table
+
+    print("real models", flush=True)
+    return "\n\n".join(["### Real models at 0.7x MACs: fidelity to the dense model on photographs",
+                        real_table(), REAL_NOTES])
+
+
+DIGITS_NOTES = """\
+Cells: test accuracy @ MACs actually kept (onnxprune.stats for onnxprune, `tp.utils.count_ops_and_params`
+for Torch-Pruning; both count the same convs and the classifier). Without `target_macs=` the uniform
+ratio is bisected to the closest achievable MACs (channel granularity: within 0.03 of the target where
+possible). Calibration: 128 samples of `models/digits/calib.npz`. `bn-scale` on this ONNX file equals
+`l2`: the export folds BatchNorm into the convs, so there are no scales to read (Torch-Pruning's
+BNScaleImportance sees the unfolded model). No fine-tuning anywhere."""
+
+ONNXSIM_NOTES = """\
+Cells: test accuracy @ MACs kept. `sparsity=s` is onnxsim's per-chain fraction of output channels;
+onnxsim only prunes chains it can match (single producer -> consumer), so MACs kept vary."""
+
+REAL_NOTES = """\
+Images: scikit-image's bundled photographs. Evaluation: each image, its mirror image, its four corner
+crops and its centre crop at 60 % of each side; YOLO on astronaut, chelsea, coffee, rocket,
+motorcycle_left, colorwheel, logo; OCR on text, page, logo, rocket, coffee, astronaut, chelsea,
+motorcycle_left. Calibration (48 random crops/flips/rescales, never of an evaluation image): YOLO from
+hubble_deep_field, immunohistochemistry, retina, camera, clock, coins and mosaics of the LFW faces;
+OCR from camera, clock, coins, hubble_deep_field, immunohistochemistry, retina, colorwheel and LFW
+mosaics. YOLO: RGB/255 letterboxed to 320x320, boxes decoded from [1, 4+18, 2100] at confidence 0.25,
+class-wise NMS IoU 0.45, pruned boxes match dense boxes at IoU >= 0.5 with the same class, F1 summed
+over all images (the detector is NudeNet's: it finds faces and body parts, so photographs give few
+boxes; the count is in the notes). OCR: BGR (as rapidocr and PaddleOCR feed it) / 255, ImageNet
+mean/std, longer side at most 640, H and W multiples of 32 (calibration 320x320); mask IoU of the
+probability maps binarised at 0.3. rapidocr-onnxruntime 1.4.4's own config uses mean = std = 0.5
+and a shorter side of 736; the fidelity comparison does not depend on that choice. MACs at
+1x3x320x320 (YOLO) and 1x3x640x640 (OCR)."""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="digits only, l2 and wanda at 0.5x MACs, no torch")
+    ap.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
+    ap.add_argument("--no-write", action="store_true", help="print only, leave benchmarks/README.md alone")
+    args = ap.parse_args()
+    skip = set(args.skip)
+    start = time.perf_counter()
+    print(features_line(), flush=True)
+    parts = [features_line(), digits_section(args.quick, skip)]
+    if "real" not in skip and not args.quick:
+        parts.append(real_section())
+    parts.append(f"Whole run: {time.perf_counter() - start:.0f} s.")
+    text = "\n\n".join(parts)
+    print(text)
+    if not args.no_write and not args.quick and not skip:
+        write_block(text, f"{VENV}\n    {COMMAND}")
+
+
+if __name__ == "__main__":
+    main()
