@@ -48,6 +48,11 @@ def model_size_bytes(model: onnx.ModelProto) -> int:
     return total + sum(n.ByteSize() for n in model.graph.node)
 
 
+def is_large(model: onnx.ModelProto) -> bool:
+    """Too big for one protobuf message: must go through external data."""
+    return model_size_bytes(model) > EXTERNAL_DATA_THRESHOLD
+
+
 def check_distinct_paths(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
     s, d = Path(src).resolve(), Path(dst).resolve()
     if s == d:
@@ -65,7 +70,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, check: b
     parent = dst.parent if str(dst.parent) else Path(".")
     if not parent.exists():
         raise OnnxPruneError(f"{parent}: output folder does not exist")
-    external = model_size_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    external = is_large(model)
     tmpdir = Path(tempfile.mkdtemp(prefix=".onnxprune-", dir=parent))
     try:
         tmp = tmpdir / dst.name

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -9,6 +11,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxprune.errors import OnnxPruneError
+from onnxprune.io import is_large
 
 
 def session(model: onnx.ModelProto | str, *, optimize: bool = False, threads: int = 0) -> ort.InferenceSession:
@@ -18,12 +21,27 @@ def session(model: onnx.ModelProto | str, *, optimize: bool = False, threads: in
     opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = threads
+    if isinstance(model, onnx.ModelProto) and is_large(model):
+        return _large_session(model, opts)
     data = model if isinstance(model, str) else model.SerializeToString()
     try:
         return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - ORT raises several unrelated types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OnnxPruneError(f"ONNX Runtime cannot load the model: {first}") from None
+
+
+def _large_session(model: onnx.ModelProto, opts: ort.SessionOptions) -> ort.InferenceSession:
+    """Models over 2 GB go to ORT as a file with external data (a temp folder, removed after loading)."""
+    with tempfile.TemporaryDirectory(prefix="onnxprune-ort-") as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location="model.onnx.data", size_threshold=1024)
+        try:
+            return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise OnnxPruneError(f"ONNX Runtime cannot load the model: {first}") from None
 
 
 def run(model: onnx.ModelProto | ort.InferenceSession, feed: Mapping[str, np.ndarray],

@@ -32,6 +32,7 @@ from onnx import TensorProto, helper
 from onnxprune.errors import OnnxPruneError
 from onnxprune.inputs import graph_inputs, random_inputs
 from onnxprune.io import EXTERNAL_DATA_THRESHOLD
+from onnxprune.skeleton import tensor_nbytes, without_weights
 
 Shape = tuple[int, ...]
 
@@ -107,19 +108,12 @@ def _numel(dims: Iterable[int]) -> int:
     return int(math.prod(int(d) for d in dims))
 
 
-def _tensor_nbytes(t: onnx.TensorProto) -> int:
-    if t.data_location == TensorProto.EXTERNAL or not t.HasField("raw_data"):
-        itemsize = helper.tensor_dtype_to_np_dtype(t.data_type).itemsize if t.data_type else 0
-        if t.data_type in (TensorProto.STRING, TensorProto.UNDEFINED):
-            return t.ByteSize()
-        return _numel(t.dims) * int(itemsize)
-    return len(t.raw_data)
 
 
 def serialized_size(model: onnx.ModelProto) -> int:
     """Exact serialised size for normal models (no serialisation needed); for models near the
     2 GB protobuf limit, initializer payload bytes plus everything else."""
-    init_bytes = sum(_tensor_nbytes(t) for t in model.graph.initializer)
+    init_bytes = sum(tensor_nbytes(t) for t in model.graph.initializer)
     external = any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer)
     if init_bytes < EXTERNAL_DATA_THRESHOLD and not external:
         return int(model.ByteSize())
@@ -148,7 +142,7 @@ def _count_params(model: onnx.ModelProto, consts: Mapping[str, np.ndarray]) -> t
     for t in model.graph.initializer:
         if t.data_type in FLOAT_TYPES:
             n += _numel(t.dims)
-            nbytes += _tensor_nbytes(t)
+            nbytes += tensor_nbytes(t)
     for node in model.graph.node:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             got = _constant_tensor(node)
@@ -201,7 +195,7 @@ def _dims_of(vi: onnx.ValueInfoProto) -> Shape | None:
 
 def _skeleton(model: onnx.ModelProto, pinned: Mapping[str, Shape]) -> onnx.ModelProto:
     """A light copy for shape inference: big initializers reduced to dims, real inputs pinned."""
-    sk = _copy_without_weights(model)
+    sk = without_weights(model, stub_bytes=_STUB_BYTES)
     for vi in sk.graph.input:
         if vi.name in pinned:
             shape = vi.type.tensor_type.shape
@@ -211,23 +205,6 @@ def _skeleton(model: onnx.ModelProto, pinned: Mapping[str, Shape]) -> onnx.Model
     return sk
 
 
-def _copy_without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Copy of `model` without large initializer payloads (they become dims-only stubs)."""
-    graph = model.graph
-    dst = onnx.ModelProto(ir_version=model.ir_version, producer_name=model.producer_name,
-                          opset_import=list(model.opset_import), functions=list(model.functions))
-    g = dst.graph
-    g.name = graph.name
-    g.node.extend(graph.node)
-    g.input.extend(graph.input)
-    g.output.extend(graph.output)
-    g.value_info.extend(graph.value_info)
-    for t in graph.initializer:
-        if t.data_location == TensorProto.EXTERNAL or _tensor_nbytes(t) > _STUB_BYTES:
-            g.initializer.append(TensorProto(name=t.name, data_type=t.data_type, dims=list(t.dims)))
-        else:
-            g.initializer.append(t)
-    return dst
 
 
 def _inferred_shapes(model: onnx.ModelProto, pinned: Mapping[str, Shape]) -> dict[str, Shape]:

@@ -20,6 +20,7 @@ from onnxprune.graph.apply import ApplyContext
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.inputs import random_inputs
 from onnxprune.runtime import run, session
+from onnxprune.skeleton import elem_types
 
 DEFAULT_RTOL = 1e-4
 ABS_FLOOR = 1e-6  # float32 noise on outputs that are ~0 everywhere (saturated sigmoids)
@@ -47,7 +48,7 @@ def masked_model(dg: DependencyGraph, removed_roots: set[int]) -> tuple[onnx.Mod
     m = copy.deepcopy(dg.model)
     actx = ApplyContext(m, dg.analysis.roots, removed_roots)
     nodes = {n.name: n for n in m.graph.node}
-    elem = _elem_types(m)
+    elem = elem_types(m)
     new_nodes: dict[str, list[onnx.NodeProto]] = {}
     count = 0
     for k, edge in enumerate(dg.analysis.consume_edges):
@@ -70,15 +71,6 @@ def masked_model(dg: DependencyGraph, removed_roots: set[int]) -> tuple[onnx.Mod
     del m.graph.node[:]
     m.graph.node.extend(ordered)
     return m, count
-
-
-def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001
-        return {}
-    return {vi.name: vi.type.tensor_type.elem_type
-            for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
 
 
 def relative_error(a: np.ndarray, b: np.ndarray) -> float:
@@ -112,7 +104,7 @@ def compared_tensors(model: onnx.ModelProto) -> list[str]:
 
 
 def _exposed(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    elem = _elem_types(model)
+    elem = elem_types(model)
     m = onnx.ModelProto()
     m.CopyFrom(model)
     have = {o.name for o in m.graph.output}

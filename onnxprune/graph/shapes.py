@@ -15,23 +15,12 @@ from onnx import helper
 
 from onnxprune.inputs import random_inputs
 from onnxprune.runtime import run, session
-
-
-def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001 - best effort
-        inferred = model
-    out: dict[str, int] = {}
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
-        if vi.type.tensor_type.elem_type:
-            out[vi.name] = vi.type.tensor_type.elem_type
-    return out
+from onnxprune.skeleton import elem_types
 
 
 def concrete_shapes(model: onnx.ModelProto, *, shapes: Mapping[str, tuple[int, ...]] | None = None,
                     seed: int = 0) -> dict[str, tuple[int, ...]]:
-    types = _elem_types(model)
+    types = elem_types(model)
     probe = copy.copy(model)
     probe.CopyFrom(model)
     existing = {o.name for o in probe.graph.output}

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxprune import skeleton
 from onnxprune.graph.view import GraphView, has_subgraph, node_attr
 from onnxprune.passes.base import Pass, PassResult
 from onnxprune.runtime import run, session
@@ -96,7 +97,7 @@ class NameNodes(Pass):
 def _inferred(model: onnx.ModelProto) -> tuple[dict[str, list[int | None]], dict[str, int]]:
     """Static dims (None where dynamic) and element types from ONNX shape inference."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        inferred = skeleton.infer(model, data_prop=True)
     except Exception:  # noqa: BLE001 - inference is best-effort here
         return {}, {}
     shapes: dict[str, list[int | None]] = {}

@@ -9,8 +9,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxprune import skeleton
 from onnxprune.graph.apply import ApplyContext
 from onnxprune.graph.engine import DependencyGraph
+from onnxprune.io import is_large
 from onnxprune.passes.base import Pass, PassConditionError, PassResult
 from onnxprune.passes.normalize import RemoveUnused
 
@@ -66,7 +68,8 @@ class ApplyPlan(Pass):
 
     def ensures(self, model: onnx.ModelProto) -> None:
         try:
-            onnx.checker.check_model(model)
-            onnx.shape_inference.infer_shapes(model, strict_mode=True)
+            if not is_large(model):  # large models are checked from their file when saved
+                onnx.checker.check_model(model)
+            skeleton.infer(model, strict=True)
         except Exception as exc:  # noqa: BLE001 - checker and inference raise several types
             raise PassConditionError(f"pruned model is invalid: {str(exc).splitlines()[0]}") from None
