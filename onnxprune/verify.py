@@ -20,7 +20,6 @@ from onnxprune.graph.apply import ApplyContext
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.inputs import random_inputs
 from onnxprune.runtime import run, session
-from onnxprune.skeleton import elem_types
 
 DEFAULT_RTOL = 1e-4
 ABS_FLOOR = 1e-6  # float32 noise on outputs that are ~0 everywhere (saturated sigmoids)
@@ -48,16 +47,16 @@ def masked_model(dg: DependencyGraph, removed_roots: set[int]) -> tuple[onnx.Mod
     m = copy.deepcopy(dg.model)
     actx = ApplyContext(m, dg.analysis.roots, removed_roots)
     nodes = {n.name: n for n in m.graph.node}
-    elem = elem_types(m)
+    view = dg.analysis.view
     new_nodes: dict[str, list[onnx.NodeProto]] = {}
     count = 0
     for k, edge in enumerate(dg.analysis.consume_edges):
         keep = actx.keep(edge.track.ids)
         if keep.all():
             continue
-        rank = len(dg.analysis.view.shape(edge.tensor) or ())
+        rank = len(view.shape(edge.tensor) or ())
         shape = [keep.shape[edge.track.axes.index(a)] if a in edge.track.axes else 1 for a in range(rank)]
-        dtype = helper.tensor_dtype_to_np_dtype(elem.get(edge.tensor, onnx.TensorProto.FLOAT))
+        dtype = view.dtypes.get(edge.tensor, np.dtype(np.float32))
         mask_name, out_name = f"__oracle_mask_{k}", f"__oracle_masked_{k}"
         m.graph.initializer.append(numpy_helper.from_array(keep.astype(dtype).reshape(shape), mask_name))
         new_nodes.setdefault(edge.node, []).append(
@@ -104,12 +103,10 @@ def compared_tensors(model: onnx.ModelProto) -> list[str]:
 
 
 def _exposed(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    elem = elem_types(model)
     m = onnx.ModelProto()
     m.CopyFrom(model)
     have = {o.name for o in m.graph.output}
-    m.graph.output.extend(helper.make_tensor_value_info(n, elem.get(n, onnx.TensorProto.FLOAT), None)
-                          for n in names if n not in have)
+    m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
     return m
 
 

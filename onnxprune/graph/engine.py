@@ -9,7 +9,7 @@ import onnx
 
 from onnxprune.graph.analysis import Analysis, analyse
 from onnxprune.graph.groups import Group, build_groups
-from onnxprune.graph.shapes import concrete_shapes
+from onnxprune.graph.shapes import probe_tensors
 from onnxprune.graph.view import GraphView
 
 
@@ -32,6 +32,7 @@ class DependencyGraph:
 def dependency_graph(model: onnx.ModelProto, *, shapes: Mapping[str, tuple[int, ...]] | None = None,
                      allow_approximate: frozenset[str] = frozenset()) -> DependencyGraph:
     """Analyse a *normalised* model (see passes.normalize.Normalize)."""
-    view = GraphView(model, shapes=concrete_shapes(model, shapes=shapes))
+    found_shapes, dtypes = probe_tensors(model, shapes=shapes)
+    view = GraphView(model, shapes=found_shapes, dtypes=dtypes)
     analysis = analyse(view, allow_approximate=allow_approximate)
     return DependencyGraph(model, analysis, build_groups(analysis))

@@ -7,27 +7,29 @@ single run with every intermediate tensor exposed is exact. Dynamic dims take th
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 
+import numpy as np
 import onnx
-from onnx import helper
 
 from onnxprune.inputs import random_inputs
 from onnxprune.runtime import run, session
-from onnxprune.skeleton import elem_types
+
+
+def probe_tensors(model: onnx.ModelProto, *, shapes: Mapping[str, tuple[int, ...]] | None = None,
+                  seed: int = 0) -> tuple[dict[str, tuple[int, ...]], dict[str, np.dtype]]:
+    """Shape and dtype of every tensor of the main graph (outputs exposed untyped: ORT fills them in)."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.ValueInfoProto(name=o) for n in probe.graph.node for o in n.output
+                              if o and o not in existing)
+    feed = random_inputs(model, shapes=shapes, seed=seed)
+    values = {**feed, **run(session(probe), feed)}
+    return ({k: tuple(int(d) for d in v.shape) for k, v in values.items()},
+            {k: np.asarray(v).dtype for k, v in values.items()})
 
 
 def concrete_shapes(model: onnx.ModelProto, *, shapes: Mapping[str, tuple[int, ...]] | None = None,
                     seed: int = 0) -> dict[str, tuple[int, ...]]:
-    types = elem_types(model)
-    probe = copy.copy(model)
-    probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    names = [o for n in probe.graph.node for o in n.output if o and o not in existing and o in types]
-    probe.graph.output.extend(helper.make_tensor_value_info(n, types[n], None) for n in names)
-    feed = random_inputs(model, shapes=shapes, seed=seed)
-    out = {k: tuple(int(d) for d in v.shape) for k, v in feed.items()}
-    values = run(session(probe), feed)
-    out.update({k: tuple(int(d) for d in v.shape) for k, v in values.items()})
-    return out
+    return probe_tensors(model, shapes=shapes, seed=seed)[0]

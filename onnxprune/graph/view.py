@@ -43,10 +43,12 @@ def subgraph_captures(node: onnx.NodeProto) -> set[str]:
 class GraphView:
     """Indexes a model's main graph. Does not copy or modify the model."""
 
-    def __init__(self, model: onnx.ModelProto, *, shapes: dict[str, tuple[int, ...]] | None = None) -> None:
+    def __init__(self, model: onnx.ModelProto, *, shapes: dict[str, tuple[int, ...]] | None = None,
+                 dtypes: dict[str, np.dtype] | None = None) -> None:
         self.model = model
         self.graph = model.graph
         self.shapes: dict[str, tuple[int, ...]] = dict(shapes or {})
+        self.dtypes: dict[str, np.dtype] = dict(dtypes or {})
         self._arrays: dict[str, np.ndarray] = {}
 
     @cached_property

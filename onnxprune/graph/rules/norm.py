@@ -8,9 +8,12 @@ cannot be claimed) unless the user opts in to approximate LayerNorm pruning.
 
 from __future__ import annotations
 
+import onnx
+
 from onnxprune.graph.analysis import ROLE_NORM_SCALE, ROLE_PARAM, RuleContext
+from onnxprune.graph.apply import ApplyContext
 from onnxprune.graph.rules.registry import register
-from onnxprune.graph.tracks import Track
+from onnxprune.graph.tracks import Track, track_at
 
 
 def _per_channel(ctx: RuleContext, params: list[tuple[int, str]], *, spatial_ok: bool) -> None:
@@ -79,6 +82,37 @@ def layernorm(ctx: RuleContext) -> None:
     ctx.set_layout(ctx.node.output[0], passed)
 
 
-@register("GroupNormalization", "LRN", "MeanVarianceNormalization")
+@register("GroupNormalization")
+def groupnorm(ctx: RuleContext) -> None:
+    """Whole groups only: removing one channel would change its group's statistics.
+
+    The channels of a group are coupled into one slot; num_groups follows the kept groups. Scale and
+    bias are per group before opset 21 and per channel from 21.
+    """
+    t = track_at(ctx.in_layout(0), 1)
+    groups = ctx.int_attr("num_groups", 1)
+    others = [u for u in ctx.in_layout(0) if u is not t]
+    if others:
+        ctx.block(others, "GroupNormalization mixes the positions of this axis")
+    if t is None:
+        return
+    if not t.is_single or t.ids.size % groups or not all(ctx.is_const(ctx.input(i)) for i in (1, 2)):
+        ctx.block(t, "GroupNormalization with run-time parameters or a channel grid")
+        return
+    grid = Track((0, 1), t.ids.reshape(groups, -1))
+    ctx.union_along(grid, 0)
+    per_group = grid.ids[:, 0]
+    for i, role in ((1, ROLE_NORM_SCALE), (2, ROLE_PARAM)):
+        shape = ctx.shape(ctx.input(i)) or ()
+        ctx.member(ctx.input(i), Track((0,), per_group if shape == (groups,) else t.ids), role)
+
+    def set_groups(actx: ApplyContext, node: onnx.NodeProto) -> None:
+        actx.set_attr(node, "num_groups", actx.kept_count(per_group))
+
+    ctx.hook(set_groups)
+    ctx.set_layout(ctx.node.output[0], [t])
+
+
+@register("LRN", "MeanVarianceNormalization")
 def mixing_norm(ctx: RuleContext) -> None:
     ctx.block_inputs(f"{ctx.node.op_type} mixes neighbouring channels")
