@@ -206,3 +206,15 @@ def test_propagation_refits_layers_whose_inputs_changed(propagate: bool) -> None
     pruned = ApplyPlan(dg, removed)(dg.model).model
     layers, _ = plan_layers(pruned, dg, removed, propagate=propagate)
     assert [(lay.node, lay.direct) for lay in layers] == ([("b", True), ("c", False)] if propagate else [("b", True)])
+
+
+def test_cached_and_live_dense_targets_agree() -> None:
+    dg = analyse(_convnet(seed=1))
+    removed = _half(dg)
+    pruned = ApplyPlan(dg, removed)(dg.model).model
+    feeds = _feeds("x", (16, 3, 8, 8))
+    cached = reconstruct(pruned, dg=dg, removed_roots=removed, batches=feeds)
+    live = reconstruct(pruned, dg=dg, removed_roots=removed, batches=feeds, cache_bytes=0)
+    assert [lf.rel_error_after for lf in cached.layers] == pytest.approx([lf.rel_error_after for lf in live.layers])
+    assert cached.fitted == live.fitted == 3
+    assert {i.name for i in cached.model.graph.input} == {"x"}  # no cache inputs left behind

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from onnxprune.activations import DEFAULT_MAX_ROWS, LayerGram, collect_stats
+from onnxprune.activations import DEFAULT_MAX_ROWS, LayerGram
 from onnxprune.calibration import CalibConfig, batch_factory
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.engine import DependencyGraph
@@ -32,6 +32,7 @@ from onnxprune.passes.base import Pass, PassConditionError, PassResult
 from onnxprune.recovery.fidelity import Fidelity, compare_outputs
 from onnxprune.recovery.layers import FitLayer, plan_layers, target_model, waves
 from onnxprune.recovery.solve import ridge_fit, squared_error
+from onnxprune.recovery.targets import DEFAULT_CACHE_BYTES, Targets
 from onnxprune.recovery.weights import LayerWeights, read_layer, write_layer
 
 Feed = Mapping[str, np.ndarray]
@@ -187,7 +188,8 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
                 batches: Calibration, dense: onnx.ModelProto | None = None, damp: float = DEFAULT_DAMP,
                 propagate: bool = True, max_rows: int | None = DEFAULT_MAX_ROWS, seed: int = 0,
                 max_gram_bytes: int = DEFAULT_MAX_GRAM_BYTES, check_outputs: bool = True,
-                shapes: Mapping[str, tuple[int, ...]] | None = None) -> ReconstructResult:
+                shapes: Mapping[str, tuple[int, ...]] | None = None,
+                cache_bytes: int = DEFAULT_CACHE_BYTES) -> ReconstructResult:
     """Re-fit the layers of `pruned` (made by ApplyPlan(dg, removed_roots)) to the dense model's outputs.
 
     dense: the reference model with the same node and tensor names (default: `dg.model`, the
@@ -195,7 +197,8 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
     None (random inputs, with a warning). propagate: also re-fit layers whose weights kept all
     their inputs but whose inputs changed upstream. check_outputs: compare the graph outputs with
     and without reconstruction against the dense model and keep the pruned weights if they got worse.
-    shapes: sizes of dynamic input dims for random inputs.
+    shapes: sizes of dynamic input dims for random inputs. cache_bytes: keep the dense targets and
+    feeds of one dense pass in memory up to this size (else the dense model runs in every wave).
     """
     start = time.perf_counter()
     dense = dense if dense is not None else dg.model
@@ -210,20 +213,19 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
         result.seconds = time.perf_counter() - start
         return result
     tmodel, targets = target_model(dense, layers, _rank_of(dg, layers))
+    source = Targets(tmodel, targets, factory, cache_bytes=cache_bytes)
     stages = waves(layers)
     result.waves = len(stages)
     fits: dict[str, LayerFit] = {}
     for stage in stages:
         for chunk in _chunks(work, stage, max_gram_bytes):
-            keys = [layer.node for layer in chunk]
-            st = collect_stats(work, factory(), grams=keys, targets={k: targets[k] for k in keys},
-                               target_model=tmodel, max_rows=max_rows, seed=seed)
+            st = source.stats(work, [layer.node for layer in chunk], max_rows=max_rows, seed=seed)
             result.samples = st.samples
             for layer in chunk:
                 fits[layer.node] = _fit_layer(work, layer, st.grams[layer.node], damp)
     result.layers = [fits[layer.node] for layer in layers]
     if check_outputs and result.fitted:
-        result.before, result.after = compare_outputs(dense, [pruned, work], factory())
+        result.before, result.after = compare_outputs(dense, [pruned, work], source.feeds())
         worse = [n for n, fa in result.after.items() if fa.rel_error > result.before[n].rel_error]
         if worse:
             result.reverted = True

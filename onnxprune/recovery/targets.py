@@ -1,0 +1,78 @@
+"""Where each wave's dense targets Y come from: one cached dense pass when it fits in memory, else live.
+
+Cached: the dense model runs once over the calibration data; its target tensors (and the feeds)
+are kept, and each wave's pruned model gets them as extra, unused graph inputs
+(`__reconstruct_t<i>`), so `collect_stats` reads Y straight from the feed and only the pruned
+model runs per wave. Live: every wave runs the dense target model next to the pruned one
+(`collect_stats(..., target_model=...)`), for calibration sets whose targets exceed the budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from onnxprune import runtime
+from onnxprune.activations import ActivationStats, collect_stats, expose_outputs
+
+Feed = Mapping[str, np.ndarray]
+DEFAULT_CACHE_BYTES = 256 << 20
+
+
+class Targets:
+    """Collects X-side Grams on a working model with XᵀY against the dense targets."""
+
+    def __init__(self, tmodel: onnx.ModelProto, targets: Mapping[str, str], factory: Callable[[], Iterable[Feed]],
+                 *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.tmodel, self.targets, self.factory = tmodel, dict(targets), factory
+        tensors = list(dict.fromkeys(self.targets.values()))
+        self.alias = {t: f"__reconstruct_t{i}" for i, t in enumerate(tensors)}
+        self.cache = self._fill(tensors, cache_bytes) if cache_bytes > 0 else None
+
+    @property
+    def cached(self) -> bool:
+        return self.cache is not None
+
+    def _fill(self, tensors: Sequence[str], budget: int) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] | None:
+        sess = runtime.session(expose_outputs(self.tmodel, tensors))
+        out: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
+        used = 0
+        for feed in self.factory():
+            vals = runtime.run(sess, feed, list(tensors))
+            used += sum(v.nbytes for v in vals.values()) + sum(np.asarray(v).nbytes for v in feed.values())
+            if used > budget:
+                return None
+            out.append(({k: np.asarray(v) for k, v in feed.items()},
+                        {self.alias[t]: v for t, v in vals.items()}))
+        return out
+
+    def feeds(self) -> Iterator[Feed]:
+        """The calibration feeds (from the cache when there is one)."""
+        if self.cache is None:
+            yield from self.factory()
+        else:
+            for feed, _ in self.cache:
+                yield feed
+
+    def _augmented(self, work: onnx.ModelProto) -> onnx.ModelProto:
+        m = onnx.ModelProto()
+        m.CopyFrom(work)
+        assert self.cache is not None
+        first = self.cache[0][1] if self.cache else {}
+        for name, arr in first.items():
+            elem = helper.np_dtype_to_tensor_dtype(arr.dtype)
+            m.graph.input.append(helper.make_tensor_value_info(name, elem, None))
+        return m
+
+    def stats(self, work: onnx.ModelProto, keys: Sequence[str], *, max_rows: int | None,
+              seed: int) -> ActivationStats:
+        if self.cache is None:
+            return collect_stats(work, self.factory(), grams=keys, targets={k: self.targets[k] for k in keys},
+                                 target_model=self.tmodel, max_rows=max_rows, seed=seed)
+        cache = self.cache
+        batches = ({**feed, **vals} for feed, vals in cache)
+        return collect_stats(self._augmented(work), batches, grams=keys,
+                             targets={k: self.alias[self.targets[k]] for k in keys}, max_rows=max_rows, seed=seed)
