@@ -227,8 +227,6 @@ def target_plan(dg: DependencyGraph, scores: Scores, *, allocation: str = "unifo
                 target_macs: float | None = None, target_params: float | None = None, round_to: int = 1,
                 criterion: str | None = None, shapes: Shapes | None = None) -> TargetResult:
     """A plan whose pruned model keeps `target_macs` (or `target_params`) of the original, within 3 %."""
-    from onnxprune.passes.prune import ApplyPlan
-
     if (target_macs is None) == (target_params is None):
         raise OnnxPruneError("give exactly one of target_macs and target_params")
     metric = "macs" if target_params is None else "params"
@@ -243,7 +241,6 @@ def target_plan(dg: DependencyGraph, scores: Scores, *, allocation: str = "unifo
         raise OnnxPruneError(f"the model has no {metric} to reduce")
     pick = 0 if metric == "macs" else 1
     groups = {g.id: g for g in dg.prunable}
-    cm_total = (cm.macs, cm.params)
     if allocation == "uniform":
         def search(aim: float) -> Plan:
             return _uniform_search(dg, scores, cm, aim, pick=pick, round_to=round_to, criterion=criterion)
@@ -253,6 +250,22 @@ def target_plan(dg: DependencyGraph, scores: Scores, *, allocation: str = "unifo
 
         def search(aim: float) -> Plan:
             return _global_search(dg, ranking, cm, aim, pick=pick, criterion=criterion)
+
+    result = land_target(dg, cm, search, metric=metric, target=target, shapes=shapes)
+    result.plan.criterion = criterion
+    result.plan.round_to = round_to
+    return result
+
+
+def land_target(dg: DependencyGraph, cm: CostModel, search: Callable[[float], Plan], *, metric: str,
+                target: float, shapes: Shapes | None = None) -> TargetResult:
+    """Run `search(aim)` (a plan whose estimated metric is near `aim`), measure the applied plan with
+    `model_stats`, and re-aim (at most REAIM times) until it is within TOLERANCE / 2 of `target`."""
+    from onnxprune.passes.prune import ApplyPlan
+
+    pick = 0 if metric == "macs" else 1
+    cm_total = (cm.macs, cm.params)
+    original = cm_total[pick]
 
     def estimate(plan: Plan) -> float:
         return cm.estimate(plan.removed_roots(dg))[pick] / cm_total[pick]
@@ -276,10 +289,7 @@ def target_plan(dg: DependencyGraph, scores: Scores, *, allocation: str = "unifo
             break
         aim = max(1e-6, aim * target / achieved)
     assert best is not None
-    plan = best[1]
-    plan.criterion = criterion
-    plan.round_to = round_to
-    return TargetResult(plan, metric, target, best[2], original)
+    return TargetResult(best[1], metric, target, best[2], original)
 
 
 def _uniform_search(dg: DependencyGraph, scores: Scores, cm: CostModel, aim: float, *, pick: int, round_to: int,

@@ -14,17 +14,21 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from onnxprune.allocation import TargetResult, make_plan
+from onnxprune.allocation import TargetResult
 from onnxprune.calibration import CalibConfig
 from onnxprune.errors import NothingToPruneError, OnnxPruneError, VerifyError
 from onnxprune.graph.analysis import APPROXIMATE_KINDS
 from onnxprune.graph.engine import DependencyGraph, dependency_graph
 from onnxprune.io import load_model, save_model
+from onnxprune.latency_budget import LatencyOptions
 from onnxprune.passes.normalize import Normalize
 from onnxprune.passes.prune import ApplyPlan
 from onnxprune.passes.reconstruct import ReconstructResult
 from onnxprune.passes.reconstruct import reconstruct as refit_layers
 from onnxprune.plan import Plan, enforce_min_channels
+from onnxprune.planner import Budget, PlanChoice, choose_plan
+from onnxprune.progress import ProgressFn, step
+from onnxprune.sensitivity import SensitivityResult
 from onnxprune.verify import DEFAULT_RTOL, VerifyResult, verify_pruned
 
 ModelLike = onnx.ModelProto | str | os.PathLike[str]
@@ -61,6 +65,7 @@ class PruneResult:
     notes: list[str] = field(default_factory=list)
     target: TargetResult | None = None  # set when target_macs / target_params chose the plan
     reconstruction: ReconstructResult | None = None  # set when the layers were re-fitted (reconstruct)
+    choice: PlanChoice | None = None  # scores, latency search, curves' prediction (when the plan was chosen here)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         save_model(self.model, path)
@@ -71,7 +76,10 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
           rtol: float = DEFAULT_RTOL, dg: DependencyGraph | None = None,
           calibration: CalibConfig | str | os.PathLike[str] | None = None, allocation: str = "uniform",
           target_macs: float | None = None, target_params: float | None = None,
-          approximate: Iterable[str] = (), reconstruct: bool | None = None) -> PruneResult:
+          approximate: Iterable[str] = (), reconstruct: bool | None = None,
+          target_latency: float | None = None, latency: LatencyOptions | None = None,
+          sensitivity: SensitivityResult | str | os.PathLike[str] | None = None,
+          sensitivity_error: str = "rel_error", progress: ProgressFn | None = None) -> PruneResult:
     """Structured channel pruning. Raises NothingToPruneError if no group can lose a channel.
 
     criterion: l1, l2, bn-scale, random, or a data-driven one (activation, apoz, wanda, flap,
@@ -83,6 +91,10 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     calibration data (onnxprune.passes.reconstruct). None: on when `calibration` names data (a path,
     or a CalibConfig with a path), off otherwise. The oracle (`verify`) runs on the pruned model
     before re-fitting; the re-fit's fidelity to the dense model is in `result.reconstruction`.
+    target_latency: milliseconds in ONNX Runtime (measured with `latency` options); the MAC target is
+    searched (onnxprune.latency_budget). sensitivity: curves (onnxprune.sensitivity, or their JSON
+    file) that choose per-group ratios for a MAC/param/latency target (onnxprune.budget).
+    progress: a callback for long steps (onnxprune.progress); nothing is printed.
     """
     if not 0.0 <= ratio < 1.0:
         raise OnnxPruneError(f"ratio must be in [0, 1), got {ratio}")
@@ -94,29 +106,39 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
         raise NothingToPruneError(f"nothing prunable: {len(dg.groups)} channel groups, all blocked "
                                   f"(run `onnxprune inspect` for the reasons)")
     target: TargetResult | None = None
+    choice: PlanChoice | None = None
     if plan is None:
-        plan, target = make_plan(dg, criterion=criterion, ratio=ratio, round_to=round_to, allocation=allocation,
-                                 target_macs=target_macs, target_params=target_params,
-                                 calibration=calibration, shapes=shapes)
+        curves = sensitivity if sensitivity is None or isinstance(sensitivity, SensitivityResult) \
+            else SensitivityResult.load(sensitivity)
+        budget = Budget(ratio=ratio, target_macs=target_macs, target_params=target_params,
+                        target_latency=target_latency, latency=latency, sensitivity=curves,
+                        sensitivity_error=sensitivity_error)
+        choice = choose_plan(dg, criterion=criterion, budget=budget, round_to=round_to, allocation=allocation,
+                             calibration=calibration, shapes=shapes, progress=progress)
+        plan, target = choice.plan, choice.target
     else:
         enforce_min_channels(dg, plan)
     removed = plan.removed_roots(dg)
     result = ApplyPlan(dg, removed)(dg.model)
-    out = PruneResult(result.model, dg, plan, len(removed), notes=list(result.notes), target=target)
+    out = PruneResult(result.model, dg, plan, len(removed), notes=list(result.notes), target=target, choice=choice)
     if target is not None:
         out.notes.append(target.describe())
+    if choice is not None and choice.latency is not None:
+        out.notes.append(choice.latency.describe())
     if verify:
         exact = dg.exact_roots(removed)
         checked = result.model if exact == removed else ApplyPlan(dg, exact)(dg.model).model
-        out.verify = verify_pruned(dg, exact, checked, shapes=shapes, rtol=rtol)
+        with step(progress, "verify"):
+            out.verify = verify_pruned(dg, exact, checked, shapes=shapes, rtol=rtol)
         if exact != removed:
             out.notes.append(f"{len(removed - exact)} channel slots of approximate groups removed: not covered "
                              f"by the exactness check (verified the other {len(exact)})")
         if not out.verify.ok:
             raise VerifyError(out.verify.describe() + " (pruned model not written)")
     if _wants_reconstruct(reconstruct, calibration):
-        out.reconstruction = refit_layers(result.model, dg=dg, removed_roots=removed, batches=calibration,
-                                          shapes=shapes)
+        with step(progress, "reconstruct"):
+            out.reconstruction = refit_layers(result.model, dg=dg, removed_roots=removed, batches=calibration,
+                                              shapes=shapes)
         out.model = out.reconstruction.model
         out.notes.extend(f"reconstruct: {n}" for n in out.reconstruction.notes)
     out.seconds = time.perf_counter() - start

@@ -1,0 +1,125 @@
+"""Choosing the plan: score once, then a ratio, a MAC/parameter target, sensitivity curves or a latency budget.
+
+`choose_plan` is what `api.prune` calls when no plan is given. It keeps what the report needs:
+the per-group scores, the target reached, the latency search and the curves' predicted error.
+
+* `ratio` (no target): uniform or global allocation (`onnxprune.allocation`).
+* `target_macs` / `target_params`: `allocation.target_plan`, or with `sensitivity` curves the
+  per-group allocation of `onnxprune.budget`.
+* `target_latency` (ms): `onnxprune.latency_budget` searches the MAC target, planning each step
+  as above (so curves, when given, decide the per-group ratios at every step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxprune.allocation import ALLOCATIONS, Scores, TargetResult, global_plan, target_plan
+from onnxprune.budget import SensitivityAllocation, predicted, sensitivity_plan
+from onnxprune.errors import OnnxPruneError
+from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.groups import Group
+from onnxprune.latency_budget import LatencyOptions, LatencySearch, latency_search
+from onnxprune.plan import Plan, uniform_plan
+from onnxprune.progress import ProgressFn, report
+from onnxprune.scoring.calibrated import Calibration
+from onnxprune.sensitivity import SensitivityResult
+
+Shapes = Mapping[str, tuple[int, ...]]
+
+
+@dataclass
+class PlanChoice:
+    plan: Plan
+    scores: Scores
+    target: TargetResult | None = None
+    latency: LatencySearch | None = None
+    allocation: SensitivityAllocation | None = None  # set when sensitivity curves chose the ratios
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the plan must meet. At most one of the targets; none means `ratio`."""
+
+    ratio: float = 0.3
+    target_macs: float | None = None
+    target_params: float | None = None
+    target_latency: float | None = None  # milliseconds
+    latency: LatencyOptions | None = None
+    sensitivity: SensitivityResult | None = None
+    sensitivity_error: str = "rel_error"
+
+    def check(self) -> None:
+        given = [n for n, v in (("target_macs", self.target_macs), ("target_params", self.target_params),
+                                ("target_latency", self.target_latency)) if v is not None]
+        if len(given) > 1:
+            raise OnnxPruneError(f"give at most one of {', '.join(given)}")
+        if self.sensitivity is not None and not given:
+            raise OnnxPruneError("sensitivity curves allocate a budget: give target_macs, target_params or "
+                                 "target_latency with them")
+
+
+class _Fixed:
+    """An Importance that returns precomputed scores (so a uniform plan reuses them)."""
+
+    def __init__(self, name: str, scores: Scores) -> None:
+        self.name, self.scores = name, scores
+
+    def __call__(self, dg: DependencyGraph, group: Group) -> np.ndarray:
+        return self.scores[group.id]
+
+
+def score_groups(dg: DependencyGraph, criterion: str, *, calibration: Calibration = None,
+                 shapes: Shapes | None = None, progress: ProgressFn | None = None) -> Scores:
+    """One score array per prunable group (data-driven criteria read `calibration`)."""
+    from onnxprune.scoring.base import get_importance
+    from onnxprune.scoring.calibrated import DataDriven
+
+    importance = get_importance(criterion)
+    if isinstance(importance, DataDriven):
+        importance.configure(calibration=calibration, shapes=shapes)
+    tick = report(progress)
+    groups = dg.prunable
+    tick("scoring", 0, len(groups))
+    out: Scores = {}
+    for i, g in enumerate(groups):
+        out[g.id] = np.asarray(importance(dg, g), dtype=np.float64)
+        tick("scoring", i + 1, len(groups))
+    return out
+
+
+def choose_plan(dg: DependencyGraph, *, criterion: str = "l2", budget: Budget | None = None, round_to: int = 1,
+                allocation: str = "uniform", calibration: Calibration = None, shapes: Shapes | None = None,
+                progress: ProgressFn | None = None) -> PlanChoice:
+    b = budget or Budget()
+    b.check()
+    if allocation not in ALLOCATIONS:
+        raise OnnxPruneError(f"unknown allocation {allocation!r}; choose one of: {', '.join(ALLOCATIONS)}")
+    scores = score_groups(dg, criterion, calibration=calibration, shapes=shapes, progress=progress)
+
+    def plan_for(metric: str, f: float) -> TargetResult:
+        if b.sensitivity is not None:
+            return sensitivity_plan(dg, b.sensitivity, scores, metric=metric, target=f, round_to=round_to,
+                                    criterion=criterion, error=b.sensitivity_error, shapes=shapes)
+        return target_plan(dg, scores, allocation=allocation, round_to=round_to, criterion=criterion, shapes=shapes,
+                           target_macs=f if metric == "macs" else None, target_params=f if metric == "params" else None)
+
+    if b.target_latency is not None:
+        search = latency_search(dg, lambda f: plan_for("macs", f), b.target_latency, options=b.latency,
+                                shapes=shapes, progress=progress)
+        plan = search.chosen.plan if search.chosen is not None else Plan(criterion=criterion, round_to=round_to)
+        choice = PlanChoice(plan, scores, search.chosen, latency=search)
+    elif b.target_macs is not None or b.target_params is not None:
+        metric = "macs" if b.target_macs is not None else "params"
+        res = plan_for(metric, float(b.target_macs if b.target_macs is not None else b.target_params))  # type: ignore[arg-type]
+        choice = PlanChoice(res.plan, scores, res)
+    elif allocation == "uniform":
+        choice = PlanChoice(uniform_plan(dg, _Fixed(criterion, scores), ratio=b.ratio, round_to=round_to), scores)
+    else:
+        choice = PlanChoice(global_plan(dg, scores, ratio=b.ratio, round_to=round_to, criterion=criterion), scores)
+    if b.sensitivity is not None:
+        choice.allocation = predicted(b.sensitivity, dg, choice.plan, error=b.sensitivity_error)
+    return choice

@@ -1,0 +1,327 @@
+"""Per-group sensitivity curves: the output error (and accuracy) against the pruning ratio of one
+group alone, every other group dense.
+
+For each prunable group and each ratio r, the `size - n_keep(size, r, round_to)` lowest-scored slots
+of the group (by `criterion`, default l2) are masked at every consume edge in one ONNX Runtime
+session whose masks are graph inputs (`scoring.mask_probe.MaskProbe`: masking at the consume edges
+is exactly what removing the slots does), and the model outputs on the held calibration samples
+are compared with the dense outputs. With labelled data the accuracy is measured in the same session.
+The MACs and parameters the model keeps with only that group pruned come from
+`allocation.CostModel` (exact for Conv/Gemm/MatMul weights).
+
+JSON schema (`SensitivityResult.to_json`, `"schema": "onnxprune.sensitivity/1"`):
+
+    {"schema", "model", "criterion", "round_to", "ratios": [r...], "samples": N (calibration samples),
+     "accuracy_samples": N | null, "dense_accuracy": a | null, "label_output": name | null,
+     "macs": M, "params": P (of the dense model), "input_shapes": {name: [dims]}, "seconds": s,
+     "groups": [{"id", "sources": [node names], "channels",
+                 "points": [{"ratio", "removed", "rel_error", "cos_error", "accuracy" | null,
+                             "macs_kept", "params_kept"}]}]}
+
+rel_error = ‖y − y_dense‖ / ‖y_dense‖ and cos_error = 1 − cosine(y, y_dense), each over all held
+samples and averaged over the float outputs; accuracy is a fraction in [0, 1]; macs_kept and
+params_kept are fractions of the dense model's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from onnxprune.allocation import CostModel
+from onnxprune.errors import OnnxPruneError
+from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.groups import Group
+from onnxprune.plan import n_keep
+from onnxprune.progress import ProgressFn, report
+from onnxprune.scoring.calibrated import Calibration
+from onnxprune.scoring.mask_probe import Feed, MaskProbe
+
+SCHEMA = "onnxprune.sensitivity/1"
+DEFAULT_RATIOS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+DEFAULT_SAMPLES = 64
+METRICS = ("rel_error", "cos_error")
+Shapes = Mapping[str, tuple[int, ...]]
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    ratio: float
+    removed: int  # channel slots masked at this ratio
+    rel_error: float
+    cos_error: float
+    accuracy: float | None
+    macs_kept: float  # fraction of the dense model's MACs with only this group pruned
+    params_kept: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ratio": self.ratio, "removed": self.removed, "rel_error": self.rel_error,
+                "cos_error": self.cos_error, "accuracy": self.accuracy, "macs_kept": self.macs_kept,
+                "params_kept": self.params_kept}
+
+
+@dataclass(frozen=True)
+class GroupCurve:
+    group: int
+    sources: list[str]
+    channels: int
+    points: list[CurvePoint]
+
+    def error_at(self, removed: float, metric: str = "rel_error") -> float:
+        """The error when `removed` slots are gone, linear between measured points (0 when none)."""
+        xs = [0.0, *(float(p.removed) for p in self.points)]
+        ys = [0.0, *(float(getattr(p, metric)) for p in self.points)]
+        return float(np.interp(removed, xs, ys))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.group, "sources": self.sources, "channels": self.channels,
+                "points": [p.to_json() for p in self.points]}
+
+
+@dataclass
+class SensitivityResult:
+    model: str
+    criterion: str
+    round_to: int
+    ratios: list[float]
+    samples: int
+    macs: int
+    params: int
+    curves: list[GroupCurve] = field(default_factory=list)
+    dense_accuracy: float | None = None
+    accuracy_samples: int | None = None
+    label_output: str | None = None
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "model": self.model, "criterion": self.criterion, "round_to": self.round_to,
+                "ratios": self.ratios, "samples": self.samples, "accuracy_samples": self.accuracy_samples,
+                "dense_accuracy": self.dense_accuracy, "label_output": self.label_output, "macs": self.macs,
+                "params": self.params, "input_shapes": self.input_shapes, "seconds": self.seconds,
+                "groups": [c.to_json() for c in self.curves]}
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        try:
+            Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        except OSError as exc:
+            raise OnnxPruneError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SensitivityResult:
+        if data.get("schema") != SCHEMA:
+            raise OnnxPruneError(f"not an onnxprune sensitivity file (schema {data.get('schema')!r}, "
+                                 f"expected {SCHEMA!r})")
+        curves = [GroupCurve(int(g["id"]), [str(s) for s in g["sources"]], int(g["channels"]),
+                             [CurvePoint(float(p["ratio"]), int(p["removed"]), float(p["rel_error"]),
+                                         float(p["cos_error"]),
+                                         None if p.get("accuracy") is None else float(p["accuracy"]),
+                                         float(p["macs_kept"]), float(p["params_kept"])) for p in g["points"]])
+                  for g in data["groups"]]
+        return cls(str(data["model"]), str(data["criterion"]), int(data["round_to"]),
+                   [float(r) for r in data["ratios"]], int(data["samples"]), int(data["macs"]),
+                   int(data["params"]), curves, data.get("dense_accuracy"), data.get("accuracy_samples"),
+                   data.get("label_output"), dict(data.get("input_shapes") or {}), float(data.get("seconds", 0.0)))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> SensitivityResult:
+        try:
+            data = json.loads(Path(path).read_text())
+            return cls.from_json(data)
+        except OnnxPruneError as exc:
+            raise OnnxPruneError(f"{path}: {exc}") from None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise OnnxPruneError(f"{path}: not a valid sensitivity file ({type(exc).__name__}: {exc})") from None
+
+    def curves_for(self, dg: DependencyGraph) -> dict[int, GroupCurve]:
+        """Curves keyed by group id, checked against `dg` (same groups, same sources, same sizes)."""
+        by_id = {g.id: g for g in dg.prunable}
+        out: dict[int, GroupCurve] = {}
+        for c in self.curves:
+            g = by_id.get(c.group)
+            if g is None or g.sources != c.sources or g.size != c.channels:
+                raise OnnxPruneError(f"sensitivity group {c.group} ({', '.join(c.sources[:2])}) does not match this "
+                                     f"model: were the curves measured on another model?")
+            out[c.group] = c
+        missing = sorted(set(by_id) - set(out))
+        if missing:
+            raise OnnxPruneError(f"the sensitivity file has no curve for prunable groups {missing[:8]}")
+        return out
+
+
+# ------------------------------------------------------------------------------------------ probing
+
+
+@dataclass(frozen=True)
+class LabelledData:
+    """Feeds with one class id per row (accuracy of output `output`, or of the first [N, C] output)."""
+
+    feeds: list[Feed]
+    labels: np.ndarray
+    output: str | None = None
+
+
+def _rows(feed: Feed) -> int:
+    first = next(iter(feed.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 1
+
+
+def held_feeds(model: onnx.ModelProto, calibration: Calibration, *, samples: int,
+               shapes: Shapes | None = None) -> list[Feed]:
+    """The first batches of the calibration source holding at least `samples` samples."""
+    from onnxprune.calibration import CalibConfig, calibration_batches
+
+    source = calibration if calibration is None or isinstance(calibration, CalibConfig | str) else Path(calibration)
+    held: list[Feed] = []
+    n = 0
+    for feed in calibration_batches(model, source, shapes=shapes):
+        held.append(feed)
+        n += _rows(feed)
+        if n >= samples:
+            break
+    if not held:
+        raise OnnxPruneError("the calibration source gave no samples")
+    return held
+
+
+def _class_ids(labels: np.ndarray, rows: int, classes: int) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim == 2 and y.shape[1] == classes:
+        y = np.argmax(y, axis=1)
+    y = y.reshape(-1)
+    if y.shape[0] < rows:
+        raise OnnxPruneError(f"--labels has {y.shape[0]} labels for {rows} samples")
+    return y[:rows].astype(np.int64)
+
+
+class CurveProbe(MaskProbe):
+    """A MaskProbe that reports relative L2 error, 1 − cosine and, with labelled data, accuracy."""
+
+    def __init__(self, dg: DependencyGraph, feeds: Iterable[Feed], *, labelled: LabelledData | None = None) -> None:
+        super().__init__(dg, feeds)
+        self.labelled = labelled
+        self.label_output: str | None = None
+        self.labels: np.ndarray | None = None
+        self.dense_accuracy: float | None = None
+        if labelled is not None:
+            logits = self._logits(set(), pick=True)
+            self.labels = _class_ids(labelled.labels, logits.shape[0], logits.shape[1])
+            self.dense_accuracy = self._accuracy(logits)
+
+    def _logits(self, removed: set[int], *, pick: bool = False) -> np.ndarray:
+        assert self.labelled is not None
+        parts = [self._run(f, removed) for f in self.labelled.feeds]
+        if pick:
+            want = self.labelled.output
+            names = [want] if want else [n for n, v in parts[0].items() if v.ndim == 2 and v.shape[1] > 1
+                                         and v.dtype.kind == "f"]
+            if not names or names[0] not in parts[0]:
+                raise OnnxPruneError(f"--labels: no class-score output [N, C] to score (outputs: {list(parts[0])})")
+            self.label_output = names[0]
+        assert self.label_output is not None
+        return np.concatenate([p[self.label_output] for p in parts], axis=0)
+
+    def _accuracy(self, logits: np.ndarray) -> float:
+        assert self.labels is not None
+        return float(np.mean(np.argmax(logits, axis=1) == self.labels))
+
+    def measure(self, removed: set[int]) -> tuple[float, float, float | None]:
+        """(relative L2 error, 1 − cosine, accuracy or None) with the slots `removed` masked."""
+        self.evaluations += 1
+        acc: dict[str, np.ndarray] = {}  # name -> [Σd², Σref², Σref·got, Σgot²]
+        for feed, want in zip(self.feeds, self.reference, strict=True):
+            got = self._run(feed, removed)
+            for name, w in want.items():
+                if w.dtype.kind != "f":
+                    continue
+                a, b = w.astype(np.float64).reshape(-1), got[name].astype(np.float64).reshape(-1)
+                s = acc.setdefault(name, np.zeros(4))
+                s += (float(np.dot(a - b, a - b)), float(np.dot(a, a)), float(np.dot(a, b)), float(np.dot(b, b)))
+        rel = [np.sqrt(s[0]) / max(np.sqrt(s[1]), 1e-12) for s in acc.values()]
+        cos = [1.0 - (s[2] / np.sqrt(s[1] * s[3]) if s[1] > 0 and s[3] > 0 else float(s[1] == s[3]))
+               for s in acc.values()]
+        accuracy = self._accuracy(self._logits(removed)) if self.labelled is not None else None
+        return float(np.mean(rel)) if rel else 0.0, float(np.mean(cos)) if cos else 0.0, accuracy
+
+
+# ------------------------------------------------------------------------------------------ curves
+
+
+def removal_counts(size: int, ratios: Sequence[float], round_to: int) -> list[int]:
+    """Slots removed at each ratio (the same rounding and floor as a uniform plan)."""
+    return [size - n_keep(size, r, round_to) for r in ratios]
+
+
+def _check_ratios(ratios: Sequence[float]) -> list[float]:
+    out = sorted({float(r) for r in ratios})
+    if not out or any(not 0.0 < r < 1.0 for r in out):
+        raise OnnxPruneError(f"ratios must be in (0, 1), got {list(ratios)}")
+    return out
+
+
+def group_orders(dg: DependencyGraph, criterion: str, *, calibration: Calibration = None,
+                 shapes: Shapes | None = None, progress: ProgressFn | None = None) -> dict[int, np.ndarray]:
+    """Slot indices of every prunable group, lowest score first (the removal order)."""
+    from onnxprune.planner import score_groups  # planner imports this module
+
+    scores = score_groups(dg, criterion, calibration=calibration, shapes=shapes, progress=progress)
+    return {gid: np.argsort(s, kind="stable") for gid, s in scores.items()}
+
+
+def _group_curve(g: Group, order: np.ndarray, counts: list[int], ratios: list[float], probe: CurveProbe,
+                 cost: CostModel) -> GroupCurve:
+    seen: dict[int, CurvePoint] = {}
+    points: list[CurvePoint] = []
+    for r, n in zip(ratios, counts, strict=True):
+        if n not in seen:
+            removed = {int(g.slots[i]) for i in order[:n]}
+            rel, cos, accuracy = probe.measure(removed) if n else (0.0, 0.0, probe.dense_accuracy)
+            macs, params = cost.estimate(removed)
+            seen[n] = CurvePoint(r, n, rel, cos, accuracy, macs / max(cost.macs, 1), params / max(cost.params, 1))
+        points.append(replace(seen[n], ratio=r))
+    return GroupCurve(g.id, list(g.sources), g.size, points)
+
+
+def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
+                       ratios: Sequence[float] = DEFAULT_RATIOS, criterion: str = "l2",
+                       samples: int = DEFAULT_SAMPLES, round_to: int = 1, shapes: Shapes | None = None,
+                       labelled: LabelledData | None = None, model_name: str = "",
+                       progress: ProgressFn | None = None) -> SensitivityResult:
+    """Measure every prunable group's curve (see the module doc). `dg` from `api.analyse`."""
+    start = time.perf_counter()
+    grid = _check_ratios(ratios)
+    if samples < 1:
+        raise OnnxPruneError(f"samples must be at least 1, got {samples}")
+    if round_to < 1:
+        raise OnnxPruneError(f"round-to must be >= 1, got {round_to}")
+    if not dg.prunable:
+        raise OnnxPruneError("nothing prunable: every channel group is blocked (run `onnxprune inspect`)")
+    orders = group_orders(dg, criterion, calibration=calibration, shapes=shapes, progress=progress)
+    feeds = held_feeds(dg.model, calibration, samples=samples, shapes=shapes)
+    probe = CurveProbe(dg, feeds, labelled=labelled)
+    cost = CostModel(dg, shapes=shapes)
+    result = SensitivityResult(model_name, criterion, round_to, grid, sum(_rows(f) for f in feeds), cost.macs,
+                               cost.params, dense_accuracy=probe.dense_accuracy,
+                               accuracy_samples=None if probe.labels is None else int(probe.labels.shape[0]),
+                               label_output=probe.label_output,
+                               input_shapes={k: list(v.shape) for k, v in feeds[0].items()})
+    tick = report(progress)
+    total = len(dg.prunable)
+    tick("sensitivity", 0, total)
+    for i, g in enumerate(dg.prunable):
+        counts = removal_counts(g.size, grid, round_to)
+        result.curves.append(_group_curve(g, orders[g.id], counts, grid, probe, cost))
+        tick("sensitivity", i + 1, total)
+    result.seconds = time.perf_counter() - start
+    return result
