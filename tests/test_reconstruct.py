@@ -218,3 +218,23 @@ def test_cached_and_live_dense_targets_agree() -> None:
     assert [lf.rel_error_after for lf in cached.layers] == pytest.approx([lf.rel_error_after for lf in live.layers])
     assert cached.fitted == live.fitted == 3
     assert {i.name for i in cached.model.graph.input} == {"x"}  # no cache inputs left behind
+
+
+def test_matmul_bias_lives_in_the_following_add() -> None:
+    """x -> MatMul+Add (8->6) -> relu -> MatMul+Add (6->3): the second Add's constant is fitted as the bias."""
+    g = Graph()
+    x = g.input("x", ("N", 8))
+    h = g.relu(g.matmul(x, 8, 6, bias=True, name="m1"))
+    g.output(g.node("Relu", [g.matmul(h, 6, 3, bias=True, name="m2")], name="out"))
+    m = g.build()
+    _set(m, "m1.w", lambda w: np.hstack([w[:, :5], np.zeros((8, 1))]))
+    _set(m, "m1.b", lambda b: np.append(b[:5], 1.5))  # channel 5 is the constant 1.5
+    dg = analyse(m)
+    removed = _remove(dg, "m1", [5])
+    pruned = ApplyPlan(dg, removed)(dg.model).model
+    feeds = _feeds("x", (64, 8))
+    layers, _ = plan_layers(pruned, dg, removed)
+    assert [(lay.node, lay.bias_node) for lay in layers] == [("m2", "m2_bias")]
+    res = reconstruct(pruned, dg=dg, removed_roots=removed, batches=feeds, damp=1e-10)
+    assert res.fitted == 1
+    assert _out_error(res.model, dg.model, feeds) < 1e-5

@@ -153,7 +153,11 @@ def _chunks(model: onnx.ModelProto, wave: list[FitLayer], budget: int) -> Iterat
 
 def _fit_layer(work: onnx.ModelProto, layer: FitLayer, lg: LayerGram, damp: float) -> LayerFit:
     node = next(n for n in work.graph.node if n.name == layer.node)
-    cur = read_layer(work, node)
+    bias_add = None
+    if layer.bias_node is not None:
+        add = next(n for n in work.graph.node if n.name == layer.bias_node)
+        bias_add = (add, 1 if add.input[0] == node.output[0] else 0)
+    cur = read_layer(work, node, bias_add)
 
     def report(before: float, after: float, fitted: bool, note: str = "") -> LayerFit:
         return LayerFit(layer.node, layer.op_type, layer.wave, layer.direct, before, after, fitted, note)
@@ -180,7 +184,7 @@ def _fit_layer(work: onnx.ModelProto, layer: FitLayer, lg: LayerGram, damp: floa
     after = err_a / total if total > 0 else 0.0
     if not after < before:
         return report(before, before, False, f"the fit would not lower the error ({before:.3g} -> {after:.3g})")
-    write_layer(work, node, LayerWeights(new_w, new_b, cur.has_bias))
+    write_layer(work, node, LayerWeights(new_w, new_b, cur.has_bias), bias_add)
     return report(before, after, True)
 
 

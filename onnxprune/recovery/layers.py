@@ -29,10 +29,11 @@ FIT_OPS = ("Conv", "Gemm", "MatMul")
 class FitLayer:
     node: str  # node name (the same in the dense and the pruned model)
     op_type: str
-    output: str  # the node's output tensor (same name in both models)
+    output: str  # the fitted tensor (same name in both models): the node's output, or its bias Add's
     direct: bool  # lost input channels (else: re-fitted because its input changed upstream)
     wave: int
     out_keep: np.ndarray | None  # dense output channels that survive (None: all)
+    bias_node: str | None = None  # MatMul: the Add of a constant bias that follows it (fitted as its bias)
 
 
 def _attr_i(node: onnx.NodeProto, name: str, default: int) -> int:
@@ -91,6 +92,25 @@ def _attr_float(node: onnx.NodeProto, name: str, default: float) -> float:
     return default
 
 
+def matmul_bias(model: onnx.ModelProto, node: onnx.NodeProto,
+                inits: dict[str, onnx.TensorProto]) -> tuple[onnx.NodeProto, int] | None:
+    """The Add(MatMul output, constant [.., N]) that is the only reader of a MatMul: (node, const index)."""
+    out = node.output[0]
+    readers = [n for n in model.graph.node if out in n.input]
+    if node.op_type != "MatMul" or len(readers) != 1 or readers[0].op_type != "Add" or \
+            any(o.name == out for o in model.graph.output):
+        return None
+    add = readers[0]
+    other = 1 if add.input[0] == out else 0
+    if len(add.input) != 2 or add.input[other] not in inits or add.input[1 - other] != out:
+        return None
+    dims = [int(d) for d in inits[add.input[other]].dims]
+    n = int(inits[node.input[1]].dims[-1])
+    if not dims or dims[-1] != n or any(d != 1 for d in dims[:-1]):
+        return None
+    return add, other
+
+
 def plan_layers(pruned: onnx.ModelProto, dg: DependencyGraph, removed_roots: set[int], *,
                 propagate: bool = True) -> tuple[list[FitLayer], list[str]]:
     """The layers to re-fit (in topological order, with waves) and `node: reason` for those skipped."""
@@ -114,8 +134,11 @@ def plan_layers(pruned: onnx.ModelProto, dg: DependencyGraph, removed_roots: set
                 reason = "not in the dense model"
             if reason is None:
                 wave = in_level + 1
-                layers.append(FitLayer(node.name, node.op_type, node.output[0], node.name in direct, wave,
-                                       output_keep(dg, removed_roots, dense_nodes[node.name])))
+                bias = matmul_bias(pruned, node, inits)
+                layers.append(FitLayer(node.name, node.op_type, bias[0].output[0] if bias else node.output[0],
+                                       node.name in direct, wave,
+                                       output_keep(dg, removed_roots, dense_nodes[node.name]),
+                                       bias[0].name if bias else None))
             else:
                 skipped.append(f"{node.name}: {reason}")
         for o in node.output:

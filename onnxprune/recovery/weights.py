@@ -36,7 +36,9 @@ def _inits(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
     return {t.name: t for t in model.graph.initializer}
 
 
-def read_layer(model: onnx.ModelProto, node: onnx.NodeProto) -> LayerWeights:
+def read_layer(model: onnx.ModelProto, node: onnx.NodeProto, bias_add: tuple[onnx.NodeProto, int] | None = None,
+               ) -> LayerWeights:
+    """bias_add: for a MatMul, the Add (and its constant's input index) holding the bias."""
     inits = _inits(model)
     w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
     bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
@@ -59,6 +61,10 @@ def read_layer(model: onnx.ModelProto, node: onnx.NodeProto) -> LayerWeights:
             b = np.broadcast_to(c * beta, (n,)).copy() if c.size in (1, n) else np.zeros(n)
             return LayerWeights([mat], [b], fit_bias)
         return LayerWeights([mat], [np.zeros(n)], beta != 0.0)
+    if bias_add is not None:  # MatMul + Add(constant)
+        add, idx = bias_add
+        b = numpy_helper.to_array(inits[add.input[idx]]).astype(np.float64).reshape(-1)
+        return LayerWeights([w.T], [b], True)
     return LayerWeights([w.T], [np.zeros(w.shape[1])], False)  # MatMul
 
 
@@ -80,7 +86,8 @@ def _set_const(model: onnx.ModelProto, node: onnx.NodeProto, index: int, value: 
     node.input[index] = new
 
 
-def write_layer(model: onnx.ModelProto, node: onnx.NodeProto, lw: LayerWeights) -> None:
+def write_layer(model: onnx.ModelProto, node: onnx.NodeProto, lw: LayerWeights,
+                bias_add: tuple[onnx.NodeProto, int] | None = None) -> None:
     """Store effective weights/biases back in the node's own dtype and layout."""
     inits = _inits(model)
     wt = inits[node.input[1]]
@@ -104,3 +111,8 @@ def write_layer(model: onnx.ModelProto, node: onnx.NodeProto, lw: LayerWeights) 
             _set_const(model, node, 2, c.astype(dtype), suffix="_C")
         return
     _set_const(model, node, 1, mat.T.astype(dtype), suffix="_W")  # MatMul
+    if bias_add is not None and lw.has_bias:
+        add, idx = bias_add
+        old = inits[add.input[idx]]
+        _set_const(model, add, idx, lw.biases[0].reshape(tuple(int(d) for d in old.dims)).astype(
+            helper.tensor_dtype_to_np_dtype(old.data_type)), suffix="_B")
