@@ -38,6 +38,7 @@ class PlanChoice:
     target: TargetResult | None = None
     latency: LatencySearch | None = None
     allocation: SensitivityAllocation | None = None  # set when sensitivity curves chose the ratios
+    sensitivity: SensitivityResult | None = None  # those curves
 
 
 @dataclass(frozen=True)
@@ -122,4 +123,5 @@ def choose_plan(dg: DependencyGraph, *, criterion: str = "l2", budget: Budget | 
         choice = PlanChoice(global_plan(dg, scores, ratio=b.ratio, round_to=round_to, criterion=criterion), scores)
     if b.sensitivity is not None:
         choice.allocation = predicted(b.sensitivity, dg, choice.plan, error=b.sensitivity_error)
+        choice.sensitivity = b.sensitivity
     return choice

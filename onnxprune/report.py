@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from onnxprune.stats import ModelStats
+
+if TYPE_CHECKING:
+    from onnxprune.sensitivity import SensitivityResult
 
 
 def human_count(n: float) -> str:
@@ -141,3 +144,22 @@ def print_compare(before: ModelStats, after: ModelStats, *,
                   latency_ms: tuple[float, float] | None = None,
                   console: Console | None = None, title: str | None = "before / after") -> None:
     (console or Console()).print(compare_table(before, after, latency_ms=latency_ms, title=title))
+
+
+def sensitivity_table(result: SensitivityResult, *, error: str = "rel_error", title: str | None = None) -> Table:
+    """One row per group: `error` at each ratio (and accuracy when measured), worst groups first."""
+    table = Table(title=title or f"sensitivity ({error}{', accuracy' if result.dense_accuracy is not None else ''})")
+    table.add_column("group", justify="right")
+    table.add_column("first source")
+    table.add_column("channels", justify="right")
+    for r in result.ratios:
+        table.add_column(f"{r:g}", justify="right")
+    for c in sorted(result.curves, key=lambda c: -max((getattr(p, error) for p in c.points), default=0.0)):
+        cells = []
+        for p in c.points:
+            cell = f"{getattr(p, error):.3g}"
+            if p.accuracy is not None:
+                cell += f"\n{100 * p.accuracy:.1f}%"
+            cells.append(cell)
+        table.add_row(str(c.group), c.sources[0] if c.sources else "", str(c.channels), *cells)
+    return table

@@ -325,3 +325,21 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
         tick("sensitivity", i + 1, total)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def load_labelled(model: onnx.ModelProto, *, data: str | None, labels: str | None,
+                  calibration: Calibration = None, samples: int = DEFAULT_SAMPLES, batch: int | None = None,
+                  output: str | None = None, shapes: Shapes | None = None) -> LabelledData | None:
+    """Labelled data for accuracy: `data` (.npz with labels under 'y', or with `labels`), or the held
+    calibration samples with `labels` (one per calibration sample, in order). None without labels."""
+    from onnxprune.validate import load_feeds, load_labels
+
+    if data is None and labels is None:
+        return None
+    feeds, y = load_feeds(data, model, batch=batch) if data else (held_feeds(model, calibration, samples=samples,
+                                                                             shapes=shapes), None)
+    if labels is not None:
+        y = load_labels(labels)
+    if y is None:
+        raise OnnxPruneError(f"--data {data}: no labels (key 'y'); give --labels")
+    return LabelledData([dict(f) for f in feeds], np.asarray(y), output)

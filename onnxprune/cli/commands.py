@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "check_trt_cmd",
     "build_engine_cmd",
     "sparsify_cmd",
+    "sensitivity_cmd",
 )
 
 

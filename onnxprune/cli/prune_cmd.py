@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -12,12 +13,51 @@ from onnxprune.allocation import ALLOCATIONS
 from onnxprune.api import prune
 from onnxprune.calibration import CalibConfig, calib_options, echo_calibration_warnings
 from onnxprune.cli.options import approximate_option, model_argument, parsed_shapes, shapes_option
+from onnxprune.decisions import group_decisions
 from onnxprune.errors import OnnxPruneError
 from onnxprune.io import check_distinct_paths, load_model
+from onnxprune.latency_budget import LatencyOptions
 from onnxprune.plan import Plan
+from onnxprune.progress import rich_progress
 from onnxprune.report import compare_dict, compare_table
+from onnxprune.schedule import SCHEDULES, Gate, StepsResult, prune_in_steps
 from onnxprune.scoring.base import criteria
+from onnxprune.sensitivity import DEFAULT_SAMPLES, METRICS, held_feeds, load_labelled
 from onnxprune.stats import model_stats
+
+
+def _loop_options(fn: Any) -> Any:
+    """Flags of the user's loop: sensitivity curves, latency budget, steps and their thresholds."""
+    for deco in reversed([
+        click.option("--sensitivity", "sensitivity", type=click.Path(dir_okay=False), default=None, metavar="S.json",
+                     help="Curves from `onnxprune sensitivity --json`: a --target-* budget is split into per-group "
+                          "ratios with the least total error."),
+        click.option("--sensitivity-error", type=click.Choice(METRICS), default="rel_error", show_default=True,
+                     help="Which error of the curves the allocation minimises."),
+        click.option("--target-latency", type=click.FloatRange(0.0, min_open=True), default=None, metavar="MS",
+                     help="Search the MAC budget until ONNX Runtime latency is about MS milliseconds (within 3 %)."),
+        click.option("--latency-batch", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Batch size the latency is measured at."),
+        click.option("--latency-threads", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="ONNX Runtime intra-op threads for latency (0 = default)."),
+        click.option("--latency-repeat", type=click.IntRange(min=1), default=30, show_default=True,
+                     help="Timed runs per latency measurement (median)."),
+        click.option("--measure-latency", is_flag=True,
+                     help="Measure the latency before and after (interleaved A/B) and add it to the table."),
+        click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Prune in K steps, re-fitting (with --calib) and checking after each."),
+        click.option("--schedule", type=click.Choice(SCHEDULES), default="geometric", show_default=True,
+                     help="geometric: each step removes the same share of what is left; linear: the same amount."),
+        click.option("--min-cosine", type=float, default=None,
+                     help="Stop (keep the last good step) when any output's cosine vs the original falls below this."),
+        click.option("--max-acc-drop", type=float, default=None,
+                     help="Stop when accuracy drops by more than this many points (needs --data/--labels)."),
+        click.option("--data", default=None, help="Labelled data for --max-acc-drop: .npz with labels under 'y'."),
+        click.option("--labels", default=None, help="Class ids for --data, or else for the calibration samples."),
+        click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr."),
+    ]):
+        fn = deco(fn)
+    return fn
 
 
 @click.command("prune")
@@ -45,40 +85,70 @@ from onnxprune.stats import model_stats
 @click.option("--reconstruct/--no-reconstruct", default=None,
               help="Re-fit the pruned layers by least squares to the original's outputs on the calibration "
                    "data (default: on with --calib, off without).")
+@_loop_options
 @calib_options
 @shapes_option
 @approximate_option
 def command(model: str, output: str, ratio: float, criterion: str, round_to: int, target: str, verify: bool,
             plan_in: str | None, save_plan: str | None, report_path: str | None, shapes: tuple[str, ...],
             allocation: str, target_macs: float | None, target_params: float | None, calib: CalibConfig,
-            approximate: tuple[str, ...], reconstruct: bool | None) -> None:
+            approximate: tuple[str, ...], reconstruct: bool | None, **loop: Any) -> None:
     """Remove a fraction of the channels of every prunable group of MODEL."""
     if not 0.0 <= ratio < 1.0:
         raise OnnxPruneError(f"--ratio {ratio} is outside [0, 1)")
     if round_to < 1:
         raise OnnxPruneError(f"--round-to {round_to} must be at least 1")
-    if target_macs is not None and target_params is not None:
-        raise OnnxPruneError("give at most one of --target-macs and --target-params")
+    if sum(t is not None for t in (target_macs, target_params, loop["target_latency"])) > 1:
+        raise OnnxPruneError("give at most one of --target-macs, --target-params and --target-latency")
+    if loop["sensitivity"] and not (target_macs or target_params or loop["target_latency"]):
+        raise OnnxPruneError("--sensitivity needs a budget: --target-macs, --target-params or --target-latency")
     check_distinct_paths(model, output)
     if target == "tensorrt" and round_to == 1:
         round_to = 8
     shp = parsed_shapes(shapes)
     original = load_model(model)
-    with echo_calibration_warnings():
-        result = prune(original, ratio=ratio, criterion=criterion, round_to=round_to, verify=verify, shapes=shp,
-                       plan=Plan.load(plan_in) if plan_in else None, calibration=calib, allocation=allocation,
-                       target_macs=target_macs, target_params=target_params, approximate=approximate,
-                       reconstruct=reconstruct)
-    before, after = model_stats(result.dg.model, shapes=shp), model_stats(result.model, shapes=shp)
+    steps: StepsResult | None = None
+    with echo_calibration_warnings(), rich_progress(enabled=loop["progress"]) as bar:
+        kwargs: dict[str, Any] = dict(
+            ratio=ratio, criterion=criterion, round_to=round_to, verify=verify, shapes=shp, calibration=calib,
+            allocation=allocation, target_macs=target_macs, target_params=target_params, approximate=approximate,
+            reconstruct=reconstruct, progress=bar, sensitivity=loop["sensitivity"],
+            sensitivity_error=loop["sensitivity_error"], target_latency=loop["target_latency"],
+            latency=_latency_options(loop))
+        gate = _gate(original, calib, shp, loop)
+        if loop["steps"] > 1 or gate.active:
+            if plan_in:
+                raise OnnxPruneError("--plan replays one plan: it cannot be combined with --steps/--min-cosine/"
+                                     "--max-acc-drop")
+            steps = prune_in_steps(original, steps=loop["steps"], schedule=loop["schedule"], gate=gate,
+                                   decisions=report_path is not None, **kwargs)
+            result = steps.result
+        else:
+            result = prune(original, plan=Plan.load(plan_in) if plan_in else None, **kwargs)
+    dense = result.dg.model if steps is None else steps.original
+    before, after = model_stats(dense, shapes=shp), model_stats(result.model, shapes=shp)
+    latency_ms = _latency(dense, result, loop, shp)
     result.save(output)
     console = Console()
-    console.print(compare_table(before, after, title=f"{Path(model).name} -> {Path(output).name}"))
+    console.print(compare_table(before, after, latency_ms=latency_ms, title=f"{Path(model).name} -> {Path(output).name}"))
     groups = result.dg.groups
     click.echo(f"groups: {len(groups)} found, {len(result.dg.prunable)} prunable, "
                f"{sum(1 for g in groups if g.blocked)} blocked; {result.removed_slots} channel slots removed "
                f"in {result.seconds:.1f}s")
     if result.target is not None:
         click.echo(result.target.describe())
+    if result.choice is not None and result.choice.latency is not None:
+        click.echo(result.choice.latency.describe())
+    if result.choice is not None and result.choice.allocation is not None:
+        click.echo(f"sensitivity: per-group ratios from {loop['sensitivity']}; predicted "
+                   f"{result.choice.allocation.error} {result.choice.allocation.predicted_error:.3g} (sum over groups)")
+    if steps is not None:
+        for rec in steps.steps:
+            cos = "" if rec.min_cosine is None else f", min cosine {rec.min_cosine:.4f}"
+            acc = "" if rec.acc_drop is None else f", accuracy drop {rec.acc_drop:.2f} points"
+            click.echo(f"step {rec.step}: MACs {rec.macs_kept:.1%}, params {rec.params_kept:.1%} of the original"
+                       f"{cos}{acc}{'' if rec.passed else ' — FAILED'}")
+        click.echo(steps.describe())
     if result.verify is not None:
         click.echo(result.verify.describe())
     if result.reconstruction is not None:
@@ -99,6 +169,39 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: int
                 "ok": result.verify.ok, "max_rel_error": result.verify.max_rel_error},
             "reconstruct": None if result.reconstruction is None else result.reconstruction.to_json(),
             "plan": result.plan.to_json(),
-            "groups": [g.to_json() | {"removed": len(result.plan.removals.get(g.id, []))} for g in groups],
+            "groups": [g.to_json() | d for g, d in zip(groups, group_decisions(result), strict=True)],
+            "latency_ms": None if latency_ms is None else {"before": latency_ms[0], "after": latency_ms[1]},
+            "latency_search": None if result.choice is None or result.choice.latency is None
+            else result.choice.latency.to_json(),
+            "sensitivity": None if result.choice is None or result.choice.allocation is None
+            else {"file": loop["sensitivity"], **result.choice.allocation.to_json()},
+            "steps": None if steps is None else steps.to_json(),
         }
         Path(report_path).write_text(json.dumps(report, indent=1))
+
+
+def _latency_options(loop: dict[str, Any]) -> LatencyOptions:
+    return LatencyOptions(batch=loop["latency_batch"], threads=loop["latency_threads"], repeat=loop["latency_repeat"])
+
+
+def _gate(model: Any, calib: CalibConfig, shapes: Any, loop: dict[str, Any]) -> Gate:
+    """Thresholds checked after each step: cosine on the calibration samples, accuracy on labelled data."""
+    if loop["min_cosine"] is None and loop["max_acc_drop"] is None and loop["steps"] == 1:
+        return Gate()
+    feeds = held_feeds(model, calib, samples=DEFAULT_SAMPLES, shapes=shapes) if calib.path is not None else None
+    labelled = load_labelled(model, data=loop["data"], labels=loop["labels"], calibration=calib, shapes=shapes)
+    if loop["max_acc_drop"] is not None and labelled is None:
+        raise OnnxPruneError("--max-acc-drop needs labelled data: --data test.npz (labels under 'y') or --labels")
+    return Gate(loop["min_cosine"], loop["max_acc_drop"], feeds, labelled)
+
+
+def _latency(dense: Any, result: Any, loop: dict[str, Any], shapes: Any) -> tuple[float, float] | None:
+    """(before, after) ms: the latency search's measurements, or an interleaved A/B with --measure-latency."""
+    if loop["measure_latency"]:
+        from onnxprune.bench import interleaved_latency
+
+        ab = interleaved_latency(dense, result.model, batch=loop["latency_batch"], threads=loop["latency_threads"],
+                                 repeat=loop["latency_repeat"], shapes=shapes)
+        return ab.a.median_ms, ab.b.median_ms
+    search = result.choice.latency if result.choice is not None else None
+    return None if search is None else (search.dense_ms, search.achieved_ms)

@@ -1,0 +1,83 @@
+"""`onnxprune sensitivity MODEL --calib D`: each group's output error (and accuracy) against its ratio alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from onnxprune.api import analyse
+from onnxprune.calibration import CalibConfig, calib_options, echo_calibration_warnings
+from onnxprune.cli.options import approximate_option, model_argument, parsed_shapes, shapes_option
+from onnxprune.errors import OnnxPruneError
+from onnxprune.io import load_model
+from onnxprune.progress import rich_progress
+from onnxprune.report import sensitivity_table
+from onnxprune.scoring.base import criteria
+from onnxprune.sensitivity import DEFAULT_RATIOS, DEFAULT_SAMPLES, METRICS, load_labelled, sensitivity_curves
+
+
+def parse_ratios(text: str) -> list[float]:
+    try:
+        out = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise OnnxPruneError(f"--ratios {text!r}: give comma-separated fractions, e.g. 0.1,0.2,0.5") from None
+    if not out or any(not 0.0 < r < 1.0 for r in out):
+        raise OnnxPruneError(f"--ratios {text!r}: every ratio must be in (0, 1)")
+    return out
+
+
+@click.command("sensitivity")
+@model_argument
+@click.option("--ratios", default=",".join(f"{r:g}" for r in DEFAULT_RATIOS), show_default=True,
+              help="Comma-separated ratios of one group's channels to remove, each in (0, 1).")
+@click.option("--criterion", type=click.Choice(criteria()), default="l2", show_default=True,
+              help="Which channels of a group go first (lowest score).")
+@click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Remove counts that keep a multiple of N channels (as prune --round-to).")
+@click.option("--samples", type=click.IntRange(min=1), default=DEFAULT_SAMPLES, show_default=True,
+              help="Calibration samples the errors are measured on.")
+@click.option("--data", default=None, help="Labelled test data for accuracy: .npz with labels under 'y' (or --labels).")
+@click.option("--labels", default=None,
+              help="Class ids (.npy, or key 'y' of a .npz): for --data, or else for the calibration samples in order.")
+@click.option("--label-output", default=None, help="Output scored against the labels (default: first [N, C] output).")
+@click.option("--error", "error", type=click.Choice(METRICS), default="rel_error", show_default=True,
+              help="Error shown in the table and plot.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the curves as JSON (input of prune --sensitivity).")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write a PNG of the curves (matplotlib).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
+@calib_options
+@shapes_option
+@approximate_option
+def command(model: str, ratios: str, criterion: str, round_to: int, samples: int, data: str | None,
+            labels: str | None, label_output: str | None, error: str, json_out: str | None, plot: str | None,
+            progress: bool, calib: CalibConfig, shapes: tuple[str, ...], approximate: tuple[str, ...]) -> None:
+    """Measure, for every prunable group of MODEL alone, the output error at each pruning ratio."""
+    grid = parse_ratios(ratios)
+    if plot is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise OnnxPruneError("--plot needs matplotlib: pip install 'onnxprune[plot]'")
+    shp = parsed_shapes(shapes)
+    dg = analyse(load_model(model), shapes=shp, approximate=approximate)
+    with echo_calibration_warnings(), rich_progress(enabled=progress) as bar:
+        labelled = load_labelled(dg.model, data=data, labels=labels, calibration=calib, samples=samples,
+                                 output=label_output, shapes=shp)
+        result = sensitivity_curves(dg, calibration=calib, ratios=grid, criterion=criterion, samples=samples,
+                                    round_to=round_to, shapes=shp, labelled=labelled, model_name=model, progress=bar)
+    Console().print(sensitivity_table(result, error=error, title=f"{Path(model).name}: {error} per group and ratio"))
+    acc = "" if result.dense_accuracy is None else \
+        f"; dense accuracy {100 * result.dense_accuracy:.2f}% on {result.accuracy_samples} labelled samples"
+    click.echo(f"{len(result.curves)} groups x {len(grid)} ratios on {result.samples} calibration samples "
+               f"in {result.seconds:.1f}s{acc}")
+    if json_out:
+        result.save(json_out)
+        click.echo(f"curves written to {json_out} (use: onnxprune prune MODEL --sensitivity {json_out} --target-macs F)")
+    if plot:
+        from onnxprune.sensitivity_plot import plot_curves
+
+        plot_curves(result, plot, error=error)
+        click.echo(f"plot written to {plot}")
