@@ -75,3 +75,16 @@ def test_cli_errors_are_one_line(model_path: Path, args: list[str], message: str
     assert res.exit_code == 2
     assert message in res.output
     assert "Traceback" not in res.output
+
+
+def test_cli_refit_defaults_on_with_calib(model_path: Path) -> None:
+    out = model_path.parent / "out.onnx"
+    calib = str(model_path.parent / "calib.npz")
+    res = CliRunner().invoke(main, ["sparsify", str(model_path), "-o", str(out), "--sparsity", "0.5",
+                                    "--calib", calib, "--calib-batch", "5"])
+    assert res.exit_code == 0, res.output
+    assert "magnitude 50%, re-fitted: sparsified 2 of 2 weights" in res.output
+    res = CliRunner().invoke(main, ["sparsify", str(model_path), "-o", str(out), "--sparsity", "0.5",
+                                    "--calib", calib, "--no-refit", "--min-reduction", "16"])
+    assert res.exit_code == 0, res.output
+    assert "below --min-reduction 16" in res.output and "magnitude 50%: sparsified 1 of 1 weights" in res.output

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from onnxprune.calibration import CalibConfig, calib_options, echo_calibration_warnings
 from onnxprune.io import check_distinct_paths, load_model, save_model
-from onnxprune.passes.sparsify import SparsifyPass, parse_pattern
+from onnxprune.passes.sparsify import DEFAULT_MIN_REDUCTION, SparsifyPass, parse_pattern
 from onnxprune.sparsity.methods import METHODS
 from onnxprune.sparsity.report import nm_report, report_json, report_table
 
@@ -26,23 +26,31 @@ from onnxprune.sparsity.report import nm_report, report_json, report_table
               help="magnitude: |W|; wanda: |W|·‖X‖ (calibration); sparsegpt: OBS updates (calibration).")
 @click.option("--one-shot", is_flag=True,
               help="sparsegpt: collect all Grams in one pass instead of layer by layer on the sparsified model.")
+@click.option("--refit/--no-refit", default=None,
+              help="Least-squares re-fit of the kept weights of every output row to the dense layer output "
+                   "(layer by layer on the sparsified model). Default: on when --calib is given.")
+@click.option("--min-reduction", type=click.IntRange(0), default=DEFAULT_MIN_REDUCTION, show_default=True,
+              help="Leave weights whose output rows (C/g·kh·kw or K) are shorter alone, e.g. a 1-channel 3x3 stem.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               help="Write the per-weight sparsity / N:M compliance report as JSON.")
 @calib_options
 def command(model: str, output: str, sparsity: float | None, pattern: str | None, method: str, one_shot: bool,
-            report_path: str | None, calib: CalibConfig) -> None:
+            refit: bool | None, min_reduction: int, report_path: str | None, calib: CalibConfig) -> None:
     """Zero weights of MODEL's Conv/Gemm/MatMul layers and write the result to OUTPUT.
 
-    Give --sparsity or --pattern. wanda and sparsegpt read calibration data (--calib); without it
-    they run on random inputs and warn.
+    Give --sparsity or --pattern. wanda, sparsegpt and --refit read calibration data (--calib);
+    without it they run on random inputs and warn. With --calib the kept weights are re-fitted
+    (--no-refit to turn off), also for magnitude.
     """
     if (sparsity is None) == (pattern is None):
         raise click.UsageError("give exactly one of --sparsity and --pattern")
     pat = parse_pattern(pattern) if pattern else None
     check_distinct_paths(model, output)
     src = load_model(model)
-    pass_ = SparsifyPass(sparsity=sparsity, pattern=pat, method=method,
-                         calibration=calib if method != "magnitude" else None, sequential=not one_shot)
+    refit = calib.path is not None if refit is None else refit
+    needs_data = method != "magnitude" or refit
+    pass_ = SparsifyPass(sparsity=sparsity, pattern=pat, method=method, calibration=calib if needs_data else None,
+                         sequential=not one_shot, refit=refit, min_reduction=min_reduction)
     with echo_calibration_warnings():
         result = pass_(src)
     save_model(result.model, output)

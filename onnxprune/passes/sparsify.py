@@ -1,9 +1,10 @@
 """SparsifyPass: zero Conv/Gemm/MatMul weights (unstructured or N:M) by magnitude, Wanda or SparseGPT.
 
-Weights keep their shapes; only values become zero. The input model is never modified.
-Skipped (and listed in the notes): weights that are not initializers, shared by several nodes,
-also graph inputs/outputs, not floating point; for N:M, reduction lengths that are not a multiple
-of M; for SparseGPT, weights without a 2-D view (batched MatMul, 3-D conv).
+Weights keep their shapes; only values become zero (and, with `refit`, the kept values are re-fitted
+by least squares). The input model is never modified. Skipped (and listed in the notes): weights
+that are not initializers, shared by several nodes, also graph inputs/outputs, not floating point,
+with a reduction length below `min_reduction`; for N:M, reduction lengths that are not a multiple of
+M; for SparseGPT and re-fits, weights without a 2-D view (batched MatMul, 3-D conv).
 """
 
 from __future__ import annotations
@@ -17,11 +18,19 @@ from onnxprune.activations import DEFAULT_MAX_ROWS, collect_stats
 from onnxprune.calibration import CalibConfig, batch_factory
 from onnxprune.errors import OnnxPruneError
 from onnxprune.passes.base import Pass, PassResult
-from onnxprune.sparsity.methods import METHODS, mask_weight, sparsegpt_weight
+from onnxprune.sparsity.colnorms import column_norms
+from onnxprune.sparsity.methods import METHODS, gram_weight, mask_weight
 from onnxprune.sparsity.sites import Target, read_weight, select_targets, write_weight
+from onnxprune.sparsity.targets import with_bias_free_outputs
 
 Feed = Mapping[str, np.ndarray]
 Calibration = Callable[[], Iterable[Feed]] | Sequence[Feed] | CalibConfig | None
+DEFAULT_MIN_REDUCTION = 0
+
+
+def has_data(calibration: Calibration) -> bool:
+    """True unless the calibration falls back to random inputs."""
+    return calibration is not None and not (isinstance(calibration, CalibConfig) and calibration.path is None)
 
 
 def parse_pattern(text: str) -> tuple[int, int]:
@@ -41,8 +50,13 @@ class SparsifyPass(Pass):
 
     calibration: a zero-argument callable returning fresh feed iterators, a sequence of feeds, a
     CalibConfig, or None (random inputs, with a warning). Only wanda/sparsegpt read it.
-    sequential (sparsegpt): collect each layer's Gram on the model with the earlier layers already
-    sparsified (one calibration pass per layer), as in SparseGPT; False: one pass for all layers.
+    sequential (sparsegpt, re-fits): collect each layer's Gram on the model with the earlier layers
+    already sparsified (one calibration pass per layer), as in SparseGPT; False: one pass for all layers.
+    refit: after masking, re-fit the kept weights of every output row by least squares so that the
+    layer reproduces the *dense* model's (bias-free) output from the sparsified model's input
+    (`sparsity.refit`); sparsegpt also starts from that fit. None (default): on when real calibration
+    data is given. min_reduction: leave weights whose rows are shorter alone (a 1-channel 3x3 stem
+    has 9), they hold few weights and every pruned one costs much.
     """
 
     name = "sparsify"
@@ -50,7 +64,7 @@ class SparsifyPass(Pass):
     def __init__(self, *, sparsity: float | None = None, pattern: tuple[int, int] | None = None,
                  method: str = "magnitude", calibration: Calibration = None, sequential: bool = True,
                  blocksize: int = 128, percdamp: float = 0.01, max_rows: int | None = DEFAULT_MAX_ROWS,
-                 seed: int = 0) -> None:
+                 seed: int = 0, refit: bool | None = None, min_reduction: int = DEFAULT_MIN_REDUCTION) -> None:
         if (sparsity is None) == (pattern is None):
             raise OnnxPruneError("give exactly one of a sparsity fraction or an N:M pattern")
         if sparsity is not None and not 0.0 <= sparsity < 1.0:
@@ -63,6 +77,8 @@ class SparsifyPass(Pass):
         self.calibration = calibration
         self.sequential, self.blocksize, self.percdamp = sequential, blocksize, percdamp
         self.max_rows, self.seed = max_rows, seed
+        self.refit = has_data(calibration) if refit is None else refit
+        self.min_reduction = min_reduction
 
     def _batches(self, model: onnx.ModelProto) -> Callable[[], Iterable[Feed]]:
         cal = self.calibration
@@ -76,29 +92,29 @@ class SparsifyPass(Pass):
     def call(self, model: onnx.ModelProto) -> PassResult:
         work = onnx.ModelProto()
         work.CopyFrom(model)
-        targets, notes = select_targets(work, pattern=self.pattern, method=self.method)
+        gram_based = self.method == "sparsegpt" or self.refit
+        targets, notes = select_targets(work, pattern=self.pattern, method="sparsegpt" if gram_based else self.method,
+                                        min_reduction=self.min_reduction)
         if not targets:
             return PassResult(work, False, [*notes, "no weight could be sparsified"])
-        if self.method == "magnitude":
-            changed = self._masks(work, targets, None)
+        if gram_based:
+            changed = self._layerwise(work, targets, self._batches(model), model)
         elif self.method == "wanda":
             changed = self._masks(work, targets, self._batches(model))
         else:
-            changed = self._sparsegpt(work, targets, self._batches(model))
+            changed = self._masks(work, targets, None)
         target = f"{self.pattern[0]}:{self.pattern[1]}" if self.pattern else f"{self.sparsity:.0%}"
-        notes.append(f"{self.method} {target}: sparsified {changed} of {len(targets)} weights")
+        refit = ", re-fitted" if self.refit else ""
+        notes.append(f"{self.method} {target}{refit}: sparsified {changed} of {len(targets)} weights")
         return PassResult(work, changed > 0, notes)
 
     def _masks(self, work: onnx.ModelProto, targets: list[Target],
                batches: Callable[[], Iterable[Feed]] | None) -> int:
-        stats = {}
-        if batches is not None:
-            axes = {t.input: t.input_axis for t in targets}
-            stats = collect_stats(work, batches(), channels=axes).channels
+        norms = column_norms(work, batches(), targets) if batches is not None else {}
         changed = 0
         for t in targets:
             w = read_weight(work, t.site.initializer)
-            new = mask_weight(w, t, sparsity=self.sparsity, pattern=self.pattern, stats=stats.get(t.input))
+            new = mask_weight(w, t, sparsity=self.sparsity, pattern=self.pattern, column_norm=norms.get(t.key))
             changed += self._store(work, t, w, new)
         return changed
 
@@ -108,16 +124,20 @@ class SparsifyPass(Pass):
         else:
             yield targets
 
-    def _sparsegpt(self, work: onnx.ModelProto, targets: list[Target],
-                   batches: Callable[[], Iterable[Feed]]) -> int:
+    def _layerwise(self, work: onnx.ModelProto, targets: list[Target], batches: Callable[[], Iterable[Feed]],
+                   dense: onnx.ModelProto) -> int:
+        """Gram-based methods: one calibration pass per chunk (per layer when sequential)."""
+        target_model, outputs = with_bias_free_outputs(dense, targets) if self.refit else (None, {})
         changed = 0
         for chunk in self._chunks(targets):
-            grams = collect_stats(work, batches(), grams=[t.key for t in chunk], max_rows=self.max_rows,
-                                  seed=self.seed).grams
+            keys = [t.key for t in chunk]
+            grams = collect_stats(work, batches(), grams=keys, targets={k: outputs[k] for k in keys if k in outputs},
+                                  target_model=target_model, max_rows=self.max_rows, seed=self.seed).grams
             for t in chunk:
                 w = read_weight(work, t.site.initializer)
-                new = sparsegpt_weight(w, t, grams[t.key], sparsity=self.sparsity, pattern=self.pattern,
-                                       blocksize=self.blocksize, percdamp=self.percdamp)
+                new = gram_weight(w, t, grams[t.key], method=self.method, sparsity=self.sparsity,
+                                  pattern=self.pattern, refit=self.refit, blocksize=self.blocksize,
+                                  percdamp=self.percdamp)
                 changed += self._store(work, t, w, new)
         return changed
 
@@ -130,7 +150,8 @@ class SparsifyPass(Pass):
 
 
 def sparsify(model: onnx.ModelProto, *, sparsity: float | None = None, pattern: tuple[int, int] | None = None,
-             method: str = "magnitude", calibration: Calibration = None, sequential: bool = True) -> PassResult:
+             method: str = "magnitude", calibration: Calibration = None, sequential: bool = True,
+             refit: bool | None = None, min_reduction: int = DEFAULT_MIN_REDUCTION) -> PassResult:
     """Functional form of SparsifyPass (a sparsified copy of `model`, plus notes)."""
     return SparsifyPass(sparsity=sparsity, pattern=pattern, method=method, calibration=calibration,
-                        sequential=sequential)(model)
+                        sequential=sequential, refit=refit, min_reduction=min_reduction)(model)

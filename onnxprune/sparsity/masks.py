@@ -46,6 +46,24 @@ def wanda_score(w: np.ndarray, input_norm: np.ndarray, *, op_type: str, reductio
     return w64 * norm.reshape(shape)
 
 
+def wanda_column_score(w: np.ndarray, column_norm: np.ndarray, *, op_type: str, reduction_axis: int,
+                       group: int = 1) -> np.ndarray:
+    """|W| x ‖X_j‖₂ with one norm per im2col column (`colnorms.column_norms`).
+
+    Conv: `column_norm` is [group, C/g, kh, kw] (any shape with group * prod(W.shape[1:]) values):
+    every kernel position has its own norm, which differs from the channel norm at the borders.
+    Gemm/MatMul: one value per reduction index, as `wanda_score`.
+    """
+    if op_type != "Conv":
+        return wanda_score(w, np.reshape(column_norm, -1), op_type=op_type, reduction_axis=reduction_axis)
+    w64 = np.abs(np.asarray(w, dtype=np.float64))
+    norm = np.asarray(column_norm, dtype=np.float64)
+    if norm.size != group * int(np.prod(w64.shape[1:])):
+        raise ValueError(f"column norms have {norm.size} values, the conv reads {group} x {w64.shape[1:]}")
+    per_out = np.repeat(norm.reshape(group, *w64.shape[1:]), w64.shape[0] // group, axis=0)
+    return w64 * per_out
+
+
 def unstructured_mask(score: np.ndarray, sparsity: float, rows: tuple[int, ...]) -> np.ndarray:
     """Zero the floor(sparsity * row length) lowest scores of every row (ties: lower index first)."""
     if not 0.0 <= sparsity < 1.0:

@@ -50,14 +50,23 @@ def _input_axis(node: onnx.NodeProto) -> int:
     return 1
 
 
+def reduction_length(site: WeightSite) -> int:
+    """Length of one output row: C/g*kh*kw for a Conv, K for Gemm/MatMul."""
+    if site.op_type == "Conv":
+        return int(np.prod(site.shape[1:], dtype=np.int64))
+    return site.shape[site.reduction_axis]
+
+
 def _reason(site: WeightSite, uses: Counter[str], graph_io: set[str], init: onnx.TensorProto,
-            pattern: tuple[int, int] | None, method: str) -> str | None:
+            pattern: tuple[int, int] | None, method: str, min_reduction: int) -> str | None:
     if uses[site.initializer] > 1:
         return f"weight shared by {uses[site.initializer]} nodes"
     if site.initializer in graph_io:
         return "weight is also a graph input/output"
     if np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).kind != "f":
         return "weight is not floating point"
+    if reduction_length(site) < min_reduction:
+        return f"rows of {reduction_length(site)} weights, below --min-reduction {min_reduction}"
     if pattern and site.shape[site.reduction_axis] % pattern[1]:
         return f"reduction length {site.shape[site.reduction_axis]} is not a multiple of {pattern[1]}"
     if method == "sparsegpt":
@@ -69,8 +78,11 @@ def _reason(site: WeightSite, uses: Counter[str], graph_io: set[str], init: onnx
 
 
 def select_targets(model: onnx.ModelProto, *, pattern: tuple[int, int] | None,
-                   method: str) -> tuple[list[Target], list[str]]:
-    """Targets in graph order, and one 'skipped ...' line per weight left alone."""
+                   method: str, min_reduction: int = 0) -> tuple[list[Target], list[str]]:
+    """Targets in graph order, and one 'skipped ...' line per weight left alone.
+
+    method "sparsegpt" also stands for any Gram-based run (re-fits): 2-D views only.
+    """
     inits = {t.name: t for t in model.graph.initializer}
     uses = Counter(name for n in _all_nodes(model.graph) for name in n.input if name in inits)
     graph_io = {v.name for v in (*model.graph.input, *model.graph.output)}
@@ -83,7 +95,7 @@ def select_targets(model: onnx.ModelProto, *, pattern: tuple[int, int] | None,
         node = next(n for n in nodes if n.name == site.node and n.op_type == site.op_type
                     and len(n.input) > 1 and n.input[1] == site.initializer)
         key = node.name or node.output[0]
-        reason = _reason(site, uses, graph_io, inits[site.initializer], pattern, method)
+        reason = _reason(site, uses, graph_io, inits[site.initializer], pattern, method, min_reduction)
         if reason:
             skipped.append(f"skipped {key} ({site.op_type}): {reason}")
             continue
