@@ -1,7 +1,8 @@
 """Per-group ratios from sensitivity curves, allocated globally under a MAC or parameter budget.
 
 Each group g has levels n = channels removed (0, then every count that leaves a multiple of
-`round_to` channels, up to the floor `n_keep(size, MAX_GROUP_RATIO, round_to)`). Its cost saving
+`round_to` channels, up to the floor `n_keep(size, MAX_GROUP_RATIO, round_to)` and to the last
+measured ratio of its curve). Its cost saving
 c_g(n) and error e_g(n) come from its curve (`sensitivity.GroupCurve`, measured with that group
 alone pruned), linear between the measured ratios. The total error is taken as additive,
 E = Σ_g e_g(n_g), and the budget as Σ_g c_g(n_g) (first order).
@@ -58,7 +59,8 @@ def _saving(curve: GroupCurve, n: float, metric: str) -> float:
 
 def hull_segments(curve: GroupCurve, *, round_to: int, metric: str, error: str) -> list[Segment]:
     """The lower convex hull of (saving, error) over the group's levels, as segments of rising slope."""
-    ns = levels(curve.channels, round_to)
+    last = max((p.removed for p in curve.points), default=0)
+    ns = [n for n in levels(curve.channels, round_to) if n <= last]  # the curve says nothing beyond its last point
     pts = [(_saving(curve, n, metric), curve.error_at(n, error), n) for n in ns]
     hull: list[tuple[float, float, int]] = [pts[0]]
     for p in pts[1:]:

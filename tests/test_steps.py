@@ -1,0 +1,116 @@
+"""Iterative pruning: schedules, per-step budgets, early stop on the validation gate, CLI flags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from onnxprune.cli import main
+from onnxprune.errors import OnnxPruneError, ThresholdError
+from onnxprune.io import load_model
+from onnxprune.schedule import Gate, kept_fractions, prune_in_steps
+from onnxprune.sensitivity import LabelledData
+from onnxprune.stats import model_stats
+from onnxprune.validate import load_feeds
+
+ROOT = Path(__file__).resolve().parent.parent
+RESNET = ROOT / "models" / "zoo" / "resnet_ts.onnx"
+DIGITS = ROOT / "models" / "digits"
+
+
+def _one_line_error(stderr: str) -> str:
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    return lines[0]
+
+
+def test_schedules() -> None:
+    assert kept_fractions(0.25, 2, "geometric") == pytest.approx([0.5, 0.25])
+    assert kept_fractions(0.4, 3, "linear") == pytest.approx([0.8, 0.6, 0.4])
+    assert kept_fractions(0.5, 1) == [0.5]
+    with pytest.raises(OnnxPruneError, match="schedule"):
+        kept_fractions(0.5, 2, "cosine")
+    with pytest.raises(OnnxPruneError, match="steps"):
+        kept_fractions(0.5, 0)
+
+
+@pytest.mark.parametrize("schedule", ["geometric", "linear"])
+def test_steps_reach_the_mac_budget(schedule: str) -> None:
+    model = load_model(RESNET)
+    out = prune_in_steps(model, steps=3, schedule=schedule, target_macs=0.5, verify=True)
+    assert len(out.steps) == 3 and out.kept_step == 3 and out.stopped is None
+    macs = [s.macs_kept for s in out.steps]
+    assert macs == sorted(macs, reverse=True)
+    for rec, want in zip(out.steps, kept_fractions(0.5, 3, schedule), strict=True):
+        assert abs(rec.macs_kept - want) <= 0.03 * want, (rec.macs_kept, want)
+    final = model_stats(out.result.model).macs / model_stats(out.original).macs
+    assert abs(final - 0.5) <= 0.015
+    assert out.result.verify is not None and out.result.verify.ok
+
+
+def test_steps_with_a_ratio_prune_less_each_step() -> None:
+    out = prune_in_steps(load_model(RESNET), steps=2, ratio=0.5)
+    assert [s.macs_kept for s in out.steps][0] > out.steps[1].macs_kept
+
+
+def test_gate_stops_early_and_keeps_the_last_good_step() -> None:
+    model = load_model(RESNET)
+    probe = prune_in_steps(model, steps=3, target_macs=0.3, gate=Gate(min_cosine=-1.0))
+    cos = [s.min_cosine for s in probe.steps]
+    assert all(c is not None for c in cos) and cos[0] > cos[2]  # type: ignore[operator]
+    threshold = (cos[0] + min(cos[1:])) / 2  # type: ignore[operator,type-var]
+    out = prune_in_steps(model, steps=3, target_macs=0.3, gate=Gate(min_cosine=threshold))
+    assert out.stopped is not None and "cosine" in out.stopped
+    assert out.kept_step >= 1 and out.kept_step < 3
+    assert not out.steps[-1].passed and all(s.passed for s in out.steps[:-1])
+    assert f"kept the model of step {out.kept_step}" in out.describe()
+    with pytest.raises(ThresholdError, match="step 1"):
+        prune_in_steps(model, steps=3, target_macs=0.3, gate=Gate(min_cosine=1.1))
+
+
+def test_steps_refuse_latency_and_curves() -> None:
+    with pytest.raises(OnnxPruneError, match="target-latency"):
+        prune_in_steps(load_model(RESNET), steps=2, target_latency=1.0)
+
+
+@pytest.mark.skipif(not (DIGITS / "digits_resnet.onnx").exists(), reason="digits model not built")
+def test_steps_reconstruct_between_steps_and_check_accuracy() -> None:
+    model = load_model(DIGITS / "digits_resnet.onnx")
+    feeds, y = load_feeds(DIGITS / "test.npz", model, batch=120)
+    assert y is not None
+    gate = Gate(max_acc_drop=50.0, labelled=LabelledData(feeds, y))
+    out = prune_in_steps(model, steps=2, target_macs=0.6, gate=gate, calibration=DIGITS / "calib.npz",
+                         decisions=True)
+    assert len(out.steps) == 2
+    for rec in out.steps:
+        assert rec.reconstruction is not None and rec.reconstruction["layers"]
+        assert rec.acc_drop is not None and rec.acc_drop <= 50.0
+        assert any(g["reconstruction"] for g in rec.decisions)
+
+
+def test_cli_steps_report(tmp_path: Path) -> None:
+    rep = tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["prune", str(RESNET), "-o", str(tmp_path / "o.onnx"), "--steps", "2",
+                                  "--target-macs", "0.5", "--min-cosine", "-1", "--report", str(rep), "--no-progress"])
+    assert r.exit_code == 0, r.stderr
+    assert "step 1:" in r.stdout and "step 2:" in r.stdout and "kept the model of step 2" in r.stdout
+    data = json.loads(rep.read_text())
+    assert len(data["steps"]["steps"]) == 2 and data["steps"]["kept_step"] == 2
+    assert data["steps"]["steps"][0]["groups"]
+    assert abs(data["compare"]["macs_kept"] - 0.5) <= 0.015
+
+
+@pytest.mark.parametrize("args, match, code", [
+    (["--steps", "2", "--target-latency", "1"], "cannot be combined with steps", 2),
+    (["--max-acc-drop", "1"], "needs labelled data", 2),
+    (["--steps", "0"], "--steps", 2),
+    (["--min-cosine", "1.5"], "step 1", 5),
+])
+def test_cli_steps_bad_input(tmp_path: Path, args: list[str], match: str, code: int) -> None:
+    r = CliRunner().invoke(main, ["prune", str(RESNET), "-o", str(tmp_path / "o.onnx"), "--no-progress", *args])
+    assert r.exit_code == code, r.stdout
+    assert match in _one_line_error(r.stderr)
+    assert not (tmp_path / "o.onnx").exists()
