@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +72,8 @@ def md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def environment() -> str:
-    return (f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count() or 0} CPUs, "
+    load = ", load average at the end {:.1f} / {:.1f} / {:.1f} (shared machine)".format(*os.getloadavg())
+    return (f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count() or 0} CPUs{load}, "
             f"Python {platform.python_version()}")
 
 
@@ -84,3 +86,15 @@ def write_block(text: str, command: str) -> None:
     else:
         body = body.rstrip("\n") + "\n\n## Accuracy after pruning (`benchmarks/accuracy.py`)\n\n" + block + "\n"
     README.write_text(body)
+
+
+@contextmanager
+def blas_threads(n: int | None) -> Iterator[None]:
+    """numpy's BLAS limited to n threads (None: one per CPU), when threadpoolctl is installed."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=n or os.cpu_count() or 1, user_api="blas"):
+        yield

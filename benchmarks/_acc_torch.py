@@ -29,6 +29,15 @@ def torch_modules() -> tuple[ModuleType, ModuleType] | None:
     return torch, tp
 
 
+def tp_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torch-pruning")
+    except PackageNotFoundError:
+        return "?"
+
+
 def digits_class() -> Any:
     """`DigitsResNet` from models/digits/train_digits.py (imported, not copied)."""
     sys.path.insert(0, str(DIGITS))
@@ -92,7 +101,7 @@ def torch_rows(d: Digits, targets: Sequence[float]) -> list[list[str]]:
     bench = TorchDigits(torch, tp, d)
     rows: list[list[str]] = []
     for name, make in importances(tp).items():
-        cells = [f"Torch-Pruning {tp.__version__} {name}", "no", "uniform"]
+        cells = [f"Torch-Pruning {tp_version()} {name}", "no", "uniform"]
         for t in targets:
             acc, kept, ratio = bench.at_macs(make, t)
             cells.append(acc_cell(acc, kept))

@@ -19,13 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _acc_common import load_digits, md_table, write_block  # noqa: E402
+from _acc_common import blas_threads, load_digits, md_table, write_block  # noqa: E402
 from _acc_digits import TARGETS, sparsity_table, structured_table, timing_row  # noqa: E402
 from _acc_prune import prune_params  # noqa: E402
 
 from onnxprune.scoring.base import criteria  # noqa: E402
 
-SECTIONS = ("structured", "torch", "onnxsim", "sparsity", "real", "timing")
+SECTIONS = ("structured", "global", "torch", "onnxsim", "sparsity", "real", "timing")
 COMMAND = "/work/benchvenv/bin/python benchmarks/accuracy.py"
 VENV = ("python3 -m venv /work/benchvenv && /work/benchvenv/bin/pip install -e '.[dev]' "
         "torch==2.13.0 torch-pruning scikit-image")
@@ -41,7 +41,8 @@ def features_line() -> str:
 def digits_section(quick: bool, skip: set[str]) -> str:
     d = load_digits()
     parts = ["### Digits model: structured pruning at MACs targets"]
-    table = structured_table(d, quick=quick)
+    table = (structured_table(d, quick=quick, global_rows="global" not in skip) if "structured" not in skip
+             else "(structured rows skipped)")
     if "torch" not in skip and not quick:
         from _acc_torch import torch_rows
 
@@ -59,8 +60,9 @@ def digits_section(quick: bool, skip: set[str]) -> str:
         parts += ["### Digits model: sparsity (weights zeroed, shapes kept)", sparsity_table(d, quick=quick)]
     if "timing" not in skip and not quick:
         print("timing", flush=True)
-        parts += ["### Calibration + reconstruction time",
-                  md_table(["what", "seconds (time.perf_counter)", "goal"], [timing_row(d)])]
+        row = timing_row(d)
+        parts += ["### Calibration + reconstruction time", md_table(["what", "seconds (time.perf_counter)", "goal"],
+                                                                    [row]) + "\n\n" + TIMING_NOTES]
     return "\n\n".join(parts)
 
 
@@ -88,6 +90,13 @@ ONNXSIM_NOTES = """\
 Cells: test accuracy @ MACs kept. `sparsity=s` is onnxsim's per-chain fraction of output channels;
 onnxsim only prunes chains it can match (single producer -> consumer), so MACs kept vary."""
 
+TIMING_NOTES = """\
+One `prune(..., target_macs=0.5, calibration=CalibConfig(calib.npz, samples=128, batch=64),
+reconstruct=True)` call on the digits model (scoring, plan search, apply, one ORT pass per wave of
+layers, ridge fits, output check), with numpy's BLAS on all cores (its default) and on one thread
+(as in the tables above: on a shared machine BLAS threads fight ONNX Runtime's and other processes');
+"prune alone" is the same call with `reconstruct=False`. The load average of the shared machine is in the first line."""
+
 REAL_NOTES = """\
 Images: scikit-image's bundled photographs. Evaluation: each image, its mirror image, its four corner
 crops and its centre crop at 60 % of each side; YOLO on astronaut, chelsea, coffee, rocket,
@@ -114,9 +123,10 @@ def main() -> None:
     skip = set(args.skip)
     start = time.perf_counter()
     print(features_line(), flush=True)
-    parts = [features_line(), digits_section(args.quick, skip)]
-    if "real" not in skip and not args.quick:
-        parts.append(real_section())
+    with blas_threads(1):
+        parts = [features_line(), digits_section(args.quick, skip)]
+        if "real" not in skip and not args.quick:
+            parts.append(real_section())
     parts.append(f"Whole run: {time.perf_counter() - start:.0f} s.")
     text = "\n\n".join(parts)
     print(text)

@@ -1,0 +1,23 @@
+"""Smoke test of benchmarks/accuracy.py: the `--quick` digits run (no torch, nothing written)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_accuracy_benchmark_quick() -> None:
+    readme = ROOT / "benchmarks" / "README.md"
+    before = readme.read_text() if readme.exists() else None
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "accuracy.py"), "--quick", "--no-write"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "Dense test accuracy: **100.0 %**" in out
+    assert "| l2 | no | uniform |" in out
+    assert "| 2:4 | magnitude |" in out
+    assert "Traceback" not in proc.stderr
+    assert (readme.read_text() if readme.exists() else None) == before
