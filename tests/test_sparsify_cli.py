@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.cli import main
 from onnxprune.sparsity.layout import is_nm_compliant
+from onnxprune.sparsity.report import nm_report
 
 
 @pytest.fixture
@@ -88,3 +89,16 @@ def test_cli_refit_defaults_on_with_calib(model_path: Path) -> None:
                                     "--calib", calib, "--no-refit", "--min-reduction", "16"])
     assert res.exit_code == 0, res.output
     assert "below --min-reduction 16" in res.output and "magnitude 50%: sparsified 1 of 1 weights" in res.output
+
+
+def test_for_tensorrt_means_2_4_and_refuses_other_patterns(tmp_path: Path) -> None:
+    src = Path(__file__).resolve().parent.parent / "models" / "zoo" / "resnet_ts.onnx"
+    out = tmp_path / "o.onnx"
+    ok = CliRunner().invoke(main, ["sparsify", str(src), "-o", str(out), "--for", "tensorrt"])
+    assert ok.exit_code == 0, ok.output
+    rows = nm_report(onnx.load(str(out)), n=2, m=4)
+    eligible = [r for r in rows if r.shape[r.reduction_axis] % 4 == 0]
+    assert eligible and all(r.nm_compliant for r in eligible)
+    bad = CliRunner().invoke(main, ["sparsify", str(src), "-o", str(out), "--for", "tensorrt", "--sparsity", "0.5"])
+    assert bad.exit_code == 2
+    assert "2:4" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -24,6 +24,7 @@ from onnxprune.schedule import SCHEDULES, Gate, StepsResult, prune_in_steps
 from onnxprune.scoring.base import criteria
 from onnxprune.sensitivity import DEFAULT_SAMPLES, METRICS, held_feeds, load_labelled
 from onnxprune.stats import model_stats
+from onnxprune.tensorrt.profile import tensorrt_profile
 
 
 def _loop_options(fn: Any) -> Any:
@@ -104,7 +105,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: int
         raise OnnxPruneError("--sensitivity needs a budget: --target-macs, --target-params or --target-latency")
     check_distinct_paths(model, output)
     if target == "tensorrt" and round_to == 1:
-        round_to = 8
+        round_to = tensorrt_profile().round_to
     shp = parsed_shapes(shapes)
     original = load_model(model)
     steps: StepsResult | None = None

@@ -9,10 +9,12 @@ import click
 from rich.console import Console
 
 from onnxprune.calibration import CalibConfig, calib_options, echo_calibration_warnings
+from onnxprune.errors import OnnxPruneError
 from onnxprune.io import check_distinct_paths, load_model, save_model
 from onnxprune.passes.sparsify import DEFAULT_MIN_REDUCTION, SparsifyPass, parse_pattern
 from onnxprune.sparsity.methods import METHODS
 from onnxprune.sparsity.report import nm_report, report_json, report_table
+from onnxprune.tensorrt.profile import tensorrt_profile
 
 
 @click.command("sparsify")
@@ -33,15 +35,24 @@ from onnxprune.sparsity.report import nm_report, report_json, report_table
               help="Leave weights whose output rows (C/g·kh·kw or K) are shorter alone, e.g. a 1-channel 3x3 stem.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               help="Write the per-weight sparsity / N:M compliance report as JSON.")
+@click.option("--for", "target", type=click.Choice(["ort", "tensorrt"]), default="ort", show_default=True,
+              help="tensorrt: the 2:4 pattern on the input-channel axis that sparse tensor cores run "
+                   "(the default pattern; other patterns and unstructured sparsity are refused).")
 @calib_options
 def command(model: str, output: str, sparsity: float | None, pattern: str | None, method: str, one_shot: bool,
-            refit: bool | None, min_reduction: int, report_path: str | None, calib: CalibConfig) -> None:
+            refit: bool | None, min_reduction: int, report_path: str | None, target: str, calib: CalibConfig) -> None:
     """Zero weights of MODEL's Conv/Gemm/MatMul layers and write the result to OUTPUT.
 
     Give --sparsity or --pattern. wanda, sparsegpt and --refit read calibration data (--calib);
     without it they run on random inputs and warn. With --calib the kept weights are re-fitted
     (--no-refit to turn off), also for magnitude.
     """
+    if target == "tensorrt":
+        profile = tensorrt_profile()
+        if sparsity is not None or (pattern is not None and pattern.replace(" ", "") != profile.pattern):
+            raise OnnxPruneError(f"--for tensorrt: TensorRT's sparse tensor cores run only the {profile.pattern} "
+                                 "pattern; drop --sparsity/--pattern or use --for ort")
+        pattern = profile.pattern
     if (sparsity is None) == (pattern is None):
         raise click.UsageError("give exactly one of --sparsity and --pattern")
     pat = parse_pattern(pattern) if pattern else None
