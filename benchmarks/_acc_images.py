@@ -3,8 +3,10 @@ fidelity runs on the two real models: evaluation sets, disjoint calibration sets
 
 YOLOv8n (nudenet 320n): RGB / 255, letterbox to 320x320 with grey (114) padding.
 PP-OCRv4 det: BGR (rapidocr converts every image to BGR, as PaddleOCR does), / 255, then
-(x - mean) / std with the ImageNet mean/std of PaddleOCR's det config, H and W multiples of 32
-with the longer side at most 640.
+(x - mean) / std with the ImageNet mean/std of PaddleOCR's det config; resized as rapidocr 1.4.4's
+DetPreProcess does (limit_type "min", limit_side_len 736: the shorter side up to 736, then H and W
+rounded to multiples of 32). At the images' own sizes the detector misses the large glyphs of
+`text()`.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import numpy as np
 from PIL import Image
 
 YOLO_SIZE = 320
-OCR_MAX_SIDE = 640
-OCR_CALIB_SIZE = (320, 320)
+OCR_MIN_SIDE = 736
+OCR_CALIB_SIZE = (448, 448)
 OCR_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 OCR_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
@@ -116,9 +118,10 @@ def yolo_input(img: np.ndarray) -> np.ndarray:
     return (letterbox(img).transpose(2, 0, 1)[None] / np.float32(255)).astype(np.float32)
 
 
-def ocr_size(h: int, w: int, max_side: int = OCR_MAX_SIDE) -> tuple[int, int]:
-    r = min(1.0, max_side / max(h, w))
-    return max(32, round(h * r / 32) * 32), max(32, round(w * r / 32) * 32)
+def ocr_size(h: int, w: int, min_side: int = OCR_MIN_SIDE) -> tuple[int, int]:
+    """rapidocr's det resize: the shorter side up to `min_side` (never down), multiples of 32."""
+    r = max(1.0, min_side / min(h, w))
+    return max(32, round(int(h * r) / 32) * 32), max(32, round(int(w * r) / 32) * 32)
 
 
 def ocr_input(img: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -137,9 +140,14 @@ def eval_views(img: np.ndarray, crop: float = 0.6) -> list[np.ndarray]:
     return [np.ascontiguousarray(v) for v in views]
 
 
-def eval_inputs(names: tuple[str, ...], prep: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray]:
+def mirror_views(img: np.ndarray) -> list[np.ndarray]:
+    return [img, np.ascontiguousarray(img[:, ::-1])]
+
+
+def eval_inputs(names: tuple[str, ...], prep: Callable[[np.ndarray], np.ndarray],
+                views: Callable[[np.ndarray], list[np.ndarray]] = eval_views) -> list[np.ndarray]:
     """The evaluation views of every named image, preprocessed."""
-    return [prep(v) for n in names for v in eval_views(load(n))]
+    return [prep(v) for n in names for v in views(load(n))]
 
 
 def calib_array(views: list[np.ndarray], prep: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Output-fidelity metrics of a pruned model against its dense original.
 
-- `cosine`: of two raw output tensors, flattened.
+- `cosine`: of two raw output tensors, flattened; `pooled_cosine` over all images at once.
 - YOLOv8 boxes: decode [1, 4+C, N] (cx, cy, w, h, class scores), keep score >= 0.25, class-wise
   NMS at IoU 0.45; pruned boxes match dense boxes greedily (highest IoU first) when IoU >= 0.5
   and the class is the same; F1 from true positives summed over all images.
@@ -116,5 +116,6 @@ def mask_iou(dense: Sequence[np.ndarray], pruned: Sequence[np.ndarray], *,
     return inter / union if union else 1.0
 
 
-def mean_cosine(dense: Sequence[np.ndarray], pruned: Sequence[np.ndarray]) -> float:
-    return float(np.mean([cosine(a, b) for a, b in zip(dense, pruned, strict=True)]))
+def pooled_cosine(dense: Sequence[np.ndarray], pruned: Sequence[np.ndarray]) -> float:
+    """Cosine of all outputs concatenated (a per-image mean is unstable where a map is all ~0)."""
+    return cosine(np.concatenate([a.ravel() for a in dense]), np.concatenate([b.ravel() for b in pruned]))

@@ -84,7 +84,8 @@ for Torch-Pruning; both count the same convs and the classifier). Without `targe
 ratio is bisected to the closest achievable MACs (channel granularity: within 0.03 of the target where
 possible). Calibration: 128 samples of `models/digits/calib.npz`. `bn-scale` on this ONNX file equals
 `l2`: the export folds BatchNorm into the convs, so there are no scales to read (Torch-Pruning's
-BNScaleImportance sees the unfolded model). No fine-tuning anywhere."""
+BNScaleImportance sees the unfolded model). Global-allocation rows leave out l1 and bn-scale (time).
+No fine-tuning anywhere."""
 
 ONNXSIM_NOTES = """\
 Cells: test accuracy @ MACs kept. `sparsity=s` is onnxsim's per-chain fraction of output channels;
@@ -98,19 +99,24 @@ layers, ridge fits, output check), with numpy's BLAS on all cores (its default) 
 "prune alone" is the same call with `reconstruct=False`. The load average of the shared machine is in the first line."""
 
 REAL_NOTES = """\
-Images: scikit-image's bundled photographs. Evaluation: each image, its mirror image, its four corner
-crops and its centre crop at 60 % of each side; YOLO on astronaut, chelsea, coffee, rocket,
-motorcycle_left, colorwheel, logo; OCR on text, page, logo, rocket, coffee, astronaut, chelsea,
-motorcycle_left. Calibration (48 random crops/flips/rescales, never of an evaluation image): YOLO from
-hubble_deep_field, immunohistochemistry, retina, camera, clock, coins and mosaics of the LFW faces;
-OCR from camera, clock, coins, hubble_deep_field, immunohistochemistry, retina, colorwheel and LFW
-mosaics. YOLO: RGB/255 letterboxed to 320x320, boxes decoded from [1, 4+18, 2100] at confidence 0.25,
-class-wise NMS IoU 0.45, pruned boxes match dense boxes at IoU >= 0.5 with the same class, F1 summed
-over all images (the detector is NudeNet's: it finds faces and body parts, so photographs give few
-boxes; the count is in the notes). OCR: BGR (as rapidocr and PaddleOCR feed it) / 255, ImageNet
-mean/std, longer side at most 640, H and W multiples of 32 (calibration 320x320); mask IoU of the
-probability maps binarised at 0.3. rapidocr-onnxruntime 1.4.4's own config uses mean = std = 0.5
-and a shorter side of 736; the fidelity comparison does not depend on that choice. MACs at
+Images: scikit-image's bundled photographs. YOLO evaluation: astronaut, chelsea, coffee, rocket,
+motorcycle_left, colorwheel and logo, each with its mirror image, its four corner crops and its centre
+crop at 60 % of each side (49 inputs); RGB/255 letterboxed to 320x320; boxes decoded from
+[1, 4+18, 2100] at confidence 0.25, class-wise NMS IoU 0.45, pruned boxes match dense boxes at
+IoU >= 0.5 with the same class, F1 from the matches summed over all images. The detector is NudeNet's
+(faces and body parts, not COCO), so photographs give few boxes; their count is in the notes. OCR
+evaluation: text, page, logo, rocket, coffee, astronaut, chelsea and motorcycle_left, each with its
+mirror image (16 inputs), BGR (rapidocr converts to BGR, as PaddleOCR does) / 255, ImageNet mean/std
+as asked (rapidocr-onnxruntime 1.4.4's own config.yaml uses mean = std = 0.5), resized like
+rapidocr's DetPreProcess (shorter side up to 736, H and W rounded to multiples of 32); mask IoU of
+the probability maps binarised at 0.3, intersections and unions summed over the images. Cosine: of
+all raw outputs concatenated. Calibration (24 random crops/flips of other images, never of an
+evaluation image, `CalibConfig(batch=8)`): YOLO from hubble_deep_field, immunohistochemistry,
+retina, camera, clock, coins and mosaics of the LFW faces; OCR from camera, clock, coins,
+hubble_deep_field, immunohistochemistry, retina, colorwheel and LFW mosaics at 448x448 (no text: every
+skimage image with text is an evaluation image). "best calibrated": every calibrated criterion but
+sensitivity (hundreds of masked passes per model, beyond the time budget) is scored at 0.7x MACs
+without reconstruction, the best (box F1 / mask IoU, ties by cosine) is then re-fitted. MACs at
 1x3x320x320 (YOLO) and 1x3x640x640 (OCR)."""
 
 
