@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from onnxprune.graph.apply import ApplyContext
 from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.masking import mask_dtype, mask_shape, splice_masks
 from onnxprune.inputs import random_inputs
 from onnxprune.runtime import run, session
 
@@ -46,30 +47,17 @@ def masked_model(dg: DependencyGraph, removed_roots: set[int]) -> tuple[onnx.Mod
     """The analysed model with a 0/1 mask at every consumer edge of the removed channels."""
     m = copy.deepcopy(dg.model)
     actx = ApplyContext(m, dg.analysis.roots, removed_roots)
-    nodes = {n.name: n for n in m.graph.node}
-    view = dg.analysis.view
-    new_nodes: dict[str, list[onnx.NodeProto]] = {}
-    count = 0
+    masked = []
     for k, edge in enumerate(dg.analysis.consume_edges):
         keep = actx.keep(edge.track.ids)
         if keep.all():
             continue
-        rank = len(view.shape(edge.tensor) or ())
-        shape = [keep.shape[edge.track.axes.index(a)] if a in edge.track.axes else 1 for a in range(rank)]
-        dtype = view.dtypes.get(edge.tensor, np.dtype(np.float32))
-        mask_name, out_name = f"__oracle_mask_{k}", f"__oracle_masked_{k}"
-        m.graph.initializer.append(numpy_helper.from_array(keep.astype(dtype).reshape(shape), mask_name))
-        new_nodes.setdefault(edge.node, []).append(
-            helper.make_node("Mul", [edge.tensor, mask_name], [out_name], name=f"__oracle_mul_{k}"))
-        nodes[edge.node].input[edge.input_index] = out_name
-        count += 1
-    ordered: list[onnx.NodeProto] = []
-    for n in m.graph.node:
-        ordered.extend(new_nodes.get(n.name, []))
-        ordered.append(n)
-    del m.graph.node[:]
-    m.graph.node.extend(ordered)
-    return m, count
+        name = f"__oracle_mask_{k}"
+        m.graph.initializer.append(numpy_helper.from_array(
+            keep.astype(mask_dtype(dg, edge)).reshape(mask_shape(dg, edge)), name))
+        masked.append((k, edge, name))
+    splice_masks(m, masked, prefix="oracle")
+    return m, len(masked)
 
 
 def relative_error(a: np.ndarray, b: np.ndarray) -> float:

@@ -12,23 +12,14 @@ import copy
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-import onnx
 from onnx import helper
 
 from onnxprune import runtime
 from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.masking import mask_dtype, mask_shape, splice_masks
 from onnxprune.graph.tracks import map_roots
 
 Feed = Mapping[str, np.ndarray]
-
-
-def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001 - odd models: assume float
-        return {}
-    g = inferred.graph
-    return {vi.name: vi.type.tensor_type.elem_type for vi in [*g.value_info, *g.input, *g.output]}
 
 
 class MaskProbe:
@@ -39,29 +30,18 @@ class MaskProbe:
         for g in dg.prunable:
             live.update(int(r) for r in g.slots)
         model = copy.deepcopy(dg.model)
-        elem = _elem_types(model)
-        nodes = {n.name: n for n in model.graph.node}
-        inserted: dict[str, list[onnx.NodeProto]] = {}
         self.masks: list[tuple[str, np.ndarray, tuple[int, ...], np.dtype]] = []  # (input, roots, shape, dtype)
+        masked = []
         for k, e in enumerate(dg.analysis.consume_edges):
             roots = map_roots(dg.analysis.roots, e.track.ids)
             if not live & set(np.unique(roots[roots >= 0]).tolist()):
                 continue
-            rank = len(dg.analysis.view.shape(e.tensor) or ())
-            shape = tuple(roots.shape[e.track.axes.index(a)] if a in e.track.axes else 1 for a in range(rank))
-            etype = elem.get(e.tensor, onnx.TensorProto.FLOAT) or onnx.TensorProto.FLOAT
-            name, out = f"__probe_mask_{k}", f"__probe_masked_{k}"
-            model.graph.input.append(helper.make_tensor_value_info(name, etype, list(shape)))
-            inserted.setdefault(e.node, []).append(helper.make_node("Mul", [e.tensor, name], [out],
-                                                                    name=f"__probe_mul_{k}"))
-            nodes[e.node].input[e.input_index] = out
-            self.masks.append((name, roots, shape, np.dtype(helper.tensor_dtype_to_np_dtype(etype))))
-        ordered: list[onnx.NodeProto] = []
-        for n in model.graph.node:
-            ordered.extend(inserted.get(n.name, []))
-            ordered.append(n)
-        del model.graph.node[:]
-        model.graph.node.extend(ordered)
+            name, shape, dtype = f"__probe_mask_{k}", mask_shape(dg, e), mask_dtype(dg, e)
+            model.graph.input.append(helper.make_tensor_value_info(
+                name, helper.np_dtype_to_tensor_dtype(dtype), list(shape)))
+            masked.append((k, e, name))
+            self.masks.append((name, roots, shape, dtype))
+        splice_masks(model, masked, prefix="probe")
         self.outputs = [o.name for o in model.graph.output]
         self.session = runtime.session(model, optimize=True)
         self.feeds = [dict(f) for f in feeds]
