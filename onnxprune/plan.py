@@ -11,7 +11,6 @@ import numpy as np
 
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.engine import DependencyGraph
-from onnxprune.graph.groups import Group
 from onnxprune.graph.tracks import map_roots
 from onnxprune.scoring.base import Importance
 
@@ -113,7 +112,3 @@ def enforce_min_channels(dg: DependencyGraph, plan: Plan) -> None:
                     plan.removals[gid].remove(i)
                     removed.discard(r)
 
-
-def group_summary(g: Group) -> str:
-    state = "prunable" if g.prunable else ("blocked" if g.blocked else "single channel")
-    return f"group {g.id}: {g.size} channels, {len(g.sources)} sources, {state}"

@@ -63,6 +63,8 @@ class Analysis:
     # such groups can be pruned, but the oracle cannot prove them exact.
     allow_approximate: frozenset[str] = frozenset()
     approximate: dict[int, list[str]] = field(default_factory=dict)
+    # First track given to each (constant, axes): later members of a shared constant couple to it.
+    member_index: dict[tuple[str, tuple[int, ...]], Track] = field(default_factory=dict)
 
     def blocked_roots(self) -> dict[int, list[str]]:
         return _by_root(self.blocked, self.roots)
@@ -190,10 +192,9 @@ class RuleContext:
 
     def member(self, name: str, track: Track, role: str) -> None:
         """A constant parameter sliced along `track` (shared constants get their ids coupled)."""
-        for m in self.state.members:
-            if m.name == name and m.track.axes == track.axes:
-                self.union(m.track.ids, track.ids, reason=f"constant {name} shared")
-                break
+        first = self.state.member_index.setdefault((name, track.axes), track)
+        if first is not track:
+            self.union(first.ids, track.ids, reason=f"constant {name} shared")
         self.state.members.append(ConstMember(name, track, role, self.node.name))
 
     def consume(self, input_index: int, track: Track) -> None:

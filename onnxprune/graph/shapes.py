@@ -29,7 +29,3 @@ def probe_tensors(model: onnx.ModelProto, *, shapes: Mapping[str, tuple[int, ...
     return ({k: tuple(int(d) for d in v.shape) for k, v in values.items()},
             {k: np.asarray(v).dtype for k, v in values.items()})
 
-
-def concrete_shapes(model: onnx.ModelProto, *, shapes: Mapping[str, tuple[int, ...]] | None = None,
-                    seed: int = 0) -> dict[str, tuple[int, ...]]:
-    return probe_tensors(model, shapes=shapes, seed=seed)[0]

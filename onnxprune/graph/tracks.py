@@ -78,11 +78,6 @@ class UnionFind:
             else:
                 self.parent[ra] = rb
 
-    def roots(self, ids: np.ndarray) -> np.ndarray:
-        """Root of every id (untracked positions stay -1)."""
-        flat = ids.reshape(-1)
-        out = np.array([self.find(int(i)) if i >= 0 else UNTRACKED for i in flat], dtype=np.int64)
-        return out.reshape(ids.shape)
 
 
 def root_table(uf: UnionFind) -> np.ndarray:

@@ -109,6 +109,3 @@ class GraphView:
             return tuple(int(d) for d in self.initializers[name].dims)
         return self.shapes.get(name)
 
-    def rank(self, name: str) -> int | None:
-        s = self.shape(name)
-        return None if s is None else len(s)

@@ -7,7 +7,7 @@ pre- and post-conditions, which the manager checks around each call.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 
@@ -87,6 +87,3 @@ def plugin_passes() -> dict[str, type[Pass]]:
         found[ep.name] = obj
     return found
 
-
-def run_passes(model: onnx.ModelProto, passes: Iterable[Pass]) -> PassResult:
-    return PassManager(list(passes))(model)
