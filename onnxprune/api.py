@@ -28,6 +28,7 @@ from onnxprune.passes.reconstruct import reconstruct as refit_layers
 from onnxprune.plan import Plan, enforce_min_channels
 from onnxprune.planner import Budget, PlanChoice, choose_plan
 from onnxprune.progress import ProgressFn, step
+from onnxprune.runtime_profile import RoundTo, resolve_round_to
 from onnxprune.sensitivity import SensitivityResult
 from onnxprune.verify import DEFAULT_RTOL, VerifyResult, verify_pruned
 
@@ -71,7 +72,7 @@ class PruneResult:
         save_model(self.model, path)
 
 
-def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_to: int = 1,
+def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_to: RoundTo = 1,
           plan: Plan | None = None, verify: bool = False, shapes: Shapes | None = None,
           rtol: float = DEFAULT_RTOL, dg: DependencyGraph | None = None,
           calibration: CalibConfig | str | os.PathLike[str] | None = None, allocation: str = "uniform",
@@ -94,12 +95,13 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     target_latency: milliseconds in ONNX Runtime (measured with `latency` options); the MAC target is
     searched (onnxprune.latency_budget). sensitivity: curves (onnxprune.sensitivity, or their JSON
     file) that choose per-group ratios for a MAC/param/latency target (onnxprune.budget).
+    round_to: kept channel counts are multiples of this (at least one channel); "auto": the ONNX
+    Runtime CPU NCHWc block of this machine (onnxprune.runtime_profile: 16 with AVX-512F, 8 with AVX2).
     progress: a callback for long steps (onnxprune.progress); nothing is printed.
     """
     if not 0.0 <= ratio < 1.0:
         raise OnnxPruneError(f"ratio must be in [0, 1), got {ratio}")
-    if round_to < 1:
-        raise OnnxPruneError(f"round-to must be >= 1, got {round_to}")
+    multiple = resolve_round_to(round_to)
     start = time.perf_counter()
     dg = dg or analyse(model, shapes=shapes, approximate=approximate)
     if not dg.prunable:
@@ -113,7 +115,7 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
         budget = Budget(ratio=ratio, target_macs=target_macs, target_params=target_params,
                         target_latency=target_latency, latency=latency, sensitivity=curves,
                         sensitivity_error=sensitivity_error)
-        choice = choose_plan(dg, criterion=criterion, budget=budget, round_to=round_to, allocation=allocation,
+        choice = choose_plan(dg, criterion=criterion, budget=budget, round_to=multiple, allocation=allocation,
                              calibration=calibration, shapes=shapes, progress=progress)
         plan, target = choice.plan, choice.target
     else:

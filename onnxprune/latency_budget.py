@@ -77,7 +77,8 @@ class LatencySearch:
             return head + (" — faster than needed: the next larger MAC budget measured above the target "
                            "(latency moves in steps, or the machine is noisy)")
         return head + (" — target missed: even the smallest MAC budget tried is slower (fixed overhead "
-                       "dominates, or ORT's kernels for these channel counts are slower; try --round-to 8)")
+                       "dominates, or ORT's kernels for these channel counts are slower: keep --round-to auto, "
+                       "or try 8 or 16)")
 
     def to_json(self) -> dict[str, object]:
         return {"target_ms": self.target_ms, "dense_ms": self.dense_ms, "achieved_ms": self.achieved_ms,

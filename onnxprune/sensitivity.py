@@ -42,6 +42,7 @@ from onnxprune.graph.engine import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.plan import n_keep
 from onnxprune.progress import ProgressFn, report
+from onnxprune.runtime_profile import RoundTo, resolve_round_to
 from onnxprune.scoring.calibrated import Calibration
 from onnxprune.scoring.mask_probe import Feed, MaskProbe
 
@@ -295,23 +296,23 @@ def _group_curve(g: Group, order: np.ndarray, counts: list[int], ratios: list[fl
 
 def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
                        ratios: Sequence[float] = DEFAULT_RATIOS, criterion: str = "l2",
-                       samples: int = DEFAULT_SAMPLES, round_to: int = 1, shapes: Shapes | None = None,
+                       samples: int = DEFAULT_SAMPLES, round_to: RoundTo = 1, shapes: Shapes | None = None,
                        labelled: LabelledData | None = None, model_name: str = "",
                        progress: ProgressFn | None = None) -> SensitivityResult:
-    """Measure every prunable group's curve (see the module doc). `dg` from `api.analyse`."""
+    """Measure every prunable group's curve (see the module doc). `dg` from `api.analyse`.
+    round_to: as `api.prune` (an integer, or "auto" for ONNX Runtime's NCHWc block on this CPU)."""
     start = time.perf_counter()
     grid = _check_ratios(ratios)
     if samples < 1:
         raise OnnxPruneError(f"samples must be at least 1, got {samples}")
-    if round_to < 1:
-        raise OnnxPruneError(f"round-to must be >= 1, got {round_to}")
+    multiple = resolve_round_to(round_to)
     if not dg.prunable:
         raise OnnxPruneError("nothing prunable: every channel group is blocked (run `onnxprune inspect`)")
     orders = group_orders(dg, criterion, calibration=calibration, shapes=shapes, progress=progress)
     feeds = held_feeds(dg.model, calibration, samples=samples, shapes=shapes)
     probe = CurveProbe(dg, feeds, labelled=labelled)
     cost = CostModel(dg, shapes=shapes)
-    result = SensitivityResult(model_name, criterion, round_to, grid, sum(_rows(f) for f in feeds), cost.macs,
+    result = SensitivityResult(model_name, criterion, multiple, grid, sum(_rows(f) for f in feeds), cost.macs,
                                cost.params, dense_accuracy=probe.dense_accuracy,
                                accuracy_samples=None if probe.labels is None else int(probe.labels.shape[0]),
                                label_output=probe.label_output,
@@ -320,7 +321,7 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
     total = len(dg.prunable)
     tick("sensitivity", 0, total)
     for i, g in enumerate(dg.prunable):
-        counts = removal_counts(g.size, grid, round_to)
+        counts = removal_counts(g.size, grid, multiple)
         result.curves.append(_group_curve(g, orders[g.id], counts, grid, probe, cost))
         tick("sensitivity", i + 1, total)
     result.seconds = time.perf_counter() - start

@@ -31,3 +31,15 @@ def approximate_option(fn: F) -> F:
     return click.option("--approximate", "approximate", multiple=True, type=click.Choice(APPROXIMATE_KINDS),
                         help="Also prune through ops that cannot be proven exact (layernorm: LayerNorm over "
                              "channels). Those groups are marked approximate and left out of --verify.")(fn)
+
+
+def round_to_option(fn: F) -> F:
+    return click.option("--round-to", "round_to", type=str, default=None, metavar="N|auto",
+                        help="Keep channel counts at multiples of N (1: exact counts). Default: auto — with "
+                             "--for ort, ONNX Runtime's NCHWc block on this CPU (16 with AVX-512F, 8 with "
+                             "AVX2+FMA, else 1); with --for tensorrt, 8.")(fn)
+
+
+def target_option(fn: F) -> F:
+    return click.option("--for", "target", type=click.Choice(["ort", "tensorrt"]), default="ort", show_default=True,
+                        help="Runtime the channel counts are rounded for (see --round-to).")(fn)

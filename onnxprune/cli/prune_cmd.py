@@ -12,7 +12,14 @@ from rich.console import Console
 from onnxprune.allocation import ALLOCATIONS
 from onnxprune.api import prune
 from onnxprune.calibration import CalibConfig, calib_options, echo_calibration_warnings
-from onnxprune.cli.options import approximate_option, model_argument, parsed_shapes, shapes_option
+from onnxprune.cli.options import (
+    approximate_option,
+    model_argument,
+    parsed_shapes,
+    round_to_option,
+    shapes_option,
+    target_option,
+)
 from onnxprune.decisions import group_decisions
 from onnxprune.errors import OnnxPruneError
 from onnxprune.io import check_distinct_paths, load_model
@@ -20,11 +27,11 @@ from onnxprune.latency_budget import LatencyOptions
 from onnxprune.plan import Plan
 from onnxprune.progress import rich_progress
 from onnxprune.report import compare_dict, compare_table
+from onnxprune.runtime_profile import channel_multiple
 from onnxprune.schedule import SCHEDULES, Gate, StepsResult, prune_in_steps
 from onnxprune.scoring.base import criteria
 from onnxprune.sensitivity import DEFAULT_SAMPLES, METRICS, held_feeds, load_labelled
 from onnxprune.stats import model_stats
-from onnxprune.tensorrt.profile import tensorrt_profile
 
 
 def _loop_options(fn: Any) -> Any:
@@ -68,10 +75,8 @@ def _loop_options(fn: Any) -> Any:
 @click.option("--ratio", type=float, default=0.3, show_default=True,
               help="Fraction of each prunable group's channels to remove, in [0, 1).")
 @click.option("--criterion", type=click.Choice(criteria()), default="l2", show_default=True)
-@click.option("--round-to", type=int, default=1, show_default=True,
-              help="Keep channel counts at multiples of N (8/16/32 suit tensor cores).")
-@click.option("--for", "target", type=click.Choice(["ort", "tensorrt"]), default="ort", show_default=True,
-              help="tensorrt: round channel counts to multiples of 8 unless --round-to says otherwise.")
+@round_to_option
+@target_option
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Check the result against the original with the removed channels made dead.")
 @click.option("--plan", "plan_in", type=click.Path(exists=True, dir_okay=False), help="Replay a saved plan.")
@@ -90,28 +95,25 @@ def _loop_options(fn: Any) -> Any:
 @calib_options
 @shapes_option
 @approximate_option
-def command(model: str, output: str, ratio: float, criterion: str, round_to: int, target: str, verify: bool,
+def command(model: str, output: str, ratio: float, criterion: str, round_to: str | None, target: str, verify: bool,
             plan_in: str | None, save_plan: str | None, report_path: str | None, shapes: tuple[str, ...],
             allocation: str, target_macs: float | None, target_params: float | None, calib: CalibConfig,
             approximate: tuple[str, ...], reconstruct: bool | None, **loop: Any) -> None:
     """Remove a fraction of the channels of every prunable group of MODEL."""
     if not 0.0 <= ratio < 1.0:
         raise OnnxPruneError(f"--ratio {ratio} is outside [0, 1)")
-    if round_to < 1:
-        raise OnnxPruneError(f"--round-to {round_to} must be at least 1")
+    multiple = channel_multiple(round_to, target=target)
     if sum(t is not None for t in (target_macs, target_params, loop["target_latency"])) > 1:
         raise OnnxPruneError("give at most one of --target-macs, --target-params and --target-latency")
     if loop["sensitivity"] and not (target_macs or target_params or loop["target_latency"]):
         raise OnnxPruneError("--sensitivity needs a budget: --target-macs, --target-params or --target-latency")
     check_distinct_paths(model, output)
-    if target == "tensorrt" and round_to == 1:
-        round_to = tensorrt_profile().round_to
     shp = parsed_shapes(shapes)
     original = load_model(model)
     steps: StepsResult | None = None
     with echo_calibration_warnings(), rich_progress(enabled=loop["progress"]) as bar:
         kwargs: dict[str, Any] = dict(
-            ratio=ratio, criterion=criterion, round_to=round_to, verify=verify, shapes=shp, calibration=calib,
+            ratio=ratio, criterion=criterion, round_to=multiple.value, verify=verify, shapes=shp, calibration=calib,
             allocation=allocation, target_macs=target_macs, target_params=target_params, approximate=approximate,
             reconstruct=reconstruct, progress=bar, sensitivity=loop["sensitivity"],
             sensitivity_error=loop["sensitivity_error"], target_latency=loop["target_latency"],
@@ -136,6 +138,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: int
     click.echo(f"groups: {len(groups)} found, {len(result.dg.prunable)} prunable, "
                f"{sum(1 for g in groups if g.blocked)} blocked; {result.removed_slots} channel slots removed "
                f"in {result.seconds:.1f}s")
+    click.echo(multiple.describe() if plan_in is None else f"replayed plan (made with round-to {result.plan.round_to})")
     if result.target is not None:
         click.echo(result.target.describe())
     if result.choice is not None and result.choice.latency is not None:
@@ -161,7 +164,9 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: int
         result.plan.save(save_plan)
     if report_path:
         report = {
-            "model": model, "output": output, "ratio": ratio, "criterion": criterion, "round_to": round_to,
+            "model": model, "output": output, "ratio": ratio, "criterion": criterion,
+            "round_to": multiple.value if plan_in is None else result.plan.round_to,
+            "round_to_reason": multiple.reason if plan_in is None else f"replayed plan {plan_in}",
             "allocation": allocation, "target": None if result.target is None else {
                 "metric": result.target.metric, "target": result.target.target,
                 "achieved": result.target.achieved},

@@ -9,11 +9,19 @@ from rich.console import Console
 
 from onnxprune.api import analyse
 from onnxprune.calibration import CalibConfig, calib_options, echo_calibration_warnings
-from onnxprune.cli.options import approximate_option, model_argument, parsed_shapes, shapes_option
+from onnxprune.cli.options import (
+    approximate_option,
+    model_argument,
+    parsed_shapes,
+    round_to_option,
+    shapes_option,
+    target_option,
+)
 from onnxprune.errors import OnnxPruneError
 from onnxprune.io import load_model
 from onnxprune.progress import rich_progress
 from onnxprune.report import sensitivity_table
+from onnxprune.runtime_profile import channel_multiple
 from onnxprune.scoring.base import criteria
 from onnxprune.sensitivity import DEFAULT_RATIOS, DEFAULT_SAMPLES, METRICS, load_labelled, sensitivity_curves
 
@@ -34,8 +42,8 @@ def parse_ratios(text: str) -> list[float]:
               help="Comma-separated ratios of one group's channels to remove, each in (0, 1).")
 @click.option("--criterion", type=click.Choice(criteria()), default="l2", show_default=True,
               help="Which channels of a group go first (lowest score).")
-@click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Remove counts that keep a multiple of N channels (as prune --round-to).")
+@round_to_option
+@target_option
 @click.option("--samples", type=click.IntRange(min=1), default=DEFAULT_SAMPLES, show_default=True,
               help="Calibration samples the errors are measured on.")
 @click.option("--data", default=None, help="Labelled test data for accuracy: .npz with labels under 'y' (or --labels).")
@@ -51,11 +59,12 @@ def parse_ratios(text: str) -> list[float]:
 @calib_options
 @shapes_option
 @approximate_option
-def command(model: str, ratios: str, criterion: str, round_to: int, samples: int, data: str | None,
-            labels: str | None, label_output: str | None, error: str, json_out: str | None, plot: str | None,
+def command(model: str, ratios: str, criterion: str, round_to: str | None, target: str, samples: int,
+            data: str | None, labels: str | None, label_output: str | None, error: str, json_out: str | None, plot: str | None,
             progress: bool, calib: CalibConfig, shapes: tuple[str, ...], approximate: tuple[str, ...]) -> None:
     """Measure, for every prunable group of MODEL alone, the output error at each pruning ratio."""
     grid = parse_ratios(ratios)
+    multiple = channel_multiple(round_to, target=target)
     if plot is not None:
         import importlib.util
 
@@ -67,12 +76,14 @@ def command(model: str, ratios: str, criterion: str, round_to: int, samples: int
         labelled = load_labelled(dg.model, data=data, labels=labels, calibration=calib, samples=samples,
                                  output=label_output, shapes=shp)
         result = sensitivity_curves(dg, calibration=calib, ratios=grid, criterion=criterion, samples=samples,
-                                    round_to=round_to, shapes=shp, labelled=labelled, model_name=model, progress=bar)
+                                    round_to=multiple.value, shapes=shp, labelled=labelled, model_name=model,
+                                    progress=bar)
     Console().print(sensitivity_table(result, error=error, title=f"{Path(model).name}: {error} per group and ratio"))
     acc = "" if result.dense_accuracy is None else \
         f"; dense accuracy {100 * result.dense_accuracy:.2f}% on {result.accuracy_samples} labelled samples"
     click.echo(f"{len(result.curves)} groups x {len(grid)} ratios on {result.samples} calibration samples "
                f"in {result.seconds:.1f}s{acc}")
+    click.echo(multiple.describe())
     if json_out:
         result.save(json_out)
         click.echo(f"curves written to {json_out} (use: onnxprune prune MODEL --sensitivity {json_out} --target-macs F)")

@@ -1,0 +1,136 @@
+"""What `--for ort` means to `prune` and `sensitivity`: channel counts that suit ONNX Runtime on the CPU.
+
+ONNX Runtime's CPU graph optimiser (NchwcTransformer, on at the default optimisation level) moves a
+Conv to MLAS's blocked NCHWc kernels only when its channel counts fit the block:
+
+- group == 1: input channels below the block or a multiple of it (output channels are padded up);
+- grouped and depthwise convs: output channels (and channels per group) a multiple of the block.
+
+Any other Conv stays in NCHW with reorder nodes around it, and a pruned model can end up slower than
+the dense one (benchmarks/README.md). The block is MLAS's `MlasNchwcGetBlockSize()`: 16 on a CPU with
+AVX-512F, 8 with AVX2 and FMA, and no NCHWc kernels otherwise (block 1: nothing to round to).
+
+Keeping fewer channels than the block in a group == 1 layer is allowed by the rule above but buys no
+latency (the output is padded back up to the block), so the rounding is one multiple for every group.
+
+`round_to="auto"` (the CLI default for `--for ort`) means this block on the CPU that runs onnxprune;
+prune for another CPU with an explicit `--round-to N`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from onnxprune.errors import OnnxPruneError
+
+AUTO: Literal["auto"] = "auto"
+TARGETS = ("ort", "tensorrt")
+RoundTo = int | Literal["auto"]
+CPUINFO = Path("/proc/cpuinfo")
+AVX512_BLOCK = 16
+AVX2_BLOCK = 8
+
+
+@dataclass(frozen=True)
+class OrtCpuProfile:
+    """The NCHWc block of the CPU, and where that came from."""
+
+    block: int  # MlasNchwcGetBlockSize(): 16, 8, or 1 (no NCHWc kernels)
+    isa: str  # "avx512f", "avx2+fma" or "none"
+    source: str  # "/proc/cpuinfo", "given flags" or "unknown (no /proc/cpuinfo)"
+
+    @property
+    def round_to(self) -> int:
+        return self.block
+
+    def describe(self) -> str:
+        if self.block == 1:
+            return f"ONNX Runtime CPU: no NCHWc kernels ({self.isa}, from {self.source}): exact channel counts"
+        return f"ONNX Runtime CPU: NCHWc block {self.block} ({self.isa}, from {self.source})"
+
+
+def cpu_flags(cpuinfo: Path | None = None) -> frozenset[str] | None:
+    """The flags of the first CPU listed in /proc/cpuinfo, or None where there is no such file."""
+    try:
+        text = (cpuinfo or CPUINFO).read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def nchwc_block(flags: Iterable[str]) -> tuple[int, str]:
+    """(block, isa) of MLAS's NCHWc kernels for a CPU with these flags."""
+    have = {f.lower() for f in flags}
+    if "avx512f" in have:
+        return AVX512_BLOCK, "avx512f"
+    if {"avx2", "fma"} <= have:
+        return AVX2_BLOCK, "avx2+fma"
+    return 1, "none"
+
+
+def ort_cpu_profile(*, flags: Iterable[str] | None = None, cpuinfo: Path | None = None) -> OrtCpuProfile:
+    """The profile of this machine (from `cpuinfo`, default /proc/cpuinfo), or of a CPU with `flags`."""
+    if flags is not None:
+        return OrtCpuProfile(*nchwc_block(flags), source="given flags")
+    path = cpuinfo or CPUINFO
+    found = cpu_flags(path)
+    if found is None:
+        return OrtCpuProfile(1, "none", f"unknown (no {path})")
+    return OrtCpuProfile(*nchwc_block(found), source=str(path))
+
+
+def parse_round_to(value: str | int) -> RoundTo:
+    """`--round-to` text: a positive integer or "auto"."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise OnnxPruneError(f"--round-to {value!r}: give a positive integer or 'auto'") from None
+    if n < 1:
+        raise OnnxPruneError(f"--round-to {n} must be at least 1")
+    return n
+
+
+def resolve_round_to(round_to: RoundTo | str, *, flags: Iterable[str] | None = None,
+                     cpuinfo: Path | None = None) -> int:
+    """An explicit multiple as it is; "auto": the NCHWc block of this CPU (or of `flags`)."""
+    return channel_multiple(round_to, flags=flags, cpuinfo=cpuinfo).value
+
+
+@dataclass(frozen=True)
+class ChannelMultiple:
+    """The multiple kept channel counts are rounded to, and why."""
+
+    value: int
+    reason: str
+
+    def describe(self) -> str:
+        return f"channel counts rounded to multiples of {self.value}: {self.reason}"
+
+    def to_json(self) -> dict[str, object]:
+        return {"value": self.value, "reason": self.reason}
+
+
+def channel_multiple(round_to: RoundTo | str | None, *, target: str = "ort", flags: Iterable[str] | None = None,
+                     cpuinfo: Path | None = None) -> ChannelMultiple:
+    """`--round-to` (None: not given) for a `--for` target: an explicit N always wins; otherwise
+    TensorRT takes its FP16 multiple and ONNX Runtime the NCHWc block of this CPU."""
+    if target not in TARGETS:
+        raise OnnxPruneError(f"--for {target!r}: choose one of {', '.join(TARGETS)}")
+    if round_to is not None and parse_round_to(round_to) != AUTO:
+        n = int(parse_round_to(round_to))
+        return ChannelMultiple(n, f"--round-to {n}" + (" (exact counts)" if n == 1 else ""))
+    if target == "tensorrt":
+        from onnxprune.tensorrt.profile import tensorrt_profile
+
+        return ChannelMultiple(tensorrt_profile().round_to, "--for tensorrt (FP16 tensor cores)")
+    profile = ort_cpu_profile(flags=flags, cpuinfo=cpuinfo)
+    return ChannelMultiple(profile.block, f"auto, {profile.describe()}")

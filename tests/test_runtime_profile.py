@@ -1,0 +1,156 @@
+"""`--round-to auto`: ONNX Runtime's NCHWc block from the CPU flags (injected here, never this machine's)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+from click.testing import CliRunner
+from graphs import Graph, group_of
+
+from onnxprune import runtime_profile
+from onnxprune.api import analyse, prune
+from onnxprune.cli import main
+from onnxprune.errors import OnnxPruneError
+from onnxprune.runtime_profile import (
+    channel_multiple,
+    cpu_flags,
+    nchwc_block,
+    ort_cpu_profile,
+    resolve_round_to,
+)
+from onnxprune.sensitivity import SensitivityResult, sensitivity_curves
+
+AVX512 = "fpu sse2 avx avx2 fma avx512f avx512bw avx512vl"
+AVX2 = "fpu sse2 avx avx2 fma"
+
+
+def _cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flags: str) -> None:
+    path = tmp_path / "cpuinfo"
+    path.write_text(f"processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    monkeypatch.setattr(runtime_profile, "CPUINFO", path)
+
+
+def _model(path: Path | None = None) -> onnx.ModelProto:
+    """conv(3->32) -> relu -> conv(32->4): one prunable group of 32 channels, feeding a group==1 conv."""
+    g = Graph(opset=17)
+    x = g.input("x", (1, 3, 8, 8))
+    g.output(g.conv(g.relu(g.conv(x, 3, 32, name="c1")), 32, 4, name="c2"))
+    model = g.build()
+    if path is not None:
+        onnx.save(model, str(path))
+    return model
+
+
+def _out_channels(model: onnx.ModelProto, node: str) -> int:
+    conv = next(n for n in model.graph.node if n.name == node)
+    w = next(i for i in model.graph.initializer if i.name == conv.input[1])
+    return int(w.dims[0])
+
+
+@pytest.mark.parametrize("flags, block", [
+    (AVX512.split(), 16),
+    (AVX2.split(), 8),
+    (["avx2"], 1),  # AVX2 without FMA: MLAS has no NCHWc kernels
+    (["AVX512F"], 16),
+    ([], 1),
+])
+def test_block_from_flags(flags: list[str], block: int) -> None:
+    assert nchwc_block(flags)[0] == block
+    assert ort_cpu_profile(flags=flags).round_to == block
+
+
+def test_cpuinfo_parsing_and_missing_file(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: {AVX2}\n")
+    assert cpu_flags(info) == frozenset(AVX2.split())
+    profile = ort_cpu_profile(cpuinfo=info)
+    assert (profile.block, profile.isa, profile.source) == (8, "avx2+fma", str(info))
+    missing = ort_cpu_profile(cpuinfo=tmp_path / "nope")
+    assert missing.block == 1 and "unknown" in missing.source
+
+
+@pytest.mark.parametrize("round_to, target, value", [
+    (None, "ort", 16), ("auto", "ort", 16), ("AUTO", "ort", 16),
+    ("4", "ort", 4), ("1", "ort", 1), (3, "ort", 3),
+    (None, "tensorrt", 8), ("auto", "tensorrt", 8), ("1", "tensorrt", 1), ("32", "tensorrt", 32),
+])
+def test_channel_multiple_explicit_wins(round_to: str | int | None, target: str, value: int) -> None:
+    m = channel_multiple(round_to, target=target, flags=AVX512.split())
+    assert m.value == value
+    assert str(value) in m.describe()
+
+
+@pytest.mark.parametrize("bad", ["0", "-8", "sixteen", "1.5", ""])
+def test_bad_round_to(bad: str) -> None:
+    with pytest.raises(OnnxPruneError, match="--round-to"):
+        channel_multiple(bad, flags=AVX512.split())
+
+
+def test_api_auto_follows_the_cpu_and_default_stays_exact(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    model = _model()
+    dg = analyse(model)
+    assert group_of(dg, "c1").size == 32
+    # ratio 0.4 keeps 20 of 32: 32 at block 16, 24 at block 8, 20 with exact counts.
+    _cpu(monkeypatch, tmp_path, AVX2)
+    assert resolve_round_to("auto") == 8
+    assert _out_channels(prune(model, dg=dg, ratio=0.4, round_to="auto").model, "c1") == 24
+    assert _out_channels(prune(model, dg=dg, ratio=0.4).model, "c1") == 20  # the API default is 1
+    _cpu(monkeypatch, tmp_path, AVX512)
+    res = prune(model, dg=dg, ratio=0.6, round_to="auto", verify=True)
+    assert _out_channels(res.model, "c1") == 16 and res.plan.round_to == 16
+    assert res.verify is not None and res.verify.ok
+    with pytest.raises(OnnxPruneError, match="round-to"):
+        prune(model, dg=dg, ratio=0.4, round_to=0)
+
+
+@pytest.mark.parametrize("flags, args, channels, reported", [
+    (AVX512, [], 32, 16),  # default: auto -> 16; keeping 20 rounds up to 32 (nothing removed)
+    (AVX2, [], 24, 8),
+    ("fpu sse2", [], 20, 1),  # no NCHWc kernels: exact counts
+    (AVX512, ["--round-to", "1"], 20, 1),
+    (AVX512, ["--round-to", "4"], 20, 4),
+    (AVX512, ["--for", "tensorrt"], 24, 8),
+    (AVX2, ["--round-to", "auto"], 24, 8),
+])
+def test_cli_prune_default_is_the_cpu_block(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flags: str,
+                                            args: list[str], channels: int, reported: int) -> None:
+    _cpu(monkeypatch, tmp_path, flags)
+    src, out, rep = tmp_path / "m.onnx", tmp_path / "out.onnx", tmp_path / "r.json"
+    _model(src)
+    r = CliRunner().invoke(main, ["prune", str(src), "-o", str(out), "--ratio", "0.4", "--report", str(rep),
+                                  "--no-progress", *args])
+    assert r.exit_code == 0, r.stderr
+    assert _out_channels(onnx.load(str(out)), "c1") == channels
+    report = json.loads(rep.read_text())
+    assert report["round_to"] == reported and report["plan"]["round_to"] == reported
+    assert f"multiples of {reported}" in r.stdout
+    if not args:
+        assert "auto" in report["round_to_reason"] and "auto" in r.stdout
+
+
+@pytest.mark.parametrize("bad", ["0", "many"])
+def test_cli_bad_round_to_is_one_line(tmp_path: Path, bad: str) -> None:
+    src = tmp_path / "m.onnx"
+    _model(src)
+    r = CliRunner().invoke(main, ["prune", str(src), "-o", str(tmp_path / "o.onnx"), "--round-to", bad])
+    assert r.exit_code == 2
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--round-to" in lines[0], r.stderr
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_sensitivity_rounds_like_prune(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _cpu(monkeypatch, tmp_path, AVX2)
+    src, js = tmp_path / "m.onnx", tmp_path / "s.json"
+    _model(src)
+    r = CliRunner().invoke(main, ["sensitivity", str(src), "--ratios", "0.4", "--calib-samples", "2",
+                                  "--json", str(js), "--no-progress"])
+    assert r.exit_code == 0, r.stderr
+    curves = SensitivityResult.load(js)
+    assert curves.round_to == 8 and "multiples of 8" in r.stdout
+    assert [p.removed for p in curves.curves[0].points] == [8]  # keeps 24, not 20
+    exact = sensitivity_curves(analyse(_model()), ratios=(0.4,), samples=2, round_to=1)
+    assert [p.removed for p in exact.curves[0].points] == [12]
