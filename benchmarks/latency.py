@@ -2,25 +2,35 @@
 
 Part 1 — the physical limit of structured pruning is latency ∝ MACs. Each convolutional model is
 pruned to `--target-macs 0.5` (uniform allocation, l2, no reconstruction: it does not change the
-shapes) with `--round-to` 1, 8 and 16, and the original and pruned models run in ONNX Runtime on the
-CPU as interleaved A/B pairs (`onnxprune.bench.interleaved_latency`, graph optimisation on). The
-speedup (median of per-pair ratios) is compared with the project's target 0.85 × (1 / MACs kept),
-at batch 1 and batch 8 (n/a for a model whose input has a static batch of 1).
+shapes) with `--round-to` 1, 8 and 16 (the one `--round-to auto` picks on this CPU, ONNX Runtime's
+NCHWc block, is marked), and the original and pruned models run in ONNX Runtime on the CPU as
+interleaved A/B pairs (`onnxprune.bench.interleaved_latency`, graph optimisation on). The speedup
+(median of per-pair ratios) is compared with the project's target 0.85 × (1 / MACs kept), at batch 1
+and batch 8 (n/a for a model whose input has a static batch of 1). Two sets of models: the committed
+zoo files and light/real models as they are (the zoo ones run in ~0.1 ms, overhead-bound), and the
+zoo architectures of `models/build_zoo.py` re-exported here at a deploy-size input (224×224 by
+default) with a dynamic batch axis, into a temporary folder. The second set needs torch
+(`pip install -e '.[bench]'`); `--no-deploy` skips it.
 
 Part 2 — budgets: target vs achieved for `target_macs` / `target_params` 0.5 (uniform, global, and
 per-group ratios from sensitivity curves) and for `target_latency` = 0.7 × the dense latency.
 
-    .venv/bin/python benchmarks/latency.py                 # both parts, writes benchmarks/README.md
-    .venv/bin/python benchmarks/latency.py --only resnet_ts --no-write --part speed
+    python benchmarks/latency.py                 # both parts, writes benchmarks/README.md
+    python benchmarks/latency.py --only resnet_ts --only resnet@224 --no-write --part speed
+
+Writing one part keeps the other part's committed table in the README block.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import sys
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,15 +45,20 @@ from onnxprune.api import analyse, prune  # noqa: E402
 from onnxprune.bench import interleaved_latency, latency  # noqa: E402
 from onnxprune.inputs import graph_inputs  # noqa: E402
 from onnxprune.latency_budget import LatencyOptions  # noqa: E402
+from onnxprune.runtime_profile import ort_cpu_profile  # noqa: E402
 from onnxprune.sensitivity import sensitivity_curves  # noqa: E402
 from onnxprune.stats import model_stats  # noqa: E402
 
 BEGIN, END = "<!-- latency:begin -->", "<!-- latency:end -->"
+KEPT = "Kept from the previous run"
 README = ROOT / "benchmarks" / "README.md"
 TARGET_MACS = 0.5
 EFFICIENCY = 0.85  # speedup must reach 0.85 × (1 / MACs kept)
 ROUND_TO = (1, 8, 16)
 BATCHES = (1, 8)
+DEPLOY_ARCHS = ("resnet", "resnext", "mobilenetv2", "mobilenetv3", "efficientnet", "densenet", "inception",
+                "shufflenetv2", "unet", "yolov8")  # the zoo's convolutional architectures that take any input size
+DEPLOY_SIZE = 224
 SPEED_MODELS = ("resnet_ts", "resnext_ts", "mobilenetv2_ts", "efficientnet_ts", "densenet_ts", "inception_ts",
                 "shufflenetv2_ts", "vgg_ts", "unet_ts", "yolov8_ts", "light_squeezenet", "light_inception_v2",
                 "light_resnet50", "light_densenet121", "real_yolov8n")
@@ -81,21 +96,50 @@ def _repeat(model: onnx.ModelProto, batch: int, threads: int, shapes: dict[str, 
 # ------------------------------------------------------------------------------------- part 1
 
 
-def speed_rows(names: list[str], threads: int) -> list[list[str]]:
+def deploy_models(archs: list[str], size: int, folder: Path) -> list[Model]:
+    """The zoo architectures re-exported at size × size with a dynamic batch axis (build_zoo's own
+    models and TorchScript export; needs torch)."""
+    sys.path.insert(0, str(ROOT / "models"))
+    try:
+        import build_zoo  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise SystemExit(f"deploy-size rows need torch ({exc}): run from a venv with the bench extra, "
+                         f"or pass --no-deploy") from None
+    out = []
+    for spec in build_zoo.SPECS:
+        if spec.name not in archs:
+            continue
+        name, shape = next(iter(spec.inputs.items()))
+        deploy = (1, shape[1], size, size)
+        big = dataclasses.replace(spec, inputs={name: deploy}, dynamic_batch=True)
+        path = folder / f"{spec.name}_{size}.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            build_zoo.export_torchscript(big, build_zoo.build_model(big), path)
+        out.append(Model(f"{spec.name}@{size}", path, {name: deploy}))
+    return out
+
+
+def _round_to_cell(rt: int, auto: int) -> str:
+    return f"{rt} (auto)" if rt == auto else str(rt)
+
+
+def speed_rows(models: list[Model], threads: int, round_tos: tuple[int, ...]) -> list[list[str]]:
     rows = []
-    for name in names:
-        m = _model(name)
+    auto = ort_cpu_profile().block
+    for m in models:
+        name = m.name
         dense = analyse(str(m.path), shapes=m.shapes)
         original = onnx.load(str(m.path))
         static = _static_batch(original)
-        for rt in ROUND_TO:
+        for rt in round_tos:
             t0 = time.perf_counter()
             res = prune(original, dg=dense, target_macs=TARGET_MACS, round_to=rt, shapes=m.shapes, verify=False,
                         reconstruct=False)
             secs = time.perf_counter() - t0
             kept = model_stats(res.model, shapes=m.shapes).macs / model_stats(dense.model, shapes=m.shapes).macs
             need = EFFICIENCY / kept
-            cells = [name, str(rt), f"{kept:.3f}", f"{need:.2f}×"]
+            cells = [name, _round_to_cell(rt, auto), f"{kept:.3f}", f"{need:.2f}×"]
             for b in BATCHES:
                 if static is not None and static != b:
                     cells.append(f"n/a (static batch {static})")
@@ -112,12 +156,14 @@ def speed_rows(names: list[str], threads: int) -> list[list[str]]:
     return rows
 
 
-def speed_table(rows: list[list[str]], threads: int) -> str:
+def speed_table(rows: list[list[str]], threads: int, *, lead: str = "") -> str:
     head = ["model", "round-to", "MACs kept", "target speedup", *(f"batch {b}: orig → pruned, speedup" for b in BATCHES),
             "prune s"]
-    lines = [f"ONNX Runtime CPU, {threads} intra-op thread(s), graph optimisation on, interleaved A/B pairs "
+    profile = ort_cpu_profile()
+    lines = [f"{lead}ONNX Runtime CPU, {threads} intra-op thread(s), graph optimisation on, interleaved A/B pairs "
              f"(`interleaved_latency`), `--target-macs {TARGET_MACS}` uniform l2, no reconstruction. "
-             f"Target: speedup ≥ {EFFICIENCY} × (1 / MACs kept).", "",
+             f"Target: speedup ≥ {EFFICIENCY} × (1 / MACs kept). `(auto)` marks the multiple `--round-to auto` "
+             f"(the CLI default) picks here: {profile.describe()}.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
@@ -185,11 +231,35 @@ def budget_table(rows: list[list[str]]) -> str:
 # ------------------------------------------------------------------------------------- README
 
 
-def write_block(text: str, command: str) -> None:
-    """Replace (or append) the latency block of benchmarks/README.md; other blocks are left alone."""
+def _kept_sections(old_block: str, fresh: list[str]) -> list[str]:
+    """`### ` sections of the old block whose heading is not regenerated now, with where they came from
+    (hand-written notes after them are dropped: they described the old run as a whole)."""
+    lines = old_block.splitlines()
+    when = lines[0].strip() if lines else ""
+    command = next((ln.strip() for ln in lines[1:6] if ln.startswith("    ")), "")
+    heads = {f.splitlines()[0] for f in fresh}
+    out = []
+    for part in old_block.split("\n### ")[1:]:
+        head = "### " + part.splitlines()[0]
+        if head in heads:
+            continue
+        body = part.split("\n\nNotes (")[0].rstrip()
+        title, _, rest = body.partition("\n")
+        if not rest.lstrip().startswith(KEPT):  # kept once already: it names its own run
+            rest = f"\n{KEPT} ({when.removeprefix('Measured ').removesuffix(', with')}: `{command}`).\n{rest}"
+        out.append(f"### {title}\n{rest}")
+    return out
+
+
+def write_block(parts: list[str], command: str) -> None:
+    """Replace (or append) the latency block of benchmarks/README.md; other blocks are left alone, and
+    sections of this block that were not re-run are kept."""
     body = README.read_text() if README.exists() else "# Benchmarks\n"
     env = (f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} CPUs, "
+           f"load average at the end {' / '.join(f'{x:.1f}' for x in os.getloadavg())}, "
            f"Python {platform.python_version()}")
+    old = body[body.index(BEGIN) + len(BEGIN): body.index(END)].strip("\n") if BEGIN in body and END in body else ""
+    text = "\n\n".join([*parts, *_kept_sections(old, parts)])
     block = f"{BEGIN}\n{env}, with\n\n    {command}\n\n{text}\n{END}"
     if BEGIN in body and END in body:
         body = body[: body.index(BEGIN)] + block + body[body.index(END) + len(END):]
@@ -198,26 +268,60 @@ def write_block(text: str, command: str) -> None:
     README.write_text(body)
 
 
+def _python() -> str:
+    exe = Path(sys.executable)
+    try:
+        return str(exe.relative_to(ROOT))
+    except ValueError:
+        return str(exe)
+
+
+def _selected(names: tuple[str, ...] | list[str], only: list[str] | None) -> list[str]:
+    return [n for n in names if not only or n in only]
+
+
+def speed_parts(args: argparse.Namespace) -> list[str]:
+    round_tos = tuple(args.round_to or ROUND_TO)
+    rows = speed_rows([_model(n) for n in _selected(SPEED_MODELS, args.only)], args.threads, round_tos)
+    out = ["### Speedup at 0.5× MACs\n\n" + speed_table(rows, args.threads, lead="Committed zoo files (as built: "
+                                                         "64×64 or 32×32 inputs), ONNX light models, real YOLOv8n at "
+                                                         "320. ")]
+    if args.no_deploy:
+        return out
+    archs = [a for a in DEPLOY_ARCHS if not args.only or a in args.only or f"{a}@{args.deploy_size}" in args.only]
+    if not archs:
+        return out
+    with tempfile.TemporaryDirectory(prefix="onnxprune-deploy-") as tmp:
+        models = deploy_models(archs, args.deploy_size, Path(tmp))
+        rows = speed_rows(models, args.threads, round_tos)
+    lead = (f"The zoo architectures of `models/build_zoo.py` (same modules, seeds and TorchScript export) "
+            f"re-exported at {args.deploy_size}×{args.deploy_size} with a dynamic batch axis, into a temporary "
+            f"folder. ")
+    out.append(f"### Speedup at 0.5× MACs, deploy-size inputs ({args.deploy_size}×{args.deploy_size})\n\n"
+               + speed_table(rows, args.threads, lead=lead))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", action="append", help="model name (repeatable)")
+    ap.add_argument("--only", action="append", help="model name, deploy arch or arch@size (repeatable)")
     ap.add_argument("--part", choices=("speed", "budget", "all"), default="all")
     ap.add_argument("--threads", type=int, default=1, help="ORT intra-op threads (default 1: steadier on a shared box)")
+    ap.add_argument("--round-to", type=int, action="append", help=f"round-to columns (repeatable; default {ROUND_TO})")
+    ap.add_argument("--deploy-size", type=int, default=DEPLOY_SIZE, help="input size of the re-exported zoo rows")
+    ap.add_argument("--no-deploy", action="store_true", help="skip the re-exported zoo rows (no torch needed)")
     ap.add_argument("--no-write", action="store_true", help="print only, leave benchmarks/README.md alone")
     args = ap.parse_args()
     parts = []
     if args.part in ("speed", "all"):
-        names = [n for n in SPEED_MODELS if not args.only or n in args.only]
-        parts.append("### Speedup at 0.5× MACs\n\n" + speed_table(speed_rows(names, args.threads), args.threads))
+        parts += speed_parts(args)
     if args.part in ("budget", "all"):
-        names = [n for n in BUDGET_MODELS if not args.only or n in args.only]
-        rows = budget_rows(names)
-        rows += latency_rows([n for n in LATENCY_MODELS if not args.only or n in args.only], args.threads)
+        rows = budget_rows(_selected(BUDGET_MODELS, args.only))
+        rows += latency_rows(_selected(LATENCY_MODELS, args.only), args.threads)
         parts.append("### Budgets: target vs achieved\n\n" + budget_table(rows))
-    text = "\n\n".join(parts)
-    print(text)
+    print("\n\n".join(parts))
     if not args.no_write:
-        write_block(text, ".venv/bin/python benchmarks/latency.py " + " ".join(sys.argv[1:]))
+        write_block(parts, f"{_python()} benchmarks/latency.py " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":
