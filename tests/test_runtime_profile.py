@@ -154,3 +154,16 @@ def test_sensitivity_rounds_like_prune(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert [p.removed for p in curves.curves[0].points] == [8]  # keeps 24, not 20
     exact = sensitivity_curves(analyse(_model()), ratios=(0.4,), samples=2, round_to=1)
     assert [p.removed for p in exact.curves[0].points] == [12]
+
+
+@pytest.mark.parametrize("args, note", [([], True), (["--round-to", "1"], False)])
+def test_cli_says_when_the_multiple_stops_the_budget(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                     args: list[str], note: bool) -> None:
+    _cpu(monkeypatch, tmp_path, AVX512)
+    src, out = tmp_path / "m.onnx", tmp_path / "out.onnx"
+    _model(src)
+    # both convs scale with the 32-channel group: 8 kept = 25 %; multiples of 16 keep at least 16 (50 %)
+    r = CliRunner().invoke(main, ["prune", str(src), "-o", str(out), "--target-macs", "0.25", "--no-progress", *args])
+    assert r.exit_code == 0, r.stderr
+    assert ("note: multiples of 16 cannot shrink" in r.stdout) is note
+    assert ("outside the 3% tolerance" in r.stdout) is note

@@ -40,7 +40,7 @@ def _loop_options(fn: Any) -> Any:
         click.option("--sensitivity", "sensitivity", type=click.Path(dir_okay=False), default=None, metavar="S.json",
                      help="Curves from `onnxprune sensitivity --json`: a --target-* budget is split into per-group "
                           "ratios with the least total error."),
-        click.option("--sensitivity-error", type=click.Choice(METRICS), default="rel_error", show_default=True,
+        click.option("--sensitivity-error", type=click.Choice(METRICS), default=DEFAULT_METRIC, show_default=True,
                      help="Which error of the curves the allocation minimises."),
         click.option("--target-latency", type=click.FloatRange(0.0, min_open=True), default=None, metavar="MS",
                      help="Search the MAC budget until ONNX Runtime latency is about MS milliseconds (within 3 %)."),
@@ -141,6 +141,11 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
     click.echo(multiple.describe() if plan_in is None else f"replayed plan (made with round-to {result.plan.round_to})")
     if result.target is not None:
         click.echo(result.target.describe())
+        if not result.target.ok and result.plan.round_to > 1 and plan_in is None:
+            why = "cannot shrink narrow groups further" if result.target.achieved > result.target.target \
+                else "change the MACs in coarse steps"
+            click.echo(f"note: multiples of {result.plan.round_to} {why}; --round-to 1 lands closer to the budget, "
+                       f"though ONNX Runtime may run odd channel counts slower")
     if result.choice is not None and result.choice.latency is not None:
         click.echo(result.choice.latency.describe())
     if result.choice is not None and result.choice.allocation is not None:
