@@ -29,7 +29,7 @@ from onnxprune.plan import Plan, enforce_min_channels
 from onnxprune.planner import Budget, PlanChoice, choose_plan
 from onnxprune.progress import ProgressFn, step
 from onnxprune.runtime_profile import RoundTo, resolve_round_to
-from onnxprune.sensitivity import SensitivityResult
+from onnxprune.sensitivity import DEFAULT_METRIC, SensitivityResult
 from onnxprune.verify import DEFAULT_RTOL, VerifyResult, verify_pruned
 
 ModelLike = onnx.ModelProto | str | os.PathLike[str]
@@ -80,7 +80,7 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
           approximate: Iterable[str] = (), reconstruct: bool | None = None,
           target_latency: float | None = None, latency: LatencyOptions | None = None,
           sensitivity: SensitivityResult | str | os.PathLike[str] | None = None,
-          sensitivity_error: str = "rel_error", progress: ProgressFn | None = None) -> PruneResult:
+          sensitivity_error: str = DEFAULT_METRIC, progress: ProgressFn | None = None) -> PruneResult:
     """Structured channel pruning. Raises NothingToPruneError if no group can lose a channel.
 
     criterion: l1, l2, bn-scale, random, or a data-driven one (activation, apoz, wanda, flap,

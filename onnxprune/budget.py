@@ -31,7 +31,7 @@ from onnxprune.allocation import MAX_GROUP_RATIO, CostModel, Scores, TargetResul
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.plan import Plan, enforce_min_channels, n_keep
-from onnxprune.sensitivity import METRICS, GroupCurve, SensitivityResult
+from onnxprune.sensitivity import DEFAULT_METRIC, METRICS, GroupCurve, SensitivityResult
 
 Shapes = Mapping[str, tuple[int, ...]]
 
@@ -103,7 +103,7 @@ class SensitivityAllocation:
 
 
 def predicted(sens: SensitivityResult, dg: DependencyGraph, plan: Plan, *,
-              error: str = "rel_error") -> SensitivityAllocation:
+              error: str = DEFAULT_METRIC) -> SensitivityAllocation:
     curves = sens.curves_for(dg)
     counts = {gid: len(idx) for gid, idx in plan.removals.items()}
     return SensitivityAllocation(counts, math.fsum(curves[g].error_at(n, error) for g, n in counts.items()), error)
@@ -135,7 +135,7 @@ class PathPlanner:
 
 
 def sensitivity_plan(dg: DependencyGraph, sens: SensitivityResult, scores: Scores, *, metric: str, target: float,
-                     round_to: int = 1, criterion: str | None = None, error: str = "rel_error",
+                     round_to: int = 1, criterion: str | None = None, error: str = DEFAULT_METRIC,
                      shapes: Shapes | None = None) -> TargetResult:
     """Per-group removal counts from the curves that keep `target` of the `metric` ("macs"/"params")."""
     if metric not in ("macs", "params"):

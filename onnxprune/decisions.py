@@ -70,7 +70,7 @@ def group_decisions(result: PruneResult) -> list[dict[str, Any]]:
     layers = result.reconstruction.layers if result.reconstruction is not None else []
     counts = choice.allocation.counts if choice is not None and choice.allocation is not None else {}
     curves = {c.group: c for c in choice.sensitivity.curves} if choice is not None and choice.sensitivity else {}
-    error = choice.allocation.error if choice is not None and choice.allocation is not None else "rel_error"
+    error = choice.allocation.error if choice is not None and choice.allocation is not None else "channel_error"
     out: list[dict[str, Any]] = []
     for g in dg.groups:
         idx = sorted(plan.removals.get(g.id, []))

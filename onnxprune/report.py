@@ -146,7 +146,7 @@ def print_compare(before: ModelStats, after: ModelStats, *,
     (console or Console()).print(compare_table(before, after, latency_ms=latency_ms, title=title))
 
 
-def sensitivity_table(result: SensitivityResult, *, error: str = "rel_error", title: str | None = None) -> Table:
+def sensitivity_table(result: SensitivityResult, *, error: str = "channel_error", title: str | None = None) -> Table:
     """One row per group: `error` at each ratio (and accuracy when measured), worst groups first."""
     table = Table(title=title or f"sensitivity ({error}{', accuracy' if result.dense_accuracy is not None else ''})")
     table.add_column("group", justify="right")

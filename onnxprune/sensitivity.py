@@ -15,12 +15,16 @@ JSON schema (`SensitivityResult.to_json`, `"schema": "onnxprune.sensitivity/1"`)
      "accuracy_samples": N | null, "dense_accuracy": a | null, "label_output": name | null,
      "macs": M, "params": P (of the dense model), "input_shapes": {name: [dims]}, "seconds": s,
      "groups": [{"id", "sources": [node names], "channels",
-                 "points": [{"ratio", "removed", "rel_error", "cos_error", "accuracy" | null,
-                             "macs_kept", "params_kept"}]}]}
+                 "points": [{"ratio", "removed", "rel_error", "cos_error", "channel_error",
+                             "accuracy" | null, "macs_kept", "params_kept"}]}]}
 
 rel_error = ‖y − y_dense‖ / ‖y_dense‖ and cos_error = 1 − cosine(y, y_dense), each over all held
-samples and averaged over the float outputs; accuracy is a fraction in [0, 1]; macs_kept and
-params_kept are fractions of the dense model's.
+samples and averaged over the float outputs. channel_error (the default for budgets) is the same
+relative error taken per channel of each output (axis 1) and averaged over the channels: an output
+that mixes scales, like YOLOv8's [1, 4 + classes, anchors] (box coordinates in pixels next to class
+probabilities), is otherwise judged by its largest channels alone, and a budget would prune the
+class branch freely. Files written before it existed load with channel_error = rel_error.
+accuracy is a fraction in [0, 1]; macs_kept and params_kept are fractions of the dense model's.
 """
 
 from __future__ import annotations
@@ -49,7 +53,9 @@ from onnxprune.scoring.mask_probe import Feed, MaskProbe
 SCHEMA = "onnxprune.sensitivity/1"
 DEFAULT_RATIOS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_SAMPLES = 64
-METRICS = ("rel_error", "cos_error")
+METRICS = ("channel_error", "rel_error", "cos_error")
+DEFAULT_METRIC = "channel_error"
+NEGLIGIBLE_CHANNEL = 1e-12  # channels with less energy than this share of the output's mean are skipped
 Shapes = Mapping[str, tuple[int, ...]]
 
 
@@ -65,11 +71,12 @@ class CurvePoint:
     accuracy: float | None
     macs_kept: float  # fraction of the dense model's MACs with only this group pruned
     params_kept: float
+    channel_error: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {"ratio": self.ratio, "removed": self.removed, "rel_error": self.rel_error,
-                "cos_error": self.cos_error, "accuracy": self.accuracy, "macs_kept": self.macs_kept,
-                "params_kept": self.params_kept}
+                "cos_error": self.cos_error, "channel_error": self.channel_error, "accuracy": self.accuracy,
+                "macs_kept": self.macs_kept, "params_kept": self.params_kept}
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,7 @@ class GroupCurve:
     channels: int
     points: list[CurvePoint]
 
-    def error_at(self, removed: float, metric: str = "rel_error") -> float:
+    def error_at(self, removed: float, metric: str = DEFAULT_METRIC) -> float:
         """The error when `removed` slots are gone, linear between measured points (0 when none)."""
         xs = [0.0, *(float(p.removed) for p in self.points)]
         ys = [0.0, *(float(getattr(p, metric)) for p in self.points)]
@@ -128,7 +135,8 @@ class SensitivityResult:
                              [CurvePoint(float(p["ratio"]), int(p["removed"]), float(p["rel_error"]),
                                          float(p["cos_error"]),
                                          None if p.get("accuracy") is None else float(p["accuracy"]),
-                                         float(p["macs_kept"]), float(p["params_kept"])) for p in g["points"]])
+                                         float(p["macs_kept"]), float(p["params_kept"]),
+                                         float(p.get("channel_error", p["rel_error"]))) for p in g["points"]])
                   for g in data["groups"]]
         return cls(str(data["model"]), str(data["criterion"]), int(data["round_to"]),
                    [float(r) for r in data["ratios"]], int(data["samples"]), int(data["macs"]),
@@ -237,23 +245,67 @@ class CurveProbe(MaskProbe):
         assert self.labels is not None
         return float(np.mean(np.argmax(logits, axis=1) == self.labels))
 
-    def measure(self, removed: set[int]) -> tuple[float, float, float | None]:
-        """(relative L2 error, 1 − cosine, accuracy or None) with the slots `removed` masked."""
+    def measure(self, removed: set[int]) -> Errors:
+        """The errors (and accuracy) with the slots `removed` masked."""
         self.evaluations += 1
-        acc: dict[str, np.ndarray] = {}  # name -> [Σd², Σref², Σref·got, Σgot²]
+        sums: dict[str, OutputSums] = {}
         for feed, want in zip(self.feeds, self.reference, strict=True):
             got = self._run(feed, removed)
             for name, w in want.items():
-                if w.dtype.kind != "f":
-                    continue
-                a, b = w.astype(np.float64).reshape(-1), got[name].astype(np.float64).reshape(-1)
-                s = acc.setdefault(name, np.zeros(4))
-                s += (float(np.dot(a - b, a - b)), float(np.dot(a, a)), float(np.dot(a, b)), float(np.dot(b, b)))
-        rel = [np.sqrt(s[0]) / max(np.sqrt(s[1]), 1e-12) for s in acc.values()]
-        cos = [1.0 - (s[2] / np.sqrt(s[1] * s[3]) if s[1] > 0 and s[3] > 0 else float(s[1] == s[3]))
-               for s in acc.values()]
+                if w.dtype.kind == "f":
+                    sums.setdefault(name, OutputSums()).add(w, got[name])
         accuracy = self._accuracy(self._logits(removed)) if self.labelled is not None else None
-        return float(np.mean(rel)) if rel else 0.0, float(np.mean(cos)) if cos else 0.0, accuracy
+        if not sums:
+            return Errors(0.0, 0.0, 0.0, accuracy)
+        return Errors(float(np.mean([s.rel_error() for s in sums.values()])),
+                      float(np.mean([s.cos_error() for s in sums.values()])),
+                      float(np.mean([s.channel_error() for s in sums.values()])), accuracy)
+
+
+@dataclass(frozen=True)
+class Errors:
+    rel_error: float
+    cos_error: float
+    channel_error: float
+    accuracy: float | None
+
+
+class OutputSums:
+    """Running sums of one output against its dense reference, whole and per channel (axis 1)."""
+
+    def __init__(self) -> None:
+        self.diff = self.ref = self.dot = self.got = 0.0
+        self.diff_c: np.ndarray | None = None  # Σd² per channel
+        self.ref_c: np.ndarray | None = None  # Σref² per channel
+
+    def add(self, want: np.ndarray, got: np.ndarray) -> None:
+        a, b = want.astype(np.float64), got.astype(np.float64)
+        d = a - b
+        self.diff += float(np.vdot(d, d))
+        self.ref += float(np.vdot(a, a))
+        self.dot += float(np.vdot(a, b))
+        self.got += float(np.vdot(b, b))
+        axes = tuple(i for i in range(a.ndim) if i != 1) if a.ndim >= 2 else tuple(range(a.ndim))
+        dc, rc = np.atleast_1d((d * d).sum(axis=axes)), np.atleast_1d((a * a).sum(axis=axes))
+        self.diff_c = dc if self.diff_c is None else self.diff_c + dc
+        self.ref_c = rc if self.ref_c is None else self.ref_c + rc
+
+    def rel_error(self) -> float:
+        return float(np.sqrt(self.diff) / max(np.sqrt(self.ref), 1e-12))
+
+    def cos_error(self) -> float:
+        if self.ref > 0 and self.got > 0:
+            return float(1.0 - self.dot / np.sqrt(self.ref * self.got))
+        return float(self.ref != self.got)
+
+    def channel_error(self) -> float:
+        """Mean over the channels of ‖d_c‖ / ‖ref_c‖; channels with (almost) no energy are left out."""
+        if self.diff_c is None or self.ref_c is None:
+            return 0.0
+        live = self.ref_c > NEGLIGIBLE_CHANNEL * max(float(self.ref_c.mean()), 1e-300)
+        if not live.any():
+            return self.rel_error()
+        return float(np.mean(np.sqrt(self.diff_c[live] / self.ref_c[live])))
 
 
 # ------------------------------------------------------------------------------------------ curves
@@ -287,9 +339,10 @@ def _group_curve(g: Group, order: np.ndarray, counts: list[int], ratios: list[fl
     for r, n in zip(ratios, counts, strict=True):
         if n not in seen:
             removed = {int(g.slots[i]) for i in order[:n]}
-            rel, cos, accuracy = probe.measure(removed) if n else (0.0, 0.0, probe.dense_accuracy)
+            e = probe.measure(removed) if n else Errors(0.0, 0.0, 0.0, probe.dense_accuracy)
             macs, params = cost.estimate(removed)
-            seen[n] = CurvePoint(r, n, rel, cos, accuracy, macs / max(cost.macs, 1), params / max(cost.params, 1))
+            seen[n] = CurvePoint(r, n, e.rel_error, e.cos_error, e.accuracy, macs / max(cost.macs, 1),
+                                 params / max(cost.params, 1), e.channel_error)
         points.append(replace(seen[n], ratio=r))
     return GroupCurve(g.id, list(g.sources), g.size, points)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.sensitivity import SensitivityResult
+from onnxprune.sensitivity import DEFAULT_METRIC, SensitivityResult
 
 MAX_LEGEND = 12
 
 
-def plot_curves(result: SensitivityResult, path: str | os.PathLike[str], *, error: str = "rel_error") -> None:
+def plot_curves(result: SensitivityResult, path: str | os.PathLike[str], *, error: str = DEFAULT_METRIC) -> None:
     """One line per group: `error` (and accuracy on a second panel when measured) against the ratio."""
     try:
         import matplotlib
@@ -29,7 +29,8 @@ def plot_curves(result: SensitivityResult, path: str | os.PathLike[str], *, erro
         if has_acc:
             axes[0][1].plot(xs, [result.dense_accuracy, *(p.accuracy for p in c.points)], marker=".")
     axes[0][0].set_xlabel("ratio of the group's channels removed (others dense)")
-    axes[0][0].set_ylabel({"rel_error": "relative L2 error of the outputs", "cos_error": "1 - cosine"}.get(error, error))
+    axes[0][0].set_ylabel({"rel_error": "relative L2 error of the outputs", "cos_error": "1 - cosine",
+                             "channel_error": "relative L2 error per output channel (mean)"}.get(error, error))
     axes[0][0].set_title(f"{os.path.basename(result.model) or 'model'}: {result.samples} samples, {result.criterion}")
     axes[0][0].legend(fontsize=7, title=f"largest {min(MAX_LEGEND, len(ranked))} of {len(ranked)}")
     if has_acc:

@@ -15,6 +15,7 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.sensitivity import (
     SCHEMA,
     LabelledData,
+    OutputSums,
     SensitivityResult,
     removal_counts,
     sensitivity_curves,
@@ -52,7 +53,8 @@ def test_curves_cover_every_prunable_group(resnet_curves: SensitivityResult) -> 
         kept = [p.macs_kept for p in c.points]
         assert kept == sorted(kept, reverse=True)
         assert c.error_at(0) == 0.0
-        assert c.error_at(c.points[0].removed) == pytest.approx(c.points[0].rel_error)
+        assert c.error_at(c.points[0].removed) == pytest.approx(c.points[0].channel_error)
+        assert c.error_at(c.points[0].removed, "rel_error") == pytest.approx(c.points[0].rel_error)
     assert resnet_curves.dense_accuracy is None and resnet_curves.samples >= 4
 
 
@@ -62,10 +64,46 @@ def test_json_round_trip_and_schema(resnet_curves: SensitivityResult, tmp_path: 
     data = json.loads(path.read_text())
     assert data["schema"] == SCHEMA
     assert {"id", "sources", "channels", "points"} <= set(data["groups"][0])
-    assert {"ratio", "removed", "rel_error", "cos_error", "accuracy", "macs_kept", "params_kept"} \
-        <= set(data["groups"][0]["points"][0])
+    assert {"ratio", "removed", "rel_error", "cos_error", "channel_error", "accuracy", "macs_kept",
+            "params_kept"} <= set(data["groups"][0]["points"][0])
     again = SensitivityResult.load(path)
     assert again.to_json() == resnet_curves.to_json()
+
+
+def test_files_without_channel_error_load_with_rel_error(resnet_curves: SensitivityResult, tmp_path: Path) -> None:
+    data = resnet_curves.to_json()
+    for g in data["groups"]:
+        for pt in g["points"]:
+            del pt["channel_error"]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    old = SensitivityResult.load(path)
+    pts = [p for c in old.curves for p in c.points]
+    assert pts and all(p.channel_error == p.rel_error for p in pts)
+
+
+def test_channel_error_weighs_every_channel_alike() -> None:
+    """A large-valued channel must not hide a small channel that is destroyed (YOLO boxes vs class scores)."""
+    rng = np.random.default_rng(0)
+    want = np.stack([rng.normal(0, 100.0, (2, 50)), rng.normal(0, 0.1, (2, 50))], axis=1)  # [2, 2, 50]
+    got = want.copy()
+    got[:, 1] = 0.0  # the small channel is gone
+    s = OutputSums()
+    s.add(want, got)
+    assert s.rel_error() < 0.01  # the whole-tensor error barely notices
+    assert s.channel_error() == pytest.approx(0.5)  # channel 0: 0, channel 1: 1
+    assert s.cos_error() < 1e-5
+
+
+def test_channel_error_skips_channels_without_energy() -> None:
+    want = np.zeros((1, 3, 4))
+    want[0, 0] = 1.0
+    got = want.copy()
+    got[0, 0] *= 0.5
+    got[0, 2] = 1e-3  # noise on a channel that is zero in the reference does not divide by zero
+    s = OutputSums()
+    s.add(want, got)
+    assert s.channel_error() == pytest.approx(0.5)
 
 
 def test_curves_refuse_another_model(resnet_curves: SensitivityResult) -> None:

@@ -30,7 +30,7 @@ from onnxprune.report import compare_dict, compare_table
 from onnxprune.runtime_profile import channel_multiple
 from onnxprune.schedule import SCHEDULES, Gate, StepsResult, prune_in_steps
 from onnxprune.scoring.base import criteria
-from onnxprune.sensitivity import DEFAULT_SAMPLES, METRICS, held_feeds, load_labelled
+from onnxprune.sensitivity import DEFAULT_METRIC, DEFAULT_SAMPLES, METRICS, held_feeds, load_labelled
 from onnxprune.stats import model_stats
 
 

@@ -23,7 +23,14 @@ from onnxprune.progress import rich_progress
 from onnxprune.report import sensitivity_table
 from onnxprune.runtime_profile import channel_multiple
 from onnxprune.scoring.base import criteria
-from onnxprune.sensitivity import DEFAULT_RATIOS, DEFAULT_SAMPLES, METRICS, load_labelled, sensitivity_curves
+from onnxprune.sensitivity import (
+    DEFAULT_METRIC,
+    DEFAULT_RATIOS,
+    DEFAULT_SAMPLES,
+    METRICS,
+    load_labelled,
+    sensitivity_curves,
+)
 
 
 def parse_ratios(text: str) -> list[float]:
@@ -50,7 +57,7 @@ def parse_ratios(text: str) -> list[float]:
 @click.option("--labels", default=None,
               help="Class ids (.npy, or key 'y' of a .npz): for --data, or else for the calibration samples in order.")
 @click.option("--label-output", default=None, help="Output scored against the labels (default: first [N, C] output).")
-@click.option("--error", "error", type=click.Choice(METRICS), default="rel_error", show_default=True,
+@click.option("--error", "error", type=click.Choice(METRICS), default=DEFAULT_METRIC, show_default=True,
               help="Error shown in the table and plot.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write the curves as JSON (input of prune --sensitivity).")
