@@ -114,6 +114,9 @@ def test_latency_target_search_structure() -> None:
     assert not search.ok and "target missed" in search.describe()
     assert tight.removed_slots > 0
     assert json.loads(json.dumps(search.to_json()))["steps"]
+    # every step is timed against the dense model, interleaved: its latency is dense / speedup
+    for step in search.steps:
+        assert step.speedup > 0 and step.ms == pytest.approx(search.dense_ms / step.speedup)
 
 
 def test_cli_sensitivity_budget_and_report(curves_file: Path, tmp_path: Path) -> None:
