@@ -125,7 +125,9 @@ def runtime_outputs(model: onnx.ModelProto, *, batch: int) -> None:
 
     from onnxprune.bench import bench_feed
 
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4  # a copy that does not run is an expected answer, not an error to print
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     sess.run(None, bench_feed(model, batch=batch))
 
 
@@ -251,24 +253,30 @@ def latency_rows(names: list[str], threads: int) -> list[list[str]]:
         dense_ms = latency(dg.model, threads=threads, warmup=5, repeat=30, shapes=m.shapes).latency.median_ms
         want = 0.7 * dense_ms
         opts = LatencyOptions(threads=threads, repeat=30)
+        # round_to="auto", as the CLI's --target-latency does with --for ort: at 1, odd channel counts
+        # make ONNX Runtime's latency jump around (not monotonic in MACs) and the search lands far low.
         res = prune(str(m.path), dg=dg, shapes=m.shapes, verify=False, reconstruct=False, target_latency=want,
-                    latency=opts)
+                    latency=opts, round_to="auto")
         assert res.choice is not None and res.choice.latency is not None
         s = res.choice.latency
         err = abs(s.achieved_ms - want) / want
-        rows.append([name, "latency (batch 1)", "uniform", f"{want:.2f} ms (0.7 × {s.dense_ms:.2f})",
+        rows.append([name, "latency (batch 1)", "uniform", f"{want:.2f} ms (0.7 × {dense_ms:.2f})",
                      f"{s.achieved_ms:.2f} ms at {s.chosen.achieved if s.chosen else 1.0:.1%} MACs, "
-                     f"{len(s.steps)} steps", f"{err:.1%}", "yes" if s.within else "no"])
+                     f"{len(s.steps)} steps (the search's own dense reading: {s.dense_ms:.2f} ms)",
+                     f"{err:.1%}", "yes" if s.within else "no"])
         print(" | ".join(rows[-1]), flush=True)
     return rows
 
 
 def budget_table(rows: list[list[str]]) -> str:
     head = ["model", "budget", "allocation", "target", "achieved", "|error| / target", "within 3 %"]
-    lines = ["MACs and params measured with `model_stats` on the pruned model; sensitivity curves at ratios "
+    lines = ["MACs and params (`round_to=1`, the API default) measured with `model_stats` on the pruned model; "
+             "sensitivity curves at ratios "
              "0.2/0.4/0.6/0.8 on 16 samples (digits: its calibration set; others: random inputs). Latency: "
-             "`target_latency` = 0.7 × the dense median, searched over the MAC budget (each step measured "
-             "with 30 runs).", "",
+             "`target_latency` = 0.7 × this script's dense median (30 runs), searched over the MAC budget "
+             "(each step timed against the dense model, 30 interleaved pairs: dense reading / speedup), "
+             "channel multiple `--round-to auto` as the CLI's default. The search's own dense reading, "
+             "taken seconds later, shows how far this host drifts between two runs of one model.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
@@ -297,11 +305,23 @@ def _kept_sections(old_block: str, fresh: list[str]) -> list[str]:
     return out
 
 
+def cpu_model() -> str:
+    """The "model name" of /proc/cpuinfo (hosts change between runs: absolute times are only comparable
+    on the same one), or the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def write_block(parts: list[str], command: str) -> None:
     """Replace (or append) the latency block of benchmarks/README.md; other blocks are left alone, and
     sections of this block that were not re-run are kept."""
     body = README.read_text() if README.exists() else "# Benchmarks\n"
-    env = (f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} CPUs, "
+    env = (f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} ({cpu_model()}), {os.cpu_count()} CPUs, "
            f"load average at the end {' / '.join(f'{x:.1f}' for x in os.getloadavg())}, "
            f"Python {platform.python_version()}")
     old = body[body.index(BEGIN) + len(BEGIN): body.index(END)].strip("\n") if BEGIN in body and END in body else ""
