@@ -46,7 +46,7 @@ from onnxprune.api import analyse, prune  # noqa: E402
 from onnxprune.bench import interleaved_latency, latency  # noqa: E402
 from onnxprune.inputs import graph_inputs  # noqa: E402
 from onnxprune.latency_budget import LatencyOptions  # noqa: E402
-from onnxprune.runtime_profile import ort_cpu_profile  # noqa: E402
+from onnxprune.runtime_profile import cpu_name, ort_cpu_profile  # noqa: E402
 from onnxprune.sensitivity import sensitivity_curves  # noqa: E402
 from onnxprune.stats import model_stats  # noqa: E402
 
@@ -305,23 +305,11 @@ def _kept_sections(old_block: str, fresh: list[str]) -> list[str]:
     return out
 
 
-def cpu_model() -> str:
-    """The "model name" of /proc/cpuinfo (hosts change between runs: absolute times are only comparable
-    on the same one), or the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def write_block(parts: list[str], command: str) -> None:
     """Replace (or append) the latency block of benchmarks/README.md; other blocks are left alone, and
     sections of this block that were not re-run are kept."""
     body = README.read_text() if README.exists() else "# Benchmarks\n"
-    env = (f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} ({cpu_model()}), {os.cpu_count()} CPUs, "
+    env = (f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} ({cpu_name()}), {os.cpu_count()} CPUs, "
            f"load average at the end {' / '.join(f'{x:.1f}' for x in os.getloadavg())}, "
            f"Python {platform.python_version()}")
     old = body[body.index(BEGIN) + len(BEGIN): body.index(END)].strip("\n") if BEGIN in body and END in body else ""

@@ -19,6 +19,7 @@ prune for another CPU with an explicit `--round-to N`.
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,17 +53,30 @@ class OrtCpuProfile:
         return f"ONNX Runtime CPU: NCHWc block {self.block} ({self.isa}, from {self.source})"
 
 
-def cpu_flags(cpuinfo: Path | None = None) -> frozenset[str] | None:
-    """The flags of the first CPU listed in /proc/cpuinfo, or None where there is no such file."""
+def _cpu_field(keys: tuple[str, ...], cpuinfo: Path | None) -> str | None:
+    """The value of the first line of /proc/cpuinfo (the first CPU) whose key is one of `keys`;
+    "" when no line has it, None where there is no such file."""
     try:
         text = (cpuinfo or CPUINFO).read_text()
     except OSError:
         return None
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
+        if key.strip() in keys:
+            return value.strip()
+    return ""
+
+
+def cpu_flags(cpuinfo: Path | None = None) -> frozenset[str] | None:
+    """The flags of the first CPU listed in /proc/cpuinfo, or None where there is no such file."""
+    value = _cpu_field(("flags", "Features"), cpuinfo)
+    return None if value is None else frozenset(value.split())
+
+
+def cpu_name(cpuinfo: Path | None = None) -> str:
+    """The first CPU's model name from /proc/cpuinfo (x86 "model name", ARM "Processor"/"Hardware"),
+    else the platform's processor string."""
+    return _cpu_field(("model name", "Processor", "Hardware"), cpuinfo) or platform.processor() or "unknown CPU"
 
 
 def nchwc_block(flags: Iterable[str]) -> tuple[int, str]:

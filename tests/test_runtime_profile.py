@@ -17,6 +17,7 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.runtime_profile import (
     channel_multiple,
     cpu_flags,
+    cpu_name,
     nchwc_block,
     ort_cpu_profile,
     resolve_round_to,
@@ -70,6 +71,16 @@ def test_cpuinfo_parsing_and_missing_file(tmp_path: Path) -> None:
     assert (profile.block, profile.isa, profile.source) == (8, "avx2+fma", str(info))
     missing = ort_cpu_profile(cpuinfo=tmp_path / "nope")
     assert missing.block == 1 and "unknown" in missing.source
+
+
+def test_cpu_name_from_cpuinfo(tmp_path: Path) -> None:
+    x86, arm = tmp_path / "x86", tmp_path / "arm"
+    x86.write_text(f"processor\t: 0\nmodel name\t: Some CPU @ 2.0GHz\nflags\t\t: {AVX2}\n")
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd\nHardware\t: Jetson Board\n")
+    assert cpu_name(x86) == "Some CPU @ 2.0GHz"
+    assert cpu_name(arm) == "Jetson Board"
+    assert cpu_flags(arm) == frozenset({"fp", "asimd"})
+    assert cpu_name(tmp_path / "nope")  # no file: the platform's string, never empty
 
 
 @pytest.mark.parametrize("round_to, target, value", [

@@ -49,7 +49,8 @@ def _loop_options(fn: Any) -> Any:
         click.option("--latency-threads", type=click.IntRange(min=0), default=0, show_default=True,
                      help="ONNX Runtime intra-op threads for latency (0 = default)."),
         click.option("--latency-repeat", type=click.IntRange(min=1), default=30, show_default=True,
-                     help="Timed runs per latency measurement (median)."),
+                     help="Timed runs per latency measurement (median); in the --target-latency search, "
+                          "pairs interleaved with the dense model."),
         click.option("--measure-latency", is_flag=True,
                      help="Measure the latency before and after (interleaved A/B) and add it to the table."),
         click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True,
