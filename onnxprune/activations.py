@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from onnxprune import runtime
-from onnxprune.calib.layers import LayerGram, linear_rows, make_layer_gram, node_key, target_rows
+from onnxprune.calib.layers import LayerGram, RowWeight, linear_rows, make_layer_gram, node_key, target_rows
 from onnxprune.calib.stats import ChannelStats, GramStats
 from onnxprune.errors import OnnxPruneError
 
@@ -95,12 +95,12 @@ def _weight_shape(model: onnx.ModelProto, node: onnx.NodeProto) -> tuple[int, ..
 
 
 def _gram_layers(model: onnx.ModelProto, nodes: Sequence[str], targets: Mapping[str, str],
-                 max_rows: int | None, seed: int) -> dict[str, LayerGram]:
+                 max_rows: int | None, seed: int, row_weights: Mapping[str, RowWeight]) -> dict[str, LayerGram]:
     layers: dict[str, LayerGram] = {}
     for i, key in enumerate(nodes):
         node = find_node(model, key)
         layers[key] = make_layer_gram(node, _weight_shape(model, node), target=targets.get(key),
-                                      max_rows=max_rows, seed=seed + i)
+                                      max_rows=max_rows, seed=seed + i, row_weight=row_weights.get(key))
     return layers
 
 
@@ -113,21 +113,23 @@ def _check_targets(targets: Mapping[str, str], nodes: Sequence[str]) -> None:
 def collect_stats(model: onnx.ModelProto, batches: Iterable[Feed], *,
                   channels: Mapping[str, int] | Sequence[str] = (), grams: Sequence[str] = (),
                   targets: Mapping[str, str] | None = None, target_model: onnx.ModelProto | None = None,
-                  max_rows: int | None = DEFAULT_MAX_ROWS, seed: int = 0, threads: int = 0) -> ActivationStats:
+                  max_rows: int | None = DEFAULT_MAX_ROWS, seed: int = 0, threads: int = 0,
+                  row_weights: Mapping[str, RowWeight] | None = None) -> ActivationStats:
     """One pass over `batches` accumulating everything requested.
 
     channels: tensor names (axis from `channel_axis_for`) or {tensor: axis}.
-    grams: node keys (name, or first output if unnamed) of Conv/Gemm/MatMul nodes: XᵀX of their
-      data input. targets: {node key: tensor} adds XᵀY with Y's rows aligned to X's (for a Conv, Y is
-      [N, K, Ho, Wo], split per group). The target tensors come from `target_model` run on the same
+    grams: node keys (name, or first output if unnamed) of Conv/ConvTranspose/Gemm/MatMul nodes: XᵀX
+      of their data input. targets: {node key: tensor} adds XᵀY with Y's rows aligned to X's (for a
+      Conv or ConvTranspose, Y is [N, K, Ho, Wo], split per group). The target tensors come from `target_model` run on the same
       feeds (default: `model` itself), e.g. the dense model's layer output for reconstruction.
     max_rows: rows (output positions) kept per batch and layer, sampled with `seed`; None keeps all.
+    row_weights: {node key: f(Y rows) -> row weights} for weighted XᵀX/XᵀY (layers with a target).
     """
     targets = dict(targets or {})
     _check_targets(targets, grams)
     axes = dict(channels) if isinstance(channels, Mapping) else {t: channel_axis_for(model, t) for t in channels}
     result = ActivationStats(channels={t: ChannelStats(axis=a) for t, a in axes.items()},
-                             grams=_gram_layers(model, grams, targets, max_rows, seed))
+                             grams=_gram_layers(model, grams, targets, max_rows, seed, row_weights or {}))
     same = target_model is None
     names = list(dict.fromkeys([*axes, *(g.input for g in result.grams.values()),
                                 *(targets.values() if same else ())]))
@@ -184,7 +186,7 @@ def collect_channel_stats(model: onnx.ModelProto, batches: Iterable[Feed],
 def collect_grams(model: onnx.ModelProto, batches: Iterable[Feed], nodes: Sequence[str], *,
                   targets: Mapping[str, str] | None = None, target_model: onnx.ModelProto | None = None,
                   max_rows: int | None = DEFAULT_MAX_ROWS, seed: int = 0) -> dict[str, LayerGram]:
-    """Input Gram XᵀX (and XᵀY) of Conv/Gemm/MatMul nodes (see `collect_stats`)."""
+    """Input Gram XᵀX (and XᵀY) of Conv/ConvTranspose/Gemm/MatMul nodes (see `collect_stats`)."""
     return collect_stats(model, batches, grams=nodes, targets=targets, target_model=target_model,
                          max_rows=max_rows, seed=seed).grams
 

@@ -108,12 +108,15 @@ class Graph:
         return self.node("Conv", ins, name=name, attrs=attrs)
 
     def conv_transpose(self, x: str, cin: int, cout: int, *, k: int = 2, stride: int = 2, group: int = 1,
-                       name: str | None = None) -> str:
+                       rank: int = 2, bias: bool = True, name: str | None = None,
+                       **attrs: object) -> str:
+        """ConvTranspose (W [cin, cout/group, k...]); other attributes (pads, dilations, output_padding,
+        auto_pad, or strides per axis) as keyword arguments."""
         name = name or self.fresh("convt")
-        w = self.rand(f"{name}.w", (cin, cout // group, k, k), scale=1.0 / np.sqrt(cin * k * k))
-        b = self.rand(f"{name}.b", (cout,), scale=0.1)
-        return self.node("ConvTranspose", [x, w, b], name=name, kernel_shape=[k, k], strides=[stride, stride],
-                         group=group)
+        w = self.rand(f"{name}.w", (cin, cout // group, *([k] * rank)), scale=1.0 / np.sqrt(cin * k**rank))
+        ins = [x, w] + ([self.rand(f"{name}.b", (cout,), scale=0.1)] if bias else [])
+        return self.node("ConvTranspose", ins, name=name,
+                         attrs={"kernel_shape": [k] * rank, "strides": [stride] * rank, "group": group, **attrs})
 
     def bn(self, x: str, c: int, *, name: str | None = None) -> str:
         """BatchNormalization with non-trivial statistics (scale, bias, mean, var all random)."""

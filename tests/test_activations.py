@@ -168,7 +168,7 @@ def test_bad_requests() -> None:
         collect_grams(model, feeds, ["nope"])
     with pytest.raises(OnnxPruneError, match="not produced"):
         collect_channel_stats(model, feeds, ["nope"])
-    with pytest.raises(OnnxPruneError, match="Conv, Gemm or MatMul"):
+    with pytest.raises(OnnxPruneError, match="Conv, ConvTranspose, Gemm or MatMul"):
         collect_grams(model, feeds, ["relu"])
     with pytest.raises(OnnxPruneError, match="no batches"):
         collect_channel_stats(model, [], ["r"])

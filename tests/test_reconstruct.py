@@ -180,16 +180,19 @@ def test_a_fit_that_does_not_help_keeps_the_pruned_weights() -> None:
     assert res.model.SerializeToString() == pruned.SerializeToString()
 
 
-def test_conv_transpose_is_skipped_and_listed() -> None:
+def test_conv_transpose_is_fitted() -> None:
+    """ConvTranspose layers are re-fitted like Conv (geometries: tests/test_reconstruct_convtranspose.py)."""
     g = Graph()
     x = g.input("x", ("N", 3, 4, 4))
     g.output(g.conv_transpose(g.relu(g.conv(x, 3, 8, name="a")), 8, 4, name="up"))
     dg = analyse(g.build())
     removed = _remove(dg, "a", [0, 1, 2])
     pruned = ApplyPlan(dg, removed)(dg.model).model
-    res = reconstruct(pruned, dg=dg, removed_roots=removed, batches=_feeds("x", (4, 3, 4, 4)))
-    assert not res.layers and len(res.skipped) == 1 and "ConvTranspose" in res.skipped[0]
-    assert res.model.SerializeToString() == pruned.SerializeToString()
+    feeds = _feeds("x", (4, 3, 4, 4))
+    res = reconstruct(pruned, dg=dg, removed_roots=removed, batches=feeds)
+    assert [(lf.node, lf.op_type, lf.fitted) for lf in res.layers] == [("up", "ConvTranspose", True)]
+    assert not res.skipped and res.layers[0].rel_error_after < res.layers[0].rel_error_before
+    assert _out_error(res.model, dg.model, feeds) < _out_error(pruned, dg.model, feeds)
 
 
 @pytest.mark.parametrize("propagate", [True, False])

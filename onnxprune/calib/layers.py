@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 
+from onnxprune.calib.convtranspose import TransposeGeometry, padded_input, transpose_geometry, transpose_rows
 from onnxprune.calib.im2col import (
     ConvGeometry,
     conv_geometry,
@@ -19,6 +21,8 @@ from onnxprune.calib.stats import GramStats
 from onnxprune.errors import OnnxPruneError
 
 ROW_CHUNK = 2048  # rows materialised at once inside one batch
+RowWeight = Callable[[np.ndarray], np.ndarray]  # target rows Y [rows, k] -> weights [rows]
+RowMaker = Callable[[np.ndarray, np.ndarray, np.ndarray], list[np.ndarray]]  # (n, h, w) positions -> X per group
 
 
 def node_key(node: onnx.NodeProto) -> str:
@@ -34,8 +38,10 @@ def _attr_i(node: onnx.NodeProto, name: str, default: int = 0) -> int:
 class LayerGram:
     """XᵀX of one layer's data input; for Conv one GramStats per group (columns in W.reshape order).
 
-    Column order: Conv -> (c, i, j) of W[K, C/g, kh, kw] for the group; Gemm/MatMul -> the reduction index.
-    `target` names the tensor whose rows gave XᵀY (None: no XᵀY).
+    Column order: Conv -> (c, i, j) of W[K, C/g, kh, kw] for the group; ConvTranspose -> (c, i, j) of
+    W[C, K/g, kh, kw] with c within the group (onnxprune.calib.convtranspose); Gemm/MatMul -> the reduction index.
+    `target` names the tensor whose rows gave XᵀY (None: no XᵀY). `row_weight` (with a target)
+    weights each row by a function of its full target row, across all groups.
     """
 
     node: str
@@ -43,9 +49,10 @@ class LayerGram:
     input: str
     groups: list[GramStats]
     target: str | None = None
-    geometry: ConvGeometry | None = None
+    geometry: ConvGeometry | TransposeGeometry | None = None
     max_rows: int | None = None
     rng: np.random.Generator = field(default_factory=np.random.default_rng, repr=False)
+    row_weight: RowWeight | None = None
 
     @property
     def gram(self) -> GramStats:
@@ -54,7 +61,9 @@ class LayerGram:
         return self.groups[0]
 
     def update(self, x: np.ndarray, y: np.ndarray | None = None) -> None:
-        if self.geometry is not None:
+        if isinstance(self.geometry, TransposeGeometry):
+            self._update_transpose(x, y, self.geometry)
+        elif self.geometry is not None:
             self._update_conv(x, y, self.geometry)
         else:
             self._update_rows(x, y)
@@ -67,20 +76,42 @@ class LayerGram:
             x, y = x[keep], (y[keep] if y is not None else None)
             weight = total / self.max_rows
         for s in range(0, x.shape[0], ROW_CHUNK):
-            self.groups[0].update(x[s:s + ROW_CHUNK], None if y is None else y[s:s + ROW_CHUNK], weight=weight)
+            ys = None if y is None else y[s:s + ROW_CHUNK]
+            self.groups[0].update(x[s:s + ROW_CHUNK], ys, weight=weight, row_weights=self._row_weights(ys))
 
     def _update_conv(self, x: np.ndarray, y: np.ndarray | None, geo: ConvGeometry) -> None:
         ho, wo = output_hw(x.shape, geo)
-        ni, hi, wi, weight = sample_positions(x.shape[0], ho, wo, self.max_rows, self.rng)
         view = patch_view(x, geo)
+        self._update_positions(x.shape[0], (ho, wo), y, geo.group,
+                               lambda ni, hi, wi: im2col_rows(view, ni, hi, wi, geo.group))
+
+    def _update_transpose(self, x: np.ndarray, y: np.ndarray | None, geo: TransposeGeometry) -> None:
+        hw = (1, x.shape[2]) if x.ndim == 3 else (x.shape[2], x.shape[3])
+        pads = geo.resolve_pads(hw)
+        xp = padded_input(x)
+        self._update_positions(x.shape[0], geo.output_hw(hw), y, geo.group,
+                               lambda ni, hi, wi: transpose_rows(xp, ni, hi, wi, geo, pads))
+
+    def _update_positions(self, n: int, out_hw: tuple[int, int], y: np.ndarray | None, group: int,
+                          make_rows: RowMaker) -> None:
+        """Rows of (sampled) output positions: X per group from `make_rows`, Y from y [N, K, Ho, Wo] or [N, K, L]."""
         y4 = None if y is None else (y[:, :, None, :] if y.ndim == 3 else y)
+        if y4 is not None and (y4.shape[0], *y4.shape[2:]) != (n, *out_hw):
+            raise OnnxPruneError(f"{self.node}: target {self.target!r} has {y4.shape[0]} x {y4.shape[2:]} "
+                                 f"output positions, the layer makes {n} x {out_hw}")
+        ni, hi, wi, weight = sample_positions(n, out_hw[0], out_hw[1], self.max_rows, self.rng)
         for s in range(0, len(ni), ROW_CHUNK):
             sl = slice(s, s + ROW_CHUNK)
-            cols = im2col_rows(view, ni[sl], hi[sl], wi[sl], geo.group)
+            cols = make_rows(ni[sl], hi[sl], wi[sl])
             ys = None if y4 is None else y4[ni[sl], :, hi[sl], wi[sl]]
-            kg = 0 if ys is None else ys.shape[1] // geo.group
+            kg = 0 if ys is None else ys.shape[1] // group
+            rw = self._row_weights(ys)
             for g, xg in enumerate(cols):
-                self.groups[g].update(xg, None if ys is None else ys[:, g * kg:(g + 1) * kg], weight=weight)
+                self.groups[g].update(xg, None if ys is None else ys[:, g * kg:(g + 1) * kg], weight=weight,
+                                      row_weights=rw)
+
+    def _row_weights(self, ys: np.ndarray | None) -> np.ndarray | None:
+        return None if ys is None or self.row_weight is None else self.row_weight(ys)
 
 
 def linear_rows(node: onnx.NodeProto, x: np.ndarray) -> np.ndarray:
@@ -96,7 +127,7 @@ def target_rows(node: onnx.NodeProto, y: np.ndarray) -> np.ndarray:
 
 
 def make_layer_gram(node: onnx.NodeProto, weight_shape: tuple[int, ...] | None, *, target: str | None,
-                    max_rows: int | None, seed: int) -> LayerGram:
+                    max_rows: int | None, seed: int, row_weight: RowWeight | None = None) -> LayerGram:
     rng = np.random.default_rng(seed)
     key = node_key(node)
     if node.op_type == "Conv":
@@ -104,7 +135,13 @@ def make_layer_gram(node: onnx.NodeProto, weight_shape: tuple[int, ...] | None, 
             raise OnnxPruneError(f"Conv {key!r}: weight shape unknown (not an initializer)")
         geo = conv_geometry(node, weight_shape)
         return LayerGram(key, "Conv", node.input[0], [GramStats() for _ in range(geo.group)], target, geo,
-                         max_rows, rng)
+                         max_rows, rng, row_weight)
+    if node.op_type == "ConvTranspose":
+        if weight_shape is None:
+            raise OnnxPruneError(f"ConvTranspose {key!r}: weight shape unknown (not an initializer)")
+        tgeo = transpose_geometry(node, weight_shape)
+        return LayerGram(key, "ConvTranspose", node.input[0], [GramStats() for _ in range(tgeo.group)], target,
+                         tgeo, max_rows, rng, row_weight)
     if node.op_type in ("Gemm", "MatMul"):
-        return LayerGram(key, node.op_type, node.input[0], [GramStats()], target, None, max_rows, rng)
-    raise OnnxPruneError(f"node {key!r}: Gram statistics need a Conv, Gemm or MatMul (got {node.op_type})")
+        return LayerGram(key, node.op_type, node.input[0], [GramStats()], target, None, max_rows, rng, row_weight)
+    raise OnnxPruneError(f"node {key!r}: Gram statistics need a Conv, ConvTranspose, Gemm or MatMul (got {node.op_type})")

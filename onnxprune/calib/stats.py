@@ -75,7 +75,8 @@ class GramStats:
     """Running XᵀX (float64) over rows of X [rows, d], and optionally XᵀY for Y [rows, k].
 
     `rows` counts the rows represented; with subsampling each batch is weighted by
-    total/sampled rows so `xtx` estimates the full sum. `xsum` (Σx), `ysum` (Σy) and `ysq`
+    total/sampled rows so `xtx` estimates the full sum. Optional per-row weights make every sum
+    a weighted one (a weighted least-squares system). `xsum` (Σx), `ysum` (Σy) and `ysq`
     (Σy² per column) complete the system of a fit with a bias column and its residual.
     """
 
@@ -86,24 +87,24 @@ class GramStats:
     ysum: np.ndarray | None = None
     ysq: np.ndarray | None = None
 
-    def update(self, x: np.ndarray, y: np.ndarray | None = None, *, weight: float = 1.0) -> None:
+    def update(self, x: np.ndarray, y: np.ndarray | None = None, *, weight: float = 1.0,
+               row_weights: np.ndarray | None = None) -> None:
+        """Add rows x [rows, d] (and y [rows, k]); each row counts `weight` times `row_weights[i]`."""
         x64 = np.asarray(x, dtype=np.float64)
-        g = x64.T @ x64
-        if weight != 1.0:
-            g *= weight
-        self.xtx = g if self.xtx is None else self.xtx + g
-        xs = x64.sum(axis=0) * weight
+        rw = None if row_weights is None else np.asarray(row_weights, dtype=np.float64) * weight
+        xw = (x64 if weight == 1.0 else x64 * weight) if rw is None else x64 * rw[:, None]
+        self.xtx = xw.T @ x64 if self.xtx is None else self.xtx + xw.T @ x64
+        xs = xw.sum(axis=0)
         self.xsum = xs if self.xsum is None else self.xsum + xs
         if y is not None:
             y64 = np.asarray(y, dtype=np.float64)
-            c = x64.T @ y64
-            if weight != 1.0:
-                c *= weight
+            yw = (y64 if weight == 1.0 else y64 * weight) if rw is None else y64 * rw[:, None]
+            c = xw.T @ y64
             self.xty = c if self.xty is None else self.xty + c
-            ys, yq = y64.sum(axis=0) * weight, np.einsum("ij,ij->j", y64, y64) * weight
+            ys, yq = yw.sum(axis=0), np.einsum("ij,ij->j", yw, y64)
             self.ysum = ys if self.ysum is None else self.ysum + ys
             self.ysq = yq if self.ysq is None else self.ysq + yq
-        self.rows += x64.shape[0] * weight
+        self.rows += float(rw.sum()) if rw is not None else x64.shape[0] * weight
 
     @property
     def hessian(self) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Structured recovery without training: re-fit pruned layers by ridge least squares.
 
-After channels are removed, each affected Conv/Gemm/MatMul gets new weights and bias so that its
-pre-activation output on calibration data matches the dense model's (kept output channels only):
+After channels are removed, each affected Conv/ConvTranspose/Gemm/MatMul gets new weights and bias
+so that its pre-activation output on calibration data matches the dense model's (kept output
+channels only):
 
     min ‖[X_kept, 1]·[W'; b']ᵀ − Y_dense‖² + λ‖W'‖²
 
@@ -30,6 +31,7 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.passes.base import Pass, PassConditionError, PassResult
 from onnxprune.recovery.fidelity import Fidelity, compare_outputs
+from onnxprune.recovery.heads import DEFAULT_FLOOR, SlopeWeight, logit_mask, logit_roots
 from onnxprune.recovery.layers import FitLayer, plan_layers, target_model, waves
 from onnxprune.recovery.solve import ridge_fit, squared_error
 from onnxprune.recovery.targets import DEFAULT_CACHE_BYTES, Targets
@@ -128,13 +130,16 @@ def _gram_bytes(model: onnx.ModelProto, layer: FitLayer) -> int:
     node = next(n for n in model.graph.node if n.name == layer.node)
     w = next(t for t in model.graph.initializer if t.name == node.input[1])
     dims = [int(d) for d in w.dims]
+    group = next((int(a.i) for a in node.attribute if a.name == "group"), 1)
     if layer.op_type == "Conv":
         d = int(np.prod(dims[1:]))
+    elif layer.op_type == "ConvTranspose":  # per group: (C/g)*kh*kw columns
+        d = dims[0] // group * int(np.prod(dims[2:]))
     elif layer.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute):
         d = dims[1]
     else:
         d = dims[0]
-    return 8 * (d + 1) ** 2
+    return 8 * (d + 1) ** 2 * (group if layer.op_type in ("Conv", "ConvTranspose") else 1)
 
 
 def _chunks(model: onnx.ModelProto, wave: list[FitLayer], budget: int) -> Iterator[list[FitLayer]]:
@@ -188,12 +193,27 @@ def _fit_layer(work: onnx.ModelProto, layer: FitLayer, lg: LayerGram, damp: floa
     return report(before, after, True)
 
 
+def head_weights(dg: DependencyGraph, layers: Sequence[FitLayer], *,
+                 floor: float = DEFAULT_FLOOR) -> dict[str, SlopeWeight]:
+    """Row weights for the layers whose (kept) output channels include a final Sigmoid's logits."""
+    roots = logit_roots(dg)
+    nodes = {n.name: n for n in dg.model.graph.node}
+    out: dict[str, SlopeWeight] = {}
+    for layer in layers:
+        mask = logit_mask(dg, nodes[layer.node], roots) if layer.node in nodes else None
+        if mask is not None and layer.out_keep is not None:
+            mask = mask[layer.out_keep]
+        if mask is not None and mask.any():
+            out[layer.node] = SlopeWeight(mask, floor)
+    return out
+
+
 def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: set[int],
                 batches: Calibration, dense: onnx.ModelProto | None = None, damp: float = DEFAULT_DAMP,
                 propagate: bool = True, max_rows: int | None = DEFAULT_MAX_ROWS, seed: int = 0,
                 max_gram_bytes: int = DEFAULT_MAX_GRAM_BYTES, check_outputs: bool = True,
                 shapes: Mapping[str, tuple[int, ...]] | None = None,
-                cache_bytes: int = DEFAULT_CACHE_BYTES) -> ReconstructResult:
+                cache_bytes: int = DEFAULT_CACHE_BYTES, head_floor: float | None = None) -> ReconstructResult:
     """Re-fit the layers of `pruned` (made by ApplyPlan(dg, removed_roots)) to the dense model's outputs.
 
     dense: the reference model with the same node and tensor names (default: `dg.model`, the
@@ -203,6 +223,9 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
     and without reconstruction against the dense model and keep the pruned weights if they got worse.
     shapes: sizes of dynamic input dims for random inputs. cache_bytes: keep the dense targets and
     feeds of one dense pass in memory up to this size (else the dense model runs in every wave).
+    head_floor: opt-in; layers producing a final Sigmoid's logits weight each row by the dense
+    sigmoid's slope plus this floor (onnxprune.recovery.heads, e.g. DEFAULT_FLOOR = 0.01); None
+    (default) fits them unweighted like every other layer.
     """
     start = time.perf_counter()
     dense = dense if dense is not None else dg.model
@@ -218,12 +241,14 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
         return result
     tmodel, targets = target_model(dense, layers, _rank_of(dg, layers))
     source = Targets(tmodel, targets, factory, cache_bytes=cache_bytes)
+    weights = head_weights(dg, layers, floor=head_floor) if head_floor is not None else {}
     stages = waves(layers)
     result.waves = len(stages)
     fits: dict[str, LayerFit] = {}
     for stage in stages:
         for chunk in _chunks(work, stage, max_gram_bytes):
-            st = source.stats(work, [layer.node for layer in chunk], max_rows=max_rows, seed=seed)
+            st = source.stats(work, [layer.node for layer in chunk], max_rows=max_rows, seed=seed,
+                              row_weights={k: w for k, w in weights.items() if any(x.node == k for x in chunk)})
             result.samples = st.samples
             for layer in chunk:
                 fits[layer.node] = _fit_layer(work, layer, st.grams[layer.node], damp)

@@ -1,8 +1,8 @@
 """Which layers of a pruned model to re-fit, in which waves, and which dense tensor each one targets.
 
 A layer is *direct* when its weight lost input channels (a `weight-in` member whose ids meet the
-removed slots). With `propagate`, every Conv/Gemm/MatMul downstream of a direct layer is re-fitted
-too: its input differs from the dense model's once anything upstream changed.
+removed slots). With `propagate`, every Conv/ConvTranspose/Gemm/MatMul downstream of a direct layer
+is re-fitted too: its input differs from the dense model's once anything upstream changed.
 
 Waves: a layer's wave is one more than the highest wave among the re-fitted layers upstream of it,
 so all layers of one wave can be fitted on statistics gathered in one calibration pass.
@@ -17,12 +17,14 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxprune.calib.convtranspose import unsupported_transpose
 from onnxprune.graph.analysis import ROLE_WEIGHT_IN
 from onnxprune.graph.apply import ApplyContext
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.graph.tracks import track_at
 
-FIT_OPS = ("Conv", "Gemm", "MatMul")
+FIT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+CONV_OPS = ("Conv", "ConvTranspose")  # channels on axis 1 of the output
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def output_keep(dg: DependencyGraph, removed_roots: set[int], node: onnx.NodePro
     shape = dg.analysis.view.shape(out)
     if shape is None:
         return None
-    axis = 1 if node.op_type == "Conv" else len(shape) - 1
+    axis = 1 if node.op_type in CONV_OPS else len(shape) - 1
     track = track_at(dg.analysis.layouts.get(out, []), axis)
     if track is None:
         return None
@@ -65,8 +67,6 @@ def output_keep(dg: DependencyGraph, removed_roots: set[int], node: onnx.NodePro
 
 def _unsupported(model: onnx.ModelProto, node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> str | None:
     """Why this node cannot be re-fitted (None if it can)."""
-    if node.op_type == "ConvTranspose":
-        return "ConvTranspose: no patch Gram for transposed convolutions (kept as pruned)"
     if node.op_type not in FIT_OPS:
         return f"{node.op_type}: no least-squares re-fit for this op (kept as pruned)"
     if len(node.input) < 2 or node.input[1] not in inits:
@@ -78,6 +78,8 @@ def _unsupported(model: onnx.ModelProto, node: onnx.NodeProto, inits: dict[str, 
         return f"{node.op_type}: weight is not floating point"
     if node.op_type == "Conv" and len(w.dims) not in (3, 4):
         return "Conv: only 1-D and 2-D convolutions"
+    if node.op_type == "ConvTranspose":
+        return unsupported_transpose(node, [int(d) for d in w.dims])
     if node.op_type in ("Gemm", "MatMul") and len(w.dims) != 2:
         return f"{node.op_type}: weight is not 2-D"
     if node.op_type == "Gemm" and _attr_float(node, "alpha", 1.0) == 0.0:
@@ -125,7 +127,7 @@ def plan_layers(pruned: onnx.ModelProto, dg: DependencyGraph, removed_roots: set
         ins = [x for x in node.input if x]
         in_level = max((level[x] for x in ins if x in level), default=-1)
         is_dirty = any(x in dirty for x in ins[:1]) if node.op_type in FIT_OPS else any(x in dirty for x in ins)
-        wanted = node.name in direct or (propagate and is_dirty and node.op_type in (*FIT_OPS, "ConvTranspose")
+        wanted = node.name in direct or (propagate and is_dirty and node.op_type in FIT_OPS
                                          and len(node.input) > 1 and node.input[1] in inits)
         wave = in_level
         if wanted:
@@ -167,7 +169,7 @@ def target_model(dense: onnx.ModelProto, layers: list[FitLayer],
             targets[layer.node] = layer.output
             continue
         idx_name, out_name = f"__reconstruct_idx{i}", f"__reconstruct_y{i}"
-        axis = 1 if layer.op_type == "Conv" else ranks.get(layer.output, 2) - 1
+        axis = 1 if layer.op_type in CONV_OPS else ranks.get(layer.output, 2) - 1
         idx = np.flatnonzero(layer.out_keep).astype(np.int64)
         m.graph.initializer.append(numpy_helper.from_array(idx, idx_name))
         m.graph.node.append(helper.make_node("Gather", [layer.output, idx_name], [out_name], axis=axis,

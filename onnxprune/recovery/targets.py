@@ -17,6 +17,7 @@ from onnx import helper
 
 from onnxprune import runtime
 from onnxprune.activations import ActivationStats, collect_stats, expose_outputs
+from onnxprune.calib.layers import RowWeight
 
 Feed = Mapping[str, np.ndarray]
 DEFAULT_CACHE_BYTES = 256 << 20
@@ -68,11 +69,12 @@ class Targets:
         return m
 
     def stats(self, work: onnx.ModelProto, keys: Sequence[str], *, max_rows: int | None,
-              seed: int) -> ActivationStats:
+              seed: int, row_weights: Mapping[str, RowWeight] | None = None) -> ActivationStats:
         if self.cache is None:
             return collect_stats(work, self.factory(), grams=keys, targets={k: self.targets[k] for k in keys},
-                                 target_model=self.tmodel, max_rows=max_rows, seed=seed)
+                                 target_model=self.tmodel, max_rows=max_rows, seed=seed, row_weights=row_weights)
         cache = self.cache
         batches = ({**feed, **vals} for feed, vals in cache)
         return collect_stats(self._augmented(work), batches, grams=keys,
-                             targets={k: self.alias[self.targets[k]] for k in keys}, max_rows=max_rows, seed=seed)
+                             targets={k: self.alias[self.targets[k]] for k in keys}, max_rows=max_rows, seed=seed,
+                             row_weights=row_weights)

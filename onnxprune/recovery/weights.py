@@ -1,8 +1,9 @@
 """A layer's effective weight and bias as per-group matrices, and writing re-fitted values back.
 
 The effective form is what the Gram columns describe: for group g, `y = x @ W_g.T + b_g` with
-W_g [K/g, d] (Conv: `W[g*K/g:(g+1)*K/g].reshape(K/g, -1)`; Gemm: alpha * B (transposed unless
-transB); MatMul: Bᵀ) and b_g the bias (Gemm: beta * C; MatMul: none).
+W_g [K/g, d] (Conv: `W[g*K/g:(g+1)*K/g].reshape(K/g, -1)`; ConvTranspose, W [C, K/g, kh, kw]:
+`W[g*C/g:(g+1)*C/g].swapaxes(0, 1).reshape(K/g, -1)`; Gemm: alpha * B (transposed unless transB);
+MatMul: Bᵀ) and b_g the bias (Gemm: beta * C; MatMul: none).
 """
 
 from __future__ import annotations
@@ -36,20 +37,36 @@ def _inits(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
     return {t.name: t for t in model.graph.initializer}
 
 
+def _conv_groups(w: np.ndarray, group: int, transpose: bool) -> list[np.ndarray]:
+    """Per group [K/g, d]: Conv W [K, C/g, ...] split on axis 0; ConvTranspose W [C, K/g, ...] split on
+    axis 0 and transposed to (K/g, C/g, ...)."""
+    if not transpose:
+        return list(w.reshape(w.shape[0], -1).reshape(group, w.shape[0] // group, -1))
+    cg = w.shape[0] // group
+    return [w[g * cg:(g + 1) * cg].swapaxes(0, 1).reshape(w.shape[1], -1) for g in range(group)]
+
+
+def _conv_weight(mats: list[np.ndarray], shape: tuple[int, ...], transpose: bool) -> np.ndarray:
+    """Inverse of `_conv_groups`: the [K, C/g, ...] (Conv) or [C, K/g, ...] (ConvTranspose) weight."""
+    if not transpose:
+        return np.concatenate(mats, axis=0).reshape(shape)
+    cg = shape[0] // len(mats)
+    return np.concatenate([m.reshape(shape[1], cg, *shape[2:]).swapaxes(0, 1) for m in mats], axis=0)
+
+
 def read_layer(model: onnx.ModelProto, node: onnx.NodeProto, bias_add: tuple[onnx.NodeProto, int] | None = None,
                ) -> LayerWeights:
     """bias_add: for a MatMul, the Add (and its constant's input index) holding the bias."""
     inits = _inits(model)
     w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
     bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
-    if node.op_type == "Conv":
-        k = w.shape[0]
+    if node.op_type in ("Conv", "ConvTranspose"):
         group = int(_attr(node, "group", 1))
+        mats = _conv_groups(w, group, node.op_type == "ConvTranspose")
+        k = sum(m.shape[0] for m in mats)
         b = numpy_helper.to_array(inits[bias_name]).astype(np.float64) if bias_name else np.zeros(k)
         kg = k // group
-        mat = w.reshape(k, -1)
-        return LayerWeights([mat[g * kg:(g + 1) * kg] for g in range(group)],
-                            [b[g * kg:(g + 1) * kg] for g in range(group)], True)
+        return LayerWeights(mats, [b[g * kg:(g + 1) * kg] for g in range(group)], True)
     if node.op_type == "Gemm":
         mat = w if _attr(node, "transB", 0) else w.T
         mat = mat * _attr(node, "alpha", 1.0)
@@ -93,8 +110,8 @@ def write_layer(model: onnx.ModelProto, node: onnx.NodeProto, lw: LayerWeights,
     wt = inits[node.input[1]]
     dtype = helper.tensor_dtype_to_np_dtype(wt.data_type)
     shape = tuple(int(d) for d in wt.dims)
-    if node.op_type == "Conv":
-        w = np.concatenate(lw.weights, axis=0).reshape(shape)
+    if node.op_type in ("Conv", "ConvTranspose"):
+        w = _conv_weight(lw.weights, shape, node.op_type == "ConvTranspose")
         _set_const(model, node, 1, w.astype(dtype), suffix="_W")
         if lw.has_bias:
             _set_const(model, node, 2, np.concatenate(lw.biases).astype(dtype), suffix="_B")
