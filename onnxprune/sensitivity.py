@@ -112,13 +112,14 @@ class SensitivityResult:
     label_output: str | None = None
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     seconds: float = 0.0
+    fill: str = "zero"  # what a masked channel read while measuring (scoring.mask_probe)
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "model": self.model, "criterion": self.criterion, "round_to": self.round_to,
                 "ratios": self.ratios, "samples": self.samples, "accuracy_samples": self.accuracy_samples,
                 "dense_accuracy": self.dense_accuracy, "label_output": self.label_output, "macs": self.macs,
                 "params": self.params, "input_shapes": self.input_shapes, "seconds": self.seconds,
-                "groups": [c.to_json() for c in self.curves]}
+                "fill": self.fill, "groups": [c.to_json() for c in self.curves]}
 
     def save(self, path: str | os.PathLike[str]) -> None:
         try:
@@ -141,7 +142,8 @@ class SensitivityResult:
         return cls(str(data["model"]), str(data["criterion"]), int(data["round_to"]),
                    [float(r) for r in data["ratios"]], int(data["samples"]), int(data["macs"]),
                    int(data["params"]), curves, data.get("dense_accuracy"), data.get("accuracy_samples"),
-                   data.get("label_output"), dict(data.get("input_shapes") or {}), float(data.get("seconds", 0.0)))
+                   data.get("label_output"), dict(data.get("input_shapes") or {}), float(data.get("seconds", 0.0)),
+                   str(data.get("fill", "zero")))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SensitivityResult:
@@ -217,8 +219,9 @@ def _class_ids(labels: np.ndarray, rows: int, classes: int) -> np.ndarray:
 class CurveProbe(MaskProbe):
     """A MaskProbe that reports relative L2 error, 1 − cosine and, with labelled data, accuracy."""
 
-    def __init__(self, dg: DependencyGraph, feeds: Iterable[Feed], *, labelled: LabelledData | None = None) -> None:
-        super().__init__(dg, feeds)
+    def __init__(self, dg: DependencyGraph, feeds: Iterable[Feed], *, labelled: LabelledData | None = None,
+                 fill: str = "zero") -> None:
+        super().__init__(dg, feeds, fill=fill)
         self.labelled = labelled
         self.label_output: str | None = None
         self.labels: np.ndarray | None = None
@@ -351,9 +354,10 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
                        ratios: Sequence[float] = DEFAULT_RATIOS, criterion: str = "l2",
                        samples: int = DEFAULT_SAMPLES, round_to: RoundTo = 1, shapes: Shapes | None = None,
                        labelled: LabelledData | None = None, model_name: str = "",
-                       progress: ProgressFn | None = None) -> SensitivityResult:
+                       progress: ProgressFn | None = None, fill: str = "zero") -> SensitivityResult:
     """Measure every prunable group's curve (see the module doc). `dg` from `api.analyse`.
-    round_to: as `api.prune` (an integer, or "auto" for ONNX Runtime's NCHWc block on this CPU)."""
+    round_to: as `api.prune` (an integer, or "auto" for ONNX Runtime's NCHWc block on this CPU).
+    fill: what masked channels read, "zero" or their calibration "mean" (scoring.mask_probe)."""
     start = time.perf_counter()
     grid = _check_ratios(ratios)
     if samples < 1:
@@ -363,13 +367,13 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
         raise OnnxPruneError("nothing prunable: every channel group is blocked (run `onnxprune inspect`)")
     orders = group_orders(dg, criterion, calibration=calibration, shapes=shapes, progress=progress)
     feeds = held_feeds(dg.model, calibration, samples=samples, shapes=shapes)
-    probe = CurveProbe(dg, feeds, labelled=labelled)
+    probe = CurveProbe(dg, feeds, labelled=labelled, fill=fill)
     cost = CostModel(dg, shapes=shapes)
     result = SensitivityResult(model_name, criterion, multiple, grid, sum(_rows(f) for f in feeds), cost.macs,
                                cost.params, dense_accuracy=probe.dense_accuracy,
                                accuracy_samples=None if probe.labels is None else int(probe.labels.shape[0]),
                                label_output=probe.label_output,
-                               input_shapes={k: list(v.shape) for k, v in feeds[0].items()})
+                               input_shapes={k: list(v.shape) for k, v in feeds[0].items()}, fill=fill)
     tick = report(progress)
     total = len(dg.prunable)
     tick("sensitivity", 0, total)

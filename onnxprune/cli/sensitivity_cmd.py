@@ -23,6 +23,7 @@ from onnxprune.progress import rich_progress
 from onnxprune.report import sensitivity_table
 from onnxprune.runtime_profile import channel_multiple
 from onnxprune.scoring.base import criteria
+from onnxprune.scoring.mask_probe import FILLS
 from onnxprune.sensitivity import (
     DEFAULT_METRIC,
     DEFAULT_RATIOS,
@@ -62,13 +63,16 @@ def parse_ratios(text: str) -> list[float]:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write the curves as JSON (input of prune --sensitivity).")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write a PNG of the curves (matplotlib).")
+@click.option("--fill", type=click.Choice(FILLS), default="zero", show_default=True,
+              help="What a masked channel reads while measuring: 0, or its mean on the calibration samples "
+                   "(the error left once its mean is folded into the next bias, as reconstruction does).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
 @calib_options
 @shapes_option
 @approximate_option
 def command(model: str, ratios: str, criterion: str, round_to: str | None, target: str, samples: int,
             data: str | None, labels: str | None, label_output: str | None, error: str, json_out: str | None, plot: str | None,
-            progress: bool, calib: CalibConfig, shapes: tuple[str, ...], approximate: tuple[str, ...]) -> None:
+            fill: str, progress: bool, calib: CalibConfig, shapes: tuple[str, ...], approximate: tuple[str, ...]) -> None:
     """Measure, for every prunable group of MODEL alone, the output error at each pruning ratio."""
     grid = parse_ratios(ratios)
     multiple = channel_multiple(round_to, target=target)
@@ -84,7 +88,7 @@ def command(model: str, ratios: str, criterion: str, round_to: str | None, targe
                                  output=label_output, shapes=shp)
         result = sensitivity_curves(dg, calibration=calib, ratios=grid, criterion=criterion, samples=samples,
                                     round_to=multiple.value, shapes=shp, labelled=labelled, model_name=model,
-                                    progress=bar)
+                                    progress=bar, fill=fill)
     Console().print(sensitivity_table(result, error=error, title=f"{Path(model).name}: {error} per group and ratio"))
     acc = "" if result.dense_accuracy is None else \
         f"; dense accuracy {100 * result.dense_accuracy:.2f}% on {result.accuracy_samples} labelled samples"
