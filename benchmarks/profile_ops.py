@@ -29,8 +29,9 @@ from onnxprune.stats import model_stats
 CONV_KERNELS = frozenset({"Conv", "FusedConv", "NchwcConv"})
 
 
-def kernel_times(path: Path, feed: dict[str, np.ndarray], runs: int, folder: Path) -> Counter[str]:
-    """Mean microseconds per run, per op type, from ORT's profile."""
+def kernel_times(path: Path, feed: dict[str, np.ndarray], runs: int, folder: Path,
+                 ) -> tuple[Counter[str], Counter[str]]:
+    """Mean microseconds per run from ORT's profile: per op type, and per Conv kernel node."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.enable_profiling = True
@@ -41,10 +42,13 @@ def kernel_times(path: Path, feed: dict[str, np.ndarray], runs: int, folder: Pat
         sess.run(None, feed)
     events = json.loads(Path(sess.end_profiling()).read_text())
     out: Counter[str] = Counter()
+    nodes: Counter[str] = Counter()
     for e in events:
         if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
             out[e["args"]["op_name"]] += e["dur"] / runs
-    return out
+            if e["args"]["op_name"] in CONV_KERNELS:
+                nodes[str(e["name"]).removesuffix("_kernel_time")] += e["dur"] / runs
+    return out, nodes
 
 
 def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
@@ -60,6 +64,7 @@ def main() -> None:
     ap.add_argument("--shape", required=True, help="input NAME:DIMS, e.g. images:1x3x320x320")
     ap.add_argument("--target-macs", type=float, default=0.5)
     ap.add_argument("--runs", type=int, default=150)
+    ap.add_argument("--nodes", type=int, default=0, help="also list the N slowest dense Conv kernels")
     args = ap.parse_args()
     name, shape = parse_shape(args.shape)
     shapes = {name: shape}
@@ -71,7 +76,8 @@ def main() -> None:
         pruned = folder / "pruned.onnx"
         onnx.save(res.model, str(pruned))
         kept = model_stats(res.model, shapes=shapes).macs / model_stats(onnx.load(str(args.model)), shapes=shapes).macs
-        dense, small = kernel_times(args.model, feed, args.runs, folder), kernel_times(pruned, feed, args.runs, folder)
+        (dense, dnodes), (small, pnodes) = (kernel_times(args.model, feed, args.runs, folder),
+                                            kernel_times(pruned, feed, args.runs, folder))
     td, tp = sum(dense.values()), sum(small.values())
     cd = sum(v for k, v in dense.items() if k in CONV_KERNELS)
     cp = sum(v for k, v in small.items() if k in CONV_KERNELS)
@@ -85,6 +91,11 @@ def main() -> None:
     for op in sorted(set(dense) | set(small), key=lambda k: -dense.get(k, 0.0))[:12]:
         d, p = dense.get(op, 0.0), small.get(op, 0.0)
         print(f"  {op:20s} {d:8.0f} {p:8.0f}  {d / p if p else float('inf'):.2f}")
+    if args.nodes:
+        print("  Conv kernels (dense us, pruned us, speedup; '-': the pruned model runs it under another name)")
+    for node, d in dnodes.most_common(args.nodes):
+        p = pnodes.get(node)
+        print(f"  {node[:60]:60s} {d:7.0f} " + (f"{p:7.0f}  {d / p:.2f}" if p else "      -"))
     sys.stdout.flush()
 
 
