@@ -21,3 +21,16 @@ def test_accuracy_benchmark_quick() -> None:
     assert "| 2:4 | magnitude |" in out
     assert "Traceback" not in proc.stderr
     assert (readme.read_text() if readme.exists() else None) == before
+
+
+def test_profile_ops_compares_kernel_times() -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "profile_ops.py"),
+                           str(ROOT / "models" / "zoo" / "resnet_ts.onnx"), "--shape", "input:1x3x64x64",
+                           "--runs", "3", "--nodes", "2"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    kept = float(lines[0].split("MACs kept ")[1].split(";")[0])
+    assert 0.3 < kept < 0.9  # resnet_ts at --round-to auto (16): 0.748 on AVX-512 hosts
+    assert any(line.strip().startswith("conv ") for line in lines)
+    assert any("ceiling" in line for line in lines)
+    assert "Conv kernels" in proc.stdout
