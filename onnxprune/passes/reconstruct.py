@@ -248,7 +248,7 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
     for stage in stages:
         for chunk in _chunks(work, stage, max_gram_bytes):
             st = source.stats(work, [layer.node for layer in chunk], max_rows=max_rows, seed=seed,
-                              row_weights={k: w for k, w in weights.items() if any(x.node == k for x in chunk)})
+                              row_weights={x.node: weights[x.node] for x in chunk if x.node in weights})
             result.samples = st.samples
             for layer in chunk:
                 fits[layer.node] = _fit_layer(work, layer, st.grams[layer.node], damp)
