@@ -12,7 +12,7 @@ Nodes are named after their first output, so a test refers to a source by the te
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxprune.api import PruneResult, analyse, prune
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.graph.groups import Group
+from onnxprune.graph.tracks import map_roots
 from onnxprune.inputs import random_inputs
 from onnxprune.plan import Plan
 from onnxprune.runtime import run, session
@@ -203,6 +204,18 @@ def attr(model: onnx.ModelProto, node: str, name: str) -> object:
 
 def init(model: onnx.ModelProto, name: str) -> np.ndarray:
     return numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == name))
+
+
+def set_init(model: onnx.ModelProto, name: str, fn: Callable[[np.ndarray], np.ndarray]) -> None:
+    """Replace initializer `name` by fn(its value), as float32."""
+    t = next(t for t in model.graph.initializer if t.name == name)
+    t.CopyFrom(numpy_helper.from_array(fn(numpy_helper.to_array(t).copy()).astype(np.float32), name))
+
+
+def source_roots(dg: DependencyGraph, source: str, channels: Sequence[int]) -> set[int]:
+    """Removed roots (slots) for output channels of `source`; coupled channels go with them."""
+    src = next(s for s in dg.analysis.sources if s.node == source)
+    return {int(r) for r in map_roots(dg.analysis.roots, src.ids[list(channels)])}
 
 
 def node_const(model: onnx.ModelProto, node: str, index: int) -> np.ndarray:

@@ -8,14 +8,13 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from graphs import Graph
+from graphs import Graph, source_roots
 from onnx import numpy_helper
 
 from onnxprune.api import analyse
 from onnxprune.cli import main
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.engine import DependencyGraph
-from onnxprune.graph.tracks import map_roots
 from onnxprune.scoring.mask_probe import MaskProbe
 from onnxprune.sensitivity import SensitivityResult, sensitivity_curves
 
@@ -45,20 +44,15 @@ def _feeds(n: int = 3) -> list[dict[str, np.ndarray]]:
     return [{"x": rng.standard_normal((4, 3, 6, 6)).astype(np.float32)} for _ in range(n)]
 
 
-def _slot(dg: DependencyGraph, channel: int) -> set[int]:
-    src = next(s for s in dg.analysis.sources if s.node == "c1")
-    return {int(map_roots(dg.analysis.roots, src.ids[[channel]])[0])}
-
-
 def test_a_near_constant_channel_costs_little_with_mean_fill() -> None:
     dg = _dg()
     zero, mean = MaskProbe(dg, _feeds()), MaskProbe(dg, _feeds(), fill="mean")
     assert zero.error(set()) == 0.0 and mean.error(set()) == 0.0
-    offset = _slot(dg, 5)
+    offset = source_roots(dg, "c1", [5])
     assert zero.error(offset) > 0.1  # zero fill charges the channel for its offset of 4
     assert mean.error(offset) < 0.02 * zero.error(offset)  # only its tiny fluctuation is lost
     # An ordinary channel: the mean fill never does worse than the zero fill on the data it averaged.
-    other = _slot(dg, 0)
+    other = source_roots(dg, "c1", [0])
     assert mean.error(other) <= zero.error(other) + 1e-12
 
 
@@ -68,7 +62,7 @@ def test_mean_fill_is_exact_for_a_constant_channel() -> None:
     arr = numpy_helper.to_array(w).copy()
     arr[5] = 0.0
     w.CopyFrom(numpy_helper.from_array(arr, "c1.w"))
-    assert MaskProbe(dg, _feeds(), fill="mean").error(_slot(dg, 5)) < 1e-6
+    assert MaskProbe(dg, _feeds(), fill="mean").error(source_roots(dg, "c1", [5])) < 1e-6
 
 
 @pytest.mark.filterwarnings("ignore::onnxprune.calib.batching.CalibrationWarning")

@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import onnx
 import pytest
-from graphs import Graph, get_node
+from graphs import Graph, get_node, set_init, source_roots
 from onnx import numpy_helper
 
 from onnxprune.api import analyse
 from onnxprune.graph.engine import DependencyGraph
-from onnxprune.graph.tracks import map_roots
 from onnxprune.passes.prune import ApplyPlan
 from onnxprune.passes.reconstruct import ReconstructPass, reconstruct
 from onnxprune.plan import Plan
 from onnxprune.recovery.layers import plan_layers, waves
 from onnxprune.runtime import run
-
-
-def _set(model: onnx.ModelProto, name: str, fn: Callable[[np.ndarray], np.ndarray]) -> None:
-    t = next(t for t in model.graph.initializer if t.name == name)
-    t.CopyFrom(numpy_helper.from_array(fn(numpy_helper.to_array(t).copy()).astype(np.float32), name))
-
-
-def _remove(dg: DependencyGraph, source: str, channels: list[int]) -> set[int]:
-    """Removed roots for output channels of `source` (coupled channels go with them)."""
-    src = next(s for s in dg.analysis.sources if s.node == source)
-    return {int(r) for r in map_roots(dg.analysis.roots, src.ids[channels])}
 
 
 def _feeds(name: str, shape: tuple[int, ...], n: int = 4, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -51,14 +37,14 @@ def _redundant_chain() -> onnx.ModelProto:
     x = g.input("x", ("N", 8))
     g.output(g.gemm(g.gemm(x, 8, 6, name="g1"), 6, 3, name="g2"))
     m = g.build()
-    _set(m, "g1.w", lambda w: np.vstack([w[:5], w[0] + 2 * w[1]]))
-    _set(m, "g1.b", lambda b: np.append(b[:5], b[0] + 2 * b[1]))
+    set_init(m, "g1.w", lambda w: np.vstack([w[:5], w[0] + 2 * w[1]]))
+    set_init(m, "g1.b", lambda b: np.append(b[:5], b[0] + 2 * b[1]))
     return m
 
 
 def test_redundant_channel_is_recovered_exactly() -> None:
     dg = analyse(_redundant_chain())
-    removed = _remove(dg, "g1", [5])
+    removed = source_roots(dg, "g1", [5])
     pruned = ApplyPlan(dg, removed)(dg.model).model
     feeds = _feeds("x", (64, 8))
     assert _out_error(pruned, dg.model, feeds) > 0.05
@@ -73,7 +59,7 @@ def test_redundant_channel_is_recovered_exactly() -> None:
 
 def test_inputs_are_not_modified() -> None:
     dg = analyse(_redundant_chain())
-    removed = _remove(dg, "g1", [5])
+    removed = source_roots(dg, "g1", [5])
     pruned = ApplyPlan(dg, removed)(dg.model).model
     before = (pruned.SerializeToString(), dg.model.SerializeToString())
     res = ReconstructPass(dg=dg, removed_roots=removed, calibration=_feeds("x", (64, 8)))(pruned)
@@ -92,11 +78,11 @@ def test_grouped_conv_is_fitted_per_group() -> None:
         a[3], a[7] = a[0] + a[1], a[4] - a[5]
         return a
 
-    _set(m, "c1.w", redundant)
-    _set(m, "c1.b", redundant)
+    set_init(m, "c1.w", redundant)
+    set_init(m, "c1.b", redundant)
     dg = analyse(m)
-    removed = _remove(dg, "c1", [3])
-    assert removed == _remove(dg, "c1", [7])  # grouped convs lose the same index in every group
+    removed = source_roots(dg, "c1", [3])
+    assert removed == source_roots(dg, "c1", [7])  # grouped convs lose the same index in every group
     pruned = ApplyPlan(dg, removed)(dg.model).model
     assert numpy_helper.to_array(next(t for t in pruned.graph.initializer if t.name == "c2.w")).shape == (4, 3, 3, 3)
     feeds = _feeds("x", (8, 8, 6, 6))
@@ -112,10 +98,10 @@ def test_bias_absorbs_a_constant_channel() -> None:
     x = g.input("x", ("N", 8))
     g.output(g.gemm(g.relu(g.gemm(x, 8, 6, name="g1")), 6, 3, bias=False, name="g2"))
     m = g.build()
-    _set(m, "g1.w", lambda w: np.vstack([w[:5], np.zeros((1, 8))]))
-    _set(m, "g1.b", lambda b: np.append(b[:5], 2.0))
+    set_init(m, "g1.w", lambda w: np.vstack([w[:5], np.zeros((1, 8))]))
+    set_init(m, "g1.b", lambda b: np.append(b[:5], 2.0))
     dg = analyse(m)
-    removed = _remove(dg, "g1", [5])
+    removed = source_roots(dg, "g1", [5])
     pruned = ApplyPlan(dg, removed)(dg.model).model
     feeds = _feeds("x", (64, 8))
     res = reconstruct(pruned, dg=dg, removed_roots=removed, batches=feeds, damp=1e-10)
@@ -168,10 +154,10 @@ def test_a_fit_that_does_not_help_keeps_the_pruned_weights() -> None:
     x = g.input("x", ("N", 8))
     g.output(g.gemm(g.relu(g.gemm(x, 8, 6, name="g1")), 6, 3, name="g2"))
     m = g.build()
-    _set(m, "g1.w", lambda w: np.vstack([w[:5], np.zeros((1, 8))]))
-    _set(m, "g1.b", lambda b: np.append(b[:5], -1.0))
+    set_init(m, "g1.w", lambda w: np.vstack([w[:5], np.zeros((1, 8))]))
+    set_init(m, "g1.b", lambda b: np.append(b[:5], -1.0))
     dg = analyse(m)
-    removed = _remove(dg, "g1", [5])
+    removed = source_roots(dg, "g1", [5])
     pruned = ApplyPlan(dg, removed)(dg.model).model
     res = reconstruct(pruned, dg=dg, removed_roots=removed, batches=_feeds("x", (64, 8)))
     assert res.fitted == 0 and len(res.layers) == 1
@@ -186,7 +172,7 @@ def test_conv_transpose_is_fitted() -> None:
     x = g.input("x", ("N", 3, 4, 4))
     g.output(g.conv_transpose(g.relu(g.conv(x, 3, 8, name="a")), 8, 4, name="up"))
     dg = analyse(g.build())
-    removed = _remove(dg, "a", [0, 1, 2])
+    removed = source_roots(dg, "a", [0, 1, 2])
     pruned = ApplyPlan(dg, removed)(dg.model).model
     feeds = _feeds("x", (4, 3, 4, 4))
     res = reconstruct(pruned, dg=dg, removed_roots=removed, batches=feeds)
@@ -205,7 +191,7 @@ def test_propagation_refits_layers_whose_inputs_changed(propagate: bool) -> None
     y = g.gemm(h, 6, 3, name="c")
     g.output(g.node("Add", [y, y], name="out"))
     dg = analyse(g.build())
-    removed = _remove(dg, "a", [0, 1])
+    removed = source_roots(dg, "a", [0, 1])
     pruned = ApplyPlan(dg, removed)(dg.model).model
     layers, _ = plan_layers(pruned, dg, removed, propagate=propagate)
     assert [(lay.node, lay.direct) for lay in layers] == ([("b", True), ("c", False)] if propagate else [("b", True)])
@@ -230,10 +216,10 @@ def test_matmul_bias_lives_in_the_following_add() -> None:
     h = g.relu(g.matmul(x, 8, 6, bias=True, name="m1"))
     g.output(g.node("Relu", [g.matmul(h, 6, 3, bias=True, name="m2")], name="out"))
     m = g.build()
-    _set(m, "m1.w", lambda w: np.hstack([w[:, :5], np.zeros((8, 1))]))
-    _set(m, "m1.b", lambda b: np.append(b[:5], 1.5))  # channel 5 is the constant 1.5
+    set_init(m, "m1.w", lambda w: np.hstack([w[:, :5], np.zeros((8, 1))]))
+    set_init(m, "m1.b", lambda b: np.append(b[:5], 1.5))  # channel 5 is the constant 1.5
     dg = analyse(m)
-    removed = _remove(dg, "m1", [5])
+    removed = source_roots(dg, "m1", [5])
     pruned = ApplyPlan(dg, removed)(dg.model).model
     feeds = _feeds("x", (64, 8))
     layers, _ = plan_layers(pruned, dg, removed)

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import onnx
 import pytest
-from graphs import Graph, get_node
+from graphs import Graph, get_node, set_init, source_roots
 from onnx import numpy_helper
 
 from onnxprune.activations import collect_grams
 from onnxprune.api import analyse
 from onnxprune.calib.convtranspose import padded_input, transpose_geometry, transpose_rows
-from onnxprune.graph.engine import DependencyGraph
-from onnxprune.graph.tracks import map_roots
 from onnxprune.passes.prune import ApplyPlan
 from onnxprune.passes.reconstruct import reconstruct
 from onnxprune.recovery.layers import plan_layers
@@ -99,16 +97,6 @@ def test_read_and_write_round_trip(geometry: str) -> None:
     np.testing.assert_allclose(after, 2 * before, rtol=1e-6)
 
 
-def _set(model: onnx.ModelProto, name: str, fn: Callable[[np.ndarray], np.ndarray]) -> None:
-    t = next(t for t in model.graph.initializer if t.name == name)
-    t.CopyFrom(numpy_helper.from_array(fn(numpy_helper.to_array(t).copy()).astype(np.float32), name))
-
-
-def _remove(dg: DependencyGraph, source: str, channels: list[int]) -> set[int]:
-    src = next(s for s in dg.analysis.sources if s.node == source)
-    return {int(r) for r in map_roots(dg.analysis.roots, src.ids[channels])}
-
-
 def _feeds(shape: tuple[int, ...], n: int = 4, seed: int = 0) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
     return [{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(n)]
@@ -133,8 +121,8 @@ def _redundant_upsampler(kwargs: Mapping[str, object], *, rank: int = 2) -> onnx
         w[3], w[7] = w[0] + w[1], w[4] - w[5]
         return w
 
-    _set(m, "a.w", redundant)
-    _set(m, "a.b", redundant)
+    set_init(m, "a.w", redundant)
+    set_init(m, "a.b", redundant)
     return m
 
 
@@ -146,7 +134,7 @@ def _redundant_upsampler(kwargs: Mapping[str, object], *, rank: int = 2) -> onnx
 ])
 def test_redundant_channel_is_recovered_exactly(kwargs: dict[str, object], rank: int) -> None:
     dg = analyse(_redundant_upsampler(kwargs, rank=rank))
-    removed = _remove(dg, "a", [3]) | _remove(dg, "a", [7])
+    removed = source_roots(dg, "a", [3]) | source_roots(dg, "a", [7])
     pruned = ApplyPlan(dg, removed)(dg.model).model
     shape = (8, 3, *([5] * rank))
     feeds = _feeds(shape)
@@ -166,10 +154,10 @@ def test_pruned_output_channels_are_targeted_on_axis_1() -> None:
                           output_padding=[1, 1], name="up")
     g.output(g.conv(g.relu(up), 6, 2, name="c"))
     m = g.build()
-    _set(m, "a.w", lambda w: np.concatenate([w[:7], w[:1] - w[1:2]]))
-    _set(m, "a.b", lambda b: np.append(b[:7], b[0] - b[1]))
+    set_init(m, "a.w", lambda w: np.concatenate([w[:7], w[:1] - w[1:2]]))
+    set_init(m, "a.b", lambda b: np.append(b[:7], b[0] - b[1]))
     dg = analyse(m)
-    removed = _remove(dg, "a", [7]) | _remove(dg, "up", [1, 4])
+    removed = source_roots(dg, "a", [7]) | source_roots(dg, "up", [1, 4])
     pruned = ApplyPlan(dg, removed)(dg.model).model
     layers, skipped = plan_layers(pruned, dg, removed)
     assert [(lay.node, lay.wave) for lay in layers] == [("up", 0), ("c", 1)] and not skipped
@@ -185,7 +173,7 @@ def test_output_shape_attribute_is_skipped_and_listed() -> None:
     x = g.input("x", ("N", 3, 4, 4))
     g.output(g.conv_transpose(g.relu(g.conv(x, 3, 8, name="a")), 8, 4, k=3, name="up", output_shape=[8, 8]))
     dg = analyse(g.build())
-    removed = _remove(dg, "a", [0, 1, 2])
+    removed = source_roots(dg, "a", [0, 1, 2])
     pruned = ApplyPlan(dg, removed)(dg.model).model
     res = reconstruct(pruned, dg=dg, removed_roots=removed, batches=_feeds((4, 3, 4, 4)))
     assert not res.layers and len(res.skipped) == 1

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from graphs import Graph
+from graphs import Graph, source_roots
 from onnx import numpy_helper
 
 from onnxprune.activations import expose_outputs
 from onnxprune.api import analyse
 from onnxprune.calib.stats import GramStats
-from onnxprune.graph.tracks import map_roots
 from onnxprune.passes.prune import ApplyPlan
 from onnxprune.passes.reconstruct import head_weights, reconstruct
 from onnxprune.recovery.heads import SlopeWeight, final_sigmoids, logit_mask, logit_roots
@@ -93,8 +92,7 @@ def test_head_weighting_trades_background_error_for_error_near_the_boundary() ->
     """g1 loses half its channels, so g2 cannot be fitted exactly: the weighted fit spends its error on
     rows far below the decision boundary (where the sigmoid is flat) and is closer where it is steep."""
     dg = analyse(_scores_model())
-    src = next(s for s in dg.analysis.sources if s.node == "g1")
-    removed = {int(r) for r in map_roots(dg.analysis.roots, src.ids[[0, 1, 2]])}
+    removed = source_roots(dg, "g1", [0, 1, 2])
     pruned = ApplyPlan(dg, removed)(dg.model).model
     layers, _ = plan_layers(pruned, dg, removed)
     assert set(head_weights(dg, layers)) == {"g2"}

@@ -18,37 +18,22 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper
 
+from onnxprune.calib.im2col import ConvGeometry, attr_ints, conv_attrs
 from onnxprune.errors import OnnxPruneError
 
 Pads = tuple[int, int, int, int]  # (top, left, bottom, right)
 
 
 @dataclass(frozen=True)
-class TransposeGeometry:
-    kernel: tuple[int, int]
-    strides: tuple[int, int]
-    dilations: tuple[int, int]
-    group: int
-    pads: Pads | None  # None -> (0, 0, 0, 0) or from auto_pad
-    output_padding: tuple[int, int] = (0, 0)
-    auto_pad: str = "NOTSET"
+class TransposeGeometry(ConvGeometry):
+    """ConvGeometry plus output_padding; SAME_* pads make the output `input * stride` (the ONNX spec)."""
 
-    def resolve_pads(self, hw: tuple[int, int]) -> Pads:
-        """Explicit pads, or the SAME_* pads making the output `input * stride` (as the ONNX spec says)."""
-        if self.auto_pad in ("NOTSET", ""):
-            return self.pads or (0, 0, 0, 0)
-        if self.auto_pad == "VALID":
-            return (0, 0, 0, 0)
-        begin, end = [], []
-        for size, k, s, d, adj in zip(hw, self.kernel, self.strides, self.dilations, self.output_padding,
-                                      strict=True):
-            total = max(0, (size - 1) * s + adj + (k - 1) * d + 1 - size * s)
-            small, big = total // 2, total - total // 2
-            begin.append(small if self.auto_pad == "SAME_UPPER" else big)
-            end.append(big if self.auto_pad == "SAME_UPPER" else small)
-        return (begin[0], begin[1], end[0], end[1])
+    output_padding: tuple[int, int] = (0, 0)
+
+    def same_total(self, axis: int, size: int) -> int:
+        k, s, d = self.kernel[axis], self.strides[axis], self.dilations[axis]
+        return max(0, (size - 1) * s + self.output_padding[axis] + (k - 1) * d + 1 - size * s)
 
     def output_hw(self, hw: tuple[int, int]) -> tuple[int, int]:
         """(s*(in-1) + output_padding + (k-1)*d + 1 - pad_begin - pad_end) per spatial axis."""
@@ -59,18 +44,11 @@ class TransposeGeometry:
         return (out[0], out[1])
 
 
-def _ints(node: onnx.NodeProto, name: str) -> list[int] | None:
-    for a in node.attribute:
-        if a.name == name:
-            return [int(v) for v in helper.get_attribute_value(a)]
-    return None
-
-
 def unsupported_transpose(node: onnx.NodeProto, weight_shape: Sequence[int]) -> str | None:
     """Why the rows of this ConvTranspose cannot be built (None if they can)."""
     if len(weight_shape) not in (3, 4):
         return "ConvTranspose: only 1-D and 2-D transposed convolutions"
-    if _ints(node, "output_shape") is not None:
+    if attr_ints(node, "output_shape") is not None:
         return "ConvTranspose: the output_shape attribute is not supported (kept as pruned)"
     auto_pad = next((a.s.decode() for a in node.attribute if a.name == "auto_pad"), "NOTSET")
     if auto_pad not in ("NOTSET", "", "VALID", "SAME_UPPER", "SAME_LOWER"):
@@ -83,19 +61,11 @@ def transpose_geometry(node: onnx.NodeProto, weight_shape: Sequence[int]) -> Tra
     reason = unsupported_transpose(node, weight_shape)
     if reason is not None:
         raise OnnxPruneError(f"{node.name!r}: {reason}")
+    a = conv_attrs(node, weight_shape)
     spatial = len(weight_shape) - 2
-    kernel = [int(v) for v in weight_shape[2:]]
-    strides = _ints(node, "strides") or [1] * spatial
-    dil = _ints(node, "dilations") or [1] * spatial
-    adj = _ints(node, "output_padding") or [0] * spatial
-    pads = _ints(node, "pads")
-    group = next((int(a.i) for a in node.attribute if a.name == "group"), 1)
-    auto_pad = next((a.s.decode() for a in node.attribute if a.name == "auto_pad"), "NOTSET")
-    if spatial == 1:
-        kernel, strides, dil, adj = [1, *kernel], [1, *strides], [1, *dil], [0, *adj]
-        pads = [0, pads[0], 0, pads[1]] if pads else None
-    return TransposeGeometry((kernel[0], kernel[1]), (strides[0], strides[1]), (dil[0], dil[1]), group,
-                             (pads[0], pads[1], pads[2], pads[3]) if pads else None, (adj[0], adj[1]), auto_pad)
+    adj = attr_ints(node, "output_padding") or [0] * spatial
+    out_pad = (0, adj[0]) if spatial == 1 else (adj[0], adj[1])
+    return TransposeGeometry(a.kernel, a.strides, a.dilations, a.group, a.pads, a.auto_pad, out_pad)
 
 
 def _taps(pos: np.ndarray, begin: int, k: int, s: int, d: int, size: int) -> np.ndarray:

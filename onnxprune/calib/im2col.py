@@ -26,43 +26,72 @@ class ConvGeometry:
     auto_pad: str = "NOTSET"
 
     def resolve_pads(self, hw: tuple[int, int]) -> tuple[int, int, int, int]:
+        """Explicit pads, or the SAME_* pads split as ONNX says (the odd one at the end for SAME_UPPER)."""
         if self.auto_pad in ("NOTSET", ""):
             return self.pads or (0, 0, 0, 0)
         if self.auto_pad == "VALID":
             return (0, 0, 0, 0)
         begin, end = [], []
-        for size, k, s, d in zip(hw, self.kernel, self.strides, self.dilations, strict=True):
-            out = -(-size // s)
-            total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
+        for axis, size in enumerate(hw):
+            total = self.same_total(axis, size)
             small, big = total // 2, total - total // 2
             begin.append(small if self.auto_pad == "SAME_UPPER" else big)
             end.append(big if self.auto_pad == "SAME_UPPER" else small)
         return (begin[0], begin[1], end[0], end[1])
 
+    def same_total(self, axis: int, size: int) -> int:
+        """Total SAME_* padding along one spatial axis: output ceil(size / stride)."""
+        k, s, d = self.kernel[axis], self.strides[axis], self.dilations[axis]
+        return max(0, (-(-size // s) - 1) * s + (k - 1) * d + 1 - size)
 
-def _ints(node: onnx.NodeProto, name: str) -> list[int] | None:
+
+def attr_ints(node: onnx.NodeProto, name: str) -> list[int] | None:
     for a in node.attribute:
         if a.name == name:
             return [int(v) for v in helper.get_attribute_value(a)]
     return None
 
 
+Pair = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class ConvAttrs:
+    """A Conv/ConvTranspose's window attributes in 2-D form (1-D lifted to H = 1)."""
+
+    kernel: Pair
+    strides: Pair
+    dilations: Pair
+    group: int
+    pads: tuple[int, int, int, int] | None  # (top, left, bottom, right)
+    auto_pad: str
+
+
+def _pair(values: Sequence[int], spatial: int, lift: int) -> Pair:
+    v = [lift, *values] if spatial == 1 else list(values)
+    return (int(v[0]), int(v[1]))
+
+
+def conv_attrs(node: onnx.NodeProto, weight_shape: Sequence[int]) -> ConvAttrs:
+    """kernel (from the weight), strides, dilations, group, pads, auto_pad of a 1-D or 2-D conv node."""
+    spatial = len(weight_shape) - 2
+    pads = attr_ints(node, "pads")
+    if spatial == 1 and pads:
+        pads = [0, pads[0], 0, pads[1]]
+    return ConvAttrs(_pair([int(v) for v in weight_shape[2:]], spatial, 1),
+                     _pair(attr_ints(node, "strides") or [1] * spatial, spatial, 1),
+                     _pair(attr_ints(node, "dilations") or [1] * spatial, spatial, 1),
+                     next((int(a.i) for a in node.attribute if a.name == "group"), 1),
+                     (pads[0], pads[1], pads[2], pads[3]) if pads else None,
+                     next((a.s.decode() for a in node.attribute if a.name == "auto_pad"), "NOTSET"))
+
+
 def conv_geometry(node: onnx.NodeProto, weight_shape: Sequence[int]) -> ConvGeometry:
     """Geometry of a 1-D or 2-D Conv (1-D is treated as H = 1)."""
-    spatial = len(weight_shape) - 2
-    if spatial not in (1, 2):
+    if len(weight_shape) - 2 not in (1, 2):
         raise OnnxPruneError(f"Conv {node.name!r}: only 1-D and 2-D convolutions are supported for Gram statistics")
-    kernel = [int(v) for v in weight_shape[2:]]
-    strides = _ints(node, "strides") or [1] * spatial
-    dil = _ints(node, "dilations") or [1] * spatial
-    pads = _ints(node, "pads")
-    group = next((int(a.i) for a in node.attribute if a.name == "group"), 1)
-    auto_pad = next((a.s.decode() for a in node.attribute if a.name == "auto_pad"), "NOTSET")
-    if spatial == 1:
-        kernel, strides, dil = [1, *kernel], [1, *strides], [1, *dil]
-        pads = [0, pads[0], 0, pads[1]] if pads else None
-    return ConvGeometry((kernel[0], kernel[1]), (strides[0], strides[1]), (dil[0], dil[1]), group,
-                        tuple(pads) if pads else None, auto_pad)  # type: ignore[arg-type]
+    a = conv_attrs(node, weight_shape)
+    return ConvGeometry(a.kernel, a.strides, a.dilations, a.group, a.pads, a.auto_pad)
 
 
 def patch_view(x: np.ndarray, geo: ConvGeometry) -> np.ndarray:

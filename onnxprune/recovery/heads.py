@@ -22,8 +22,8 @@ import numpy as np
 import onnx
 
 from onnxprune.graph.engine import DependencyGraph
-from onnxprune.graph.tracks import map_roots, track_at
-from onnxprune.recovery.layers import CONV_OPS
+from onnxprune.graph.tracks import map_roots
+from onnxprune.recovery.layers import output_track
 
 LINEAR_OPS = frozenset({"Conv", "Gemm", "MatMul", "ConvTranspose"})
 DEFAULT_FLOOR = 0.01
@@ -69,15 +69,10 @@ def logit_roots(dg: DependencyGraph) -> np.ndarray:
 
 def logit_mask(dg: DependencyGraph, node: onnx.NodeProto, roots: np.ndarray) -> np.ndarray | None:
     """Over the node's dense output channels: True where the channel is a final Sigmoid's logit."""
-    if not roots.size:
+    found = output_track(dg, node) if roots.size else None
+    if found is None or not found[0].is_single:
         return None
-    shape = dg.analysis.view.shape(node.output[0])
-    if shape is None:
-        return None
-    axis = 1 if node.op_type in CONV_OPS else len(shape) - 1
-    track = track_at(dg.analysis.layouts.get(node.output[0], []), axis)
-    if track is None or not track.is_single:
-        return None
+    track = found[0]
     mask = np.isin(map_roots(dg.analysis.roots, track.ids), roots) & (track.ids >= 0)
     return mask if mask.any() else None
 

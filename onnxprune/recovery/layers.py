@@ -21,7 +21,7 @@ from onnxprune.calib.convtranspose import unsupported_transpose
 from onnxprune.graph.analysis import ROLE_WEIGHT_IN
 from onnxprune.graph.apply import ApplyContext
 from onnxprune.graph.engine import DependencyGraph
-from onnxprune.graph.tracks import track_at
+from onnxprune.graph.tracks import Track, track_at
 
 FIT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 CONV_OPS = ("Conv", "ConvTranspose")  # channels on axis 1 of the output
@@ -49,19 +49,24 @@ def direct_nodes(dg: DependencyGraph, removed_roots: set[int]) -> set[str]:
             if m.role == ROLE_WEIGHT_IN and not actx.keep(m.track.ids).all()}
 
 
-def output_keep(dg: DependencyGraph, removed_roots: set[int], node: onnx.NodeProto) -> np.ndarray | None:
-    """Keep mask over the channel axis of the node's dense output (None when nothing is removed)."""
-    out = node.output[0]
-    shape = dg.analysis.view.shape(out)
+def output_track(dg: DependencyGraph, node: onnx.NodeProto) -> tuple[Track, int] | None:
+    """The track over the channel axis of the node's output (axis 1 for convs, last otherwise), and that axis."""
+    shape = dg.analysis.view.shape(node.output[0])
     if shape is None:
         return None
     axis = 1 if node.op_type in CONV_OPS else len(shape) - 1
-    track = track_at(dg.analysis.layouts.get(out, []), axis)
-    if track is None:
+    track = track_at(dg.analysis.layouts.get(node.output[0], []), axis)
+    return None if track is None else (track, axis)
+
+
+def output_keep(dg: DependencyGraph, removed_roots: set[int], node: onnx.NodeProto) -> np.ndarray | None:
+    """Keep mask over the channel axis of the node's dense output (None when nothing is removed)."""
+    found = output_track(dg, node)
+    if found is None:
         return None
+    track, axis = found
     actx = ApplyContext(dg.model, dg.analysis.roots, removed_roots)
-    pos = track.axes.index(axis)
-    keep = actx.keep(track.ids) if track.is_single else actx.kept_along(track.ids, pos)
+    keep = actx.keep(track.ids) if track.is_single else actx.kept_along(track.ids, track.axes.index(axis))
     return None if keep.all() else keep
 
 

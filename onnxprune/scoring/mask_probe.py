@@ -20,6 +20,7 @@ import numpy as np
 from onnx import helper
 
 from onnxprune import runtime
+from onnxprune.activations import stream_tensors
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.analysis import ConsumeEdge
 from onnxprune.graph.engine import DependencyGraph
@@ -102,8 +103,6 @@ class MaskProbe:
 
 def edge_means(dg: DependencyGraph, edges: Iterable[ConsumeEdge], feeds: Iterable[Feed]) -> dict[str, np.ndarray]:
     """Per float tensor of `edges`: its mean over the feeds along every axis its mask broadcasts on."""
-    from onnxprune.activations import stream_tensors  # activations imports scoring via calib
-
     shapes: dict[str, tuple[int, ...]] = {}
     for e in edges:
         if dg.analysis.view.dtypes.get(e.tensor, np.dtype(np.float32)).kind == "f":
