@@ -84,7 +84,7 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     """Structured channel pruning. Raises NothingToPruneError if no group can lose a channel.
 
     criterion: l1, l2, bn-scale, random, or a data-driven one (activation, apoz, wanda, flap,
-    sensitivity) that reads `calibration` (random inputs with a CalibrationWarning when None).
+    obs, sensitivity) that reads `calibration` (random inputs with a CalibrationWarning when None).
     allocation: "uniform" (every group loses `ratio`) or "global" (one ranking over all groups).
     target_macs / target_params: keep this fraction of the original MACs / parameters (within 3 %)
     instead of removing `ratio`; see onnxprune.allocation.

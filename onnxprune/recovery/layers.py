@@ -70,7 +70,7 @@ def output_keep(dg: DependencyGraph, removed_roots: set[int], node: onnx.NodePro
     return None if keep.all() else keep
 
 
-def _unsupported(model: onnx.ModelProto, node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> str | None:
+def unsupported(model: onnx.ModelProto, node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> str | None:
     """Why this node cannot be re-fitted (None if it can)."""
     if node.op_type not in FIT_OPS:
         return f"{node.op_type}: no least-squares re-fit for this op (kept as pruned)"
@@ -136,7 +136,7 @@ def plan_layers(pruned: onnx.ModelProto, dg: DependencyGraph, removed_roots: set
                                          and len(node.input) > 1 and node.input[1] in inits)
         wave = in_level
         if wanted:
-            reason = _unsupported(pruned, node, inits)
+            reason = unsupported(pruned, node, inits)
             if reason is None and node.name not in dense_nodes:
                 reason = "not in the dense model"
             if reason is None:

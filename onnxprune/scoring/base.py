@@ -32,7 +32,7 @@ def register_importance(name: str) -> Callable[[Callable[[], Importance]], Calla
 
 
 def get_importance(name: str) -> Importance:
-    from onnxprune.scoring import activation, flap, magnitude, sensitivity, wanda  # noqa: F401 - registrations
+    from onnxprune.scoring import activation, flap, magnitude, obs, sensitivity, wanda  # noqa: F401 - registrations
 
     if name not in _CRITERIA:
         raise OnnxPruneError(f"unknown criterion {name!r}; choose one of: {', '.join(sorted(_CRITERIA))}")
@@ -40,6 +40,6 @@ def get_importance(name: str) -> Importance:
 
 
 def criteria() -> list[str]:
-    from onnxprune.scoring import activation, flap, magnitude, sensitivity, wanda  # noqa: F401
+    from onnxprune.scoring import activation, flap, magnitude, obs, sensitivity, wanda  # noqa: F401
 
     return sorted(_CRITERIA)
