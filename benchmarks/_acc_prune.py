@@ -85,11 +85,14 @@ class StructuredPruner:
     def kept(self, model: onnx.ModelProto) -> float:
         return model_stats(model, shapes=self.shapes).macs / self.dense_macs
 
-    def _kwargs(self, criterion: str, *, reconstruct: bool, allocation: str, sensitivity: Any = None) -> dict[str, Any]:
+    def _kwargs(self, criterion: str, *, reconstruct: bool, allocation: str, sensitivity: Any = None,
+                head_floor: float | None = None) -> dict[str, Any]:
         params = prune_params()
         kw: dict[str, Any] = {"criterion": criterion, "shapes": self.shapes, "dg": self.dg}
         if sensitivity is not None:
             kw["sensitivity"] = sensitivity
+        if head_floor is not None:
+            kw["head_floor"] = head_floor
         if "calibration" in params and (reconstruct or criterion not in MAGNITUDE):
             kw["calibration"] = self.calibration
         if "reconstruct" in params:
@@ -102,14 +105,18 @@ class StructuredPruner:
         return prune(self.dg.model, **kw).model
 
     def at_macs(self, target: float, criterion: str, *, reconstruct: bool = False,
-                allocation: str = "uniform", sensitivity: Any = None) -> Outcome:
-        """`sensitivity`: curves (onnxprune.sensitivity) that split the MAC budget into per-group ratios."""
+                allocation: str = "uniform", sensitivity: Any = None, head_floor: float | None = None) -> Outcome:
+        """`sensitivity`: curves (onnxprune.sensitivity) that split the MAC budget into per-group ratios.
+        `head_floor`: weighted re-fit of a final Sigmoid's logit layers (prune(head_floor=))."""
         why = missing_features(criterion, reconstruct=reconstruct, allocation=allocation)
         if sensitivity is not None and not {"sensitivity", "target_macs"} <= prune_params():
             why.append("prune(sensitivity=, target_macs=) missing")
+        if head_floor is not None and "head_floor" not in prune_params():
+            why.append("prune(head_floor=) missing")
         if why:
             return Outcome(None, note="; ".join(why))
-        kw = self._kwargs(criterion, reconstruct=reconstruct, allocation=allocation, sensitivity=sensitivity)
+        kw = self._kwargs(criterion, reconstruct=reconstruct, allocation=allocation, sensitivity=sensitivity,
+                          head_floor=head_floor)
         start = time.perf_counter()
         try:
             out = self._direct(target, kw) if "target_macs" in prune_params() else self._bisected(target, kw)

@@ -3,7 +3,9 @@
 Rows: l2 magnitude without / with reconstruction, and the best calibrated criterion with
 reconstruction: every registered calibrated criterion (but sensitivity, too slow here) is scored
 without reconstruction, the best one is re-fitted; the others' scores are listed. Last row: l2 order,
-per-group ratios allocated from sensitivity curves (output error measured on calibration images), re-fitted.
+per-group ratios allocated from sensitivity curves (output error measured on calibration images), re-fitted;
+and the same ratios with the channels inside each group chosen by obs, with and without the weighted
+re-fit of the score heads (prune(head_floor=)).
 Metrics against the dense model: cosine of all raw outputs (concatenated over the images); YOLO
 box F1; OCR mask IoU.
 """
@@ -27,6 +29,7 @@ from _acc_prune import StructuredPruner, calibrated_criteria, missing_features
 from onnxprune.calibration import CalibConfig
 
 TARGET = 0.7
+HEAD_FLOOR = 0.01  # onnxprune.recovery.heads.DEFAULT_FLOOR
 CALIB_COUNT = 24  # PP-OCRv4 det (640x640 inputs)
 YOLO_CALIB_COUNT = 64  # measured: 24 -> F1 0.774, 64 -> 0.839, 96 and 128 -> 0.839 (sensitivity row)
 CALIB_BATCH = 8
@@ -37,6 +40,10 @@ CURVE_SAMPLES = 16  # calibration samples the sensitivity curves are measured on
 # Ratio grid of those curves. Up to 0.6, not the CLI's 0.9: a grid reaching 0.9 lets the allocation
 # strip a few "cheap" groups almost bare (measured on YOLOv8n: F1 0.435 with 0.1-0.9, 0.774 with 0.1-0.6).
 CURVE_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+# (criterion, head_floor) of the rows whose per-group ratios come from the curves (measured in l2
+# order): the criterion picks the channels inside each group (obs: greedy least-squares re-fit cost,
+# what reconstruction then does); head_floor weights the re-fit of the final Sigmoid's logit layers.
+SENSITIVITY_ROWS: tuple[tuple[str, float | None], ...] = (("l2", None), ("obs", None), ("obs", HEAD_FLOOR))
 
 
 @dataclass(frozen=True)
@@ -90,9 +97,10 @@ def write_calibration(case: RealCase, folder: Path, count: int) -> CalibConfig:
 
 
 def row_for(case: RealCase, pruner: StructuredPruner, dense: Sequence[np.ndarray], inputs: Sequence[np.ndarray],
-            label: str, criterion: str, reconstruct: bool, sensitivity: Any = None) -> tuple[list[str], float]:
+            label: str, criterion: str, reconstruct: bool, sensitivity: Any = None,
+            head_floor: float | None = None) -> tuple[list[str], float]:
     """Table row and its score (-1 when it could not run)."""
-    out = pruner.at_macs(TARGET, criterion, reconstruct=reconstruct, sensitivity=sensitivity)
+    out = pruner.at_macs(TARGET, criterion, reconstruct=reconstruct, sensitivity=sensitivity, head_floor=head_floor)
     if out.model is None:
         return [case.name, label, "n/a", "n/a", "n/a", out.note], -1.0
     fid = fidelity(case, dense, outputs(out.model, inputs))
@@ -161,12 +169,16 @@ def sensitivity_rows(case: RealCase, pruner: StructuredPruner, dense: Sequence[n
     curves = sensitivity_curves(pruner.dg, calibration=calibration, samples=CURVE_SAMPLES, ratios=CURVE_RATIOS,
                                 shapes=case.shapes)
     secs = time.perf_counter() - start
-    row = row_for(case, pruner, dense, inputs, "l2 + sensitivity allocation + reconstruction", "l2", True,
-                  sensitivity=curves)[0]
     note = (f"curves ({DEFAULT_METRIC}, ratios {min(curves.ratios):g}-{max(curves.ratios):g}, "
             f"{curves.samples} calibration samples): {secs:.0f} s")
-    row[5] = "; ".join(p for p in (row[5], note) if p)
-    return [row]
+    rows = []
+    for crit, floor in SENSITIVITY_ROWS:
+        label = f"{crit} + sensitivity allocation + reconstruction" + (" (score heads weighted)" if floor else "")
+        row = row_for(case, pruner, dense, inputs, label, crit, True, sensitivity=curves, head_floor=floor)[0]
+        same = "same curves" + (f", head_floor={floor:g}" if floor else "")
+        row[5] = "; ".join(p for p in (row[5], note if not rows else same) if p)
+        rows.append(row)
+    return rows
 
 
 def goal_line(rows: Sequence[Sequence[str]]) -> str:

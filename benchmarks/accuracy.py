@@ -119,7 +119,10 @@ sensitivity (hundreds of masked passes per model, beyond the time budget) is sco
 without reconstruction, the best (box F1 / mask IoU, ties by cosine) is then re-fitted. "sensitivity
 allocation": `sensitivity_curves` (output error per channel, `channel_error`, at ratios 0.1-0.6, on 16 of
 the calibration samples) split the 0.7x MAC budget into per-group ratios (`prune(sensitivity=...)`),
-then reconstruction; measured on YOLOv8n, a grid up to 0.9 strips a few groups almost bare (F1 0.435). MACs at
+then reconstruction; measured on YOLOv8n, a grid up to 0.9 strips a few groups almost bare (F1 0.435).
+"obs + sensitivity allocation": the same curves and per-group ratios, the channels inside each group
+chosen by `obs` (greedy structured OBS: the least-squares re-fit cost of every consumer layer, 16
+rounds; onnxprune/scoring/obs.py). MACs at
 1x3x320x320 (YOLO) and 1x3x640x640 (OCR). Reconstruction re-fits ConvTranspose layers since
 2026-12-02 (PP-OCR's two upsamplers were kept as pruned before: uniform l2 + reconstruction had mask
 IoU 0.467, sensitivity allocation 0.865)."""

@@ -80,7 +80,8 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
           approximate: Iterable[str] = (), reconstruct: bool | None = None,
           target_latency: float | None = None, latency: LatencyOptions | None = None,
           sensitivity: SensitivityResult | str | os.PathLike[str] | None = None,
-          sensitivity_error: str = DEFAULT_METRIC, progress: ProgressFn | None = None) -> PruneResult:
+          sensitivity_error: str = DEFAULT_METRIC, progress: ProgressFn | None = None,
+          head_floor: float | None = None) -> PruneResult:
     """Structured channel pruning. Raises NothingToPruneError if no group can lose a channel.
 
     criterion: l1, l2, bn-scale, random, or a data-driven one (activation, apoz, wanda, flap,
@@ -98,9 +99,14 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     round_to: kept channel counts are multiples of this (at least one channel); "auto": the ONNX
     Runtime CPU NCHWc block of this machine (onnxprune.runtime_profile: 16 with AVX-512F, 8 with AVX2).
     progress: a callback for long steps (onnxprune.progress); nothing is printed.
+    head_floor: with reconstruction, fit the layers that produce a final Sigmoid's logits (a
+    detector's class scores) weighted by the sigmoid's slope plus this floor (e.g. 0.01;
+    onnxprune.recovery.heads); None fits them like every other layer.
     """
     if not 0.0 <= ratio < 1.0:
         raise OnnxPruneError(f"ratio must be in [0, 1), got {ratio}")
+    if head_floor is not None and head_floor < 0:
+        raise OnnxPruneError(f"head_floor must be >= 0, got {head_floor}")
     multiple = resolve_round_to(round_to)
     start = time.perf_counter()
     dg = dg or analyse(model, shapes=shapes, approximate=approximate)
@@ -140,7 +146,7 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     if _wants_reconstruct(reconstruct, calibration):
         with step(progress, "reconstruct"):
             out.reconstruction = refit_layers(result.model, dg=dg, removed_roots=removed, batches=calibration,
-                                              shapes=shapes)
+                                              shapes=shapes, head_floor=head_floor)
         out.model = out.reconstruction.model
         out.notes.extend(f"reconstruct: {n}" for n in out.reconstruction.notes)
     out.seconds = time.perf_counter() - start

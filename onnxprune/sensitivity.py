@@ -48,12 +48,17 @@ from onnxprune.plan import n_keep
 from onnxprune.progress import ProgressFn, report
 from onnxprune.runtime_profile import RoundTo, resolve_round_to
 from onnxprune.scoring.calibrated import Calibration
+from onnxprune.scoring.mask_probe import FILLS as PROBE_FILLS
 from onnxprune.scoring.mask_probe import Feed, MaskProbe
+from onnxprune.scoring.refit_probe import Compensator
 
 SCHEMA = "onnxprune.sensitivity/1"
 DEFAULT_RATIOS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_SAMPLES = 64
 METRICS = ("channel_error", "rel_error", "cos_error")
+# What a removed channel's consumers see while a curve is measured: zero, its calibration mean, or
+# "refit": zero, with every re-fittable consumer re-fitted by least squares (scoring.refit_probe).
+FILLS = (*PROBE_FILLS, "refit")
 DEFAULT_METRIC = "channel_error"
 NEGLIGIBLE_CHANNEL = 1e-12  # channels with less energy than this share of the output's mean are skipped
 Shapes = Mapping[str, tuple[int, ...]]
@@ -220,8 +225,8 @@ class CurveProbe(MaskProbe):
     """A MaskProbe that reports relative L2 error, 1 − cosine and, with labelled data, accuracy."""
 
     def __init__(self, dg: DependencyGraph, feeds: Iterable[Feed], *, labelled: LabelledData | None = None,
-                 fill: str = "zero") -> None:
-        super().__init__(dg, feeds, fill=fill)
+                 fill: str = "zero", overrides: Iterable[str] = ()) -> None:
+        super().__init__(dg, feeds, fill=fill, overrides=overrides)
         self.labelled = labelled
         self.label_output: str | None = None
         self.labels: np.ndarray | None = None
@@ -231,9 +236,10 @@ class CurveProbe(MaskProbe):
             self.labels = _class_ids(labelled.labels, logits.shape[0], logits.shape[1])
             self.dense_accuracy = self._accuracy(logits)
 
-    def _logits(self, removed: set[int], *, pick: bool = False) -> np.ndarray:
+    def _logits(self, removed: set[int], *, pick: bool = False,
+                weights: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         assert self.labelled is not None
-        parts = [self._run(f, removed) for f in self.labelled.feeds]
+        parts = [self._run(f, removed, weights) for f in self.labelled.feeds]
         if pick:
             want = self.labelled.output
             names = [want] if want else [n for n, v in parts[0].items() if v.ndim == 2 and v.shape[1] > 1
@@ -248,16 +254,16 @@ class CurveProbe(MaskProbe):
         assert self.labels is not None
         return float(np.mean(np.argmax(logits, axis=1) == self.labels))
 
-    def measure(self, removed: set[int]) -> Errors:
-        """The errors (and accuracy) with the slots `removed` masked."""
+    def measure(self, removed: set[int], weights: Mapping[str, np.ndarray] | None = None) -> Errors:
+        """The errors (and accuracy) with the slots `removed` masked (and `weights` fed, see MaskProbe)."""
         self.evaluations += 1
         sums: dict[str, OutputSums] = {}
         for feed, want in zip(self.feeds, self.reference, strict=True):
-            got = self._run(feed, removed)
+            got = self._run(feed, removed, weights)
             for name, w in want.items():
                 if w.dtype.kind == "f":
                     sums.setdefault(name, OutputSums()).add(w, got[name])
-        accuracy = self._accuracy(self._logits(removed)) if self.labelled is not None else None
+        accuracy = self._accuracy(self._logits(removed, weights=weights)) if self.labelled is not None else None
         if not sums:
             return Errors(0.0, 0.0, 0.0, accuracy)
         return Errors(float(np.mean([s.rel_error() for s in sums.values()])),
@@ -336,13 +342,14 @@ def group_orders(dg: DependencyGraph, criterion: str, *, calibration: Calibratio
 
 
 def _group_curve(g: Group, order: np.ndarray, counts: list[int], ratios: list[float], probe: CurveProbe,
-                 cost: CostModel) -> GroupCurve:
+                 cost: CostModel, refit: Compensator | None = None) -> GroupCurve:
     seen: dict[int, CurvePoint] = {}
     points: list[CurvePoint] = []
+    weights = refit.schedule(g, order, counts) if refit is not None else {}
     for r, n in zip(ratios, counts, strict=True):
         if n not in seen:
             removed = {int(g.slots[i]) for i in order[:n]}
-            e = probe.measure(removed) if n else Errors(0.0, 0.0, 0.0, probe.dense_accuracy)
+            e = probe.measure(removed, weights.get(n)) if n else Errors(0.0, 0.0, 0.0, probe.dense_accuracy)
             macs, params = cost.estimate(removed)
             seen[n] = CurvePoint(r, n, e.rel_error, e.cos_error, e.accuracy, macs / max(cost.macs, 1),
                                  params / max(cost.params, 1), e.channel_error)
@@ -357,9 +364,12 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
                        progress: ProgressFn | None = None, fill: str = "zero") -> SensitivityResult:
     """Measure every prunable group's curve (see the module doc). `dg` from `api.analyse`.
     round_to: as `api.prune` (an integer, or "auto" for ONNX Runtime's NCHWc block on this CPU).
-    fill: what masked channels read, "zero" or their calibration "mean" (scoring.mask_probe)."""
+    fill: what masked channels read, "zero" or their calibration "mean" (scoring.mask_probe), or
+    "refit": zero, their consumers re-fitted by least squares as reconstruction does (scoring.refit_probe)."""
     start = time.perf_counter()
     grid = _check_ratios(ratios)
+    if fill not in FILLS:
+        raise OnnxPruneError(f"fill must be one of {', '.join(FILLS)}, got {fill!r}")
     if samples < 1:
         raise OnnxPruneError(f"samples must be at least 1, got {samples}")
     multiple = resolve_round_to(round_to)
@@ -367,7 +377,9 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
         raise OnnxPruneError("nothing prunable: every channel group is blocked (run `onnxprune inspect`)")
     orders = group_orders(dg, criterion, calibration=calibration, shapes=shapes, progress=progress)
     feeds = held_feeds(dg.model, calibration, samples=samples, shapes=shapes)
-    probe = CurveProbe(dg, feeds, labelled=labelled, fill=fill)
+    refit = Compensator(dg, feeds) if fill == "refit" else None
+    probe = CurveProbe(dg, feeds, labelled=labelled, fill="zero" if refit is not None else fill,
+                       overrides=refit.initializers if refit is not None else ())
     cost = CostModel(dg, shapes=shapes)
     result = SensitivityResult(model_name, criterion, multiple, grid, sum(_rows(f) for f in feeds), cost.macs,
                                cost.params, dense_accuracy=probe.dense_accuracy,
@@ -379,7 +391,7 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
     tick("sensitivity", 0, total)
     for i, g in enumerate(dg.prunable):
         counts = removal_counts(g.size, grid, multiple)
-        result.curves.append(_group_curve(g, orders[g.id], counts, grid, probe, cost))
+        result.curves.append(_group_curve(g, orders[g.id], counts, grid, probe, cost, refit))
         tick("sensitivity", i + 1, total)
     result.seconds = time.perf_counter() - start
     return result

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
+import pytest
+from click.testing import CliRunner
 from graphs import Graph, source_roots
 from onnx import numpy_helper
 
 from onnxprune.activations import expose_outputs
-from onnxprune.api import analyse
+from onnxprune.api import analyse, prune
 from onnxprune.calib.stats import GramStats
+from onnxprune.cli import main
+from onnxprune.errors import OnnxPruneError
 from onnxprune.passes.prune import ApplyPlan
 from onnxprune.passes.reconstruct import head_weights, reconstruct
+from onnxprune.plan import Plan
 from onnxprune.recovery.heads import SlopeWeight, final_sigmoids, logit_mask, logit_roots
 from onnxprune.recovery.layers import plan_layers
 from onnxprune.runtime import run
@@ -123,3 +130,37 @@ def test_a_conv_transpose_score_map_is_a_head() -> None:
     up_node = next(n for n in dg.model.graph.node if n.name == "up")
     mask = logit_mask(dg, up_node, logit_roots(dg))
     assert mask is not None and mask.tolist() == [True, True]
+
+
+def _weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def test_prune_and_cli_pass_head_floor_to_reconstruction(tmp_path: Path) -> None:
+    """`prune(head_floor=)` and `--head-floor` give the weighted re-fit of `reconstruct(head_floor=)`."""
+    src = tmp_path / "m.onnx"
+    onnx.save(_scores_model(), src)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(1).standard_normal((256, 8)).astype(np.float32))
+    dg = analyse(onnx.load(src))
+    removed = source_roots(dg, "g1", [0, 1, 2])
+    pruned = ApplyPlan(dg, removed)(dg.model).model
+    want = _weights(reconstruct(pruned, dg=dg, removed_roots=removed, batches=str(calib), head_floor=0.01).model)
+    plain = _weights(reconstruct(pruned, dg=dg, removed_roots=removed, batches=str(calib)).model)
+    assert not np.allclose(want["g2.w"], plain["g2.w"])
+    plan = Plan(removals={g.id: [i for i, r in enumerate(g.slots) if int(r) in removed] for g in dg.groups
+                          if any(int(r) in removed for r in g.slots)})
+    res = prune(onnx.load(src), plan=plan, calibration=str(calib), head_floor=0.01)
+    np.testing.assert_allclose(_weights(res.model)["g2.w"], want["g2.w"], rtol=1e-5, atol=1e-6)
+    res.plan.signatures = {g.id: g.sources for g in dg.groups}
+    res.plan.save(tmp_path / "plan.json")
+    out = tmp_path / "o.onnx"
+    args = ["prune", str(src), "-o", str(out), "--plan", str(tmp_path / "plan.json"), "--calib", str(calib),
+            "--no-progress"]
+    result = CliRunner().invoke(main, [*args, "--head-floor", "0.01"])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(_weights(onnx.load(out))["g2.w"], want["g2.w"], rtol=1e-5, atol=1e-6)
+    bad = CliRunner().invoke(main, [*args, "--head-floor", "-1"])
+    assert bad.exit_code != 0 and "Traceback" not in bad.output
+    with pytest.raises(OnnxPruneError, match="head_floor"):
+        prune(onnx.load(src), plan=plan, calibration=str(calib), head_floor=-1.0)

@@ -92,6 +92,9 @@ def _loop_options(fn: Any) -> Any:
 @click.option("--reconstruct/--no-reconstruct", default=None,
               help="Re-fit the pruned layers by least squares to the original's outputs on the calibration "
                    "data (default: on with --calib, off without).")
+@click.option("--head-floor", type=click.FloatRange(0.0), default=None, metavar="F",
+              help="Re-fit the layers producing a final Sigmoid's logits (a detector's class scores) weighted by "
+                   "the sigmoid's slope plus F, e.g. 0.01: rows near the decision threshold count most.")
 @_loop_options
 @calib_options
 @shapes_option
@@ -99,7 +102,8 @@ def _loop_options(fn: Any) -> Any:
 def command(model: str, output: str, ratio: float, criterion: str, round_to: str | None, target: str, verify: bool,
             plan_in: str | None, save_plan: str | None, report_path: str | None, shapes: tuple[str, ...],
             allocation: str, target_macs: float | None, target_params: float | None, calib: CalibConfig,
-            approximate: tuple[str, ...], reconstruct: bool | None, **loop: Any) -> None:
+            approximate: tuple[str, ...], reconstruct: bool | None, head_floor: float | None,
+            **loop: Any) -> None:
     """Remove a fraction of the channels of every prunable group of MODEL."""
     if not 0.0 <= ratio < 1.0:
         raise OnnxPruneError(f"--ratio {ratio} is outside [0, 1)")
@@ -116,7 +120,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
         kwargs: dict[str, Any] = dict(
             ratio=ratio, criterion=criterion, round_to=multiple.value, verify=verify, shapes=shp, calibration=calib,
             allocation=allocation, target_macs=target_macs, target_params=target_params, approximate=approximate,
-            reconstruct=reconstruct, progress=bar, sensitivity=loop["sensitivity"],
+            reconstruct=reconstruct, head_floor=head_floor, progress=bar, sensitivity=loop["sensitivity"],
             sensitivity_error=loop["sensitivity_error"], target_latency=loop["target_latency"],
             latency=_latency_options(loop))
         gate = _gate(original, calib, shp, loop)

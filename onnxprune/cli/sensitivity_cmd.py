@@ -23,11 +23,11 @@ from onnxprune.progress import rich_progress
 from onnxprune.report import sensitivity_table
 from onnxprune.runtime_profile import channel_multiple
 from onnxprune.scoring.base import criteria
-from onnxprune.scoring.mask_probe import FILLS
 from onnxprune.sensitivity import (
     DEFAULT_METRIC,
     DEFAULT_RATIOS,
     DEFAULT_SAMPLES,
+    FILLS,
     METRICS,
     load_labelled,
     sensitivity_curves,
@@ -65,7 +65,8 @@ def parse_ratios(text: str) -> list[float]:
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write a PNG of the curves (matplotlib).")
 @click.option("--fill", type=click.Choice(FILLS), default="zero", show_default=True,
               help="What a masked channel reads while measuring: 0, or its mean on the calibration samples "
-                   "(the error left once its mean is folded into the next bias, as reconstruction does).")
+                   "(the error left once its mean is folded into the next bias), or refit: 0 with its consumers "
+                   "re-fitted by least squares, as reconstruction does.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
 @calib_options
 @shapes_option

@@ -103,33 +103,58 @@ def _set_const(model: onnx.ModelProto, node: onnx.NodeProto, index: int, value: 
     node.input[index] = new
 
 
-def write_layer(model: onnx.ModelProto, node: onnx.NodeProto, lw: LayerWeights,
-                bias_add: tuple[onnx.NodeProto, int] | None = None) -> None:
-    """Store effective weights/biases back in the node's own dtype and layout."""
+Value = tuple[onnx.NodeProto, int, np.ndarray, str]  # (node, input index, value, suffix for a new name)
+
+
+def _layer_values(model: onnx.ModelProto, node: onnx.NodeProto, lw: LayerWeights,
+                  bias_add: tuple[onnx.NodeProto, int] | None = None) -> list[Value]:
+    """Effective weights/biases in the node's own dtype and layout, with the input slot each goes to."""
     inits = _inits(model)
     wt = inits[node.input[1]]
     dtype = helper.tensor_dtype_to_np_dtype(wt.data_type)
     shape = tuple(int(d) for d in wt.dims)
     if node.op_type in ("Conv", "ConvTranspose"):
         w = _conv_weight(lw.weights, shape, node.op_type == "ConvTranspose")
-        _set_const(model, node, 1, w.astype(dtype), suffix="_W")
+        out: list[Value] = [(node, 1, w.astype(dtype), "_W")]
         if lw.has_bias:
-            _set_const(model, node, 2, np.concatenate(lw.biases).astype(dtype), suffix="_B")
-        return
+            out.append((node, 2, np.concatenate(lw.biases).astype(dtype), "_B"))
+        return out
     mat = lw.weights[0]
     if node.op_type == "Gemm":
         mat = mat / _attr(node, "alpha", 1.0)
-        _set_const(model, node, 1, (mat if _attr(node, "transB", 0) else mat.T).astype(dtype), suffix="_W")
+        out = [(node, 1, (mat if _attr(node, "transB", 0) else mat.T).astype(dtype), "_W")]
         if lw.has_bias:
             bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
             c = lw.biases[0] / _attr(node, "beta", 1.0)
             if bias_name:
                 c = c.reshape(tuple(int(d) for d in inits[bias_name].dims))
-            _set_const(model, node, 2, c.astype(dtype), suffix="_C")
-        return
-    _set_const(model, node, 1, mat.T.astype(dtype), suffix="_W")  # MatMul
+            out.append((node, 2, c.astype(dtype), "_C"))
+        return out
+    out = [(node, 1, mat.T.astype(dtype), "_W")]  # MatMul
     if bias_add is not None and lw.has_bias:
         add, idx = bias_add
         old = inits[add.input[idx]]
-        _set_const(model, add, idx, lw.biases[0].reshape(tuple(int(d) for d in old.dims)).astype(
-            helper.tensor_dtype_to_np_dtype(old.data_type)), suffix="_B")
+        out.append((add, idx, lw.biases[0].reshape(tuple(int(d) for d in old.dims)).astype(
+            helper.tensor_dtype_to_np_dtype(old.data_type)), "_B"))
+    return out
+
+
+def write_layer(model: onnx.ModelProto, node: onnx.NodeProto, lw: LayerWeights,
+                bias_add: tuple[onnx.NodeProto, int] | None = None) -> None:
+    """Store effective weights/biases back in the node's own dtype and layout."""
+    for target, index, value, suffix in _layer_values(model, node, lw, bias_add):
+        _set_const(model, target, index, value, suffix=suffix)
+
+
+def layer_arrays(model: onnx.ModelProto, node: onnx.NodeProto, lw: LayerWeights,
+                 bias_add: tuple[onnx.NodeProto, int] | None = None) -> dict[str, np.ndarray] | None:
+    """The same values keyed by the initializers they would replace, without touching the model;
+    None when one has no initializer of its own (a missing bias, or a constant other nodes read too)."""
+    inits, uses = _inits(model), use_counts(model)
+    out: dict[str, np.ndarray] = {}
+    for target, index, value, _ in _layer_values(model, node, lw, bias_add):
+        name = target.input[index] if index < len(target.input) else ""
+        if not name or name not in inits or uses[name] != 1:
+            return None
+        out[name] = value
+    return out

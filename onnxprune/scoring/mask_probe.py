@@ -9,6 +9,9 @@ fill="mean": a removed position reads its mean over the held batches instead of 
 `Add(fill_k)`, fill_k = (1 − mask_k)·mean). That is the error left after the cheapest recovery,
 folding each removed channel's mean into the consumer's bias, which least-squares reconstruction
 always does at least as well; zero-filling charges a channel for its mean, which recovery removes.
+
+overrides: initializers (consumer weights and biases) that each run may replace, listed as graph
+inputs; `scoring.refit_probe` feeds re-fitted consumer weights through them.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ FILLS = ("zero", "mean")
 class MaskProbe:
     """`error(removed_roots)`: relative output error of the model with those slots masked."""
 
-    def __init__(self, dg: DependencyGraph, feeds: Iterable[Feed], *, fill: str = "zero") -> None:
+    def __init__(self, dg: DependencyGraph, feeds: Iterable[Feed], *, fill: str = "zero",
+                 overrides: Iterable[str] = ()) -> None:
         if fill not in FILLS:
             raise OnnxPruneError(f"fill must be one of {', '.join(FILLS)}, got {fill!r}")
         live: set[int] = set()
@@ -66,6 +70,10 @@ class MaskProbe:
                         fill_names[k], helper.np_dtype_to_tensor_dtype(dtype), list(shape)))
                     self.fills[name] = (fill_names[k], means[e.tensor].reshape(shape).astype(dtype))
         splice_masks(model, masked, prefix="probe", fills=fill_names)
+        inits = {t.name: t for t in model.graph.initializer}
+        for name in dict.fromkeys(overrides):  # initializers listed as inputs: a feed replaces them
+            t = inits[name]
+            model.graph.input.append(helper.make_tensor_value_info(name, t.data_type, list(t.dims)))
         self.outputs = [o.name for o in model.graph.output]
         self.session = runtime.session(model, optimize=True)
         self.evaluations = 0
@@ -82,8 +90,10 @@ class MaskProbe:
                 out[fill_name] = np.where(keep, 0, mean).astype(dtype)
         return out
 
-    def _run(self, feed: Feed, removed: set[int]) -> dict[str, np.ndarray]:
-        return runtime.run(self.session, {**feed, **self._mask_feed(removed)}, self.outputs)
+    def _run(self, feed: Feed, removed: set[int], weights: Mapping[str, np.ndarray] | None = None,
+             ) -> dict[str, np.ndarray]:
+        """weights: values for initializers named in `overrides` (the others keep theirs)."""
+        return runtime.run(self.session, {**feed, **self._mask_feed(removed), **(weights or {})}, self.outputs)
 
     def error(self, removed: set[int]) -> float:
         """Σ over float outputs of ‖y − y_ref‖ / ‖y_ref‖ over all held batches."""

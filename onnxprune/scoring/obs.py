@@ -15,6 +15,9 @@ every scored layer (d² · 8 bytes each, d = C/g · kh · kw).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
 import numpy as np
 import onnx
 
@@ -25,13 +28,14 @@ from onnxprune.graph.engine import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.graph.tracks import map_roots
 from onnxprune.recovery.layers import matmul_bias, unsupported
-from onnxprune.recovery.weights import read_layer
+from onnxprune.recovery.weights import LayerWeights, read_layer
 from onnxprune.scoring.base import register_importance
 from onnxprune.scoring.calibrated import CalibratedImportance
 from onnxprune.scoring.edge_stats import group_edges
 from onnxprune.scoring.magnitude import WEIGHT_ROLES, Magnitude
 from onnxprune.scoring.surgeon import LayerSurgeon, damped_inverse, greedy_scores
 
+Feed = Mapping[str, np.ndarray]
 DEFAULT_ROUNDS = 16
 DEFAULT_DAMP = 1e-3  # as reconstruction's
 GRAM_CHUNK_BYTES = 1 << 30  # Grams gathered at once in one calibration pass
@@ -57,6 +61,89 @@ def input_columns(node: onnx.NodeProto, weight_shape: tuple[int, ...]) -> tuple[
     return weight_shape[0], 1
 
 
+def fit_nodes(dg: DependencyGraph) -> dict[str, onnx.NodeProto]:
+    """Consumer nodes of prunable groups that can be re-fitted, by name."""
+    inits = {t.name: t for t in dg.model.graph.initializer}
+    nodes = {n.name: n for n in dg.model.graph.node}
+    out: dict[str, onnx.NodeProto] = {}
+    for e in dg.analysis.consume_edges:
+        node = nodes.get(e.node)
+        if node is not None and e.input_index == 0 and unsupported(dg.model, node, inits) is None:
+            out[e.node] = node
+    return out
+
+
+def collect_grams(dg: DependencyGraph, nodes: Iterable[onnx.NodeProto], batches: Callable[[], Iterable[Feed]], *,
+                  max_rows: int | None = DEFAULT_MAX_ROWS) -> dict[str, GramStats | list[GramStats]]:
+    """Input Grams of `nodes` on the dense model, one pass over `batches()` per GRAM_CHUNK_BYTES of Grams."""
+    todo = list(nodes)
+    out: dict[str, GramStats | list[GramStats]] = {}
+    chunk: list[str] = []
+    used = 0
+    for i, node in enumerate(todo):
+        channels, per = input_columns(node, tuple(dg.analysis.view.array(node.input[1]).shape))
+        d = channels * per
+        chunk.append(node_key(node))
+        used += 8 * d * d
+        if used >= GRAM_CHUNK_BYTES or i == len(todo) - 1:
+            st = collect_stats(dg.model, batches(), grams=chunk, max_rows=max_rows, seed=0)
+            out.update({k: lg.groups for k, lg in st.grams.items()})
+            chunk, used = [], 0
+    return out
+
+
+@dataclass
+class ConsumerSurgeon:
+    """One (conv group of a) consumer layer of a group: its surgeon, and what rebuilds the layer.
+
+    layer: the node's effective weights as read (the surgeon starts from `layer.weights[index]`);
+    mean: the mean Gram column (Σx / rows) when the layer has a bias, which then absorbs the mean
+    shift of a re-fit (b' = b + (W − W')·mean); bias_add: a MatMul's bias Add (recovery.layers.matmul_bias).
+    """
+
+    node: onnx.NodeProto
+    index: int
+    surgeon: LayerSurgeon
+    layer: LayerWeights
+    mean: np.ndarray | None
+    bias_add: tuple[onnx.NodeProto, int] | None
+
+
+def consumer_surgeons(dg: DependencyGraph, group: Group, grams: Mapping[str, GramStats | list[GramStats]],
+                      fit_nodes: Mapping[str, onnx.NodeProto], *, damp: float) -> list[ConsumerSurgeon]:
+    """Fresh surgeons for every re-fittable consume edge of `group` (see the module doc)."""
+    inits = {t.name: t for t in dg.model.graph.initializer}
+    out: list[ConsumerSurgeon] = []
+    for e in group_edges(dg, group):
+        node = fit_nodes.get(e.node)
+        gs = grams.get(node_key(node)) if node is not None else None
+        if node is None or not isinstance(gs, list):
+            continue
+        bias = matmul_bias(dg.model, node, inits) if node.op_type == "MatMul" else None
+        lw = read_layer(dg.model, node, bias)
+        channels, per = input_columns(node, tuple(dg.analysis.view.array(node.input[1]).shape))
+        ids = e.track.ids.reshape(-1) if e.track.is_single else None
+        if ids is None or ids.size != channels or len(gs) != len(lw.weights):
+            continue
+        roots = np.repeat(map_roots(dg.analysis.roots, ids), per)
+        index = np.searchsorted(group.slots, roots)
+        clipped = np.clip(index, 0, group.size - 1)
+        slots = np.where((roots >= 0) & (group.slots[clipped] == roots), clipped, -1)
+        d = lw.weights[0].shape[1]
+        if any(g.xtx is None or g.xtx.shape != (d, d) for g in gs):
+            continue
+        hs = [centred(g, bias=lw.has_bias) for g in gs]
+        # one energy for the whole layer: a depthwise conv's groups are compared with each other
+        energy = sum(float(np.einsum("kd,de,ke->", wg, h, wg)) for wg, h in zip(lw.weights, hs, strict=True))
+        for gi, (h, wg, g) in enumerate(zip(hs, lw.weights, gs, strict=True)):
+            col_slots = slots[gi * d:(gi + 1) * d]
+            if (col_slots >= 0).any():
+                mean = g.xsum / g.rows if lw.has_bias and g.xsum is not None and g.rows > 0 else None
+                out.append(ConsumerSurgeon(node, gi, LayerSurgeon(wg, damped_inverse(h, damp), col_slots, energy),
+                                           lw, mean, bias))
+    return out
+
+
 class SurgeonImportance(CalibratedImportance):
     name = "obs"
     producers = False
@@ -67,66 +154,14 @@ class SurgeonImportance(CalibratedImportance):
         self.rounds, self.damp, self.max_rows = rounds, damp, max_rows
 
     def fit_nodes(self, dg: DependencyGraph) -> dict[str, onnx.NodeProto]:
-        """Consumer nodes of prunable groups that can be re-fitted, by name."""
-        inits = {t.name: t for t in dg.model.graph.initializer}
-        nodes = {n.name: n for n in dg.model.graph.node}
-        out: dict[str, onnx.NodeProto] = {}
-        for e in dg.analysis.consume_edges:
-            node = nodes.get(e.node)
-            if node is not None and e.input_index == 0 and unsupported(dg.model, node, inits) is None:
-                out[e.node] = node
-        return out
+        return self.cached(dg, "fit_nodes", lambda: fit_nodes(dg))
 
     def grams(self, dg: DependencyGraph) -> dict[str, GramStats | list[GramStats]]:
-        return self.cached(dg, "grams", lambda: self._collect(dg))
-
-    def _collect(self, dg: DependencyGraph) -> dict[str, GramStats | list[GramStats]]:
-        nodes = list(self.fit_nodes(dg).values())
-        out: dict[str, GramStats | list[GramStats]] = {}
-        chunk: list[str] = []
-        used = 0
-        for i, node in enumerate(nodes):
-            channels, per = input_columns(node, tuple(dg.analysis.view.array(node.input[1]).shape))
-            d = channels * per
-            chunk.append(node_key(node))
-            used += 8 * d * d
-            if used >= GRAM_CHUNK_BYTES or i == len(nodes) - 1:
-                st = collect_stats(dg.model, self.batches(dg), grams=chunk, max_rows=self.max_rows, seed=0)
-                out.update({k: lg.groups for k, lg in st.grams.items()})
-                chunk, used = [], 0
-        return out
+        return self.cached(dg, "grams", lambda: collect_grams(dg, self.fit_nodes(dg).values(),
+                                                              lambda: self.batches(dg), max_rows=self.max_rows))
 
     def surgeons(self, dg: DependencyGraph, group: Group) -> list[LayerSurgeon]:
-        nodes = self.fit_nodes(dg)
-        grams = self.grams(dg)
-        inits = {t.name: t for t in dg.model.graph.initializer}
-        out: list[LayerSurgeon] = []
-        for e in group_edges(dg, group):
-            node = nodes.get(e.node)
-            gs = grams.get(node_key(node)) if node is not None else None
-            if node is None or not isinstance(gs, list):
-                continue
-            bias = matmul_bias(dg.model, node, inits) if node.op_type == "MatMul" else None
-            lw = read_layer(dg.model, node, bias)
-            channels, per = input_columns(node, tuple(dg.analysis.view.array(node.input[1]).shape))
-            ids = e.track.ids.reshape(-1) if e.track.is_single else None
-            if ids is None or ids.size != channels or len(gs) != len(lw.weights):
-                continue
-            roots = np.repeat(map_roots(dg.analysis.roots, ids), per)
-            index = np.searchsorted(group.slots, roots)
-            clipped = np.clip(index, 0, group.size - 1)
-            slots = np.where((roots >= 0) & (group.slots[clipped] == roots), clipped, -1)
-            d = lw.weights[0].shape[1]
-            if any(g.xtx is None or g.xtx.shape != (d, d) for g in gs):
-                continue
-            hs = [centred(g, bias=lw.has_bias) for g in gs]
-            # one energy for the whole layer: a depthwise conv's groups are compared with each other
-            energy = sum(float(np.einsum("kd,de,ke->", wg, h, wg)) for wg, h in zip(lw.weights, hs, strict=True))
-            for gi, (h, wg) in enumerate(zip(hs, lw.weights, strict=True)):
-                col_slots = slots[gi * d:(gi + 1) * d]
-                if (col_slots >= 0).any():
-                    out.append(LayerSurgeon(wg, damped_inverse(h, self.damp), col_slots, energy))
-        return out
+        return [c.surgeon for c in consumer_surgeons(dg, group, self.grams(dg), self.fit_nodes(dg), damp=self.damp)]
 
     def __call__(self, dg: DependencyGraph, group: Group) -> np.ndarray:
         surgeons = self.surgeons(dg, group)
