@@ -14,6 +14,7 @@ from onnxprune.api import analyse, prune
 from onnxprune.calibration import CalibConfig
 from onnxprune.scoring import get_importance
 from onnxprune.scoring.calibrated import DataDriven
+from onnxprune.scoring.obs import SurgeonImportance, fit_nodes
 from onnxprune.scoring.surgeon import LayerSurgeon, damped_inverse, greedy_scores
 
 
@@ -133,3 +134,23 @@ def test_group_without_refittable_consumer_falls_back_to_l2(tmp_path: Path) -> N
     assert isinstance(obs, DataDriven)
     obs.configure(calibration=calib_file(tmp_path, (1, 3, 4, 4, 4)))
     np.testing.assert_allclose(obs(dg, group), get_importance("l2")(dg, group))
+
+
+def test_consumers_with_huge_grams_are_left_out(tmp_path: Path) -> None:
+    """A Gemm reading 4 channels x 36 positions (144 columns) is skipped above max_columns: l2 then."""
+    g = Graph(seed=7)
+    x = g.input("x", ("n", 3, 6, 6))
+    h = g.node("Flatten", [g.relu(g.conv(x, 3, 4, k=1, name="c1"))], name="flat", axis=1)
+    g.output(g.gemm(h, 144, 2, name="fc"))
+    model = g.build()
+    dg = analyse(model)
+    assert set(fit_nodes(dg)) == {"fc"}
+    assert fit_nodes(dg, max_columns=143) == {}
+    group = next(grp for grp in dg.prunable if "c1" in grp.sources)
+    cfg = calib_file(tmp_path, (1, 3, 6, 6))
+    small = SurgeonImportance(max_columns=143)
+    small.configure(calibration=cfg)
+    np.testing.assert_allclose(small(dg, group), get_importance("l2")(dg, group))
+    full = SurgeonImportance()
+    full.configure(calibration=cfg)
+    assert not np.allclose(full(dg, group), get_importance("l2")(dg, group))

@@ -8,8 +8,9 @@ such node, im2col for convs), and `scoring.surgeon` scores the group's slots by 
 `rounds` rounds: each round removes the slots whose removal, re-fitted, raises the summed relative
 output error of those layers least. With rounds=1 the scores are the independent OBS costs.
 
-Consumers that cannot be re-fitted (an attention Mul, a Resize feeding a graph output) add no cost;
-a group with no re-fittable consumer falls back to l2 magnitude. Grams are held as float64 H⁻¹ for
+Consumers that cannot be re-fitted (an attention Mul, a Resize feeding a graph output), or whose
+Gram has more than MAX_COLUMNS columns, add no cost; a group with no such consumer left falls back
+to l2 magnitude. Grams are held as float64 H⁻¹ for
 every scored layer (d² · 8 bytes each, d = C/g · kh · kw).
 """
 
@@ -39,6 +40,7 @@ Feed = Mapping[str, np.ndarray]
 DEFAULT_ROUNDS = 16
 DEFAULT_DAMP = 1e-3  # as reconstruction's
 GRAM_CHUNK_BYTES = 1 << 30  # Grams gathered at once in one calibration pass
+MAX_COLUMNS = 8192  # larger consumer layers add no cost (an 8192-column H⁻¹ is 512 MB, its inverse O(d³))
 
 
 def centred(g: GramStats, *, bias: bool) -> np.ndarray:
@@ -61,14 +63,24 @@ def input_columns(node: onnx.NodeProto, weight_shape: tuple[int, ...]) -> tuple[
     return weight_shape[0], 1
 
 
-def fit_nodes(dg: DependencyGraph) -> dict[str, onnx.NodeProto]:
-    """Consumer nodes of prunable groups that can be re-fitted, by name."""
+def gram_columns(dg: DependencyGraph, node: onnx.NodeProto) -> int:
+    """Columns of one (conv group's) input Gram of a fit layer: C/g · kh · kw, or the input features."""
+    shape = tuple(dg.analysis.view.array(node.input[1]).shape)
+    channels, per = input_columns(node, shape)
+    group = next((int(a.i) for a in node.attribute if a.name == "group"), 1) if "Conv" in node.op_type else 1
+    return channels // max(group, 1) * per
+
+
+def fit_nodes(dg: DependencyGraph, *, max_columns: int = MAX_COLUMNS) -> dict[str, onnx.NodeProto]:
+    """Consumer nodes of prunable groups that can be re-fitted, by name; layers whose Gram has more than
+    `max_columns` columns are left out (VGG's first classifier Gemm reads 25088 features: a 5 GB H⁻¹)."""
     inits = {t.name: t for t in dg.model.graph.initializer}
     nodes = {n.name: n for n in dg.model.graph.node}
     out: dict[str, onnx.NodeProto] = {}
     for e in dg.analysis.consume_edges:
         node = nodes.get(e.node)
-        if node is not None and e.input_index == 0 and unsupported(dg.model, node, inits) is None:
+        if node is not None and e.input_index == 0 and unsupported(dg.model, node, inits) is None \
+                and gram_columns(dg, node) <= max_columns:
             out[e.node] = node
     return out
 
@@ -149,12 +161,12 @@ class SurgeonImportance(CalibratedImportance):
     producers = False
 
     def __init__(self, *, rounds: int = DEFAULT_ROUNDS, damp: float = DEFAULT_DAMP,
-                 max_rows: int | None = DEFAULT_MAX_ROWS) -> None:
+                 max_rows: int | None = DEFAULT_MAX_ROWS, max_columns: int = MAX_COLUMNS) -> None:
         super().__init__()
-        self.rounds, self.damp, self.max_rows = rounds, damp, max_rows
+        self.rounds, self.damp, self.max_rows, self.max_columns = rounds, damp, max_rows, max_columns
 
     def fit_nodes(self, dg: DependencyGraph) -> dict[str, onnx.NodeProto]:
-        return self.cached(dg, "fit_nodes", lambda: fit_nodes(dg))
+        return self.cached(dg, "fit_nodes", lambda: fit_nodes(dg, max_columns=self.max_columns))
 
     def grams(self, dg: DependencyGraph) -> dict[str, GramStats | list[GramStats]]:
         return self.cached(dg, "grams", lambda: collect_grams(dg, self.fit_nodes(dg).values(),
