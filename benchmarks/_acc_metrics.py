@@ -4,6 +4,8 @@
 - YOLOv8 boxes: decode [1, 4+C, N] (cx, cy, w, h, class scores), keep score >= 0.25, class-wise
   NMS at IoU 0.45; pruned boxes match dense boxes greedily (highest IoU first) when IoU >= 0.5
   and the class is the same; F1 from true positives summed over all images.
+- YOLOv8 scores: mean |Δ class score| over the (anchor, class) pairs where either model scores
+  >= 0.05 (`score_drift`), a continuous companion of the F1, which moves by whole boxes.
 - Text maps: IoU of the probability maps binarised at 0.3 (the DB post-process threshold).
 """
 
@@ -18,6 +20,7 @@ CONF = 0.25
 NMS_IOU = 0.45
 MATCH_IOU = 0.5
 TEXT_THRESHOLD = 0.3
+DRIFT_FLOOR = 0.05
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -119,3 +122,15 @@ def mask_iou(dense: Sequence[np.ndarray], pruned: Sequence[np.ndarray], *,
 def pooled_cosine(dense: Sequence[np.ndarray], pruned: Sequence[np.ndarray]) -> float:
     """Cosine of all outputs concatenated (a per-image mean is unstable where a map is all ~0)."""
     return cosine(np.concatenate([a.ravel() for a in dense]), np.concatenate([b.ravel() for b in pruned]))
+
+
+def score_drift(dense: Sequence[np.ndarray], pruned: Sequence[np.ndarray], *,
+                floor: float = DRIFT_FLOOR) -> tuple[float, int]:
+    """Mean |Δ class score| over the (anchor, class) pairs where either model scores >= floor, and their count."""
+    total, count = 0.0, 0
+    for a, b in zip(dense, pruned, strict=True):
+        sa, sb = a[0, 4:].astype(np.float64), b[0, 4:].astype(np.float64)
+        live = (sa >= floor) | (sb >= floor)
+        total += float(np.abs(sa - sb)[live].sum())
+        count += int(live.sum())
+    return (total / count if count else 0.0), count

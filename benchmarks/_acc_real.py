@@ -7,7 +7,7 @@ per-group ratios allocated from sensitivity curves (output error measured on cal
 and the same ratios with the channels inside each group chosen by obs, with and without the weighted
 re-fit of the score heads (prune(head_floor=)).
 Metrics against the dense model: cosine of all raw outputs (concatenated over the images); YOLO
-box F1; OCR mask IoU.
+box F1 (and the mean class-score change, in the notes); OCR mask IoU.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import _acc_images as im
 import numpy as np
 import onnx
 from _acc_common import REAL, md_table, outputs
-from _acc_metrics import box_agreement, mask_iou, pooled_cosine
+from _acc_metrics import box_agreement, mask_iou, pooled_cosine, score_drift
 from _acc_prune import StructuredPruner, calibrated_criteria, missing_features
 
 from onnxprune.calibration import CalibConfig
@@ -85,7 +85,9 @@ def fidelity(case: RealCase, dense: Sequence[np.ndarray], pruned: Sequence[np.nd
     cos = pooled_cosine(dense, pruned)
     if case.kind == "yolo":
         agree = box_agreement(dense, pruned)
-        return Fidelity(cos, agree.f1, f"{agree.matched} of {agree.dense} dense / {agree.pruned} pruned boxes")
+        drift, pairs = score_drift(dense, pruned)
+        return Fidelity(cos, agree.f1, f"{agree.matched} of {agree.dense} dense / {agree.pruned} pruned boxes, "
+                                       f"mean abs score change {drift:.3f} over {pairs} anchor-class pairs")
     return Fidelity(cos, mask_iou(dense, pruned), "")
 
 

@@ -34,3 +34,18 @@ def test_profile_ops_compares_kernel_times() -> None:
     assert any(line.strip().startswith("conv ") for line in lines)
     assert any("ceiling" in line for line in lines)
     assert "Conv kernels" in proc.stdout
+
+
+def test_score_drift_counts_pairs_either_model_scores() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import numpy as np
+    from _acc_metrics import score_drift
+
+    dense = np.zeros((1, 4 + 2, 3), dtype=np.float32)
+    pruned = dense.copy()
+    dense[0, 4, 0], pruned[0, 4, 0] = 0.8, 0.6   # both score: |Δ| 0.2
+    pruned[0, 5, 2] = 0.1                           # only the pruned model scores: |Δ| 0.1
+    dense[0, 5, 1], pruned[0, 5, 1] = 0.01, 0.02    # neither reaches 0.05: left out
+    dense[0, :4] = 100.0                            # box coordinates are not scores
+    drift, pairs = score_drift([dense], [pruned])
+    assert pairs == 2 and abs(drift - 0.15) < 1e-6
