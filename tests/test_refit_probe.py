@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +86,8 @@ def test_refit_probe_matches_reconstruction_of_the_pruned_model() -> None:
 
 @pytest.mark.parametrize("build,shape,source", [(_chain, (8, 3, 6, 6), "c1"), (_depthwise, (8, 3, 6, 6), "c1"),
                                                  (_mlp, (64, 8), "g1")])
-def test_refit_never_does_worse_than_zero_when_the_consumer_is_the_last_layer(build, shape, source) -> None:  # type: ignore[no-untyped-def]
+def test_refit_never_does_worse_than_zero_when_the_consumer_is_the_last_layer(
+        build: Callable[[], onnx.ModelProto], shape: tuple[int, ...], source: str) -> None:
     model, feeds = build(), _feeds(shape)
     for slot in range(3):
         zero, refit = _errors(model, feeds, source, slot)

@@ -76,6 +76,13 @@ def gram_columns(dg: DependencyGraph, node: onnx.NodeProto) -> int:
     return channels // max(group, 1) * per
 
 
+def read_fit_layer(model: onnx.ModelProto, node: onnx.NodeProto, inits: dict[str, onnx.TensorProto],
+                   ) -> tuple[LayerWeights, tuple[onnx.NodeProto, int] | None]:
+    """A fit layer's effective weights, and for a MatMul the bias Add it is fitted with (if any)."""
+    bias = matmul_bias(model, node, inits) if node.op_type == "MatMul" else None
+    return read_layer(model, node, bias), bias
+
+
 def fit_nodes(dg: DependencyGraph, *, max_columns: int = MAX_COLUMNS) -> dict[str, onnx.NodeProto]:
     """Consumer nodes of prunable groups that can be re-fitted, by name; layers whose Gram has more than
     `max_columns` columns are left out (VGG's first classifier Gemm reads 25088 features: a 5 GB H⁻¹)."""
@@ -136,8 +143,7 @@ def consumer_surgeons(dg: DependencyGraph, group: Group, grams: Mapping[str, Gra
         gs = grams.get(node_key(node)) if node is not None else None
         if node is None or not isinstance(gs, list):
             continue
-        bias = matmul_bias(dg.model, node, inits) if node.op_type == "MatMul" else None
-        lw = read_layer(dg.model, node, bias)
+        lw, bias = read_fit_layer(dg.model, node, inits)
         channels, per = input_columns(node, tuple(dg.analysis.view.array(node.input[1]).shape))
         ids = e.track.ids.reshape(-1) if e.track.is_single else None
         if ids is None or ids.size != channels or len(gs) != len(lw.weights):

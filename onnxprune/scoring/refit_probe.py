@@ -23,9 +23,15 @@ import numpy as np
 from onnxprune.activations import DEFAULT_MAX_ROWS
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.graph.groups import Group
-from onnxprune.recovery.layers import matmul_bias
-from onnxprune.recovery.weights import LayerWeights, layer_arrays, read_layer
-from onnxprune.scoring.obs import DEFAULT_DAMP, ConsumerSurgeon, collect_grams, consumer_surgeons, fit_nodes
+from onnxprune.recovery.weights import LayerWeights, layer_arrays
+from onnxprune.scoring.obs import (
+    DEFAULT_DAMP,
+    ConsumerSurgeon,
+    collect_grams,
+    consumer_surgeons,
+    fit_nodes,
+    read_fit_layer,
+)
 
 Feed = Mapping[str, np.ndarray]
 Weights = dict[str, np.ndarray]
@@ -42,8 +48,7 @@ class Compensator:
         inits = {t.name: t for t in dg.model.graph.initializer}
         names: dict[str, None] = {}  # what the probe must let a feed replace
         for node in self.nodes.values():
-            bias = matmul_bias(dg.model, node, inits) if node.op_type == "MatMul" else None
-            arrays = layer_arrays(dg.model, node, read_layer(dg.model, node, bias), bias)
+            arrays = layer_arrays(dg.model, node, *read_fit_layer(dg.model, node, inits))
             names.update(dict.fromkeys(arrays or {}))
         self.initializers = list(names)
         self._names = set(names)
