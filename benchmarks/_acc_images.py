@@ -57,10 +57,28 @@ def lfw_mosaic(faces: np.ndarray, start: int, n: int) -> np.ndarray:
     return to_rgb(np.concatenate(rows, axis=0))
 
 
+# Photographs bundled with other installed packages (no download): matplotlib's portrait of Grace
+# Hopper, scikit-learn's two sample photographs.
+OTHER_PHOTOS = ("grace_hopper", "china", "flower")
+
+
+def _other_photo(name: str) -> np.ndarray:
+    if name == "grace_hopper":
+        from matplotlib import cbook
+
+        with cbook.get_sample_data("grace_hopper.jpg") as f:
+            return to_rgb(np.asarray(Image.open(f).convert("RGB")))
+    from sklearn.datasets import load_sample_image
+
+    return to_rgb(load_sample_image(f"{name}.jpg"))
+
+
 def load(name: str) -> np.ndarray:
-    """A bundled skimage image as uint8 RGB."""
+    """A bundled skimage image (or one of OTHER_PHOTOS) as uint8 RGB."""
     import skimage.data as data
 
+    if name in OTHER_PHOTOS:
+        return _other_photo(name)
     if name == "motorcycle_left":
         return to_rgb(data.stereo_motorcycle()[0])
     return to_rgb(getattr(data, name)())

@@ -49,3 +49,28 @@ def test_score_drift_counts_pairs_either_model_scores() -> None:
     dense[0, :4] = 100.0                            # box coordinates are not scores
     drift, pairs = score_drift([dense], [pruned])
     assert pairs == 2 and abs(drift - 0.15) < 1e-6
+
+
+def test_yolo_variants_cap_drops_the_points_above_it() -> None:
+    """benchmarks/yolo_variants.capped: curves cut at a ratio still allocate, and never beyond the cut."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import warnings
+
+    from yolo_variants import capped
+
+    from onnxprune.api import analyse, prune
+    from onnxprune.sensitivity import sensitivity_curves
+
+    dg = analyse(ROOT / "models" / "zoo" / "resnet_ts.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random inputs: CalibrationWarning
+        curves = sensitivity_curves(dg, ratios=(0.2, 0.4, 0.6), samples=2)
+    cut = capped(curves, 0.4)
+    assert cut.ratios == [0.2, 0.4] and curves.ratios == [0.2, 0.4, 0.6]
+    assert all(p.ratio <= 0.4 for g in cut.curves for p in g.points)
+    assert [len(g.points) for g in curves.curves] == [3] * len(curves.curves)
+    res = prune(dg.model, target_macs=0.8, sensitivity=cut, dg=dg)
+    sizes = {g.id: g.size for g in dg.groups}
+    assert res.plan.removals
+    for gid, idx in res.plan.removals.items():  # the allocation only moves along the measured points
+        assert len(idx) <= round(0.4 * sizes[gid]), (gid, len(idx), sizes[gid])
