@@ -17,13 +17,20 @@ After each step the model is checked against the *original* with `validate.valid
 every output on the held calibration samples (`min_cosine`), and the accuracy drop on labelled
 data (`max_acc_drop`, percentage points). When a step misses a threshold the loop stops and the
 last good step's model is kept (`StepsResult.stopped`); if the first step already misses it,
-`ThresholdError` is raised. Latency targets and sensitivity curves describe the original model
-only, so they are not combined with more than one step.
+`ThresholdError` is raised.
+
+Sensitivity curves describe the model they were measured on, so with curves the first step
+allocates from them (they must match the original) and every later step re-measures them on its
+own input model, with the same settings (ratio grid, samples, criterion, round_to, fill) and the
+calibration data: each step's per-group ratios reflect what the previous steps removed and
+re-fitted (measured on YOLOv8n at 0.7x MACs, benchmarks/yolo_variants.py). A latency target and
+a replayed plan describe the original model only, so they are not combined with more than one step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,8 +38,9 @@ import onnx
 
 from onnxprune.errors import OnnxPruneError, ThresholdError
 from onnxprune.progress import ProgressFn, report
+from onnxprune.scoring.calibrated import Calibration
 from onnxprune.scoring.mask_probe import Feed
-from onnxprune.sensitivity import LabelledData
+from onnxprune.sensitivity import LabelledData, SensitivityResult, sensitivity_curves
 from onnxprune.stats import model_stats
 
 SCHEDULES = ("geometric", "linear")
@@ -134,6 +142,24 @@ def _step_budget(kind: str, keep_now: float, keep_prev: float, achieved: float) 
     return min(1.0, keep_now / max(achieved, 1e-9))
 
 
+def _curves(sensitivity: SensitivityResult | str | os.PathLike[str] | None) -> SensitivityResult | None:
+    if sensitivity is None or isinstance(sensitivity, SensitivityResult):
+        return sensitivity
+    return SensitivityResult.load(sensitivity)
+
+
+def remeasured(curves: SensitivityResult, model: onnx.ModelProto, *, calibration: Calibration = None,
+               shapes: Shapes | None = None, approximate: Iterable[str] = (),
+               progress: ProgressFn | None = None) -> SensitivityResult:
+    """`curves` measured again on `model`, with the same grid, samples, criterion, round_to and fill."""
+    from onnxprune.api import analyse
+
+    dg = analyse(model, shapes=shapes, approximate=approximate)
+    return sensitivity_curves(dg, calibration=calibration, ratios=curves.ratios, criterion=curves.criterion,
+                              samples=curves.samples, round_to=curves.round_to, shapes=shapes,
+                              model_name=curves.model, progress=progress, fill=curves.fill)
+
+
 def prune_in_steps(model: onnx.ModelProto, *, steps: int, schedule: str = "geometric", ratio: float = 0.3,
                    target_macs: float | None = None, target_params: float | None = None, gate: Gate | None = None,
                    shapes: Shapes | None = None, progress: ProgressFn | None = None,
@@ -144,7 +170,7 @@ def prune_in_steps(model: onnx.ModelProto, *, steps: int, schedule: str = "geome
     from onnxprune.api import analyse, prune
     from onnxprune.decisions import group_decisions
 
-    for bad in ("target_latency", "sensitivity", "plan"):
+    for bad in ("target_latency", "plan"):
         if prune_kwargs.get(bad) is not None and steps > 1:
             raise OnnxPruneError(f"{bad.replace('_', '-')} cannot be combined with steps (it describes the "
                                  f"original model only)")
@@ -152,6 +178,7 @@ def prune_in_steps(model: onnx.ModelProto, *, steps: int, schedule: str = "geome
     final = float(target_macs if kind == "macs" else target_params if kind == "params" else 1.0 - ratio)  # type: ignore[arg-type]
     fractions = kept_fractions(final, steps, schedule)
     g = gate or Gate()
+    curves = _curves(prune_kwargs.pop("sensitivity", None))
     original = analyse(model, shapes=shapes, approximate=prune_kwargs.get("approximate", ())).model
     base = model_stats(original, shapes=shapes)
     out = StepsResult(None, original, [], schedule, 0)
@@ -161,7 +188,10 @@ def prune_in_steps(model: onnx.ModelProto, *, steps: int, schedule: str = "geome
         tick("steps", k - 1, steps)
         budget = _step_budget(kind, keep, keep_prev, achieved)
         kw: dict[str, Any] = {"ratio": budget} if kind == "ratio" else {f"target_{kind}": budget}
-        res = prune(current, shapes=shapes, progress=progress, **kw, **prune_kwargs)
+        if curves is not None and k > 1:
+            curves = remeasured(curves, current, calibration=prune_kwargs.get("calibration"), shapes=shapes,
+                                approximate=prune_kwargs.get("approximate", ()), progress=progress)
+        res = prune(current, shapes=shapes, progress=progress, sensitivity=curves, **kw, **prune_kwargs)
         st = model_stats(res.model, shapes=shapes)
         macs_kept, params_kept = st.macs / max(base.macs, 1), st.params / max(base.params, 1)
         cos, drop, failures = check_gate(original, res.model, g, shapes=shapes) if g.active or g.feeds \

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
+from typing import Any
 
+import onnx
 import pytest
 from click.testing import CliRunner
 
+from onnxprune import schedule
+from onnxprune.api import analyse, prune
 from onnxprune.cli import main
 from onnxprune.errors import OnnxPruneError, ThresholdError
 from onnxprune.io import load_model
 from onnxprune.schedule import Gate, kept_fractions, prune_in_steps
-from onnxprune.sensitivity import LabelledData
+from onnxprune.sensitivity import LabelledData, SensitivityResult, sensitivity_curves
 from onnxprune.stats import model_stats
 from onnxprune.validate import load_feeds
 
@@ -71,9 +76,46 @@ def test_gate_stops_early_and_keeps_the_last_good_step() -> None:
         prune_in_steps(model, steps=3, target_macs=0.3, gate=Gate(min_cosine=1.1))
 
 
-def test_steps_refuse_latency_and_curves() -> None:
+def test_steps_refuse_latency() -> None:
     with pytest.raises(OnnxPruneError, match="target-latency"):
         prune_in_steps(load_model(RESNET), steps=2, target_latency=1.0)
+
+
+def _curves(model: onnx.ModelProto, path: Path | None = None) -> SensitivityResult:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random inputs: CalibrationWarning
+        curves = sensitivity_curves(analyse(model), ratios=(0.25, 0.5), samples=2, model_name="resnet_ts")
+    if path is not None:
+        curves.save(path)
+    return curves
+
+
+def test_steps_remeasure_the_curves_on_each_later_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Curves of the original allocate step 1 only: a later step's groups are smaller, so the
+    original's curves no longer match them (curves_for refuses), and each later step measures its own."""
+    model = load_model(RESNET)
+    curves = _curves(model)
+    seen: list[tuple[int, list[int]]] = []
+    real = schedule.remeasured
+
+    def spy(c: SensitivityResult, m: onnx.ModelProto, **kw: Any) -> SensitivityResult:
+        out = real(c, m, **kw)
+        seen.append((len(m.graph.node), [g.channels for g in out.curves]))
+        assert out.ratios == c.ratios and out.samples == c.samples and out.criterion == c.criterion
+        return out
+
+    monkeypatch.setattr(schedule, "remeasured", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = prune_in_steps(model, steps=3, target_macs=0.6, sensitivity=curves)
+    assert len(out.steps) == 3 and len(seen) == 2
+    first = [g.channels for g in curves.curves]
+    assert sum(seen[0][1]) < sum(first) and sum(seen[1][1]) < sum(seen[0][1])
+    assert abs(out.steps[-1].macs_kept - 0.6) <= 0.03 * 0.6
+    assert out.result is not None and out.result.choice is not None and out.result.choice.allocation is not None
+    step1 = prune(model, target_macs=0.8).model
+    with pytest.raises(OnnxPruneError, match="another model"):  # what step 2 would meet without re-measuring
+        prune(step1, target_macs=0.8, sensitivity=curves)
 
 
 @pytest.mark.skipif(not (DIGITS / "digits_resnet.onnx").exists(), reason="digits model not built")
@@ -89,6 +131,20 @@ def test_steps_reconstruct_between_steps_and_check_accuracy() -> None:
         assert rec.reconstruction is not None and rec.reconstruction["layers"]
         assert rec.acc_drop is not None and rec.acc_drop <= 50.0
         assert any(g["reconstruction"] for g in rec.decisions)
+
+
+def test_cli_steps_with_curves(tmp_path: Path) -> None:
+    curves = tmp_path / "s.json"
+    _curves(load_model(RESNET), curves)
+    rep = tmp_path / "r.json"
+    r = CliRunner().invoke(main, ["prune", str(RESNET), "-o", str(tmp_path / "o.onnx"), "--steps", "2",
+                                  "--target-macs", "0.6", "--sensitivity", str(curves), "--report", str(rep),
+                                  "--no-progress"])
+    assert r.exit_code == 0, r.stderr
+    assert "curves re-measured on step 1's model" in r.stdout
+    data = json.loads(rep.read_text())
+    assert len(data["steps"]["steps"]) == 2 and data["sensitivity"]["predicted_error"] >= 0
+    assert abs(data["compare"]["macs_kept"] - 0.6) <= 0.03 * 0.6
 
 
 def test_cli_steps_report(tmp_path: Path) -> None:

@@ -39,7 +39,8 @@ def _loop_options(fn: Any) -> Any:
     for deco in reversed([
         click.option("--sensitivity", "sensitivity", type=click.Path(dir_okay=False), default=None, metavar="S.json",
                      help="Curves from `onnxprune sensitivity --json`: a --target-* budget is split into per-group "
-                          "ratios with the least total error."),
+                          "ratios with the least total error. With --steps, each later step re-measures the curves "
+                          "on its own model (same grid, samples and criterion, on --calib)."),
         click.option("--sensitivity-error", type=click.Choice(METRICS), default=DEFAULT_METRIC, show_default=True,
                      help="Which error of the curves the allocation minimises."),
         click.option("--target-latency", type=click.FloatRange(0.0, min_open=True), default=None, metavar="MS",
@@ -154,7 +155,9 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
     if result.choice is not None and result.choice.latency is not None:
         click.echo(result.choice.latency.describe())
     if result.choice is not None and result.choice.allocation is not None:
-        click.echo(f"sensitivity: per-group ratios from {loop['sensitivity']}; predicted "
+        where = loop["sensitivity"] if steps is None or len(steps.steps) == 1 \
+            else f"curves re-measured on step {len(steps.steps) - 1}'s model (step 1: {loop['sensitivity']})"
+        click.echo(f"sensitivity: per-group ratios from {where}; predicted "
                    f"{result.choice.allocation.error} {result.choice.allocation.predicted_error:.3g} (sum over groups)")
     if steps is not None:
         for rec in steps.steps:
