@@ -58,6 +58,14 @@ def missing_features(criterion: str, *, reconstruct: bool, allocation: str) -> l
     return why
 
 
+def _has_steps() -> bool:
+    try:
+        from onnxprune.schedule import prune_in_steps  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 @dataclass
 class Outcome:
     model: onnx.ModelProto | None
@@ -105,10 +113,14 @@ class StructuredPruner:
         return prune(self.dg.model, **kw).model
 
     def at_macs(self, target: float, criterion: str, *, reconstruct: bool = False,
-                allocation: str = "uniform", sensitivity: Any = None, head_floor: float | None = None) -> Outcome:
+                allocation: str = "uniform", sensitivity: Any = None, head_floor: float | None = None,
+                steps: int = 1) -> Outcome:
         """`sensitivity`: curves (onnxprune.sensitivity) that split the MAC budget into per-group ratios.
-        `head_floor`: weighted re-fit of a final Sigmoid's logit layers (prune(head_floor=))."""
+        `head_floor`: weighted re-fit of a final Sigmoid's logit layers (prune(head_floor=)).
+        `steps`: more than 1 prunes in steps (onnxprune.schedule.prune_in_steps; curves re-measured)."""
         why = missing_features(criterion, reconstruct=reconstruct, allocation=allocation)
+        if steps > 1 and not _has_steps():
+            why.append("onnxprune.schedule.prune_in_steps missing")
         if sensitivity is not None and not {"sensitivity", "target_macs"} <= prune_params():
             why.append("prune(sensitivity=, target_macs=) missing")
         if head_floor is not None and "head_floor" not in prune_params():
@@ -119,7 +131,8 @@ class StructuredPruner:
                           head_floor=head_floor)
         start = time.perf_counter()
         try:
-            out = self._direct(target, kw) if "target_macs" in prune_params() else self._bisected(target, kw)
+            out = self._stepped(target, steps, kw) if steps > 1 else \
+                self._direct(target, kw) if "target_macs" in prune_params() else self._bisected(target, kw)
         except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not stop
             return Outcome(None, note=f"error: {type(exc).__name__}: {str(exc)[:80]}")
         out.seconds = time.perf_counter() - start
@@ -130,6 +143,16 @@ class StructuredPruner:
         kept = self.kept(model)
         note = "" if abs(kept - target) <= MACS_TOL else f"target_macs={target} gave {kept:.3f}"
         return Outcome(model, kept, how="target_macs", note=note)
+
+    def _stepped(self, target: float, steps: int, kw: Mapping[str, Any]) -> Outcome:
+        from onnxprune.schedule import prune_in_steps
+
+        res = prune_in_steps(self.dg.model, steps=steps, target_macs=target, **{k: v for k, v in kw.items()
+                                                                                if k != "dg"})
+        assert res.result is not None
+        kept = self.kept(res.result.model)
+        note = "" if abs(kept - target) <= MACS_TOL else f"target_macs={target} in {steps} steps gave {kept:.3f}"
+        return Outcome(res.result.model, kept, how=f"{steps} steps", note=note)
 
     def _bisected(self, target: float, kw: Mapping[str, Any]) -> Outcome:
         if kw.get("allocation", "uniform") != "uniform":

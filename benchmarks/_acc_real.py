@@ -5,7 +5,8 @@ reconstruction: every registered calibrated criterion (but sensitivity, too slow
 without reconstruction, the best one is re-fitted; the others' scores are listed. Last row: l2 order,
 per-group ratios allocated from sensitivity curves (output error measured on calibration images), re-fitted;
 and the same ratios with the channels inside each group chosen by obs, with and without the weighted
-re-fit of the score heads (prune(head_floor=)).
+re-fit of the score heads (prune(head_floor=)); then that last one in two steps, the curves
+re-measured on the first step's re-fitted model (prune --steps 2 --sensitivity).
 Metrics against the dense model: cosine of all raw outputs (concatenated over the images); YOLO
 box F1 (and the mean class-score change, in the notes); OCR mask IoU.
 """
@@ -44,6 +45,9 @@ CURVE_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 # order): the criterion picks the channels inside each group (obs: greedy least-squares re-fit cost,
 # what reconstruction then does); head_floor weights the re-fit of the final Sigmoid's logit layers.
 SENSITIVITY_ROWS: tuple[tuple[str, float | None], ...] = (("l2", None), ("obs", None), ("obs", HEAD_FLOOR))
+# The last of those rows again in this many steps (prune --steps K --sensitivity S.json: the curves
+# re-measured on each later step's re-fitted model).
+CURVE_STEPS = 2
 
 
 @dataclass(frozen=True)
@@ -100,9 +104,10 @@ def write_calibration(case: RealCase, folder: Path, count: int) -> CalibConfig:
 
 def row_for(case: RealCase, pruner: StructuredPruner, dense: Sequence[np.ndarray], inputs: Sequence[np.ndarray],
             label: str, criterion: str, reconstruct: bool, sensitivity: Any = None,
-            head_floor: float | None = None) -> tuple[list[str], float]:
+            head_floor: float | None = None, steps: int = 1) -> tuple[list[str], float]:
     """Table row and its score (-1 when it could not run)."""
-    out = pruner.at_macs(TARGET, criterion, reconstruct=reconstruct, sensitivity=sensitivity, head_floor=head_floor)
+    out = pruner.at_macs(TARGET, criterion, reconstruct=reconstruct, sensitivity=sensitivity, head_floor=head_floor,
+                         steps=steps)
     if out.model is None:
         return [case.name, label, "n/a", "n/a", "n/a", out.note], -1.0
     fid = fidelity(case, dense, outputs(out.model, inputs))
@@ -180,7 +185,13 @@ def sensitivity_rows(case: RealCase, pruner: StructuredPruner, dense: Sequence[n
         same = "same curves" + (f", head_floor={floor:g}" if floor else "")
         row[5] = "; ".join(p for p in (row[5], note if not rows else same) if p)
         rows.append(row)
-    return rows
+    crit, floor = SENSITIVITY_ROWS[-1]
+    label = f"{crit} + sensitivity allocation in {CURVE_STEPS} steps + reconstruction" + \
+        (" (score heads weighted)" if floor else "")
+    row = row_for(case, pruner, dense, inputs, label, crit, True, sensitivity=curves, head_floor=floor,
+                  steps=CURVE_STEPS)[0]
+    row[5] = "; ".join(p for p in (row[5], "same curves for step 1, re-measured on step 1's model for step 2") if p)
+    return [*rows, row]
 
 
 def goal_line(rows: Sequence[Sequence[str]]) -> str:

@@ -122,7 +122,11 @@ the calibration samples) split the 0.7x MAC budget into per-group ratios (`prune
 then reconstruction; measured on YOLOv8n, a grid up to 0.9 strips a few groups almost bare (F1 0.435).
 "obs + sensitivity allocation": the same curves and per-group ratios, the channels inside each group
 chosen by `obs` (greedy structured OBS: the least-squares re-fit cost of every consumer layer, 16
-rounds; onnxprune/scoring/obs.py). MACs at
+rounds; onnxprune/scoring/obs.py). "in 2 steps": that row through `prune_in_steps` (prune --steps 2
+--sensitivity): 0.837x then 0.7x, the second step's curves re-measured on the first step's re-fitted
+model, each step re-fitted to its own input model. One box moves the YOLO F1 by about 0.03; the
+mean class-score change is the steadier companion. More YOLO variants (caps, grids, more photos,
+three steps): benchmarks/yolo_variants.py, the table below this one. MACs at
 1x3x320x320 (YOLO) and 1x3x640x640 (OCR). Reconstruction re-fits ConvTranspose layers since
 2026-12-02 (PP-OCR's two upsamplers were kept as pruned before: uniform l2 + reconstruction had mask
 IoU 0.467, sensitivity allocation 0.865)."""

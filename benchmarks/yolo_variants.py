@@ -6,8 +6,10 @@ with the score heads weighted (head_floor 0.01). Each variant changes one thing:
 
 * ``cap-0.5`` / ``cap-0.4``: the same curves cut at ratio 0.5 / 0.4 (no group loses more);
 * ``fine-grid``: curves measured at ratios 0.05, 0.10, ..., 0.60 instead of 0.1, ..., 0.6;
-* ``two-steps``: 0.837x first, then 0.7x, curves re-measured on the first step's re-fitted model
-  and the second step re-fitted to the first step's model;
+* ``two-steps`` / ``three-steps``: the product's ``prune --steps K --sensitivity S.json``
+  (`onnxprune.schedule.prune_in_steps`): 0.837x then 0.7x (0.888x, 0.788x, 0.7x), each later
+  step's curves re-measured on the previous step's re-fitted model, each step re-fitted to its
+  own input model;
 * ``obs-global``: no curves; one obs ranking over all groups (``allocation="global"``);
 * ``more-photos`` / ``more-photos-l2``: the calibration images also drawn from three photographs
   bundled with other packages (matplotlib's Grace Hopper portrait, scikit-learn's china and flower;
@@ -45,6 +47,7 @@ from _acc_real import (
 
 from onnxprune.api import analyse, prune
 from onnxprune.calibration import CalibConfig
+from onnxprune.schedule import prune_in_steps
 from onnxprune.sensitivity import SensitivityResult, sensitivity_curves
 from onnxprune.stats import model_stats
 
@@ -87,9 +90,12 @@ def capped(curves: SensitivityResult, cap: float) -> SensitivityResult:
         dataclasses.replace(g, points=[p for p in g.points if p.ratio <= cap + 1e-9]) for g in curves.curves])
 
 
-def two_steps(run: Run, curves: SensitivityResult) -> onnx.ModelProto:
-    first = run.pruned(run.model, TARGET ** 0.5, sensitivity=curves)
-    return run.pruned(first, TARGET / run.kept(first), sensitivity=run.curves(first))
+def in_steps(run: Run, curves: SensitivityResult, steps: int) -> onnx.ModelProto:
+    """`onnxprune prune --steps K --sensitivity S.json`: later steps re-measure the curves."""
+    out = prune_in_steps(run.model, steps=steps, target_macs=TARGET, sensitivity=curves, criterion="obs",
+                         calibration=run.calibration, reconstruct=True, head_floor=HEAD_FLOOR, shapes=run.case.shapes)
+    assert out.result is not None
+    return out.result.model
 
 
 def more_photos(run: Run, criterion: str) -> onnx.ModelProto:
@@ -104,7 +110,8 @@ def variants(run: Run, curves: SensitivityResult) -> dict[str, Callable[[], onnx
         "cap-0.5": lambda: run.pruned(run.model, TARGET, sensitivity=capped(curves, 0.5)),
         "cap-0.4": lambda: run.pruned(run.model, TARGET, sensitivity=capped(curves, 0.4)),
         "fine-grid": lambda: run.pruned(run.model, TARGET, sensitivity=run.curves(run.model, FINE_RATIOS)),
-        "two-steps": lambda: two_steps(run, curves),
+        "two-steps": lambda: in_steps(run, curves, 2),
+        "three-steps": lambda: in_steps(run, curves, 3),
         "obs-global": lambda: run.pruned(run.model, TARGET, allocation="global"),
         "more-photos": lambda: more_photos(run, "obs"),
         "reference-l2": lambda: run.pruned(run.model, TARGET, "l2", sensitivity=curves),

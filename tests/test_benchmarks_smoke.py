@@ -74,3 +74,22 @@ def test_yolo_variants_cap_drops_the_points_above_it() -> None:
     assert res.plan.removals
     for gid, idx in res.plan.removals.items():  # the allocation only moves along the measured points
         assert len(idx) <= round(0.4 * sizes[gid]), (gid, len(idx), sizes[gid])
+
+
+def test_accuracy_pruner_in_steps_reaches_the_budget() -> None:
+    """benchmarks/_acc_prune: at_macs(steps=2) goes through prune_in_steps with the curves of step 1."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import warnings
+
+    import onnx
+    from _acc_prune import StructuredPruner
+
+    from onnxprune.sensitivity import sensitivity_curves
+
+    pruner = StructuredPruner(onnx.load(str(ROOT / "models" / "zoo" / "resnet_ts.onnx")), None, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random inputs: CalibrationWarning
+        curves = sensitivity_curves(pruner.dg, ratios=(0.25, 0.5), samples=2)
+        out = pruner.at_macs(0.7, "l2", sensitivity=curves, steps=2)
+    assert out.model is not None and out.how == "2 steps", out.note
+    assert out.macs_kept is not None and abs(out.macs_kept - 0.7) <= 0.03 * 0.7
