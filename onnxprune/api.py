@@ -116,8 +116,7 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     target: TargetResult | None = None
     choice: PlanChoice | None = None
     if plan is None:
-        curves = sensitivity if sensitivity is None or isinstance(sensitivity, SensitivityResult) \
-            else SensitivityResult.load(sensitivity)
+        curves = SensitivityResult.coerce(sensitivity)
         budget = Budget(ratio=ratio, target_macs=target_macs, target_params=target_params,
                         target_latency=target_latency, latency=latency, sensitivity=curves,
                         sensitivity_error=sensitivity_error)

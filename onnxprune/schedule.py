@@ -29,7 +29,6 @@ a replayed plan describe the original model only, so they are not combined with 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,12 +141,6 @@ def _step_budget(kind: str, keep_now: float, keep_prev: float, achieved: float) 
     return min(1.0, keep_now / max(achieved, 1e-9))
 
 
-def _curves(sensitivity: SensitivityResult | str | os.PathLike[str] | None) -> SensitivityResult | None:
-    if sensitivity is None or isinstance(sensitivity, SensitivityResult):
-        return sensitivity
-    return SensitivityResult.load(sensitivity)
-
-
 def remeasured(curves: SensitivityResult, model: onnx.ModelProto, *, calibration: Calibration = None,
                shapes: Shapes | None = None, approximate: Iterable[str] = (),
                progress: ProgressFn | None = None) -> SensitivityResult:
@@ -178,7 +171,7 @@ def prune_in_steps(model: onnx.ModelProto, *, steps: int, schedule: str = "geome
     final = float(target_macs if kind == "macs" else target_params if kind == "params" else 1.0 - ratio)  # type: ignore[arg-type]
     fractions = kept_fractions(final, steps, schedule)
     g = gate or Gate()
-    curves = _curves(prune_kwargs.pop("sensitivity", None))
+    curves = SensitivityResult.coerce(prune_kwargs.pop("sensitivity", None))
     original = analyse(model, shapes=shapes, approximate=prune_kwargs.get("approximate", ())).model
     base = model_stats(original, shapes=shapes)
     out = StepsResult(None, original, [], schedule, 0)

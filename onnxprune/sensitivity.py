@@ -151,6 +151,11 @@ class SensitivityResult:
                    str(data.get("fill", "zero")))
 
     @classmethod
+    def coerce(cls, curves: SensitivityResult | str | os.PathLike[str] | None) -> SensitivityResult | None:
+        """Curves as given, or loaded from their JSON file; None stays None."""
+        return curves if curves is None or isinstance(curves, SensitivityResult) else cls.load(curves)
+
+    @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SensitivityResult:
         try:
             data = json.loads(Path(path).read_text())

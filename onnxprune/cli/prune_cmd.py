@@ -154,10 +154,11 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
                        f"though ONNX Runtime may run odd channel counts slower")
     if result.choice is not None and result.choice.latency is not None:
         click.echo(result.choice.latency.describe())
+    # With steps, the last step's curves were re-measured on the model before it (schedule.remeasured).
+    curves_from = loop["sensitivity"] if steps is None or len(steps.steps) == 1 \
+        else f"curves re-measured on step {len(steps.steps) - 1}'s model (step 1: {loop['sensitivity']})"
     if result.choice is not None and result.choice.allocation is not None:
-        where = loop["sensitivity"] if steps is None or len(steps.steps) == 1 \
-            else f"curves re-measured on step {len(steps.steps) - 1}'s model (step 1: {loop['sensitivity']})"
-        click.echo(f"sensitivity: per-group ratios from {where}; predicted "
+        click.echo(f"sensitivity: per-group ratios from {curves_from}; predicted "
                    f"{result.choice.allocation.error} {result.choice.allocation.predicted_error:.3g} (sum over groups)")
     if steps is not None:
         for rec in steps.steps:
@@ -193,7 +194,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
             "latency_search": None if result.choice is None or result.choice.latency is None
             else result.choice.latency.to_json(),
             "sensitivity": None if result.choice is None or result.choice.allocation is None
-            else {"file": loop["sensitivity"], **result.choice.allocation.to_json()},
+            else {"file": loop["sensitivity"], "curves": curves_from, **result.choice.allocation.to_json()},
             "steps": None if steps is None else steps.to_json(),
         }
         Path(report_path).write_text(json.dumps(report, indent=1))
