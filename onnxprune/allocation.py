@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.apply import ApplyContext
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.graph.groups import Group
+from onnxprune.order import removal_orders, split_orders
 from onnxprune.plan import Plan, enforce_min_channels, n_keep, uniform_plan
 from onnxprune.scoring.base import Importance
 from onnxprune.scoring.calibrated import Calibration
@@ -109,6 +110,9 @@ class GlobalRanking:
     floor: dict[int, int]  # group id -> minimum channels kept
     sizes: dict[int, int]
     round_to: int
+    # Groups a Split cuts into pieces: their removal order in blocks (`order.removal_order`),
+    # used instead of the ranking's own order within the group once the count is rounded.
+    blocked_orders: dict[int, np.ndarray] = field(default_factory=dict)
 
     @property
     def removable(self) -> int:
@@ -127,8 +131,8 @@ class GlobalRanking:
         return out
 
     def plan_of(self, selected: list[tuple[int, int]], *, criterion: str | None) -> Plan:
-        """Remove `selected`, with each group's kept count rounded up to a multiple of round_to
-        (the highest-ranked of its selected slots stay)."""
+        """Remove `selected`, with each group's kept count rounded up to a multiple of round_to (the
+        highest-ranked of its selected slots stay; groups cut into pieces drop in `blocked_orders`)."""
         taken: dict[int, list[int]] = {}
         for gid, i in selected:
             taken.setdefault(gid, []).append(i)
@@ -137,7 +141,8 @@ class GlobalRanking:
             keep = max(self.sizes[gid] - len(idx), self.floor[gid])
             if self.round_to > 1:
                 keep = min(self.sizes[gid], math.ceil(keep / self.round_to) * self.round_to)
-            drop = idx[: self.sizes[gid] - keep]
+            n = self.sizes[gid] - keep
+            drop = [int(i) for i in self.blocked_orders[gid][:n]] if gid in self.blocked_orders else idx[:n]
             if drop:
                 plan.removals[gid] = sorted(drop)
         return plan
@@ -164,9 +169,10 @@ def global_ranking(dg: DependencyGraph, scores: Scores, *, round_to: int = 1,
             norm = norm / rel
         keys.extend((float(k), gid, i) for i, k in enumerate(norm))
     keys.sort()
+    split = split_orders(dg, scores, round_to=round_to)
     return GlobalRanking([(gid, i) for _, gid, i in keys],
                          {gid: n_keep(groups[gid].size, MAX_GROUP_RATIO, round_to) for gid in scores},
-                         {gid: groups[gid].size for gid in scores}, round_to)
+                         {gid: groups[gid].size for gid in scores}, round_to, split)
 
 
 def _signed(dg: DependencyGraph, plan: Plan, *, ratio: float | None) -> Plan:
@@ -302,12 +308,13 @@ def _uniform_search(dg: DependencyGraph, scores: Scores, cm: CostModel, aim: flo
     def counts(r: float) -> dict[int, int]:
         return {gid: g.size - n_keep(g.size, min(r, MAX_GROUP_RATIO), round_to) for gid, g in groups.items()}
 
+    orders = removal_orders(dg, scores, round_to=round_to)
+
     def plan_for(c: Mapping[int, int]) -> Plan:
         plan = Plan(ratio=None, criterion=criterion, round_to=round_to)
         for gid, n in c.items():
             if n > 0:
-                order = np.argsort(scores[gid], kind="stable")
-                plan.removals[gid] = sorted(int(i) for i in order[:n])
+                plan.removals[gid] = sorted(int(i) for i in orders[gid][:n])
         return _signed(dg, plan, ratio=None)
 
     def est(c: Mapping[int, int]) -> float:

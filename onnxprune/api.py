@@ -25,6 +25,7 @@ from onnxprune.passes.normalize import Normalize
 from onnxprune.passes.prune import ApplyPlan
 from onnxprune.passes.reconstruct import ReconstructResult
 from onnxprune.passes.reconstruct import reconstruct as refit_layers
+from onnxprune.passes.shapes import AnnotateShapes
 from onnxprune.plan import Plan, enforce_min_channels
 from onnxprune.planner import Budget, PlanChoice, choose_plan
 from onnxprune.progress import ProgressFn, step
@@ -148,6 +149,7 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
                                               shapes=shapes, head_floor=head_floor)
         out.model = out.reconstruction.model
         out.notes.extend(f"reconstruct: {n}" for n in out.reconstruction.notes)
+    AnnotateShapes()(out.model)
     out.seconds = time.perf_counter() - start
     return out
 

@@ -30,6 +30,7 @@ import numpy as np
 from onnxprune.allocation import MAX_GROUP_RATIO, CostModel, Scores, TargetResult, land_target
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.engine import DependencyGraph
+from onnxprune.order import removal_orders
 from onnxprune.plan import Plan, enforce_min_channels, n_keep
 from onnxprune.sensitivity import DEFAULT_METRIC, METRICS, GroupCurve, SensitivityResult
 
@@ -110,12 +111,12 @@ def predicted(sens: SensitivityResult, dg: DependencyGraph, plan: Plan, *,
 
 
 class PathPlanner:
-    """Plans along a removal path: `plan_at(k)` removes the first k steps' slots (lowest score first)."""
+    """Plans along a removal path: `plan_at(k)` removes the first k steps' slots (`order.removal_order`)."""
 
     def __init__(self, dg: DependencyGraph, path: list[tuple[int, int]], scores: Scores, *, criterion: str | None,
                  round_to: int) -> None:
         self.dg, self.path, self.criterion, self.round_to = dg, path, criterion, round_to
-        self.orders = {gid: np.argsort(np.asarray(s, dtype=np.float64), kind="stable") for gid, s in scores.items()}
+        self.orders = removal_orders(dg, scores, round_to=round_to)
         self.sources = {g.id: list(g.sources) for g in dg.groups}
 
     def counts_at(self, k: int) -> dict[int, int]:

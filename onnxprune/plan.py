@@ -12,6 +12,7 @@ import numpy as np
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.graph.tracks import map_roots
+from onnxprune.order import group_pieces, removal_order
 from onnxprune.scoring.base import Importance
 
 
@@ -73,16 +74,17 @@ def n_keep(size: int, ratio: float, round_to: int) -> int:
 
 
 def uniform_plan(dg: DependencyGraph, importance: Importance, *, ratio: float, round_to: int = 1) -> Plan:
-    """Remove the lowest-scored fraction `ratio` of every prunable group."""
+    """Remove the lowest-scored fraction `ratio` of every prunable group (in `order.removal_order`)."""
     if not 0.0 <= ratio < 1.0:
         raise OnnxPruneError(f"ratio must be in [0, 1), got {ratio}")
     plan = Plan(ratio=ratio, criterion=getattr(importance, "name", None), round_to=round_to)
+    pieces = group_pieces(dg) if round_to > 1 else {}
     for g in dg.prunable:
         keep = n_keep(g.size, ratio, round_to)
         if keep >= g.size:
             continue
         scores = np.asarray(importance(dg, g), dtype=np.float64)
-        order = np.argsort(scores, kind="stable")
+        order = removal_order(scores, pieces.get(g.id, []), round_to)
         plan.removals[g.id] = sorted(int(i) for i in order[: g.size - keep])
         plan.signatures[g.id] = list(g.sources)
     enforce_min_channels(dg, plan)

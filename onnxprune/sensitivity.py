@@ -44,6 +44,7 @@ from onnxprune.allocation import CostModel
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.graph.groups import Group
+from onnxprune.order import removal_orders
 from onnxprune.plan import n_keep
 from onnxprune.progress import ProgressFn, report
 from onnxprune.runtime_profile import RoundTo, resolve_round_to
@@ -337,13 +338,13 @@ def _check_ratios(ratios: Sequence[float]) -> list[float]:
     return out
 
 
-def group_orders(dg: DependencyGraph, criterion: str, *, calibration: Calibration = None,
+def group_orders(dg: DependencyGraph, criterion: str, *, round_to: int = 1, calibration: Calibration = None,
                  shapes: Shapes | None = None, progress: ProgressFn | None = None) -> dict[int, np.ndarray]:
-    """Slot indices of every prunable group, lowest score first (the removal order)."""
+    """Slot indices of every prunable group in removal order (`order.removal_order`, as plans use)."""
     from onnxprune.planner import score_groups  # planner imports this module
 
     scores = score_groups(dg, criterion, calibration=calibration, shapes=shapes, progress=progress)
-    return {gid: np.argsort(s, kind="stable") for gid, s in scores.items()}
+    return removal_orders(dg, scores, round_to=round_to)
 
 
 def _group_curve(g: Group, order: np.ndarray, counts: list[int], ratios: list[float], probe: CurveProbe,
@@ -380,7 +381,7 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
     multiple = resolve_round_to(round_to)
     if not dg.prunable:
         raise OnnxPruneError("nothing prunable: every channel group is blocked (run `onnxprune inspect`)")
-    orders = group_orders(dg, criterion, calibration=calibration, shapes=shapes, progress=progress)
+    orders = group_orders(dg, criterion, round_to=multiple, calibration=calibration, shapes=shapes, progress=progress)
     feeds = held_feeds(dg.model, calibration, samples=samples, shapes=shapes)
     refit = Compensator(dg, feeds) if fill == "refit" else None
     probe = CurveProbe(dg, feeds, labelled=labelled, fill="zero" if refit is not None else fill,
