@@ -119,6 +119,7 @@ def latency_search(dg: DependencyGraph, plan_for: Callable[[float], TargetResult
     """
     from onnxprune.bench import interleaved_latency, latency
     from onnxprune.passes.prune import ApplyPlan
+    from onnxprune.passes.shapes import AnnotateShapes
 
     opts = options or LatencyOptions()
     if not target_ms > 0:
@@ -143,7 +144,8 @@ def latency_search(dg: DependencyGraph, plan_for: Callable[[float], TargetResult
     f = max(MIN_FRACTION, min(0.99, target_ms / out.dense_ms))
     for i in range(opts.max_steps):
         res = plan_for(f)
-        ratio = speedup(ApplyPlan(dg, res.plan.removed_roots(dg))(dg.model).model)
+        candidate = ApplyPlan(dg, res.plan.removed_roots(dg))(dg.model).model
+        ratio = speedup(AnnotateShapes()(candidate).model)  # timed as `prune` will write it
         ms = out.dense_ms / max(ratio, 1e-9)
         out.steps.append(LatencyStep(f, res.achieved, ms, ratio))
         tried.append((res, ms))
