@@ -56,11 +56,16 @@ def block_size(piece_sizes: list[int], round_to: int) -> int:
     return b
 
 
+def piece_block(pieces: list[np.ndarray], round_to: int) -> int:
+    """The block a group's pieces leave in; 1 (the plain order) for a group of one piece."""
+    return block_size([int(p.size) for p in pieces], round_to) if len(pieces) > 1 else 1
+
+
 def removal_order(scores: np.ndarray, pieces: list[np.ndarray], round_to: int) -> np.ndarray:
     """Slot positions in removal order (see the module docstring)."""
     s = np.asarray(scores, dtype=np.float64)
-    b = block_size([int(p.size) for p in pieces], round_to)
-    if len(pieces) <= 1 or b <= 1:
+    b = piece_block(pieces, round_to)
+    if b <= 1:
         return np.argsort(s, kind="stable")
     early: list[tuple[float, int, int, np.ndarray]] = []
     last: list[tuple[float, int, int, np.ndarray]] = []
@@ -83,7 +88,7 @@ def split_orders(dg: DependencyGraph, scores: Scores, *, round_to: int) -> dict[
         return {}
     pieces = group_pieces(dg)
     return {gid: removal_order(s, pieces[gid], round_to) for gid, s in scores.items()
-            if len(pieces[gid]) > 1 and block_size([int(p.size) for p in pieces[gid]], round_to) > 1}
+            if piece_block(pieces[gid], round_to) > 1}
 
 
 def removal_orders(dg: DependencyGraph, scores: Scores, *, round_to: int) -> dict[int, np.ndarray]:

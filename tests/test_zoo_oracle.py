@@ -15,6 +15,7 @@ from zoo import ZooEntry, entry_ids, zoo_entries
 
 from onnxprune.api import analyse, prune
 from onnxprune.graph.engine import DependencyGraph
+from onnxprune.order import group_pieces, piece_block
 from onnxprune.plan import Plan, enforce_min_channels
 from onnxprune.stats import model_stats
 
@@ -120,3 +121,23 @@ def test_oracle_catches_wrong_channels(name: str) -> None:
     pruned = ApplyPlan(dg, second.removed_roots(dg))(dg.model).model
     assert verify_pruned(dg, second.removed_roots(dg), pruned, shapes=entry.shapes).ok
     assert not verify_pruned(dg, first.removed_roots(dg), pruned, shapes=entry.shapes).ok
+
+
+SPLIT_ENTRIES = [e for e in ENTRIES if e.kind != "onnx-light"]
+
+
+@pytest.mark.parametrize("entry", SPLIT_ENTRIES, ids=entry_ids(SPLIT_ENTRIES))
+def test_rounded_budget_plan_matches_oracle(entry: ZooEntry) -> None:
+    """`--round-to 8` at half the MACs: the block order inside Split pieces (onnxprune/order.py) is
+    exact, and every piece of a Split-cut group loses a multiple of its block."""
+    dg = _dg(entry)
+    if not dg.prunable:
+        pytest.skip("nothing prunable")
+    result = prune(str(entry.path), dg=dg, target_macs=0.5, round_to=8, shapes=entry.shapes, verify=True)
+    assert result.verify is not None and result.verify.ok, result.verify
+    pieces = group_pieces(dg)
+    for gid, removed in result.plan.removals.items():
+        b = piece_block(pieces[gid], 8)
+        for piece in pieces[gid] if b > 1 else []:
+            lost = len(set(piece.tolist()) & set(removed))
+            assert lost % b == 0 and lost < piece.size, (gid, b, lost, piece.size)
