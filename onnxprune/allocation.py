@@ -300,8 +300,9 @@ def land_target(dg: DependencyGraph, cm: CostModel, search: Callable[[float], Pl
 
 def _uniform_search(dg: DependencyGraph, scores: Scores, cm: CostModel, aim: float, *, pick: int, round_to: int,
                     criterion: str | None) -> Plan:
-    """Bisection over the uniform ratio R, then groups switched one at a time between the removal
-    counts of the two bracketing ratios (largest groups first) to land nearest `aim`."""
+    """Bisection over the uniform ratio R, then groups stepped back one at a time from the removal
+    count of the bracketing ratio above to the one below (largest groups first), skipping steps
+    that overshoot above `aim`; the plan nearest `aim` along the way is returned."""
     groups = {g.id: g for g in dg.prunable}
     total = cm.macs if pick == 0 else cm.params
 
@@ -323,13 +324,19 @@ def _uniform_search(dg: DependencyGraph, scores: Scores, cm: CostModel, aim: flo
     hi = _bisect(0.0, MAX_GROUP_RATIO, lambda r: est(counts(r)), aim, integer=False)
     c_hi = counts(hi)
     c_lo = counts(max(0.0, hi - 1e-4)) if hi > 0 else c_hi
-    best = (abs(est(c_hi) - aim), c_hi)
-    cur = dict(c_hi)
+    # Rounded counts move in steps: at R = hi every group may take its step at once (a 16-channel
+    # group at round-to 8 goes 16 -> 8), which can land far below aim. Groups are stepped back one
+    # at a time (largest first); a step that would overshoot above aim + tolerance/2 is skipped, so
+    # a group whose step is too large (a residual stream) does not block the smaller ones after it.
+    cur, e_cur = dict(c_hi), est(c_hi)
+    best = (abs(e_cur - aim), cur)
     for gid in sorted((g for g in c_hi if c_hi[g] != c_lo[g]), key=lambda g: -groups[g].size):
-        cur[gid] = c_lo[gid]
-        e = abs(est(cur) - aim)
-        if e < best[0]:
-            best = (e, dict(cur))
+        trial = {**cur, gid: c_lo[gid]}
+        e = est(trial)
+        if e <= aim * (1 + TOLERANCE / 2):
+            cur, e_cur = trial, e
+        if abs(e - aim) < best[0]:
+            best = (abs(e - aim), trial)
     plan = plan_for(best[1])
     plan.ratio = hi
     return plan

@@ -89,6 +89,21 @@ def test_targets_land_within_3_percent_on_resnet(allocation: str, metric: str) -
     assert result.target.achieved == pytest.approx(kept)
 
 
+@pytest.mark.parametrize("allocation", ["uniform", "global"])
+@pytest.mark.parametrize("metric", ["macs", "params"])
+def test_rounded_targets_land_within_3_percent_on_resnet(allocation: str, metric: str) -> None:
+    """At round-to 8 every 16-channel group can only halve: at R = 0.5 they all do at once. The
+    uniform search must step groups back one by one (skipping the residual stream, whose step
+    alone overshoots) rather than stop at 0.61 of the MACs."""
+    dg = analyse(RESNET)
+    kw = {"target_macs": 0.5} if metric == "macs" else {"target_params": 0.5}
+    result = prune(RESNET, dg=dg, allocation=allocation, round_to=8, verify=True, **kw)  # type: ignore[arg-type]
+    assert result.target is not None and result.target.ok, result.target.describe()
+    assert result.verify is not None and result.verify.ok
+    by_id = {g.id: g for g in dg.groups}
+    assert all((by_id[gid].size - len(idx)) % 8 == 0 for gid, idx in result.plan.removals.items())
+
+
 @pytest.mark.skipif(not (DIGITS / "digits_resnet.onnx").exists(), reason="digits model not built")
 @pytest.mark.parametrize("allocation", ["uniform", "global"])
 def test_target_macs_on_digits_with_calibration(allocation: str) -> None:
