@@ -150,6 +150,13 @@ class GlobalRanking:
     def plan(self, count: int, *, criterion: str | None) -> Plan:
         return self.plan_of(self.select(count), criterion=criterion)
 
+    def group_orders(self) -> dict[int, np.ndarray]:
+        """Each group's slots in the order this ranking removes them."""
+        out: dict[int, list[int]] = {gid: [] for gid in self.sizes}
+        for gid, i in self.order:
+            out[gid].append(i)
+        return {gid: self.blocked_orders.get(gid, np.asarray(idx, dtype=np.int64)) for gid, idx in out.items()}
+
 
 def global_ranking(dg: DependencyGraph, scores: Scores, *, round_to: int = 1,
                    costs: Mapping[int, np.ndarray] | None = None) -> GlobalRanking:
@@ -302,7 +309,8 @@ def _uniform_search(dg: DependencyGraph, scores: Scores, cm: CostModel, aim: flo
                     criterion: str | None) -> Plan:
     """Bisection over the uniform ratio R, then groups stepped back one at a time from the removal
     count of the bracketing ratio above to the one below (largest groups first), skipping steps
-    that overshoot above `aim`; the plan nearest `aim` along the way is returned."""
+    that overshoot above `aim`, then (if still outside the tolerance) a local search over one-block
+    moves (`_closer_by_blocks`); the plan nearest `aim` is returned."""
     groups = {g.id: g for g in dg.prunable}
     total = cm.macs if pick == 0 else cm.params
 
@@ -312,11 +320,7 @@ def _uniform_search(dg: DependencyGraph, scores: Scores, cm: CostModel, aim: flo
     orders = removal_orders(dg, scores, round_to=round_to)
 
     def plan_for(c: Mapping[int, int]) -> Plan:
-        plan = Plan(ratio=None, criterion=criterion, round_to=round_to)
-        for gid, n in c.items():
-            if n > 0:
-                plan.removals[gid] = sorted(int(i) for i in orders[gid][:n])
-        return _signed(dg, plan, ratio=None)
+        return _counts_plan(dg, orders, c, criterion=criterion, round_to=round_to)
 
     def est(c: Mapping[int, int]) -> float:
         return cm.estimate(plan_for(c).removed_roots(dg))[pick] / total
@@ -328,24 +332,75 @@ def _uniform_search(dg: DependencyGraph, scores: Scores, cm: CostModel, aim: flo
     # group at round-to 8 goes 16 -> 8), which can land far below aim. Groups are stepped back one
     # at a time (largest first); a step that would overshoot above aim + tolerance/2 is skipped, so
     # a group whose step is too large (a residual stream) does not block the smaller ones after it.
-    cur, e_cur = dict(c_hi), est(c_hi)
-    best = (abs(e_cur - aim), cur)
-    for gid in sorted((g for g in c_hi if c_hi[g] != c_lo[g]), key=lambda g: -groups[g].size):
+    cur = dict(c_hi)
+    best = (abs(est(cur) - aim), cur)
+    by_size = sorted(groups, key=lambda g: -groups[g].size)
+    for gid in (g for g in by_size if c_hi[g] != c_lo[g]):
         trial = {**cur, gid: c_lo[gid]}
         e = est(trial)
         if e <= aim * (1 + TOLERANCE / 2):
-            cur, e_cur = trial, e
+            cur = trial
         if abs(e - aim) < best[0]:
             best = (abs(e - aim), trial)
-    plan = plan_for(best[1])
+    counts_best = best[1]
+    if best[0] > TOLERANCE * aim / 2:
+        counts_best = _closer_by_blocks(counts_best, lambda c: abs(est(c) - aim), round_to=round_to,
+                                        sizes={g: groups[g].size for g in groups}, good=TOLERANCE * aim / 2)
+    plan = plan_for(counts_best)
     plan.ratio = hi
     return plan
+
+
+def _counts_plan(dg: DependencyGraph, orders: Mapping[int, np.ndarray], counts: Mapping[int, int], *,
+                 criterion: str | None, round_to: int) -> Plan:
+    """Remove the first `counts[g]` slots of each group's removal order."""
+    plan = Plan(ratio=None, criterion=criterion, round_to=round_to)
+    for gid, n in counts.items():
+        if n > 0:
+            plan.removals[gid] = sorted(int(i) for i in orders[gid][:n])
+    return _signed(dg, plan, ratio=None)
+
+
+def _block_moves(size: int, removed: int, round_to: int) -> list[int]:
+    """Removal counts one block either side of `removed` (kept counts stay multiples of round_to)."""
+    keep, out = size - removed, []
+    less = keep % round_to or round_to if round_to > 1 else 1
+    if keep - less >= n_keep(size, MAX_GROUP_RATIO, round_to):
+        out.append(removed + less)
+    if removed > 0:
+        up = round_to - keep % round_to if round_to > 1 and keep % round_to else round_to
+        out.append(max(0, removed - up))
+    return out
+
+
+def _closer_by_blocks(counts: dict[int, int], error: Callable[[dict[int, int]], float], *, sizes: Mapping[int, int],
+                      round_to: int, good: float, rounds: int = 4, budget: int = 4000) -> dict[int, int]:
+    """Local search when the rounded counts cannot land near the target: each round takes the best
+    of every one-block move and every pair of moves on two groups (one block less here, one more
+    there), at most `budget` evaluations in all, until the error is `good` or stops falling."""
+    best, e_best = counts, error(counts)
+    for _ in range(rounds):
+        if e_best <= good or budget <= 0:
+            break
+        moves = [(g, n) for g in sizes for n in _block_moves(sizes[g], best[g] if g in best else 0, round_to)]
+        trials = [{**best, g: n} for g, n in moves]
+        trials += [{**best, g: n, h: m} for g, n in moves for h, m in moves if g < h]
+        start = e_best
+        for trial in trials[:budget]:
+            e = error(trial)
+            if e < e_best:
+                best, e_best = trial, e
+        budget -= len(trials)
+        if e_best >= start:
+            break
+    return best
 
 
 def _global_search(dg: DependencyGraph, ranking: GlobalRanking, cm: CostModel, aim: float, *, pick: int,
                    criterion: str | None, fill: int = 256) -> Plan:
     """Bisection over the number of globally removed slots, then a fill: from the last count above
-    `aim`, later-ranked slots are added when they do not overshoot below aim − tolerance/2."""
+    `aim`, later-ranked slots are added when they do not overshoot below aim − tolerance/2; at
+    round-to > 1, if still outside the tolerance, a local search over one-block moves."""
     total = cm.macs if pick == 0 else cm.params
 
     def est_of(selected: list[tuple[int, int]]) -> float:
@@ -376,7 +431,20 @@ def _global_search(dg: DependencyGraph, ranking: GlobalRanking, cm: CostModel, a
                 floor_left[slot[0]] -= 1
         if abs(e - aim) < best[0]:
             best = (abs(e - aim), base)
-    return _signed(dg, ranking.plan_of(best[1], criterion=criterion), ratio=None)
+    plan = _signed(dg, ranking.plan_of(best[1], criterion=criterion), ratio=None)
+    if best[0] <= TOLERANCE * aim / 2 or ranking.round_to <= 1:
+        return plan
+    # Whole blocks are too coarse for the fill: a local search over one-block moves, each group
+    # losing its slots in the ranking's order.
+    orders = ranking.group_orders()
+
+    def err(c: Mapping[int, int]) -> float:
+        p = _counts_plan(dg, orders, c, criterion=criterion, round_to=ranking.round_to)
+        return abs(cm.estimate(p.removed_roots(dg))[pick] / total - aim)
+
+    counts = _closer_by_blocks({gid: len(idx) for gid, idx in plan.removals.items()}, err, sizes=ranking.sizes,
+                               round_to=ranking.round_to, good=TOLERANCE * aim / 2)
+    return _counts_plan(dg, orders, counts, criterion=criterion, round_to=ranking.round_to)
 
 
 def make_plan(dg: DependencyGraph, *, criterion: str = "l2", ratio: float = 0.3, round_to: int = 1,
