@@ -344,8 +344,12 @@ def _uniform_search(dg: DependencyGraph, scores: Scores, cm: CostModel, aim: flo
             best = (abs(e - aim), trial)
     counts_best = best[1]
     if best[0] > TOLERANCE * aim / 2:
-        counts_best = _closer_by_blocks(counts_best, lambda c: abs(est(c) - aim), round_to=round_to,
-                                        sizes={g: groups[g].size for g in groups}, good=TOLERANCE * aim / 2)
+        def err(c: dict[int, int]) -> float:
+            plan = plan_for(c)
+            return abs(cm.estimate(plan.removed_roots(dg))[pick] / total - aim) if _as_asked(plan, c) else math.inf
+
+        counts_best = _closer_by_blocks(counts_best, err, round_to=round_to, sizes={g: groups[g].size for g in groups},
+                                        good=TOLERANCE * aim / 2)
     plan = plan_for(counts_best)
     plan.ratio = hi
     return plan
@@ -359,6 +363,11 @@ def _counts_plan(dg: DependencyGraph, orders: Mapping[int, np.ndarray], counts: 
         if n > 0:
             plan.removals[gid] = sorted(int(i) for i in orders[gid][:n])
     return _signed(dg, plan, ratio=None)
+
+
+def _as_asked(plan: Plan, counts: Mapping[int, int]) -> bool:
+    """True when no group got a slot back from `enforce_min_channels` (a Split piece emptied)."""
+    return all(len(plan.removals.get(g, ())) == n for g, n in counts.items() if n > 0)
 
 
 def _block_moves(size: int, removed: int, round_to: int) -> list[int]:
@@ -377,7 +386,8 @@ def _closer_by_blocks(counts: dict[int, int], error: Callable[[dict[int, int]], 
                       round_to: int, good: float, rounds: int = 4, budget: int = 4000) -> dict[int, int]:
     """Local search when the rounded counts cannot land near the target: each round takes the best
     of every one-block move and every pair of moves on two groups (one block less here, one more
-    there), at most `budget` evaluations in all, until the error is `good` or stops falling."""
+    there), at most `budget` evaluations in all, until the error is `good` or stops falling.
+    `error` returns inf for counts it refuses (a plan that would empty a Split piece)."""
     best, e_best = counts, error(counts)
     for _ in range(rounds):
         if e_best <= good or budget <= 0:
@@ -438,9 +448,9 @@ def _global_search(dg: DependencyGraph, ranking: GlobalRanking, cm: CostModel, a
     # losing its slots in the ranking's order.
     orders = ranking.group_orders()
 
-    def err(c: Mapping[int, int]) -> float:
+    def err(c: dict[int, int]) -> float:
         p = _counts_plan(dg, orders, c, criterion=criterion, round_to=ranking.round_to)
-        return abs(cm.estimate(p.removed_roots(dg))[pick] / total - aim)
+        return abs(cm.estimate(p.removed_roots(dg))[pick] / total - aim) if _as_asked(p, c) else math.inf
 
     counts = _closer_by_blocks({gid: len(idx) for gid, idx in plan.removals.items()}, err, sizes=ranking.sizes,
                                round_to=ranking.round_to, good=TOLERANCE * aim / 2)
