@@ -29,7 +29,7 @@ from onnxprune.passes.shapes import AnnotateShapes
 from onnxprune.plan import Plan, enforce_min_channels
 from onnxprune.planner import Budget, PlanChoice, choose_plan
 from onnxprune.progress import ProgressFn, step
-from onnxprune.runtime_profile import RoundTo, resolve_round_to
+from onnxprune.runtime_profile import RoundTo, channel_multiple
 from onnxprune.sensitivity import DEFAULT_METRIC, SensitivityResult
 from onnxprune.verify import DEFAULT_RTOL, VerifyResult, verify_pruned
 
@@ -82,7 +82,7 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
           target_latency: float | None = None, latency: LatencyOptions | None = None,
           sensitivity: SensitivityResult | str | os.PathLike[str] | None = None,
           sensitivity_error: str = DEFAULT_METRIC, progress: ProgressFn | None = None,
-          head_floor: float | None = None) -> PruneResult:
+          head_floor: float | None = None, prefer_round_to: int | None = None) -> PruneResult:
     """Structured channel pruning. Raises NothingToPruneError if no group can lose a channel.
 
     criterion: l1, l2, bn-scale, random, or a data-driven one (activation, apoz, wanda, flap,
@@ -98,7 +98,10 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     searched (onnxprune.latency_budget). sensitivity: curves (onnxprune.sensitivity, or their JSON
     file) that choose per-group ratios for a MAC/param/latency target (onnxprune.budget).
     round_to: kept channel counts are multiples of this (at least one channel); "auto": the ONNX
-    Runtime CPU NCHWc block of this machine (onnxprune.runtime_profile: 16 with AVX-512F, 8 with AVX2).
+    Runtime CPU NCHWc block of this machine (onnxprune.runtime_profile: 16 with AVX-512F, 8 with AVX2;
+    on AVX2 a MAC/param/latency budget tries 16 first and keeps it when it lands within 3 %).
+    prefer_round_to: a wider multiple a budget tries first (what "auto" sets on AVX2); `result.plan.round_to`
+    is the one used.
     progress: a callback for long steps (onnxprune.progress); nothing is printed.
     head_floor: with reconstruction, fit the layers that produce a final Sigmoid's logits (a
     detector's class scores) weighted by the sigmoid's slope plus this floor (e.g. 0.01;
@@ -108,7 +111,8 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
         raise OnnxPruneError(f"ratio must be in [0, 1), got {ratio}")
     if head_floor is not None and head_floor < 0:
         raise OnnxPruneError(f"head_floor must be >= 0, got {head_floor}")
-    multiple = resolve_round_to(round_to)
+    rounding = channel_multiple(round_to)
+    multiple, prefer = rounding.value, prefer_round_to if prefer_round_to is not None else rounding.prefer
     start = time.perf_counter()
     dg = dg or analyse(model, shapes=shapes, approximate=approximate)
     if not dg.prunable:
@@ -121,7 +125,8 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
         budget = Budget(ratio=ratio, target_macs=target_macs, target_params=target_params,
                         target_latency=target_latency, latency=latency, sensitivity=curves,
                         sensitivity_error=sensitivity_error)
-        choice = choose_plan(dg, criterion=criterion, budget=budget, round_to=multiple, allocation=allocation,
+        choice = choose_plan(dg, criterion=criterion, budget=budget, round_to=multiple, prefer_round_to=prefer,
+                             allocation=allocation,
                              calibration=calibration, shapes=shapes, progress=progress)
         plan, target = choice.plan, choice.target
     else:

@@ -94,7 +94,9 @@ def score_groups(dg: DependencyGraph, criterion: str, *, calibration: Calibratio
 
 def choose_plan(dg: DependencyGraph, *, criterion: str = "l2", budget: Budget | None = None, round_to: int = 1,
                 allocation: str = "uniform", calibration: Calibration = None, shapes: Shapes | None = None,
-                progress: ProgressFn | None = None) -> PlanChoice:
+                progress: ProgressFn | None = None, prefer_round_to: int | None = None) -> PlanChoice:
+    """prefer_round_to: a MAC/param/latency budget without curves is planned with this multiple
+    first, and with `round_to` only when that one cannot land within 3 % (runtime_profile.ChannelMultiple)."""
     b = budget or Budget()
     b.check()
     if allocation not in ALLOCATIONS:
@@ -105,8 +107,15 @@ def choose_plan(dg: DependencyGraph, *, criterion: str = "l2", budget: Budget | 
         if b.sensitivity is not None:
             return sensitivity_plan(dg, b.sensitivity, scores, metric=metric, target=f, round_to=round_to,
                                     criterion=criterion, error=b.sensitivity_error, shapes=shapes)
-        return target_plan(dg, scores, allocation=allocation, round_to=round_to, criterion=criterion, shapes=shapes,
-                           target_macs=f if metric == "macs" else None, target_params=f if metric == "params" else None)
+        res: TargetResult | None = None
+        for rt in dict.fromkeys((prefer_round_to or round_to, round_to)):
+            res = target_plan(dg, scores, allocation=allocation, round_to=rt, criterion=criterion, shapes=shapes,
+                              target_macs=f if metric == "macs" else None,
+                              target_params=f if metric == "params" else None)
+            if res.ok:
+                break
+        assert res is not None
+        return res
 
     if b.target_latency is not None:
         search = latency_search(dg, lambda f: plan_for("macs", f), b.target_latency, options=b.latency,

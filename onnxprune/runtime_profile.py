@@ -121,16 +121,32 @@ def resolve_round_to(round_to: RoundTo | str, *, flags: Iterable[str] | None = N
 
 @dataclass(frozen=True)
 class ChannelMultiple:
-    """The multiple kept channel counts are rounded to, and why."""
+    """The multiple kept channel counts are rounded to, and why.
+
+    `prefer`: a wider multiple that a MAC / parameter / latency budget tries first, keeping it when
+    the budget lands within 3 % with it (`planner.choose_plan`); `value` otherwise, and always for a
+    plain `--ratio`. Set by "auto" on an AVX2 CPU (block 8): there, multiples of 16 ran as fast or
+    faster than multiples of 8 at the same MACs on every model where both landed, by up to 18 %
+    (benchmarks/README.md, latency tables), because 16 leaves the narrow layers, whose time falls
+    less than their MACs, alone.
+    """
 
     value: int
     reason: str
+    prefer: int | None = None
 
-    def describe(self) -> str:
-        return f"channel counts rounded to multiples of {self.value}: {self.reason}"
+    def describe(self, *, used: int | None = None, budget: bool = False) -> str:
+        """`used`: the multiple the plan was made with; `budget`: a MAC/param/latency budget was given."""
+        n = self.value if used is None else used
+        line = f"channel counts rounded to multiples of {n}: {self.reason}"
+        if self.prefer is None or not budget:
+            return line
+        if n == self.prefer:
+            return f"{line}; {self.prefer} tried first for a budget, and it lands"
+        return f"{line}; {self.prefer} tried first for a budget, but it cannot land it"
 
     def to_json(self) -> dict[str, object]:
-        return {"value": self.value, "reason": self.reason}
+        return {"value": self.value, "reason": self.reason, "prefer": self.prefer}
 
 
 def channel_multiple(round_to: RoundTo | str | None, *, target: str = "ort", flags: Iterable[str] | None = None,
@@ -147,4 +163,5 @@ def channel_multiple(round_to: RoundTo | str | None, *, target: str = "ort", fla
 
         return ChannelMultiple(tensorrt_profile().round_to, "--for tensorrt (FP16 tensor cores)")
     profile = ort_cpu_profile(flags=flags, cpuinfo=cpuinfo)
-    return ChannelMultiple(profile.block, f"auto, {profile.describe()}")
+    prefer = AVX512_BLOCK if profile.block == AVX2_BLOCK else None
+    return ChannelMultiple(profile.block, f"auto, {profile.describe()}", prefer)

@@ -178,3 +178,40 @@ def test_cli_says_when_the_multiple_stops_the_budget(monkeypatch: pytest.MonkeyP
     assert r.exit_code == 0, r.stderr
     assert ("note: multiples of 16 cannot shrink" in r.stdout) is note
     assert ("outside the 3% tolerance" in r.stdout) is note
+
+
+@pytest.mark.parametrize("flags, value, prefer", [(AVX2, 8, 16), (AVX512, 16, None), ("fpu sse2", 1, None)])
+def test_auto_prefers_16_for_budgets_only_on_avx2(flags: str, value: int, prefer: int | None) -> None:
+    m = channel_multiple("auto", flags=flags.split())
+    assert (m.value, m.prefer) == (value, prefer)
+    assert channel_multiple("8", flags=flags.split()).prefer is None  # an explicit multiple is kept as given
+
+
+@pytest.mark.parametrize("target, used", [("0.5", 16), ("0.25", 8)])
+def test_cli_budget_on_avx2_keeps_16_when_it_lands(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                    target: str, used: int) -> None:
+    """Both convs scale with the 32-channel group: 16 kept = 50 % of the MACs (lands with multiples
+    of 16); 8 kept = 25 %, which multiples of 16 cannot reach, so the CPU's block 8 is used."""
+    _cpu(monkeypatch, tmp_path, AVX2)
+    src, out, rep = tmp_path / "m.onnx", tmp_path / "out.onnx", tmp_path / "r.json"
+    _model(src)
+    r = CliRunner().invoke(main, ["prune", str(src), "-o", str(out), "--target-macs", target, "--report", str(rep),
+                                  "--no-progress"])
+    assert r.exit_code == 0, r.stderr
+    assert _out_channels(onnx.load(str(out)), "c1") == round(32 * float(target))
+    report = json.loads(rep.read_text())
+    assert report["round_to"] == used and report["plan"]["round_to"] == used
+    assert f"multiples of {used}" in r.stdout
+    assert ("and it lands" if used == 16 else "cannot land it") in r.stdout
+    assert "outside the 3% tolerance" not in r.stdout
+
+
+def test_api_auto_budget_and_explicit_multiple(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _cpu(monkeypatch, tmp_path, AVX2)
+    model = _model()
+    dg = analyse(model)
+    assert prune(model, dg=dg, round_to="auto", target_macs=0.5).plan.round_to == 16
+    assert prune(model, dg=dg, round_to="auto", ratio=0.5).plan.round_to == 8  # a ratio: the block
+    assert prune(model, dg=dg, round_to=8, target_macs=0.5).plan.round_to == 8  # explicit: as given
+    res = prune(model, dg=dg, round_to=8, prefer_round_to=16, target_macs=0.5, verify=True)
+    assert res.plan.round_to == 16 and res.verify is not None and res.verify.ok

@@ -119,7 +119,8 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
     steps: StepsResult | None = None
     with echo_calibration_warnings(), rich_progress(enabled=loop["progress"]) as bar:
         kwargs: dict[str, Any] = dict(
-            ratio=ratio, criterion=criterion, round_to=multiple.value, verify=verify, shapes=shp, calibration=calib,
+            ratio=ratio, criterion=criterion, round_to=multiple.value, prefer_round_to=multiple.prefer, verify=verify,
+            shapes=shp, calibration=calib,
             allocation=allocation, target_macs=target_macs, target_params=target_params, approximate=approximate,
             reconstruct=reconstruct, head_floor=head_floor, progress=bar, sensitivity=loop["sensitivity"],
             sensitivity_error=loop["sensitivity_error"], target_latency=loop["target_latency"],
@@ -144,7 +145,9 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
     click.echo(f"groups: {len(groups)} found, {len(result.dg.prunable)} prunable, "
                f"{sum(1 for g in groups if g.blocked)} blocked; {result.removed_slots} channel slots removed "
                f"in {result.seconds:.1f}s")
-    click.echo(multiple.describe() if plan_in is None else f"replayed plan (made with round-to {result.plan.round_to})")
+    budget = any(t is not None for t in (target_macs, target_params, loop["target_latency"]))
+    click.echo(multiple.describe(used=result.plan.round_to, budget=budget) if plan_in is None
+               else f"replayed plan (made with round-to {result.plan.round_to})")
     if result.target is not None:
         click.echo(result.target.describe())
         if not result.target.ok and result.plan.round_to > 1 and plan_in is None:
@@ -179,7 +182,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
     if report_path:
         report = {
             "model": model, "output": output, "ratio": ratio, "criterion": criterion,
-            "round_to": multiple.value if plan_in is None else result.plan.round_to,
+            "round_to": result.plan.round_to,
             "round_to_reason": multiple.reason if plan_in is None else f"replayed plan {plan_in}",
             "allocation": allocation, "target": None if result.target is None else {
                 "metric": result.target.metric, "target": result.target.target,
