@@ -213,9 +213,9 @@ def speed_table(rows: list[list[str]], threads: int, *, lead: str = "") -> str:
              f"Target: speedup ≥ {EFFICIENCY} × (1 / MACs kept). `(auto)` marks the multiple `--round-to auto` "
              f"(the CLI default) picks for this budget here: {profile.describe()}"
              + (f", and {multiple.prefer} first when it lands the budget within 3 %" if multiple.prefer else "")
-             + f". † batch 8 of a static-batch-1 export, "
-             f"measured on `batch_free` copies of both models (dim 0 made dynamic, a Reshape's leading 1 "
-             f"made 0 = copy); n/a when such a copy does not run.", "",
+             + ". † batch 8 of a static-batch-1 export, "
+             "measured on `batch_free` copies of both models (dim 0 made dynamic, a Reshape's leading 1 "
+             "made 0 = copy); n/a when such a copy does not run.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)

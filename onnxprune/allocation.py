@@ -344,12 +344,8 @@ def _uniform_search(dg: DependencyGraph, scores: Scores, cm: CostModel, aim: flo
             best = (abs(e - aim), trial)
     counts_best = best[1]
     if best[0] > TOLERANCE * aim / 2:
-        def err(c: dict[int, int]) -> float:
-            plan = plan_for(c)
-            return abs(cm.estimate(plan.removed_roots(dg))[pick] / total - aim) if _as_asked(plan, c) else math.inf
-
-        counts_best = _closer_by_blocks(counts_best, err, round_to=round_to, sizes={g: groups[g].size for g in groups},
-                                        good=TOLERANCE * aim / 2)
+        counts_best = _refine_counts(dg, cm, orders, counts_best, sizes={g: groups[g].size for g in groups}, aim=aim,
+                                     pick=pick, round_to=round_to, criterion=criterion)
     plan = plan_for(counts_best)
     plan.ratio = hi
     return plan
@@ -406,6 +402,19 @@ def _closer_by_blocks(counts: dict[int, int], error: Callable[[dict[int, int]], 
     return best
 
 
+def _refine_counts(dg: DependencyGraph, cm: CostModel, orders: Mapping[int, np.ndarray], counts: dict[int, int], *,
+                   sizes: Mapping[int, int], aim: float, pick: int, round_to: int, criterion: str | None,
+                   ) -> dict[int, int]:
+    """`_closer_by_blocks` on the estimated metric (`pick`: 0 MACs, 1 params) of `_counts_plan`."""
+    total = (cm.macs, cm.params)[pick]
+
+    def err(c: dict[int, int]) -> float:
+        plan = _counts_plan(dg, orders, c, criterion=criterion, round_to=round_to)
+        return abs(cm.estimate(plan.removed_roots(dg))[pick] / total - aim) if _as_asked(plan, c) else math.inf
+
+    return _closer_by_blocks(counts, err, sizes=sizes, round_to=round_to, good=TOLERANCE * aim / 2)
+
+
 def _global_search(dg: DependencyGraph, ranking: GlobalRanking, cm: CostModel, aim: float, *, pick: int,
                    criterion: str | None, fill: int = 256) -> Plan:
     """Bisection over the number of globally removed slots, then a fill: from the last count above
@@ -447,13 +456,8 @@ def _global_search(dg: DependencyGraph, ranking: GlobalRanking, cm: CostModel, a
     # Whole blocks are too coarse for the fill: a local search over one-block moves, each group
     # losing its slots in the ranking's order.
     orders = ranking.group_orders()
-
-    def err(c: dict[int, int]) -> float:
-        p = _counts_plan(dg, orders, c, criterion=criterion, round_to=ranking.round_to)
-        return abs(cm.estimate(p.removed_roots(dg))[pick] / total - aim) if _as_asked(p, c) else math.inf
-
-    counts = _closer_by_blocks({gid: len(idx) for gid, idx in plan.removals.items()}, err, sizes=ranking.sizes,
-                               round_to=ranking.round_to, good=TOLERANCE * aim / 2)
+    counts = _refine_counts(dg, cm, orders, {gid: len(idx) for gid, idx in plan.removals.items()},
+                            sizes=ranking.sizes, aim=aim, pick=pick, round_to=ranking.round_to, criterion=criterion)
     return _counts_plan(dg, orders, counts, criterion=criterion, round_to=ranking.round_to)
 
 

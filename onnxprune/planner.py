@@ -108,7 +108,7 @@ def choose_plan(dg: DependencyGraph, *, criterion: str = "l2", budget: Budget | 
             return sensitivity_plan(dg, b.sensitivity, scores, metric=metric, target=f, round_to=round_to,
                                     criterion=criterion, error=b.sensitivity_error, shapes=shapes)
         res: TargetResult | None = None
-        for rt in dict.fromkeys((prefer_round_to or round_to, round_to)):
+        for rt in dict.fromkeys((prefer_round_to or round_to, round_to)):  # the preferred multiple, then round_to
             res = target_plan(dg, scores, allocation=allocation, round_to=rt, criterion=criterion, shapes=shapes,
                               target_macs=f if metric == "macs" else None,
                               target_params=f if metric == "params" else None)

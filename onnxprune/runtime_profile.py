@@ -125,10 +125,10 @@ class ChannelMultiple:
 
     `prefer`: a wider multiple that a MAC / parameter / latency budget tries first, keeping it when
     the budget lands within 3 % with it (`planner.choose_plan`); `value` otherwise, and always for a
-    plain `--ratio`. Set by "auto" on an AVX2 CPU (block 8): there, multiples of 16 ran as fast or
-    faster than multiples of 8 at the same MACs on every model where both landed, by up to 18 %
-    (benchmarks/README.md, latency tables), because 16 leaves the narrow layers, whose time falls
-    less than their MACs, alone.
+    plain `--ratio`. Set by "auto" on an AVX2 CPU (block 8): there, multiples of 16 ran faster than
+    multiples of 8 at the same MACs (by up to 18 %), or within 0.04x, on every model where both
+    landed (benchmarks/README.md, latency tables), because 16 leaves the narrow layers, whose time
+    falls less than their MACs, alone.
     """
 
     value: int

@@ -126,18 +126,20 @@ def test_oracle_catches_wrong_channels(name: str) -> None:
 SPLIT_ENTRIES = [e for e in ENTRIES if e.kind != "onnx-light"]
 
 
+@pytest.mark.parametrize("multiple", [8, 16])
 @pytest.mark.parametrize("entry", SPLIT_ENTRIES, ids=entry_ids(SPLIT_ENTRIES))
-def test_rounded_budget_plan_matches_oracle(entry: ZooEntry) -> None:
-    """`--round-to 8` at half the MACs: the block order inside Split pieces (onnxprune/order.py) is
-    exact, and every piece of a Split-cut group loses a multiple of its block."""
+def test_rounded_budget_plan_matches_oracle(entry: ZooEntry, multiple: int) -> None:
+    """`--round-to 8` / `16` at half the MACs (the block-move search of allocation.py included):
+    the block order inside Split pieces (onnxprune/order.py) is exact, and every piece of a
+    Split-cut group loses a multiple of its block."""
     dg = _dg(entry)
     if not dg.prunable:
         pytest.skip("nothing prunable")
-    result = prune(str(entry.path), dg=dg, target_macs=0.5, round_to=8, shapes=entry.shapes, verify=True)
+    result = prune(str(entry.path), dg=dg, target_macs=0.5, round_to=multiple, shapes=entry.shapes, verify=True)
     assert result.verify is not None and result.verify.ok, result.verify
     pieces = group_pieces(dg)
     for gid, removed in result.plan.removals.items():
-        b = piece_block(pieces[gid], 8)
+        b = piece_block(pieces[gid], multiple)
         for piece in pieces[gid] if b > 1 else []:
             lost = len(set(piece.tolist()) & set(removed))
             assert lost % b == 0 and lost < piece.size, (gid, b, lost, piece.size)
