@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -388,15 +389,16 @@ def _closer_by_blocks(counts: dict[int, int], error: Callable[[dict[int, int]], 
     for _ in range(rounds):
         if e_best <= good or budget <= 0:
             break
-        moves = [(g, n) for g in sizes for n in _block_moves(sizes[g], best[g] if g in best else 0, round_to)]
-        trials = [{**best, g: n} for g, n in moves]
-        trials += [{**best, g: n, h: m} for g, n in moves for h, m in moves if g < h]
+        base = best
+        moves = [(g, n) for g in sizes for n in _block_moves(sizes[g], base.get(g, 0), round_to)]
+        singles = ({**base, g: n} for g, n in moves)
+        pairs = ({**base, g: n, h: m} for i, (g, n) in enumerate(moves) for h, m in moves[i + 1:] if h != g)
         start = e_best
-        for trial in trials[:budget]:
+        for trial in itertools.islice(itertools.chain(singles, pairs), budget):
+            budget -= 1
             e = error(trial)
             if e < e_best:
                 best, e_best = trial, e
-        budget -= len(trials)
         if e_best >= start:
             break
     return best
