@@ -135,15 +135,18 @@ class ChannelMultiple:
     reason: str
     prefer: int | None = None
 
-    def describe(self, *, used: int | None = None, budget: bool = False) -> str:
-        """`used`: the multiple the plan was made with; `budget`: a MAC/param/latency budget was given."""
-        n = self.value if used is None else used
-        line = f"channel counts rounded to multiples of {n}: {self.reason}"
+    def why(self, *, used: int | None = None, budget: bool = False) -> str:
+        """The reason, with what `prefer` did when a plan was made with `used` (`budget`: a
+        MAC/param/latency budget was given)."""
         if self.prefer is None or not budget:
-            return line
-        if n == self.prefer:
-            return f"{line}; {self.prefer} tried first for a budget, and it lands"
-        return f"{line}; {self.prefer} tried first for a budget, but it cannot land it"
+            return self.reason
+        lands = (self.value if used is None else used) == self.prefer
+        return f"{self.reason}; {self.prefer} tried first for a budget, " + (
+            "and it lands" if lands else "but it cannot land it")
+
+    def describe(self, *, used: int | None = None, budget: bool = False) -> str:
+        n = self.value if used is None else used
+        return f"channel counts rounded to multiples of {n}: {self.why(used=used, budget=budget)}"
 
     def to_json(self) -> dict[str, object]:
         return {"value": self.value, "reason": self.reason, "prefer": self.prefer}

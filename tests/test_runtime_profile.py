@@ -203,6 +203,7 @@ def test_cli_budget_on_avx2_keeps_16_when_it_lands(monkeypatch: pytest.MonkeyPat
     assert report["round_to"] == used and report["plan"]["round_to"] == used
     assert f"multiples of {used}" in r.stdout
     assert ("and it lands" if used == 16 else "cannot land it") in r.stdout
+    assert ("and it lands" if used == 16 else "cannot land it") in report["round_to_reason"]
     assert "outside the 3% tolerance" not in r.stdout
 
 

@@ -183,7 +183,8 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
         report = {
             "model": model, "output": output, "ratio": ratio, "criterion": criterion,
             "round_to": result.plan.round_to,
-            "round_to_reason": multiple.reason if plan_in is None else f"replayed plan {plan_in}",
+            "round_to_reason": multiple.why(used=result.plan.round_to, budget=budget) if plan_in is None
+            else f"replayed plan {plan_in}",
             "allocation": allocation, "target": None if result.target is None else {
                 "metric": result.target.metric, "target": result.target.target,
                 "achieved": result.target.achieved},
