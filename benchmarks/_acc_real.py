@@ -13,6 +13,7 @@ box F1 (and the mean class-score change, in the notes); OCR mask IoU.
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -194,13 +195,36 @@ def sensitivity_rows(case: RealCase, pruner: StructuredPruner, dense: Sequence[n
     return [*rows, row]
 
 
-def goal_line(rows: Sequence[Sequence[str]]) -> str:
-    """The project's goal for YOLOv8n against the best measured box F1."""
-    f1 = [float(r[4]) for r in rows if r[0].startswith("YOLO") and r[4] != "n/a"]
-    if not f1:
-        return "Project goal: YOLOv8n box F1 >= 0.9 at 0.7x MACs; not measured in this run."
-    verdict = "met" if max(f1) >= 0.9 else "not met"
-    return f"Project goal: YOLOv8n box F1 >= 0.9 at 0.7x MACs; best measured {max(f1):.3f} ({verdict})."
+BOXES = re.compile(r"(\d+) of (\d+) dense / (\d+) pruned boxes")
+
+
+def one_box_fewer(notes: str) -> float | None:
+    """F1 = 2·matched / (dense + pruned) with one matched box fewer (lost from the pruned model):
+    the resolution of the measurement. None when the notes do not give the counts."""
+    m = BOXES.search(notes)
+    if m is None:
+        return None
+    matched, dense, pruned = (int(g) for g in m.groups())
+    return 2 * max(matched - 1, 0) / max(dense + pruned - 1, 1)
+
+
+def goal_line(rows: Sequence[Sequence[str]], goal: float = 0.9) -> str:
+    """The project's goal for YOLOv8n against the measured box F1s. A row meets it robustly when it
+    would still be at the goal with one matched box fewer (on 16 dense boxes one box is ~0.035)."""
+    yolo = [(float(r[4]), one_box_fewer(r[5]), r[1]) for r in rows if r[0].startswith("YOLO") and r[4] != "n/a"]
+    if not yolo:
+        return f"Project goal: YOLOv8n box F1 >= {goal} at 0.7x MACs; not measured in this run."
+    best = max(yolo)
+    reached = [y for y in yolo if y[0] >= goal]
+    robust = [y for y in reached if y[1] is not None and y[1] >= goal]
+    head = f"Project goal: YOLOv8n box F1 >= {goal} at 0.7x MACs; best measured {best[0]:.3f} ({best[2]})"
+    if robust:
+        return f"{head}: met, by {len(robust)} of {len(yolo)} rows with a margin of at least one box."
+    if reached:
+        fewer = "n/a" if best[1] is None else f"{best[1]:.3f}"
+        return (f"{head}: reached by {len(reached)} of {len(yolo)} rows, but one matched box fewer gives "
+                f"{fewer}: not met with any margin.")
+    return f"{head}: not met."
 
 
 def case_rows(case: RealCase) -> list[list[str]]:

@@ -93,3 +93,20 @@ def test_accuracy_pruner_in_steps_reaches_the_budget() -> None:
         out = pruner.at_macs(0.7, "l2", sensitivity=curves, steps=2)
     assert out.model is not None and out.how == "2 steps", out.note
     assert out.macs_kept is not None and abs(out.macs_kept - 0.7) <= 0.03 * 0.7
+
+
+def test_goal_line_wants_a_margin_of_one_box() -> None:
+    """benchmarks/_acc_real.goal_line: 0.9 reached by one box is not called met."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _acc_real import goal_line, one_box_fewer
+
+    def row(f1: str, notes: str) -> list[str]:
+        return ["YOLOv8n (nudenet 320n)", "method", "0.70", "0.999", f1, notes]
+
+    edge = row("0.903", "14 of 16 dense / 15 pruned boxes, mean abs score change 0.045")
+    assert one_box_fewer(edge[5]) == 2 * 13 / 30
+    assert "not met with any margin" in goal_line([edge, row("0.867", "13 of 16 dense / 14 pruned boxes")])
+    wide = row("0.968", "31 of 32 dense / 32 pruned boxes")  # one box fewer: 60 / 63 = 0.952
+    assert ": met, by 1 of 2 rows" in goal_line([edge, wide])
+    assert goal_line([row("0.800", "12 of 16 dense / 14 pruned boxes")]).endswith("not met.")
+    assert "not measured" in goal_line([["PP-OCRv4 det", "m", "0.70", "0.9", "0.899", ""]])
