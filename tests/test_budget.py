@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import onnx
 import pytest
 from click.testing import CliRunner
+from graphs import Graph
 
 from onnxprune.api import analyse, prune
 from onnxprune.budget import hull_segments, levels, removal_path
@@ -155,3 +157,20 @@ def test_cli_measure_latency_adds_a_row(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.stderr
     assert "latency" in r.stdout
     assert json.loads((tmp_path / "r.json").read_text())["latency_ms"]["after"] > 0
+
+
+def test_latency_target_needs_the_dynamic_dims(tmp_path: Path) -> None:
+    """A latency at a placeholder size is meaningless: dynamic dims other than the batch must be given."""
+    g = Graph(opset=17)
+    x = g.input("x", ("batch", 3, "height", "width"))
+    g.output(g.conv(g.relu(g.conv(x, 3, 16, name="c1")), 16, 4, name="c2"))
+    model = g.build()
+    opts = LatencyOptions(repeat=2, warmup=0, max_steps=1)
+    with pytest.raises(OnnxPruneError, match=r"dynamic dims \(<height>, <width>\).*--shapes x:1x3x<height>x<width>"):
+        prune(model, target_latency=0.001, latency=opts)
+    res = prune(model, target_latency=1e6, latency=opts, shapes={"x": (1, 3, 16, 16)})  # given: searched
+    assert res.choice is not None and res.choice.latency is not None
+    src, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
+    onnx.save(model, str(src))
+    r = CliRunner().invoke(main, ["prune", str(src), "-o", str(out), "--target-latency", "1", "--no-progress"])
+    assert r.exit_code == 2 and "--shapes x:" in _one_line_error(r.stderr) and not out.exists()

@@ -145,7 +145,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
     click.echo(f"groups: {len(groups)} found, {len(result.dg.prunable)} prunable, "
                f"{sum(1 for g in groups if g.blocked)} blocked; {result.removed_slots} channel slots removed "
                f"in {result.seconds:.1f}s")
-    budget = any(t is not None for t in (target_macs, target_params, loop["target_latency"]))
+    budget = result.target is not None  # a budget plan was made (not when the dense model already meets it)
     click.echo(multiple.describe(used=result.plan.round_to, budget=budget) if plan_in is None
                else f"replayed plan (made with round-to {result.plan.round_to})")
     if result.target is not None:
