@@ -110,7 +110,7 @@ def _next_fraction(fast: tuple[float, float] | None, slow: tuple[float, float] |
     return f
 
 
-def _check_sized(model: onnx.ModelProto, shapes: Shapes | None) -> None:
+def require_sizes(model: onnx.ModelProto, shapes: Shapes | None, *, option: str = "--target-latency") -> None:
     """A latency in milliseconds means nothing at a placeholder size: every dynamic dim other than
     the batch must come from `shapes`."""
     from onnxprune.inputs import graph_inputs
@@ -119,7 +119,7 @@ def _check_sized(model: onnx.ModelProto, shapes: Shapes | None) -> None:
         names = [str(d) if isinstance(d, int) else "1" if i == 0 else f"<{d or '?'}>" for i, d in enumerate(spec.dims)]
         free = [n for n in names[1:] if n.startswith("<")]
         if free and not (shapes and spec.name in shapes):
-            raise OnnxPruneError(f"--target-latency: input {spec.name} has dynamic dims ({', '.join(free)}) that set "
+            raise OnnxPruneError(f"{option}: input {spec.name} has dynamic dims ({', '.join(free)}) that set "
                                  f"its latency; give them with --shapes {spec.name}:{'x'.join(names)}")
 
 
@@ -137,7 +137,7 @@ def latency_search(dg: DependencyGraph, plan_for: Callable[[float], TargetResult
     opts = options or LatencyOptions()
     if not target_ms > 0:
         raise OnnxPruneError(f"--target-latency must be > 0 ms, got {target_ms}")
-    _check_sized(dg.model, shapes)
+    require_sizes(dg.model, shapes)
 
     def speedup(model: onnx.ModelProto) -> float:
         return interleaved_latency(dg.model, model, batch=opts.batch, threads=opts.threads, warmup=opts.warmup,

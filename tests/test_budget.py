@@ -172,5 +172,7 @@ def test_latency_target_needs_the_dynamic_dims(tmp_path: Path) -> None:
     assert res.choice is not None and res.choice.latency is not None
     src, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
     onnx.save(model, str(src))
-    r = CliRunner().invoke(main, ["prune", str(src), "-o", str(out), "--target-latency", "1", "--no-progress"])
-    assert r.exit_code == 2 and "--shapes x:" in _one_line_error(r.stderr) and not out.exists()
+    for flag in (["--target-latency", "1"], ["--measure-latency"]):
+        r = CliRunner().invoke(main, ["prune", str(src), "-o", str(out), *flag, "--no-progress"])
+        assert r.exit_code == 2 and not out.exists()
+        assert _one_line_error(r.stderr).startswith(f"error: {flag[0]}: input x") and "--shapes x:" in r.stderr

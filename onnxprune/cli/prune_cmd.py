@@ -23,7 +23,7 @@ from onnxprune.cli.options import (
 from onnxprune.decisions import group_decisions
 from onnxprune.errors import OnnxPruneError
 from onnxprune.io import check_distinct_paths, load_model
-from onnxprune.latency_budget import LatencyOptions
+from onnxprune.latency_budget import LatencyOptions, require_sizes
 from onnxprune.plan import Plan
 from onnxprune.progress import rich_progress
 from onnxprune.report import compare_dict, compare_table
@@ -116,6 +116,8 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
     check_distinct_paths(model, output)
     shp = parsed_shapes(shapes)
     original = load_model(model)
+    if loop["measure_latency"]:
+        require_sizes(original, shp, option="--measure-latency")
     steps: StepsResult | None = None
     with echo_calibration_warnings(), rich_progress(enabled=loop["progress"]) as bar:
         kwargs: dict[str, Any] = dict(
