@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import onnx
@@ -19,6 +19,7 @@ from onnxprune.calibration import CalibConfig
 from onnxprune.errors import NothingToPruneError, OnnxPruneError, VerifyError
 from onnxprune.graph.analysis import APPROXIMATE_KINDS
 from onnxprune.graph.engine import DependencyGraph, dependency_graph
+from onnxprune.graph.keep import keep_layers
 from onnxprune.io import load_model, save_model
 from onnxprune.latency_budget import LatencyOptions
 from onnxprune.passes.normalize import Normalize
@@ -82,7 +83,8 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
           target_latency: float | None = None, latency: LatencyOptions | None = None,
           sensitivity: SensitivityResult | str | os.PathLike[str] | None = None,
           sensitivity_error: str = DEFAULT_METRIC, progress: ProgressFn | None = None,
-          head_floor: float | None = None, prefer_round_to: int | None = None) -> PruneResult:
+          head_floor: float | None = None, prefer_round_to: int | None = None,
+          keep: Sequence[str] = ()) -> PruneResult:
     """Structured channel pruning. Raises NothingToPruneError if no group can lose a channel.
 
     criterion: l1, l2, bn-scale, random, or a data-driven one (activation, apoz, wanda, flap,
@@ -103,6 +105,8 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     prefer_round_to: a wider multiple a budget tries first (what "auto" sets on AVX2); `result.plan.round_to`
     is the one used.
     progress: a callback for long steps (onnxprune.progress); nothing is printed.
+    keep: fnmatch patterns over node names; the channel groups those layers produce are not pruned
+    (onnxprune.graph.keep). A pattern that matches no such layer is an error.
     head_floor: with reconstruction, fit the layers that produce a final Sigmoid's logits (a
     detector's class scores) weighted by the sigmoid's slope plus this floor (e.g. 0.01;
     onnxprune.recovery.heads); None fits them like every other layer.
@@ -114,7 +118,7 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     rounding = channel_multiple(round_to)
     multiple, prefer = rounding.value, prefer_round_to if prefer_round_to is not None else rounding.prefer
     start = time.perf_counter()
-    dg = dg or analyse(model, shapes=shapes, approximate=approximate)
+    dg = keep_layers(dg or analyse(model, shapes=shapes, approximate=approximate), keep)
     if not dg.prunable:
         raise NothingToPruneError(f"nothing prunable: {len(dg.groups)} channel groups, all blocked "
                                   f"(run `onnxprune inspect` for the reasons)")

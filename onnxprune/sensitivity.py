@@ -167,16 +167,18 @@ class SensitivityResult:
             raise OnnxPruneError(f"{path}: not a valid sensitivity file ({type(exc).__name__}: {exc})") from None
 
     def curves_for(self, dg: DependencyGraph) -> dict[int, GroupCurve]:
-        """Curves keyed by group id, checked against `dg` (same groups, same sources, same sizes)."""
-        by_id = {g.id: g for g in dg.prunable}
+        """Curves keyed by group id, checked against `dg` (same groups, same sources, same sizes);
+        the curves of groups `dg` blocks (e.g. `prune --keep`) are left out."""
+        by_id = {g.id: g for g in dg.groups}
         out: dict[int, GroupCurve] = {}
         for c in self.curves:
             g = by_id.get(c.group)
             if g is None or g.sources != c.sources or g.size != c.channels:
                 raise OnnxPruneError(f"sensitivity group {c.group} ({', '.join(c.sources[:2])}) does not match this "
                                      f"model: were the curves measured on another model?")
-            out[c.group] = c
-        missing = sorted(set(by_id) - set(out))
+            if g.prunable:
+                out[c.group] = c
+        missing = sorted({g.id for g in dg.prunable} - set(out))
         if missing:
             raise OnnxPruneError(f"the sensitivity file has no curve for prunable groups {missing[:8]}")
         return out

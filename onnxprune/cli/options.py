@@ -33,6 +33,13 @@ def approximate_option(fn: F) -> F:
                              "channels). Those groups are marked approximate and left out of --verify.")(fn)
 
 
+def keep_option(fn: F) -> F:
+    return click.option("--keep", "keep", multiple=True, metavar="PATTERN",
+                        help="Never remove the output channels of layers whose node name matches this fnmatch "
+                             "pattern (repeatable), e.g. '/model.22/cv3.*'. A pattern matching no layer is an "
+                             "error.")(fn)
+
+
 def round_to_option(fn: F) -> F:
     return click.option("--round-to", "round_to", type=str, default=None, metavar="N|auto",
                         help="Keep channel counts at multiples of N (1: exact counts). Default: auto — with "
