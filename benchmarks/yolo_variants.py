@@ -14,7 +14,9 @@ with the score heads weighted (head_floor 0.01). Each variant changes one thing:
 * ``more-photos`` / ``more-photos-l2``: the calibration images also drawn from three photographs
   bundled with other packages (matplotlib's Grace Hopper portrait, scikit-learn's china and flower;
   `_acc_images.OTHER_PHOTOS`), curves re-measured on them; with obs, and with l2 order;
-* ``reference-l2``: the reference with l2 order, the companion of ``more-photos-l2``.
+* ``reference-l2``: the reference with l2 order, the companion of ``more-photos-l2``;
+* ``keep-cv3``: the reference with the class-score branch of the detect head kept whole
+  (``prune --keep '/model.22/cv3.*'``): the budget is taken from the other groups.
 
 Same images, calibration set and metrics as `accuracy.py` (benchmarks/_acc_real.py). Usage:
 ``python benchmarks/yolo_variants.py [VARIANT ...]`` (default: all); prints a markdown table.
@@ -52,6 +54,7 @@ from onnxprune.sensitivity import SensitivityResult, sensitivity_curves
 from onnxprune.stats import model_stats
 
 FINE_RATIOS = tuple(round(0.05 * i, 2) for i in range(1, 13))
+KEEP_CV3 = ("/model.22/cv3.*",)  # the class-score branch of the detect head: scores are thresholded directly
 
 
 @dataclasses.dataclass
@@ -116,6 +119,7 @@ def variants(run: Run, curves: SensitivityResult) -> dict[str, Callable[[], onnx
         "more-photos": lambda: more_photos(run, "obs"),
         "reference-l2": lambda: run.pruned(run.model, TARGET, "l2", sensitivity=curves),
         "more-photos-l2": lambda: more_photos(run, "l2"),
+        "keep-cv3": lambda: run.pruned(run.model, TARGET, sensitivity=curves, keep=KEEP_CV3),
     }
 
 
