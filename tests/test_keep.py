@@ -81,3 +81,19 @@ def test_cli_keep_is_in_the_report(tmp_path: Path) -> None:
     kept = [g for g in groups if any("--keep" in b for b in g.get("blocked", []))]
     assert len(kept) == 1 and kept[0]["removed"] == 0
     assert _channels(onnx.load(str(out)), "stem/a") == 16
+
+
+def test_cli_sensitivity_keep_and_prune_with_its_curves(tmp_path: Path) -> None:
+    src, js, out = tmp_path / "m.onnx", tmp_path / "s.json", tmp_path / "o.onnx"
+    onnx.save(_model(), str(src))
+    r = CliRunner().invoke(main, ["sensitivity", str(src), "--ratios", "0.25,0.5", "--calib-samples", "2",
+                                  "--keep", "stem/a", "--json", str(js), "--no-progress", "--round-to", "1"])
+    assert r.exit_code == 0, r.stderr
+    assert len(json.loads(js.read_text())["groups"]) == 1  # only head/b's group was measured
+    base = ["prune", str(src), "-o", str(out), "--sensitivity", str(js), "--target-macs", "0.7", "--no-progress",
+            "--round-to", "1"]
+    r = CliRunner().invoke(main, base)
+    assert r.exit_code == 2 and "no curve for prunable groups" in r.stderr and not out.exists()
+    r = CliRunner().invoke(main, [*base, "--keep", "stem/a"])
+    assert r.exit_code == 0, r.stderr
+    assert _channels(onnx.load(str(out)), "stem/a") == 16 and _channels(onnx.load(str(out)), "head/b") < 16

@@ -11,6 +11,7 @@ from onnxprune.api import analyse
 from onnxprune.calibration import CalibConfig, calib_options, echo_calibration_warnings
 from onnxprune.cli.options import (
     approximate_option,
+    keep_option,
     model_argument,
     parsed_shapes,
     round_to_option,
@@ -18,6 +19,7 @@ from onnxprune.cli.options import (
     target_option,
 )
 from onnxprune.errors import OnnxPruneError
+from onnxprune.graph.keep import keep_layers
 from onnxprune.io import load_model
 from onnxprune.progress import rich_progress
 from onnxprune.report import sensitivity_table
@@ -71,9 +73,11 @@ def parse_ratios(text: str) -> list[float]:
 @calib_options
 @shapes_option
 @approximate_option
+@keep_option
 def command(model: str, ratios: str, criterion: str, round_to: str | None, target: str, samples: int,
             data: str | None, labels: str | None, label_output: str | None, error: str, json_out: str | None, plot: str | None,
-            fill: str, progress: bool, calib: CalibConfig, shapes: tuple[str, ...], approximate: tuple[str, ...]) -> None:
+            fill: str, progress: bool, calib: CalibConfig, shapes: tuple[str, ...], approximate: tuple[str, ...],
+            keep: tuple[str, ...]) -> None:
     """Measure, for every prunable group of MODEL alone, the output error at each pruning ratio."""
     grid = parse_ratios(ratios)
     multiple = channel_multiple(round_to, target=target)
@@ -83,7 +87,7 @@ def command(model: str, ratios: str, criterion: str, round_to: str | None, targe
         if importlib.util.find_spec("matplotlib") is None:
             raise OnnxPruneError("--plot needs matplotlib: pip install 'onnxprune[plot]'")
     shp = parsed_shapes(shapes)
-    dg = analyse(load_model(model), shapes=shp, approximate=approximate)
+    dg = keep_layers(analyse(load_model(model), shapes=shp, approximate=approximate), keep)  # kept: not measured
     with echo_calibration_warnings(), rich_progress(enabled=progress) as bar:
         labelled = load_labelled(dg.model, data=data, labels=labels, calibration=calib, samples=samples,
                                  output=label_output, shapes=shp)
