@@ -43,18 +43,20 @@ def _as_model(model: ModelLike) -> onnx.ModelProto:
 
 
 def analyse(model: ModelLike, *, shapes: Shapes | None = None,
-            approximate: Iterable[str] = ()) -> DependencyGraph:
+            approximate: Iterable[str] = (), grouped: str = "index") -> DependencyGraph:
     """Normalise a copy of the model and build its channel dependency graph.
 
     approximate: opt-in rules that cannot be proven exact, e.g. ("layernorm",): LayerNorm over the
     channel axis then lets channels through; those groups are marked approximate.
+    grouped: how grouped convolutions lose channels: "index" (the same index in every group, the
+    groups stay) or "whole" (whole groups with their input channels; onnxprune/graph/rules/conv.py).
     """
     kinds = frozenset(approximate)
     unknown = kinds - set(APPROXIMATE_KINDS)
     if unknown:
         raise OnnxPruneError(f"unknown --approximate kind(s) {sorted(unknown)}; known: {list(APPROXIMATE_KINDS)}")
     normalised = Normalize()(_as_model(model)).model
-    return dependency_graph(normalised, shapes=shapes, allow_approximate=kinds)
+    return dependency_graph(normalised, shapes=shapes, allow_approximate=kinds, grouped=grouped)
 
 
 @dataclass
@@ -84,7 +86,7 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
           sensitivity: SensitivityResult | str | os.PathLike[str] | None = None,
           sensitivity_error: str = DEFAULT_METRIC, progress: ProgressFn | None = None,
           head_floor: float | None = None, prefer_round_to: int | None = None,
-          keep: Sequence[str] = ()) -> PruneResult:
+          keep: Sequence[str] = (), grouped: str = "index") -> PruneResult:
     """Structured channel pruning. Raises NothingToPruneError if no group can lose a channel.
 
     criterion: l1, l2, bn-scale, random, or a data-driven one (activation, apoz, wanda, flap,
@@ -107,6 +109,7 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     progress: a callback for long steps (onnxprune.progress); nothing is printed.
     keep: fnmatch patterns over node names; the channel groups those layers produce are not pruned
     (onnxprune.graph.keep). A pattern that matches no such layer is an error.
+    grouped: as `analyse` (used when `dg` is not given).
     head_floor: with reconstruction, fit the layers that produce a final Sigmoid's logits (a
     detector's class scores) weighted by the sigmoid's slope plus this floor (e.g. 0.01;
     onnxprune.recovery.heads); None fits them like every other layer.
@@ -118,7 +121,7 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     rounding = channel_multiple(round_to)
     multiple, prefer = rounding.value, prefer_round_to if prefer_round_to is not None else rounding.prefer
     start = time.perf_counter()
-    dg = keep_layers(dg or analyse(model, shapes=shapes, approximate=approximate), keep)
+    dg = keep_layers(dg or analyse(model, shapes=shapes, approximate=approximate, grouped=grouped), keep)
     if not dg.prunable:
         raise NothingToPruneError(f"nothing prunable: {len(dg.groups)} channel groups, all blocked "
                                   f"(run `onnxprune inspect` for the reasons)")

@@ -142,12 +142,12 @@ def _step_budget(kind: str, keep_now: float, keep_prev: float, achieved: float) 
 
 
 def remeasured(curves: SensitivityResult, model: onnx.ModelProto, *, calibration: Calibration = None,
-               shapes: Shapes | None = None, approximate: Iterable[str] = (),
+               shapes: Shapes | None = None, approximate: Iterable[str] = (), grouped: str = "index",
                progress: ProgressFn | None = None) -> SensitivityResult:
     """`curves` measured again on `model`, with the same grid, samples, criterion, round_to and fill."""
     from onnxprune.api import analyse
 
-    dg = analyse(model, shapes=shapes, approximate=approximate)
+    dg = analyse(model, shapes=shapes, approximate=approximate, grouped=grouped)
     return sensitivity_curves(dg, calibration=calibration, ratios=curves.ratios, criterion=curves.criterion,
                               samples=curves.samples, round_to=curves.round_to, shapes=shapes,
                               model_name=curves.model, progress=progress, fill=curves.fill)
@@ -172,7 +172,8 @@ def prune_in_steps(model: onnx.ModelProto, *, steps: int, schedule: str = "geome
     fractions = kept_fractions(final, steps, schedule)
     g = gate or Gate()
     curves = SensitivityResult.coerce(prune_kwargs.pop("sensitivity", None))
-    original = analyse(model, shapes=shapes, approximate=prune_kwargs.get("approximate", ())).model
+    original = analyse(model, shapes=shapes, approximate=prune_kwargs.get("approximate", ()),
+                       grouped=prune_kwargs.get("grouped", "index")).model
     base = model_stats(original, shapes=shapes)
     out = StepsResult(None, original, [], schedule, 0)
     current, achieved, keep_prev = original, 1.0, 1.0
@@ -183,7 +184,8 @@ def prune_in_steps(model: onnx.ModelProto, *, steps: int, schedule: str = "geome
         kw: dict[str, Any] = {"ratio": budget} if kind == "ratio" else {f"target_{kind}": budget}
         if curves is not None and k > 1:
             curves = remeasured(curves, current, calibration=prune_kwargs.get("calibration"), shapes=shapes,
-                                approximate=prune_kwargs.get("approximate", ()), progress=progress)
+                                approximate=prune_kwargs.get("approximate", ()),
+                                grouped=prune_kwargs.get("grouped", "index"), progress=progress)
         res = prune(current, shapes=shapes, progress=progress, sensitivity=curves, **kw, **prune_kwargs)
         st = model_stats(res.model, shapes=shapes)
         macs_kept, params_kept = st.macs / max(base.macs, 1), st.params / max(base.params, 1)

@@ -9,19 +9,26 @@ from rich.console import Console
 from rich.table import Table
 
 from onnxprune.api import analyse
-from onnxprune.cli.options import approximate_option, model_argument, parsed_shapes, shapes_option
+from onnxprune.cli.options import (
+    approximate_option,
+    grouped_option,
+    model_argument,
+    parsed_shapes,
+    shapes_option,
+)
 
 
 @click.command("inspect")
 @model_argument
 @shapes_option
 @approximate_option
+@grouped_option
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")
 @click.option("--all", "show_all", is_flag=True, help="List every group (default: the first 60).")
-def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], as_json: bool,
+def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], grouped: str, as_json: bool,
             show_all: bool) -> None:
     """Show the channel groups of MODEL: coupled producers, channel counts, blocked reasons."""
-    dg = analyse(model, shapes=parsed_shapes(shapes), approximate=approximate)
+    dg = analyse(model, shapes=parsed_shapes(shapes), approximate=approximate, grouped=grouped)
     summary = {
         "groups": len(dg.groups),
         "prunable": len(dg.prunable),

@@ -33,6 +33,16 @@ def approximate_option(fn: F) -> F:
                              "channels). Those groups are marked approximate and left out of --verify.")(fn)
 
 
+def grouped_option(fn: F) -> F:
+    from onnxprune.graph.analysis import GROUPED_MODES
+
+    return click.option("--grouped-conv", "grouped", type=click.Choice(GROUPED_MODES), default="index",
+                        show_default=True,
+                        help="How grouped convolutions lose channels: the same index in every group (index), or "
+                             "whole groups with their input channels (whole: ResNeXt cardinality; the channels per "
+                             "group stay).")(fn)
+
+
 def keep_option(fn: F) -> F:
     return click.option("--keep", "keep", multiple=True, metavar="PATTERN",
                         help="Never remove the output channels of layers whose node name matches this fnmatch "

@@ -14,6 +14,7 @@ from onnxprune.api import prune
 from onnxprune.calibration import CalibConfig, calib_options, echo_calibration_warnings
 from onnxprune.cli.options import (
     approximate_option,
+    grouped_option,
     keep_option,
     model_argument,
     parsed_shapes,
@@ -102,10 +103,12 @@ def _loop_options(fn: Any) -> Any:
 @shapes_option
 @approximate_option
 @keep_option
+@grouped_option
 def command(model: str, output: str, ratio: float, criterion: str, round_to: str | None, target: str, verify: bool,
             plan_in: str | None, save_plan: str | None, report_path: str | None, shapes: tuple[str, ...],
             allocation: str, target_macs: float | None, target_params: float | None, calib: CalibConfig,
             approximate: tuple[str, ...], reconstruct: bool | None, head_floor: float | None, keep: tuple[str, ...],
+            grouped: str,
             **loop: Any) -> None:
     """Remove a fraction of the channels of every prunable group of MODEL."""
     if not 0.0 <= ratio < 1.0:
@@ -126,7 +129,8 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
             ratio=ratio, criterion=criterion, round_to=multiple.value, prefer_round_to=multiple.prefer, verify=verify,
             shapes=shp, calibration=calib,
             allocation=allocation, target_macs=target_macs, target_params=target_params, approximate=approximate,
-            reconstruct=reconstruct, head_floor=head_floor, keep=keep, progress=bar, sensitivity=loop["sensitivity"],
+            reconstruct=reconstruct, head_floor=head_floor, keep=keep, grouped=grouped, progress=bar,
+            sensitivity=loop["sensitivity"],
             sensitivity_error=loop["sensitivity_error"], target_latency=loop["target_latency"],
             latency=_latency_options(loop))
         gate = _gate(original, calib, shp, loop)

@@ -11,6 +11,7 @@ from onnxprune.api import analyse
 from onnxprune.calibration import CalibConfig, calib_options, echo_calibration_warnings
 from onnxprune.cli.options import (
     approximate_option,
+    grouped_option,
     keep_option,
     model_argument,
     parsed_shapes,
@@ -74,10 +75,11 @@ def parse_ratios(text: str) -> list[float]:
 @shapes_option
 @approximate_option
 @keep_option
+@grouped_option
 def command(model: str, ratios: str, criterion: str, round_to: str | None, target: str, samples: int,
             data: str | None, labels: str | None, label_output: str | None, error: str, json_out: str | None, plot: str | None,
             fill: str, progress: bool, calib: CalibConfig, shapes: tuple[str, ...], approximate: tuple[str, ...],
-            keep: tuple[str, ...]) -> None:
+            keep: tuple[str, ...], grouped: str) -> None:
     """Measure, for every prunable group of MODEL alone, the output error at each pruning ratio."""
     grid = parse_ratios(ratios)
     multiple = channel_multiple(round_to, target=target)
@@ -87,7 +89,8 @@ def command(model: str, ratios: str, criterion: str, round_to: str | None, targe
         if importlib.util.find_spec("matplotlib") is None:
             raise OnnxPruneError("--plot needs matplotlib: pip install 'onnxprune[plot]'")
     shp = parsed_shapes(shapes)
-    dg = keep_layers(analyse(load_model(model), shapes=shp, approximate=approximate), keep)  # kept: not measured
+    dg = keep_layers(analyse(load_model(model), shapes=shp, approximate=approximate, grouped=grouped),
+                     keep)  # kept groups are not measured
     with echo_calibration_warnings(), rich_progress(enabled=progress) as bar:
         labelled = load_labelled(dg.model, data=data, labels=labels, calibration=calib, samples=samples,
                                  output=label_output, shapes=shp)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.apply import ApplyContext
 from onnxprune.graph.tracks import UNTRACKED, Track, UnionFind, root_table
 from onnxprune.graph.view import GraphView, has_subgraph
@@ -63,6 +64,9 @@ class Analysis:
     # such groups can be pruned, but the oracle cannot prove them exact.
     allow_approximate: frozenset[str] = frozenset()
     approximate: dict[int, list[str]] = field(default_factory=dict)
+    # How a grouped convolution loses channels: "index" (the same index in every group) or "whole"
+    # (whole groups, with their input channels; rules/conv.py).
+    grouped: str = "index"
     # First track given to each (constant, axes): later members of a shared constant couple to it.
     member_index: dict[tuple[str, tuple[int, ...]], Track] = field(default_factory=dict)
 
@@ -210,13 +214,16 @@ def untracked(n: int) -> np.ndarray:
 
 
 APPROXIMATE_KINDS = ("layernorm",)
+GROUPED_MODES = ("index", "whole")
 
 
-def analyse(view: GraphView, *, allow_approximate: frozenset[str] = frozenset()) -> Analysis:
+def analyse(view: GraphView, *, allow_approximate: frozenset[str] = frozenset(), grouped: str = "index") -> Analysis:
     """Build layouts, sources, members, consume edges and blocks for the main graph."""
     from onnxprune.graph.rules import registry
 
-    state = Analysis(view, UnionFind(), {}, [], [], [], {}, {}, allow_approximate=allow_approximate)
+    if grouped not in GROUPED_MODES:
+        raise OnnxPruneError(f"unknown grouped-conv mode {grouped!r}; choose one of: {', '.join(GROUPED_MODES)}")
+    state = Analysis(view, UnionFind(), {}, [], [], [], {}, {}, allow_approximate=allow_approximate, grouped=grouped)
     for node in view.graph.node:
         ctx = RuleContext(state, node)
         tracked_in = any(state.layouts.get(x) for x in node.input if x)

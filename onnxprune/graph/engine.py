@@ -30,9 +30,9 @@ class DependencyGraph:
 
 
 def dependency_graph(model: onnx.ModelProto, *, shapes: Mapping[str, tuple[int, ...]] | None = None,
-                     allow_approximate: frozenset[str] = frozenset()) -> DependencyGraph:
-    """Analyse a *normalised* model (see passes.normalize.Normalize)."""
+                     allow_approximate: frozenset[str] = frozenset(), grouped: str = "index") -> DependencyGraph:
+    """Analyse a *normalised* model (see passes.normalize.Normalize); `grouped`: graph.analysis.GROUPED_MODES."""
     found_shapes, dtypes = probe_tensors(model, shapes=shapes)
     view = GraphView(model, shapes=found_shapes, dtypes=dtypes)
-    analysis = analyse(view, allow_approximate=allow_approximate)
+    analysis = analyse(view, allow_approximate=allow_approximate, grouped=grouped)
     return DependencyGraph(model, analysis, build_groups(analysis))

@@ -5,7 +5,11 @@
 - depthwise (group == C_in, C_out = m * C_in; Conv or ConvTranspose): channel c maps to outputs
   c*m .. c*m+m-1, so the ids pass through (repeated m times) and the group count follows the kept channels.
 - grouped (1 < group < C_in): channels are removed at the same index in every group, so the
-  group structure survives; both sides are coupled across groups.
+  group structure survives; both sides are coupled across groups. With `analyse(grouped="whole")`
+  (Conv only) whole groups leave instead: group k's input channels and output channels are one
+  slot, the channels per group stay, and the group count follows the kept groups. On ONNX Runtime's
+  CPU a grouped conv's time falls linearly with its group count but only about as the square root
+  of its MACs when the channels per group shrink (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ def conv(ctx: RuleContext) -> None:
     out_axis, in_axis = (1, 0) if transpose else (0, 1)
     if group > 1 and group == cin:
         _depthwise(ctx, xt, cin, cout, out, transpose)
+        return
+    if group > 1 and ctx.state.grouped == "whole" and not transpose:
+        _whole_groups(ctx, xt, cout, group, out)
         return
     if group > 1:
         _grouped(ctx, xt, cin, cout, group, transpose, out)
@@ -107,3 +114,29 @@ def _grouped(ctx: RuleContext, xt: Track | None, cin: int, cout: int, group: int
     else:
         ctx.member(w, Track((in_axis,), xt.ids.reshape(group, -1)[0]), ROLE_WEIGHT_IN)
     ctx.consume(0, xt)
+
+
+def _whole_groups(ctx: RuleContext, xt: Track | None, cout: int, group: int, out: str) -> None:
+    """Conv only: group k's input and output channels leave together; the weight keeps its
+    per-group input axis (axis 1), and the group attribute becomes the number of kept groups."""
+    w, b = ctx.input(1), ctx.input(2)
+    out_ids = ctx.new_source(cout, out)
+    out_rows = out_ids.reshape(group, cout // group)
+    ctx.union_along(Track((0, 1), out_rows), 0)  # a group's output channels go together
+    ctx.member(w, Track((0,), out_ids), ROLE_WEIGHT_OUT)
+    if b:
+        ctx.member(b, Track((0,), out_ids), ROLE_PARAM)
+    ctx.set_layout(out, [Track((1,), out_ids)])
+    if xt is None:
+        ctx.block(out_ids, "whole-group removal needs the grouped conv's input channels to be removable too")
+        return
+    in_rows = xt.ids.reshape(group, -1)
+    ctx.union_along(Track((0, 1), in_rows), 0)
+    ctx.union(in_rows[:, 0], out_rows[:, 0], reason="a conv group's inputs and outputs leave together")
+    ctx.consume(0, xt)
+    per_group = cout // group
+
+    def set_groups(actx: ApplyContext, node: onnx.NodeProto) -> None:
+        _set_group(node, actx.kept_count(out_ids) // per_group)
+
+    ctx.hook(set_groups)

@@ -1,0 +1,86 @@
+"""`grouped="whole"` (`--grouped-conv whole`): grouped convolutions lose whole groups (rules/conv.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from graphs import Graph
+
+from onnxprune.api import analyse, prune
+from onnxprune.cli import main
+from onnxprune.errors import OnnxPruneError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _block(groups: int = 4, per_group: int = 4) -> onnx.ModelProto:
+    """conv c1 (8 -> C) -> relu -> grouped conv gc (C -> C, `groups`) -> relu -> conv c3 (C -> 8)."""
+    c = groups * per_group
+    g = Graph(opset=17, seed=3)
+    x = g.input("x", (1, 8, 6, 6))
+    h = g.relu(g.conv(x, 8, c, name="c1"))
+    h = g.relu(g.conv(h, c, c, group=groups, name="gc"))
+    g.output(g.conv(h, c, 8, name="c3"))
+    return g.build()
+
+
+def _conv(model: onnx.ModelProto, name: str) -> tuple[list[int], int]:
+    n = next(n for n in model.graph.node if n.name == name)
+    w = next(t for t in model.graph.initializer if t.name == n.input[1])
+    return list(w.dims), next((a.i for a in n.attribute if a.name == "group"), 1)
+
+
+@pytest.mark.parametrize("per_group", [2, 4])
+def test_whole_groups_leave_with_their_inputs(per_group: int) -> None:
+    model = _block(4, per_group)
+    dg = analyse(model, grouped="whole")
+    group = next(g for g in dg.groups if "gc" in g.sources)
+    assert group.prunable and group.size == 4 and "c1" in group.sources  # one slot per conv group
+    res = prune(model, dg=dg, ratio=0.5, verify=True)
+    assert res.verify is not None and res.verify.ok  # the oracle: equal to the original with those channels dead
+    assert _conv(res.model, "gc") == ([2 * per_group, per_group, 3, 3], 2)  # channels per group kept, 2 groups
+    assert _conv(res.model, "c1")[0][0] == 2 * per_group and _conv(res.model, "c3")[0][1] == 2 * per_group
+    x = np.random.default_rng(0).random((1, 8, 6, 6), dtype=np.float32)
+    sess = ort.InferenceSession(res.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert sess.run(None, {"x": x})[0].shape == (1, 8, 6, 6)
+
+
+def test_index_mode_is_the_default() -> None:
+    res = prune(_block(4, 4), ratio=0.5, verify=True)
+    assert _conv(res.model, "gc") == ([8, 2, 3, 3], 4)  # 4 groups of 2: the same index left every group
+
+
+def test_grouped_conv_on_the_graph_input_is_blocked_in_whole_mode() -> None:
+    g = Graph(opset=17)
+    x = g.input("x", (1, 8, 6, 6))
+    g.output(g.conv(g.relu(g.conv(x, 8, 8, group=2, name="gc")), 8, 4, name="c2"))
+    dg = analyse(g.build(), grouped="whole")
+    gc = next(gr for gr in dg.groups if "gc" in gr.sources)
+    assert not gc.prunable and "input channels" in gc.blocked[0]
+
+
+def test_bad_mode_and_cli(tmp_path: Path) -> None:
+    with pytest.raises(OnnxPruneError, match="grouped-conv mode"):
+        analyse(_block(), grouped="rows")
+    src, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
+    onnx.save(_block(4, 4), str(src))
+    r = CliRunner().invoke(main, ["prune", str(src), "-o", str(out), "--grouped-conv", "whole", "--ratio", "0.5",
+                                  "--round-to", "1", "--verify", "--no-progress"])
+    assert r.exit_code == 0, r.stderr
+    assert _conv(onnx.load(str(out)), "gc") == ([8, 4, 3, 3], 2)
+    r = CliRunner().invoke(main, ["inspect", str(src), "--grouped-conv", "whole", "--json"])
+    assert r.exit_code == 0 and '"channels": 4' in r.stdout
+
+
+@pytest.mark.skipif(not (ROOT / "models" / "zoo" / "resnext_ts.onnx").exists(), reason="zoo not built")
+@pytest.mark.parametrize("name", ["resnext_ts", "resnext_dynamo"])
+def test_zoo_resnext_whole_groups_match_the_oracle(name: str) -> None:
+    path = ROOT / "models" / "zoo" / f"{name}.onnx"
+    dg = analyse(path, grouped="whole")
+    res = prune(path, dg=dg, target_macs=0.5, round_to=1, verify=True)
+    assert res.verify is not None and res.verify.ok and res.target is not None and res.target.ok
