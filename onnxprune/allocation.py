@@ -28,7 +28,7 @@ from onnxprune.graph.apply import ApplyContext
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.order import removal_orders, split_orders
-from onnxprune.plan import Plan, enforce_min_channels, n_keep, uniform_plan
+from onnxprune.plan import Plan, enforce_min_channels, group_multiple, n_keep, uniform_plan
 from onnxprune.scoring.base import Importance
 from onnxprune.scoring.calibrated import Calibration
 from onnxprune.scoring.edge_stats import per_slot
@@ -111,6 +111,7 @@ class GlobalRanking:
     floor: dict[int, int]  # group id -> minimum channels kept
     sizes: dict[int, int]
     round_to: int
+    multiples: dict[int, int]  # group id -> slots kept in multiples of this (plan.group_multiple)
     # Groups a Split cuts into pieces: their removal order in blocks (`order.removal_order`),
     # used instead of the ranking's own order within the group once the count is rounded.
     blocked_orders: dict[int, np.ndarray] = field(default_factory=dict)
@@ -140,8 +141,8 @@ class GlobalRanking:
         plan = Plan(criterion=criterion, round_to=self.round_to)
         for gid, idx in taken.items():
             keep = max(self.sizes[gid] - len(idx), self.floor[gid])
-            if self.round_to > 1:
-                keep = min(self.sizes[gid], math.ceil(keep / self.round_to) * self.round_to)
+            if self.multiples[gid] > 1:
+                keep = min(self.sizes[gid], math.ceil(keep / self.multiples[gid]) * self.multiples[gid])
             n = self.sizes[gid] - keep
             drop = [int(i) for i in self.blocked_orders[gid][:n]] if gid in self.blocked_orders else idx[:n]
             if drop:
@@ -178,9 +179,10 @@ def global_ranking(dg: DependencyGraph, scores: Scores, *, round_to: int = 1,
         keys.extend((float(k), gid, i) for i, k in enumerate(norm))
     keys.sort()
     split = split_orders(dg, scores, round_to=round_to)
+    multiples = {gid: group_multiple(groups[gid], round_to) for gid in scores}
     return GlobalRanking([(gid, i) for _, gid, i in keys],
-                         {gid: n_keep(groups[gid].size, MAX_GROUP_RATIO, round_to) for gid in scores},
-                         {gid: groups[gid].size for gid in scores}, round_to, split)
+                         {gid: n_keep(groups[gid].size, MAX_GROUP_RATIO, multiples[gid]) for gid in scores},
+                         {gid: groups[gid].size for gid in scores}, round_to, multiples, split)
 
 
 def _signed(dg: DependencyGraph, plan: Plan, *, ratio: float | None) -> Plan:
@@ -314,9 +316,10 @@ def _uniform_search(dg: DependencyGraph, scores: Scores, cm: CostModel, aim: flo
     moves (`_closer_by_blocks`); the plan nearest `aim` is returned."""
     groups = {g.id: g for g in dg.prunable}
     total = cm.macs if pick == 0 else cm.params
+    multiples = {gid: group_multiple(g, round_to) for gid, g in groups.items()}
 
     def counts(r: float) -> dict[int, int]:
-        return {gid: g.size - n_keep(g.size, min(r, MAX_GROUP_RATIO), round_to) for gid, g in groups.items()}
+        return {gid: g.size - n_keep(g.size, min(r, MAX_GROUP_RATIO), multiples[gid]) for gid, g in groups.items()}
 
     orders = removal_orders(dg, scores, round_to=round_to)
 
@@ -346,7 +349,7 @@ def _uniform_search(dg: DependencyGraph, scores: Scores, cm: CostModel, aim: flo
     counts_best = best[1]
     if best[0] > TOLERANCE * aim / 2:
         counts_best = _refine_counts(dg, cm, orders, counts_best, sizes={g: groups[g].size for g in groups}, aim=aim,
-                                     pick=pick, round_to=round_to, criterion=criterion)
+                                     pick=pick, round_to=round_to, multiples=multiples, criterion=criterion)
     plan = plan_for(counts_best)
     plan.ratio = hi
     return plan
@@ -368,7 +371,8 @@ def _as_asked(plan: Plan, counts: Mapping[int, int]) -> bool:
 
 
 def _block_moves(size: int, removed: int, round_to: int) -> list[int]:
-    """Removal counts one block either side of `removed` (kept counts stay multiples of round_to)."""
+    """Removal counts one block either side of `removed` (kept counts stay multiples of round_to,
+    the group's own multiple of slots)."""
     keep, out = size - removed, []
     less = keep % round_to or round_to if round_to > 1 else 1
     if keep - less >= n_keep(size, MAX_GROUP_RATIO, round_to):
@@ -380,7 +384,7 @@ def _block_moves(size: int, removed: int, round_to: int) -> list[int]:
 
 
 def _closer_by_blocks(counts: dict[int, int], error: Callable[[dict[int, int]], float], *, sizes: Mapping[int, int],
-                      round_to: int, good: float, rounds: int = 4, budget: int = 4000) -> dict[int, int]:
+                      multiples: Mapping[int, int], good: float, rounds: int = 4, budget: int = 4000) -> dict[int, int]:
     """Local search when the rounded counts cannot land near the target: each round takes the best
     of every one-block move and every pair of moves on two groups (one block less here, one more
     there), at most `budget` evaluations in all, until the error is `good` or stops falling.
@@ -390,7 +394,7 @@ def _closer_by_blocks(counts: dict[int, int], error: Callable[[dict[int, int]], 
         if e_best <= good or budget <= 0:
             break
         base = best
-        moves = [(g, n) for g in sizes for n in _block_moves(sizes[g], base.get(g, 0), round_to)]
+        moves = [(g, n) for g in sizes for n in _block_moves(sizes[g], base.get(g, 0), multiples[g])]
         singles = ({**base, g: n} for g, n in moves)
         pairs = ({**base, g: n, h: m} for i, (g, n) in enumerate(moves) for h, m in moves[i + 1:] if h != g)
         start = e_best
@@ -405,8 +409,8 @@ def _closer_by_blocks(counts: dict[int, int], error: Callable[[dict[int, int]], 
 
 
 def _refine_counts(dg: DependencyGraph, cm: CostModel, orders: Mapping[int, np.ndarray], counts: dict[int, int], *,
-                   sizes: Mapping[int, int], aim: float, pick: int, round_to: int, criterion: str | None,
-                   ) -> dict[int, int]:
+                   sizes: Mapping[int, int], aim: float, pick: int, round_to: int, multiples: Mapping[int, int],
+                   criterion: str | None) -> dict[int, int]:
     """`_closer_by_blocks` on the estimated metric (`pick`: 0 MACs, 1 params) of `_counts_plan`."""
     total = (cm.macs, cm.params)[pick]
 
@@ -414,7 +418,7 @@ def _refine_counts(dg: DependencyGraph, cm: CostModel, orders: Mapping[int, np.n
         plan = _counts_plan(dg, orders, c, criterion=criterion, round_to=round_to)
         return abs(cm.estimate(plan.removed_roots(dg))[pick] / total - aim) if _as_asked(plan, c) else math.inf
 
-    return _closer_by_blocks(counts, err, sizes=sizes, round_to=round_to, good=TOLERANCE * aim / 2)
+    return _closer_by_blocks(counts, err, sizes=sizes, multiples=multiples, good=TOLERANCE * aim / 2)
 
 
 def _global_search(dg: DependencyGraph, ranking: GlobalRanking, cm: CostModel, aim: float, *, pick: int,
@@ -459,7 +463,8 @@ def _global_search(dg: DependencyGraph, ranking: GlobalRanking, cm: CostModel, a
     # losing its slots in the ranking's order.
     orders = ranking.group_orders()
     counts = _refine_counts(dg, cm, orders, {gid: len(idx) for gid, idx in plan.removals.items()},
-                            sizes=ranking.sizes, aim=aim, pick=pick, round_to=ranking.round_to, criterion=criterion)
+                            sizes=ranking.sizes, aim=aim, pick=pick, round_to=ranking.round_to,
+                            multiples=ranking.multiples, criterion=criterion)
     return _counts_plan(dg, orders, counts, criterion=criterion, round_to=ranking.round_to)
 
 

@@ -31,7 +31,7 @@ from onnxprune.allocation import MAX_GROUP_RATIO, CostModel, Scores, TargetResul
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.order import removal_orders
-from onnxprune.plan import Plan, enforce_min_channels, n_keep
+from onnxprune.plan import Plan, enforce_min_channels, group_multiple, n_keep
 from onnxprune.sensitivity import DEFAULT_METRIC, METRICS, GroupCurve, SensitivityResult
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -81,11 +81,13 @@ def hull_segments(curve: GroupCurve, *, round_to: int, metric: str, error: str) 
 
 
 def removal_path(curves: Mapping[int, GroupCurve], *, round_to: int, metric: str,
-                 error: str) -> list[tuple[int, int]]:
+                 error: str, multiples: Mapping[int, int] | None = None) -> list[tuple[int, int]]:
     """(group, removal count) steps, cheapest marginal error per saving first."""
     if error not in METRICS:
         raise OnnxPruneError(f"unknown sensitivity error {error!r}; choose one of: {', '.join(METRICS)}")
-    segments = [s for c in curves.values() for s in hull_segments(c, round_to=round_to, metric=metric, error=error)]
+    # multiples: a group's own multiple of slots (plan.group_multiple), round_to where not given
+    segments = [s for c in curves.values() for s in hull_segments(
+        c, round_to=(multiples or {}).get(c.group, round_to), metric=metric, error=error)]
     segments.sort(key=lambda s: (s.slope, s.group, s.levels[0]))
     return [(s.group, n) for s in segments for n in s.levels]
 
@@ -144,7 +146,8 @@ def sensitivity_plan(dg: DependencyGraph, sens: SensitivityResult, scores: Score
     if not 0.0 < target <= 1.0:
         raise OnnxPruneError(f"target {metric} must be a fraction in (0, 1], got {target}")
     curves = sens.curves_for(dg)
-    path = removal_path(curves, round_to=round_to, metric=metric, error=error)
+    path = removal_path(curves, round_to=round_to, metric=metric, error=error,
+                        multiples={g.id: group_multiple(g, round_to) for g in dg.prunable})
     planner = PathPlanner(dg, path, scores, criterion=criterion, round_to=round_to)
     cm = CostModel(dg, shapes=shapes)
     pick = 0 if metric == "macs" else 1

@@ -86,12 +86,18 @@ def split_orders(dg: DependencyGraph, scores: Scores, *, round_to: int) -> dict[
     """`removal_order` of the scored groups whose order differs from a plain argsort (pieces, b > 1)."""
     if round_to <= 1:
         return {}
-    pieces = group_pieces(dg)
-    return {gid: removal_order(s, pieces[gid], round_to) for gid, s in scores.items()
-            if piece_block(pieces[gid], round_to) > 1}
+    pieces, m = group_pieces(dg), _multiples(dg, round_to)
+    return {gid: removal_order(s, pieces[gid], m[gid]) for gid, s in scores.items()
+            if piece_block(pieces[gid], m[gid]) > 1}
 
 
 def removal_orders(dg: DependencyGraph, scores: Scores, *, round_to: int) -> dict[int, np.ndarray]:
     """`removal_order` of every scored group."""
-    pieces = group_pieces(dg) if round_to > 1 else {}
-    return {gid: removal_order(s, pieces.get(gid, []), round_to) for gid, s in scores.items()}
+    pieces, m = (group_pieces(dg), _multiples(dg, round_to)) if round_to > 1 else ({}, {})
+    return {gid: removal_order(s, pieces.get(gid, []), m.get(gid, 1)) for gid, s in scores.items()}
+
+
+def _multiples(dg: DependencyGraph, round_to: int) -> dict[int, int]:
+    from onnxprune.plan import group_multiple
+
+    return {g.id: group_multiple(g, round_to) for g in dg.groups}

@@ -131,11 +131,12 @@ def test_closer_by_blocks_finds_a_pair_move() -> None:
         return abs(100 - sum(worth[g] * n for g, n in c.items()) - 50)
 
     start = {0: 8, 1: 16}  # 100 - 24 - 16 = 60
-    got = _closer_by_blocks(start, error, sizes=sizes, round_to=8, good=0.5)
+    got = _closer_by_blocks(start, error, sizes=sizes, multiples={0: 8, 1: 8}, good=0.5)
     assert error(got) < error(start)
     assert all((sizes[g] - n) % 8 == 0 for g, n in got.items())
     calls = []
-    _closer_by_blocks(start, lambda c: calls.append(1) or error(c), sizes=sizes, round_to=8, good=0.5, budget=3)
+    _closer_by_blocks(start, lambda c: calls.append(1) or error(c), sizes=sizes, multiples={0: 8, 1: 8}, good=0.5,
+                      budget=3)
     assert len(calls) <= 1 + 3
 
 

@@ -19,6 +19,7 @@ class Group:
     blocked: list[str] = field(default_factory=list)
     members: list[ConstMember] = field(default_factory=list)
     approximate: list[str] = field(default_factory=list)  # prunable, but outside the exactness claim
+    width: int = 1  # channels of one source tensor per slot (> 1: a slot is a whole conv group)
 
     @property
     def size(self) -> int:
@@ -36,6 +37,7 @@ class Group:
             "prunable": self.prunable,
             "blocked": self.blocked,
             "approximate": self.approximate,
+            "channels_per_slot": self.width,
             "members": sorted({f"{m.name}[{','.join(map(str, m.track.axes))}]" for m in self.members}),
         }
 
@@ -68,7 +70,9 @@ def build_groups(analysis: Analysis) -> list[Group]:
                     reasons.append(reason)
         slot_set = set(slots.tolist())
         approx = sorted({a for r in slot_set for a in approximate.get(int(r), [])})
+        width = max(analysis.sources[s].ids.size // max(len(set(map_roots(roots, analysis.sources[s].ids).tolist())
+                                                                - {-1}), 1) for s in members)
         g = Group(gi, [analysis.sources[s].node for s in members], slots, reasons[:8],
-                  [m for m, rs in member_roots if rs & slot_set], approx[:8])
+                  [m for m, rs in member_roots if rs & slot_set], approx[:8], width)
         groups.append(g)
     return groups
