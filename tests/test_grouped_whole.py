@@ -78,12 +78,20 @@ def test_bad_mode_and_cli(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not (ROOT / "models" / "zoo" / "resnext_ts.onnx").exists(), reason="zoo not built")
+@pytest.mark.parametrize("round_to", [1, 8])
+@pytest.mark.parametrize("grouped", ["whole", "index"])
 @pytest.mark.parametrize("name", ["resnext_ts", "resnext_dynamo"])
-def test_zoo_resnext_whole_groups_match_the_oracle(name: str) -> None:
+def test_zoo_resnext_budget_matches_the_oracle(name: str, grouped: str, round_to: int) -> None:
     path = ROOT / "models" / "zoo" / f"{name}.onnx"
-    dg = analyse(path, grouped="whole")
-    res = prune(path, dg=dg, target_macs=0.5, round_to=1, verify=True)
+    dg = analyse(path, grouped=grouped)
+    res = prune(path, dg=dg, target_macs=0.5, round_to=round_to, verify=True)
     assert res.verify is not None and res.verify.ok and res.target is not None and res.target.ok
+    for gc in (n for n in res.model.graph.node if n.op_type == "Conv"):  # kept channels stay multiples
+        w = next(t for t in res.model.graph.initializer if t.name == gc.input[1])
+        group = next((a.i for a in gc.attribute if a.name == "group"), 1)
+        if group == 1 and w.dims[1] > 3 and round_to > 1:
+            assert w.dims[1] % round_to == 0 or w.dims[1] == next(
+                t for t in dg.model.graph.initializer if t.name == gc.input[1]).dims[1], (gc.name, list(w.dims))
 
 
 @pytest.mark.parametrize("grouped, slots_kept, gc_shape", [("whole", 4, ([16, 4, 3, 3], 4)),
