@@ -28,7 +28,7 @@ from onnxprune.graph.apply import ApplyContext
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.order import removal_orders, split_orders
-from onnxprune.plan import Plan, enforce_min_channels, group_multiple, n_keep, uniform_plan
+from onnxprune.plan import Plan, enforce_min_channels, n_keep, uniform_plan
 from onnxprune.scoring.base import Importance
 from onnxprune.scoring.calibrated import Calibration
 from onnxprune.scoring.edge_stats import per_slot
@@ -111,7 +111,7 @@ class GlobalRanking:
     floor: dict[int, int]  # group id -> minimum channels kept
     sizes: dict[int, int]
     round_to: int
-    multiples: dict[int, int]  # group id -> slots kept in multiples of this (plan.group_multiple)
+    multiples: dict[int, int]  # group id -> slots kept in multiples of this (Group.multiple)
     # Groups a Split cuts into pieces: their removal order in blocks (`order.removal_order`),
     # used instead of the ranking's own order within the group once the count is rounded.
     blocked_orders: dict[int, np.ndarray] = field(default_factory=dict)
@@ -179,7 +179,7 @@ def global_ranking(dg: DependencyGraph, scores: Scores, *, round_to: int = 1,
         keys.extend((float(k), gid, i) for i, k in enumerate(norm))
     keys.sort()
     split = split_orders(dg, scores, round_to=round_to)
-    multiples = {gid: group_multiple(groups[gid], round_to) for gid in scores}
+    multiples = {gid: groups[gid].multiple(round_to) for gid in scores}
     return GlobalRanking([(gid, i) for _, gid, i in keys],
                          {gid: n_keep(groups[gid].size, MAX_GROUP_RATIO, multiples[gid]) for gid in scores},
                          {gid: groups[gid].size for gid in scores}, round_to, multiples, split)
@@ -316,7 +316,7 @@ def _uniform_search(dg: DependencyGraph, scores: Scores, cm: CostModel, aim: flo
     moves (`_closer_by_blocks`); the plan nearest `aim` is returned."""
     groups = {g.id: g for g in dg.prunable}
     total = cm.macs if pick == 0 else cm.params
-    multiples = {gid: group_multiple(g, round_to) for gid, g in groups.items()}
+    multiples = {gid: g.multiple(round_to) for gid, g in groups.items()}
 
     def counts(r: float) -> dict[int, int]:
         return {gid: g.size - n_keep(g.size, min(r, MAX_GROUP_RATIO), multiples[gid]) for gid, g in groups.items()}

@@ -31,7 +31,7 @@ from onnxprune.allocation import MAX_GROUP_RATIO, CostModel, Scores, TargetResul
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.order import removal_orders
-from onnxprune.plan import Plan, enforce_min_channels, group_multiple, n_keep
+from onnxprune.plan import Plan, enforce_min_channels, n_keep
 from onnxprune.sensitivity import DEFAULT_METRIC, METRICS, GroupCurve, SensitivityResult
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -85,7 +85,7 @@ def removal_path(curves: Mapping[int, GroupCurve], *, round_to: int, metric: str
     """(group, removal count) steps, cheapest marginal error per saving first."""
     if error not in METRICS:
         raise OnnxPruneError(f"unknown sensitivity error {error!r}; choose one of: {', '.join(METRICS)}")
-    # multiples: a group's own multiple of slots (plan.group_multiple), round_to where not given
+    # multiples: a group's own multiple of slots (Group.multiple), round_to where not given
     segments = [s for c in curves.values() for s in hull_segments(
         c, round_to=(multiples or {}).get(c.group, round_to), metric=metric, error=error)]
     segments.sort(key=lambda s: (s.slope, s.group, s.levels[0]))
@@ -147,7 +147,7 @@ def sensitivity_plan(dg: DependencyGraph, sens: SensitivityResult, scores: Score
         raise OnnxPruneError(f"target {metric} must be a fraction in (0, 1], got {target}")
     curves = sens.curves_for(dg)
     path = removal_path(curves, round_to=round_to, metric=metric, error=error,
-                        multiples={g.id: group_multiple(g, round_to) for g in dg.prunable})
+                        multiples={g.id: g.multiple(round_to) for g in dg.prunable})
     planner = PathPlanner(dg, path, scores, criterion=criterion, round_to=round_to)
     cm = CostModel(dg, shapes=shapes)
     pick = 0 if metric == "macs" else 1

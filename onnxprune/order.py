@@ -98,6 +98,4 @@ def removal_orders(dg: DependencyGraph, scores: Scores, *, round_to: int) -> dic
 
 
 def _multiples(dg: DependencyGraph, round_to: int) -> dict[int, int]:
-    from onnxprune.plan import group_multiple
-
-    return {g.id: group_multiple(g, round_to) for g in dg.groups}
+    return {g.id: g.multiple(round_to) for g in dg.groups}

@@ -11,7 +11,6 @@ import numpy as np
 
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.engine import DependencyGraph
-from onnxprune.graph.groups import Group
 from onnxprune.graph.tracks import map_roots
 from onnxprune.order import group_pieces, removal_order
 from onnxprune.scoring.base import Importance
@@ -66,12 +65,6 @@ class Plan:
         return cls(removals, data.get("ratio"), data.get("criterion"), int(data.get("round_to", 1)), sigs)
 
 
-def group_multiple(g: Group, round_to: int) -> int:
-    """The multiple of *slots* a group keeps so that its kept *channels* are multiples of round_to
-    (a slot of a whole-group conv holds `g.width` channels: 8 at width 1, 2 at width 4)."""
-    return max(1, round_to // math.gcd(round_to, g.width)) if round_to > 1 else 1
-
-
 def n_keep(size: int, ratio: float, round_to: int) -> int:
     """Channels to keep: at least one, a multiple of round_to when that is possible."""
     keep = size - math.floor(size * ratio + 1e-9)
@@ -87,7 +80,7 @@ def uniform_plan(dg: DependencyGraph, importance: Importance, *, ratio: float, r
     plan = Plan(ratio=ratio, criterion=getattr(importance, "name", None), round_to=round_to)
     pieces = group_pieces(dg) if round_to > 1 else {}
     for g in dg.prunable:
-        multiple = group_multiple(g, round_to)
+        multiple = g.multiple(round_to)
         keep = n_keep(g.size, ratio, multiple)
         if keep >= g.size:
             continue

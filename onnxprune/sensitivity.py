@@ -45,7 +45,7 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.order import removal_orders
-from onnxprune.plan import group_multiple, n_keep
+from onnxprune.plan import n_keep
 from onnxprune.progress import ProgressFn, report
 from onnxprune.runtime_profile import RoundTo, resolve_round_to
 from onnxprune.scoring.calibrated import Calibration
@@ -398,7 +398,7 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
     total = len(dg.prunable)
     tick("sensitivity", 0, total)
     for i, g in enumerate(dg.prunable):
-        counts = removal_counts(g.size, grid, group_multiple(g, multiple))
+        counts = removal_counts(g.size, grid, g.multiple(multiple))
         result.curves.append(_group_curve(g, orders[g.id], counts, grid, probe, cost, refit))
         tick("sensitivity", i + 1, total)
     result.seconds = time.perf_counter() - start

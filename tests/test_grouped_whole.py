@@ -100,13 +100,11 @@ def test_round_to_counts_channels_not_slots(grouped: str, slots_kept: int, gc_sh
     """8 conv groups of 4 channels. A slot holds 4 channels (whole: one conv group; index: the same
     index in 8 groups = 8 channels), so --round-to 8 keeps multiples of 2 (whole) or 1 (index) slots:
     before, slots had to be multiples of 8 and neither group could shrink at all."""
-    from onnxprune.plan import group_multiple
-
     model = _block(8, 4)
     dg = analyse(model, grouped=grouped)
     g = next(gr for gr in dg.groups if "gc" in gr.sources)
     assert (g.size, g.width) == ((8, 4) if grouped == "whole" else (4, 8))
-    assert group_multiple(g, 8) == (2 if grouped == "whole" else 1)
+    assert g.multiple(8) == (2 if grouped == "whole" else 1)
     res = prune(model, dg=dg, ratio=0.5, round_to=8, verify=True)
     assert res.verify is not None and res.verify.ok
     assert _conv(res.model, "gc") == gc_shape

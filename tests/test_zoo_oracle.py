@@ -16,7 +16,7 @@ from zoo import ZooEntry, entry_ids, zoo_entries
 from onnxprune.api import analyse, prune
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.order import group_pieces, piece_block
-from onnxprune.plan import Plan, enforce_min_channels, group_multiple
+from onnxprune.plan import Plan, enforce_min_channels
 from onnxprune.stats import model_stats
 
 # Light models whose fully-connected weights are hundreds of MB once folded: too slow for the
@@ -139,7 +139,7 @@ def test_rounded_budget_plan_matches_oracle(entry: ZooEntry, multiple: int) -> N
     assert result.verify is not None and result.verify.ok, result.verify
     pieces, by_id = group_pieces(dg), {g.id: g for g in dg.groups}
     for gid, removed in result.plan.removals.items():
-        b = piece_block(pieces[gid], group_multiple(by_id[gid], multiple))  # a slot may hold several channels
+        b = piece_block(pieces[gid], by_id[gid].multiple(multiple))  # a slot may hold several channels
         for piece in pieces[gid] if b > 1 else []:
             lost = len(set(piece.tolist()) & set(removed))
             assert lost % b == 0 and lost < piece.size, (gid, b, lost, piece.size)

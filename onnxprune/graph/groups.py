@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -19,11 +20,18 @@ class Group:
     blocked: list[str] = field(default_factory=list)
     members: list[ConstMember] = field(default_factory=list)
     approximate: list[str] = field(default_factory=list)  # prunable, but outside the exactness claim
-    width: int = 1  # channels of one source tensor per slot (> 1: a slot is a whole conv group)
+    # Channels of one source tensor per slot: 1, or more where coupling makes a slot several channels
+    # (the same index in every group of a grouped conv, a whole conv group, a channel-shuffle pair).
+    width: int = 1
 
     @property
     def size(self) -> int:
         return int(self.slots.size)
+
+    def multiple(self, round_to: int) -> int:
+        """The multiple of *slots* to keep so that the kept *channels* are multiples of round_to
+        (at round_to 8: 8 slots at width 1, 2 at width 4, 1 at width 8)."""
+        return max(1, round_to // math.gcd(round_to, self.width)) if round_to > 1 else 1
 
     @property
     def prunable(self) -> bool:
@@ -40,6 +48,12 @@ class Group:
             "channels_per_slot": self.width,
             "members": sorted({f"{m.name}[{','.join(map(str, m.track.axes))}]" for m in self.members}),
         }
+
+
+def _slot_width(roots: np.ndarray, ids: np.ndarray) -> int:
+    """Ids of one source per distinct root it reaches (its channels per slot)."""
+    distinct = set(map_roots(roots, ids).tolist()) - {-1}
+    return ids.size // max(len(distinct), 1)
 
 
 def build_groups(analysis: Analysis) -> list[Group]:
@@ -70,8 +84,7 @@ def build_groups(analysis: Analysis) -> list[Group]:
                     reasons.append(reason)
         slot_set = set(slots.tolist())
         approx = sorted({a for r in slot_set for a in approximate.get(int(r), [])})
-        width = max(analysis.sources[s].ids.size // max(len(set(map_roots(roots, analysis.sources[s].ids).tolist())
-                                                                - {-1}), 1) for s in members)
+        width = max(_slot_width(roots, analysis.sources[s].ids) for s in members)
         g = Group(gi, [analysis.sources[s].node for s in members], slots, reasons[:8],
                   [m for m, rs in member_roots if rs & slot_set], approx[:8], width)
         groups.append(g)
