@@ -1,0 +1,120 @@
+"""Grouped convolutions: `--grouped-conv index` (default) against `whole`, on a trained ResNeXt-style net.
+
+Trains a small ResNeXt on scikit-learn's 8x8 digits (same split, calibration and test sets as
+models/digits, same training recipe as models/digits/train_digits.py: 40 epochs, seed 0; about 40 s on
+2 cores), exports it to ONNX in a temporary folder, and prunes it to MACs targets with both modes
+(criterion l2 and obs, round-to 1 and 8, with and without reconstruction on 128 calibration images,
+verify on). Prints test accuracy (%) and MACs kept. Needs torch (`pip install -e '.[bench]'`).
+
+    python benchmarks/grouped_conv.py
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "models" / "digits"))
+
+from onnxprune.api import analyse, prune  # noqa: E402
+from onnxprune.calibration import CalibConfig  # noqa: E402
+from onnxprune.stats import model_stats  # noqa: E402
+
+TARGETS = (0.5, 0.25, 0.15)
+DIGITS = ROOT / "models" / "digits"
+
+
+def build(path: Path) -> float:
+    """Train the ResNeXt and export it to `path`; returns the torch test accuracy."""
+    import torch
+    import torch.nn.functional as F
+    import train_digits as T  # type: ignore[import-not-found]
+    from torch import nn
+
+    class XBlock(nn.Module):
+        """1x1 -> grouped 3x3 (4 channels per group) -> 1x1, plus shortcut."""
+
+        def __init__(self, cin: int, cout: int, stride: int = 1, width: int = 64) -> None:
+            super().__init__()
+            self.c1, self.b1 = nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width)
+            self.c2 = nn.Conv2d(width, width, 3, stride, 1, groups=width // 4, bias=False)
+            self.b2 = nn.BatchNorm2d(width)
+            self.c3, self.b3 = nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout)
+            self.short: nn.Module = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = F.relu(self.b2(self.c2(F.relu(self.b1(self.c1(x))))))
+            return F.relu(self.b3(self.c3(y)) + self.short(x))
+
+    class DigitsResNeXt(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(1, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+            self.layer1 = nn.Sequential(XBlock(32, 64), XBlock(64, 64))
+            self.layer2 = nn.Sequential(XBlock(64, 128, 2, width=128), XBlock(128, 128, width=128))
+            self.fc = nn.Linear(128, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.layer2(self.layer1(self.stem(x)))
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    x_tr, y_tr, x_te, y_te, _ = T.load_split()
+    model = DigitsResNeXt()
+    T.train(model, x_tr, y_tr, epochs=40)
+    model.eval()
+    with torch.no_grad():
+        acc = float((model(torch.from_numpy(x_te)).argmax(1).numpy() == y_te).mean())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.from_numpy(x_te[:1]),), str(path), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    return acc
+
+
+def accuracy(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray) -> float:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return float((sess.run(None, {"input": x})[0].argmax(1) == y).mean())
+
+
+def main() -> None:
+    warnings.filterwarnings("ignore")
+    test = np.load(DIGITS / "test.npz")
+    calib = CalibConfig(path=DIGITS / "calib.npz", samples=128, batch=64)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "digits_resnext.onnx"
+        t0 = time.perf_counter()
+        torch_acc = build(path)
+        dense = onnx.load(str(path))
+    print(f"trained in {time.perf_counter() - t0:.0f} s; dense test accuracy: torch {torch_acc:.2%}, "
+          f"ONNX Runtime {accuracy(dense, test['x'], test['y']):.2%}")
+    base = model_stats(dense).macs
+    head = ["criterion", "round-to", "grouped-conv", *(f"{t} {r}" for t in TARGETS for r in ("", "+ recon"))]
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for crit in ("l2", "obs"):
+        for rt in (1, 8):
+            for mode in ("index", "whole"):
+                dg = analyse(dense, grouped=mode)
+                cells = [crit, str(rt), mode]
+                for t in TARGETS:
+                    for recon in (False, True):
+                        r = prune(dense, dg=dg, criterion=crit, target_macs=t, round_to=rt, calibration=calib,
+                                  reconstruct=recon, verify=True)
+                        kept = model_stats(r.model).macs / base
+                        cells.append(f"{accuracy(r.model, test['x'], test['y']):.1%} ({kept:.2f})")
+                print("| " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
