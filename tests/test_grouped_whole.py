@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,11 @@ def test_bad_mode_and_cli(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.stderr
     assert _conv(onnx.load(str(out)), "gc") == ([8, 4, 3, 3], 2)
     r = CliRunner().invoke(main, ["inspect", str(src), "--grouped-conv", "whole", "--json"])
-    assert r.exit_code == 0 and '"channels": 4' in r.stdout
+    assert r.exit_code == 0 and '"channels": 4' in r.stdout and '"channels_per_slot": 4' in r.stdout
+    summary = json.loads(r.stdout)["summary"]
+    assert summary["prunable_slots"] == 4 and summary["prunable_channels"] == 16  # one group of 4 conv groups x 4
+    r = CliRunner().invoke(main, ["inspect", str(src), "--grouped-conv", "whole"])
+    assert r.exit_code == 0 and "16 (4 slots × 4)" in r.stdout
 
 
 @pytest.mark.skipif(not (ROOT / "models" / "zoo" / "resnext_ts.onnx").exists(), reason="zoo not built")
