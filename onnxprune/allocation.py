@@ -370,15 +370,15 @@ def _as_asked(plan: Plan, counts: Mapping[int, int]) -> bool:
     return all(len(plan.removals.get(g, ())) == n for g, n in counts.items() if n > 0)
 
 
-def _block_moves(size: int, removed: int, round_to: int) -> list[int]:
-    """Removal counts one block either side of `removed` (kept counts stay multiples of round_to,
-    the group's own multiple of slots)."""
+def _block_moves(size: int, removed: int, multiple: int) -> list[int]:
+    """Removal counts one block either side of `removed`: kept slot counts stay multiples of the
+    group's `multiple` (Group.multiple), and above its floor."""
     keep, out = size - removed, []
-    less = keep % round_to or round_to if round_to > 1 else 1
-    if keep - less >= n_keep(size, MAX_GROUP_RATIO, round_to):
+    less = keep % multiple or multiple if multiple > 1 else 1
+    if keep - less >= n_keep(size, MAX_GROUP_RATIO, multiple):
         out.append(removed + less)
     if removed > 0:
-        up = round_to - keep % round_to if round_to > 1 and keep % round_to else round_to
+        up = multiple - keep % multiple if multiple > 1 and keep % multiple else multiple
         out.append(max(0, removed - up))
     return out
 

@@ -118,6 +118,8 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
         raise OnnxPruneError(f"ratio must be in [0, 1), got {ratio}")
     if head_floor is not None and head_floor < 0:
         raise OnnxPruneError(f"head_floor must be >= 0, got {head_floor}")
+    if prefer_round_to is not None and prefer_round_to < 1:
+        raise OnnxPruneError(f"prefer_round_to must be at least 1, got {prefer_round_to}")
     rounding = channel_multiple(round_to)
     multiple, prefer = rounding.value, prefer_round_to if prefer_round_to is not None else rounding.prefer
     start = time.perf_counter()

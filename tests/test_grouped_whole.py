@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
-from graphs import Graph
+from graphs import Graph, attr, node_const
 
 from onnxprune.api import analyse, prune
 from onnxprune.cli import main
@@ -31,9 +31,9 @@ def _block(groups: int = 4, per_group: int = 4) -> onnx.ModelProto:
 
 
 def _conv(model: onnx.ModelProto, name: str) -> tuple[list[int], int]:
-    n = next(n for n in model.graph.node if n.name == name)
-    w = next(t for t in model.graph.initializer if t.name == n.input[1])
-    return list(w.dims), next((a.i for a in n.attribute if a.name == "group"), 1)
+    """(weight shape, group attribute) of a Conv."""
+    group = attr(model, name, "group")
+    return list(node_const(model, name, 1).shape), 1 if group is None else int(group)  # type: ignore[call-overload]
 
 
 @pytest.mark.parametrize("per_group", [2, 4])
@@ -91,12 +91,10 @@ def test_zoo_resnext_budget_matches_the_oracle(name: str, grouped: str, round_to
     dg = analyse(path, grouped=grouped)
     res = prune(path, dg=dg, target_macs=0.5, round_to=round_to, verify=True)
     assert res.verify is not None and res.verify.ok and res.target is not None and res.target.ok
-    for gc in (n for n in res.model.graph.node if n.op_type == "Conv"):  # kept channels stay multiples
-        w = next(t for t in res.model.graph.initializer if t.name == gc.input[1])
-        group = next((a.i for a in gc.attribute if a.name == "group"), 1)
-        if group == 1 and w.dims[1] > 3 and round_to > 1:
-            assert w.dims[1] % round_to == 0 or w.dims[1] == next(
-                t for t in dg.model.graph.initializer if t.name == gc.input[1]).dims[1], (gc.name, list(w.dims))
+    for conv in (n.name for n in res.model.graph.node if n.op_type == "Conv"):  # kept channels stay multiples
+        (shape, group), before = _conv(res.model, conv), _conv(dg.model, conv)[0]
+        if group == 1 and shape[1] > 3 and round_to > 1:
+            assert shape[1] % round_to == 0 or shape[1] == before[1], (conv, shape)
 
 
 @pytest.mark.parametrize("grouped, slots_kept, gc_shape", [("whole", 4, ([16, 4, 3, 3], 4)),

@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 import pytest
 from click.testing import CliRunner
-from graphs import Graph, group_of
+from graphs import Graph, group_of, node_const
 
 from onnxprune.api import analyse, prune
 from onnxprune.cli import main
@@ -27,9 +27,7 @@ def _model() -> onnx.ModelProto:
 
 
 def _channels(model: onnx.ModelProto, node: str) -> int:
-    n = next(n for n in model.graph.node if n.name == node)
-    w = next(t for t in model.graph.initializer if t.name == n.input[1])
-    return int(w.dims[0])
+    return int(node_const(model, node, 1).shape[0])
 
 
 def test_kept_layer_keeps_its_outputs_and_inputs_may_shrink() -> None:

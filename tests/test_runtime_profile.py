@@ -216,3 +216,5 @@ def test_api_auto_budget_and_explicit_multiple(monkeypatch: pytest.MonkeyPatch, 
     assert prune(model, dg=dg, round_to=8, target_macs=0.5).plan.round_to == 8  # explicit: as given
     res = prune(model, dg=dg, round_to=8, prefer_round_to=16, target_macs=0.5, verify=True)
     assert res.plan.round_to == 16 and res.verify is not None and res.verify.ok
+    with pytest.raises(OnnxPruneError, match="prefer_round_to must be at least 1"):
+        prune(model, dg=dg, round_to=8, prefer_round_to=-3, target_macs=0.5)
