@@ -17,7 +17,7 @@ import onnx
 from onnxprune.allocation import TargetResult
 from onnxprune.calibration import CalibConfig
 from onnxprune.errors import NothingToPruneError, OnnxPruneError, VerifyError
-from onnxprune.graph.analysis import APPROXIMATE_KINDS
+from onnxprune.graph.analysis import APPROXIMATE_KINDS, DEFAULT_GROUPED
 from onnxprune.graph.engine import DependencyGraph, dependency_graph
 from onnxprune.graph.keep import keep_layers
 from onnxprune.io import load_model, save_model
@@ -43,13 +43,14 @@ def _as_model(model: ModelLike) -> onnx.ModelProto:
 
 
 def analyse(model: ModelLike, *, shapes: Shapes | None = None,
-            approximate: Iterable[str] = (), grouped: str = "index") -> DependencyGraph:
+            approximate: Iterable[str] = (), grouped: str = DEFAULT_GROUPED) -> DependencyGraph:
     """Normalise a copy of the model and build its channel dependency graph.
 
     approximate: opt-in rules that cannot be proven exact, e.g. ("layernorm",): LayerNorm over the
     channel axis then lets channels through; those groups are marked approximate.
     grouped: how grouped convolutions lose channels: "index" (the same index in every group, the
-    groups stay) or "whole" (whole groups with their input channels; onnxprune/graph/rules/conv.py).
+    groups stay), "whole" (whole groups with their input channels) or "auto" (whole groups where a
+    group holds fewer than 16 channels, index otherwise; onnxprune/graph/rules/conv.py).
     """
     kinds = frozenset(approximate)
     unknown = kinds - set(APPROXIMATE_KINDS)
@@ -86,7 +87,7 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
           sensitivity: SensitivityResult | str | os.PathLike[str] | None = None,
           sensitivity_error: str = DEFAULT_METRIC, progress: ProgressFn | None = None,
           head_floor: float | None = None, prefer_round_to: int | None = None,
-          keep: Sequence[str] = (), grouped: str = "index") -> PruneResult:
+          keep: Sequence[str] = (), grouped: str = DEFAULT_GROUPED) -> PruneResult:
     """Structured channel pruning. Raises NothingToPruneError if no group can lose a channel.
 
     criterion: l1, l2, bn-scale, random, or a data-driven one (activation, apoz, wanda, flap,

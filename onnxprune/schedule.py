@@ -36,6 +36,7 @@ from typing import Any
 import onnx
 
 from onnxprune.errors import OnnxPruneError, ThresholdError
+from onnxprune.graph.analysis import DEFAULT_GROUPED
 from onnxprune.progress import ProgressFn, report
 from onnxprune.scoring.calibrated import Calibration
 from onnxprune.scoring.mask_probe import Feed
@@ -142,12 +143,13 @@ def _step_budget(kind: str, keep_now: float, keep_prev: float, achieved: float) 
 
 
 def remeasured(curves: SensitivityResult, model: onnx.ModelProto, *, calibration: Calibration = None,
-               shapes: Shapes | None = None, approximate: Iterable[str] = (), grouped: str = "index",
+               shapes: Shapes | None = None, approximate: Iterable[str] = (), grouped: str = DEFAULT_GROUPED,
                progress: ProgressFn | None = None) -> SensitivityResult:
-    """`curves` measured again on `model`, with the same grid, samples, criterion, round_to and fill."""
+    """`curves` measured again on `model`, with the same grid, samples, criterion, round_to, fill and
+    grouped-conv mode (`grouped` when the file does not say)."""
     from onnxprune.api import analyse
 
-    dg = analyse(model, shapes=shapes, approximate=approximate, grouped=grouped)
+    dg = analyse(model, shapes=shapes, approximate=approximate, grouped=curves.grouped or grouped)
     return sensitivity_curves(dg, calibration=calibration, ratios=curves.ratios, criterion=curves.criterion,
                               samples=curves.samples, round_to=curves.round_to, shapes=shapes,
                               model_name=curves.model, progress=progress, fill=curves.fill)
@@ -173,7 +175,7 @@ def prune_in_steps(model: onnx.ModelProto, *, steps: int, schedule: str = "geome
     g = gate or Gate()
     curves = SensitivityResult.coerce(prune_kwargs.pop("sensitivity", None))
     original = analyse(model, shapes=shapes, approximate=prune_kwargs.get("approximate", ()),
-                       grouped=prune_kwargs.get("grouped", "index")).model
+                       grouped=prune_kwargs.get("grouped", DEFAULT_GROUPED)).model
     base = model_stats(original, shapes=shapes)
     out = StepsResult(None, original, [], schedule, 0)
     current, achieved, keep_prev = original, 1.0, 1.0
@@ -185,7 +187,7 @@ def prune_in_steps(model: onnx.ModelProto, *, steps: int, schedule: str = "geome
         if curves is not None and k > 1:
             curves = remeasured(curves, current, calibration=prune_kwargs.get("calibration"), shapes=shapes,
                                 approximate=prune_kwargs.get("approximate", ()),
-                                grouped=prune_kwargs.get("grouped", "index"), progress=progress)
+                                grouped=prune_kwargs.get("grouped", DEFAULT_GROUPED), progress=progress)
         res = prune(current, shapes=shapes, progress=progress, sensitivity=curves, **kw, **prune_kwargs)
         st = model_stats(res.model, shapes=shapes)
         macs_kept, params_kept = st.macs / max(base.macs, 1), st.params / max(base.params, 1)

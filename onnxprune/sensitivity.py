@@ -119,13 +119,14 @@ class SensitivityResult:
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     seconds: float = 0.0
     fill: str = "zero"  # what a masked channel read while measuring (scoring.mask_probe)
+    grouped: str | None = None  # the --grouped-conv mode of the analysis (None: a file from before it was kept)
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "model": self.model, "criterion": self.criterion, "round_to": self.round_to,
                 "ratios": self.ratios, "samples": self.samples, "accuracy_samples": self.accuracy_samples,
                 "dense_accuracy": self.dense_accuracy, "label_output": self.label_output, "macs": self.macs,
                 "params": self.params, "input_shapes": self.input_shapes, "seconds": self.seconds,
-                "fill": self.fill, "groups": [c.to_json() for c in self.curves]}
+                "fill": self.fill, "grouped": self.grouped, "groups": [c.to_json() for c in self.curves]}
 
     def save(self, path: str | os.PathLike[str]) -> None:
         try:
@@ -149,7 +150,7 @@ class SensitivityResult:
                    [float(r) for r in data["ratios"]], int(data["samples"]), int(data["macs"]),
                    int(data["params"]), curves, data.get("dense_accuracy"), data.get("accuracy_samples"),
                    data.get("label_output"), dict(data.get("input_shapes") or {}), float(data.get("seconds", 0.0)),
-                   str(data.get("fill", "zero")))
+                   str(data.get("fill", "zero")), data.get("grouped"))
 
     @classmethod
     def coerce(cls, curves: SensitivityResult | str | os.PathLike[str] | None) -> SensitivityResult | None:
@@ -174,8 +175,12 @@ class SensitivityResult:
         for c in self.curves:
             g = by_id.get(c.group)
             if g is None or g.sources != c.sources or g.size != c.channels:
+                mode = dg.analysis.grouped
+                hint = (f"the curves were measured with --grouped-conv {self.grouped}, this run uses {mode}"
+                        if self.grouped is not None and self.grouped != mode
+                        else "were the curves measured on another model?")
                 raise OnnxPruneError(f"sensitivity group {c.group} ({', '.join(c.sources[:2])}) does not match this "
-                                     f"model: were the curves measured on another model?")
+                                     f"model: {hint}")
             if g.prunable:
                 out[c.group] = c
         missing = sorted({g.id for g in dg.prunable} - set(out))
@@ -393,7 +398,8 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
                                cost.params, dense_accuracy=probe.dense_accuracy,
                                accuracy_samples=None if probe.labels is None else int(probe.labels.shape[0]),
                                label_output=probe.label_output,
-                               input_shapes={k: list(v.shape) for k, v in feeds[0].items()}, fill=fill)
+                               input_shapes={k: list(v.shape) for k, v in feeds[0].items()}, fill=fill,
+                               grouped=dg.analysis.grouped)
     tick = report(progress)
     total = len(dg.prunable)
     tick("sensitivity", 0, total)

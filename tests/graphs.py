@@ -286,9 +286,9 @@ def checked_prune(model: onnx.ModelProto, *, dg: DependencyGraph | None = None, 
 
 
 def exercise(model: onnx.ModelProto, *, ratios: Sequence[float] = (0.3, 0.5), plans: int = 2,
-             shapes: Shapes | None = None, seed: int = 0) -> list[PruneResult]:
+             shapes: Shapes | None = None, seed: int = 0, grouped: str = "auto") -> list[PruneResult]:
     """Prune at each ratio and with `plans` random explicit plans; every run passes every check."""
-    dg = analyse(model, shapes=shapes)
+    dg = analyse(model, shapes=shapes, grouped=grouped)
     assert dg.prunable, [(g.sources, g.blocked) for g in dg.groups]
     results = [checked_prune(model, dg=dg, ratio=r, shapes=shapes) for r in ratios]
     results += [checked_prune(model, dg=dg, plan=random_plan(dg, seed + i), shapes=shapes, masked=False)

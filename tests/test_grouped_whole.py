@@ -1,4 +1,5 @@
-"""`grouped="whole"` (`--grouped-conv whole`): grouped convolutions lose whole groups (rules/conv.py)."""
+"""`grouped="whole"` (`--grouped-conv whole`): grouped convolutions lose whole groups (rules/conv.py);
+`grouped="auto"` (the default) does so where a group holds fewer than 16 channels."""
 
 from __future__ import annotations
 
@@ -51,9 +52,50 @@ def test_whole_groups_leave_with_their_inputs(per_group: int) -> None:
     assert sess.run(None, {"x": x})[0].shape == (1, 8, 6, 6)
 
 
-def test_index_mode_is_the_default() -> None:
-    res = prune(_block(4, 4), ratio=0.5, verify=True)
+def test_index_mode_removes_the_same_index_in_every_group() -> None:
+    res = prune(_block(4, 4), ratio=0.5, verify=True, grouped="index")
     assert _conv(res.model, "gc") == ([8, 2, 3, 3], 4)  # 4 groups of 2: the same index left every group
+
+
+@pytest.mark.parametrize("groups, per_group, gc_shape", [(4, 4, ([8, 4, 3, 3], 2)),  # narrow: whole groups
+                                                         (2, 16, ([16, 8, 3, 3], 2))])  # wide: the same index
+def test_auto_is_the_default_and_takes_whole_groups_only_where_narrow(
+        groups: int, per_group: int, gc_shape: tuple[list[int], int]) -> None:
+    model = _block(groups, per_group)
+    dg = analyse(model)
+    assert dg.analysis.grouped == "auto"
+    gc = next(g for g in dg.groups if "gc" in g.sources)
+    assert (gc.size, gc.width) == ((groups, per_group) if per_group < 16 else (per_group, groups))
+    res = prune(model, dg=dg, ratio=0.5, verify=True)
+    assert res.verify is not None and res.verify.ok
+    assert _conv(res.model, "gc") == gc_shape
+
+
+def test_auto_falls_back_to_index_where_whole_groups_are_blocked() -> None:
+    """A grouped conv reading the graph input: whole mode blocks its outputs, auto removes the same index."""
+    g = Graph(opset=17)
+    x = g.input("x", (1, 8, 6, 6))
+    g.output(g.conv(g.relu(g.conv(x, 8, 8, group=2, name="gc")), 8, 4, name="c2"))
+    model = g.build()
+    gc = next(gr for gr in analyse(model).groups if "gc" in gr.sources)
+    assert gc.prunable and (gc.size, gc.width) == (4, 2)
+    res = prune(model, ratio=0.5, verify=True)
+    assert res.verify is not None and res.verify.ok and _conv(res.model, "gc") == ([4, 4, 3, 3], 2)
+
+
+def test_index_slots_keep_whole_blocks_in_every_group() -> None:
+    """2 conv groups of 16: an index slot is one channel of each group, so at --round-to 8 every group keeps
+    a multiple of 8 channels (ONNX Runtime's NCHWc kernels take a grouped conv only then); counting channels
+    alone would keep multiples of 4 slots, e.g. 12 per group."""
+    model = _block(2, 16)
+    dg = analyse(model, grouped="index")
+    gc = next(g for g in dg.groups if "gc" in g.sources)
+    assert gc.strided and (gc.size, gc.width) == (16, 2) and gc.multiple(8) == 8
+    res = prune(model, dg=dg, ratio=0.25, round_to=8, verify=True)
+    assert res.verify is not None and res.verify.ok
+    assert _conv(res.model, "gc")[0][1] in (8, 16)
+    whole = next(g for g in analyse(model, grouped="whole").groups if "gc" in g.sources)
+    assert not whole.strided and whole.multiple(8) == 1  # a whole group is 16 channels side by side
 
 
 def test_grouped_conv_on_the_graph_input_is_blocked_in_whole_mode() -> None:
@@ -84,7 +126,7 @@ def test_bad_mode_and_cli(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not (ROOT / "models" / "zoo" / "resnext_ts.onnx").exists(), reason="zoo not built")
 @pytest.mark.parametrize("round_to", [1, 8])
-@pytest.mark.parametrize("grouped", ["whole", "index"])
+@pytest.mark.parametrize("grouped", ["whole", "index", "auto"])
 @pytest.mark.parametrize("name", ["resnext_ts", "resnext_dynamo"])
 def test_zoo_resnext_budget_matches_the_oracle(name: str, grouped: str, round_to: int) -> None:
     path = ROOT / "models" / "zoo" / f"{name}.onnx"

@@ -80,7 +80,7 @@ def test_grouped_conv_is_fitted_per_group() -> None:
 
     set_init(m, "c1.w", redundant)
     set_init(m, "c1.b", redundant)
-    dg = analyse(m)
+    dg = analyse(m, grouped="index")
     removed = source_roots(dg, "c1", [3])
     assert removed == source_roots(dg, "c1", [7])  # grouped convs lose the same index in every group
     pruned = ApplyPlan(dg, removed)(dg.model).model

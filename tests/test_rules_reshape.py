@@ -36,7 +36,7 @@ def shuffle_model(groups: int = 2, c: int = 8) -> onnx.ModelProto:
 
 
 def test_channel_shuffle_couples_across_groups() -> None:
-    dg = analyse(shuffle_model())
+    dg = analyse(shuffle_model(), grouped="index")
     grp = group_of(dg, "gc1")
     # gc1 out channel i is coupled with i+4 (Reshape grid), the shuffle interleaves the halves, and
     # gc2's grouping couples index j with j+4 again: two slots {0,2,4,6} and {1,3,5,7} are left.
@@ -47,11 +47,11 @@ def test_channel_shuffle_couples_across_groups() -> None:
 
 def test_channel_shuffle_prunes() -> None:
     model = shuffle_model()
-    dg = analyse(model)
+    dg = analyse(model, grouped="index")
     r = checked_prune(model, dg=dg, plan=plan_removing(dg, {"gc1": [1]}))
     np.testing.assert_array_equal(node_const(r.model, "rs1", 1), [1, 2, 2, 4, 4])
     np.testing.assert_array_equal(node_const(r.model, "rs2", 1), [1, 4, 4, 4])
-    exercise(model)
+    exercise(model, grouped="index")
 
 
 def test_minimal_grid_reshape_plan_is_kept() -> None:
@@ -252,4 +252,15 @@ def test_tile_spatial_passes_channel_blocks() -> None:
     dg = analyse(model)
     assert group_of(dg, "c1").prunable
     assert "Tile repeats a channel axis" in reasons(dg, "c2")
+    exercise(model)
+
+
+def test_channel_shuffle_keeps_the_index_rule_in_auto_mode() -> None:
+    """Whole groups of gc1/gc2 (4 channels per group) through the shuffle couple every channel into one
+    slot; auto mode then analyses both convs with the index rule and prunes as index mode does."""
+    model = shuffle_model()
+    assert not analyse(model, grouped="whole").prunable
+    auto, index = analyse(model), analyse(model, grouped="index")
+    assert auto.analysis.index_convs == {"gc1", "gc2"} and not auto.analysis.whole_convs
+    assert [(g.sources, g.size) for g in auto.prunable] == [(g.sources, g.size) for g in index.prunable]
     exercise(model)

@@ -111,6 +111,20 @@ def test_curves_refuse_another_model(resnet_curves: SensitivityResult) -> None:
         resnet_curves.curves_for(analyse(VGG))
 
 
+def test_curves_name_the_grouped_conv_mode_they_were_measured_with(tmp_path: Path) -> None:
+    resnext = ROOT / "models" / "zoo" / "resnext_ts.onnx"
+    curves = sensitivity_curves(analyse(resnext, grouped="index"), ratios=(0.5,), samples=2)
+    assert curves.grouped == "index"
+    curves.save(tmp_path / "c.json")
+    loaded = SensitivityResult.load(tmp_path / "c.json")
+    assert loaded.grouped == "index" and len(loaded.curves_for(analyse(resnext, grouped="index"))) > 0
+    with pytest.raises(OnnxPruneError, match="measured with --grouped-conv index, this run uses auto"):
+        loaded.curves_for(analyse(resnext))
+    data = json.loads((tmp_path / "c.json").read_text())
+    del data["grouped"]  # a file written before the mode was kept
+    assert SensitivityResult.from_json(data).grouped is None
+
+
 def test_bad_files_and_ratios(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"schema": "something else"}')

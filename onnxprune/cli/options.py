@@ -34,13 +34,14 @@ def approximate_option(fn: F) -> F:
 
 
 def grouped_option(fn: F) -> F:
-    from onnxprune.graph.analysis import GROUPED_MODES
+    from onnxprune.graph.analysis import DEFAULT_GROUPED, GROUPED_MODES
 
-    return click.option("--grouped-conv", "grouped", type=click.Choice(GROUPED_MODES), default="index",
+    return click.option("--grouped-conv", "grouped", type=click.Choice(GROUPED_MODES), default=DEFAULT_GROUPED,
                         show_default=True,
-                        help="How grouped convolutions lose channels: the same index in every group (index), or "
+                        help="How grouped convolutions lose channels: the same index in every group (index), "
                              "whole groups with their input channels (whole: ResNeXt cardinality; the channels per "
-                             "group stay).")(fn)
+                             "group stay), or whole groups where a group holds fewer than 16 channels and the "
+                             "same index elsewhere (auto).")(fn)
 
 
 def keep_option(fn: F) -> F:

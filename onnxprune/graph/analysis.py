@@ -11,7 +11,7 @@ import onnx
 
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.apply import ApplyContext
-from onnxprune.graph.tracks import UNTRACKED, Track, UnionFind, root_table
+from onnxprune.graph.tracks import UNTRACKED, Track, UnionFind, map_roots, root_table
 from onnxprune.graph.view import GraphView, has_subgraph
 
 # Roles of constant members, used by scoring.
@@ -64,9 +64,13 @@ class Analysis:
     # such groups can be pruned, but the oracle cannot prove them exact.
     allow_approximate: frozenset[str] = frozenset()
     approximate: dict[int, list[str]] = field(default_factory=dict)
-    # How a grouped convolution loses channels: "index" (the same index in every group) or "whole"
-    # (whole groups, with their input channels; rules/conv.py).
-    grouped: str = "index"
+    # How a grouped convolution loses channels: "index" (the same index in every group), "whole"
+    # (whole groups, with their input channels) or "auto" (whole where groups are narrow; rules/conv.py).
+    grouped: str = "auto"
+    # Auto mode: the grouped convs analysed with whole groups (name -> output ids), and those kept on
+    # the index rule because their whole groups collapsed into one slot (e.g. a channel shuffle).
+    whole_convs: dict[str, np.ndarray] = field(default_factory=dict)
+    index_convs: frozenset[str] = frozenset()
     # First track given to each (constant, axes): later members of a shared constant couple to it.
     member_index: dict[tuple[str, tuple[int, ...]], Track] = field(default_factory=dict)
 
@@ -214,16 +218,34 @@ def untracked(n: int) -> np.ndarray:
 
 
 APPROXIMATE_KINDS = ("layernorm",)
-GROUPED_MODES = ("index", "whole")
+GROUPED_MODES = ("auto", "index", "whole")
+DEFAULT_GROUPED = "auto"
 
 
-def analyse(view: GraphView, *, allow_approximate: frozenset[str] = frozenset(), grouped: str = "index") -> Analysis:
-    """Build layouts, sources, members, consume edges and blocks for the main graph."""
-    from onnxprune.graph.rules import registry
+def analyse(view: GraphView, *, allow_approximate: frozenset[str] = frozenset(),
+            grouped: str = DEFAULT_GROUPED) -> Analysis:
+    """Build layouts, sources, members, consume edges and blocks for the main graph.
 
+    grouped="auto" runs again with the index rule for the grouped convs whose whole groups ended up
+    coupled into a single slot (nothing left to remove), until none does."""
     if grouped not in GROUPED_MODES:
         raise OnnxPruneError(f"unknown grouped-conv mode {grouped!r}; choose one of: {', '.join(GROUPED_MODES)}")
-    state = Analysis(view, UnionFind(), {}, [], [], [], {}, {}, allow_approximate=allow_approximate, grouped=grouped)
+    index_convs: frozenset[str] = frozenset()
+    while True:
+        state = _analyse_once(view, allow_approximate, grouped, index_convs)
+        collapsed = {name for name, ids in state.whole_convs.items()
+                     if len(set(map_roots(state.roots, ids).tolist()) - {UNTRACKED}) < 2}
+        if grouped != "auto" or not collapsed:
+            return state
+        index_convs |= collapsed
+
+
+def _analyse_once(view: GraphView, allow_approximate: frozenset[str], grouped: str,
+                  index_convs: frozenset[str]) -> Analysis:
+    from onnxprune.graph.rules import registry
+
+    state = Analysis(view, UnionFind(), {}, [], [], [], {}, {}, allow_approximate=allow_approximate, grouped=grouped,
+                     index_convs=index_convs)
     for node in view.graph.node:
         ctx = RuleContext(state, node)
         tracked_in = any(state.layouts.get(x) for x in node.input if x)

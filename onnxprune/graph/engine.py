@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from onnxprune.graph.analysis import Analysis, analyse
+from onnxprune.graph.analysis import DEFAULT_GROUPED, Analysis, analyse
 from onnxprune.graph.groups import Group, build_groups
 from onnxprune.graph.shapes import probe_tensors
 from onnxprune.graph.view import GraphView
@@ -30,7 +30,8 @@ class DependencyGraph:
 
 
 def dependency_graph(model: onnx.ModelProto, *, shapes: Mapping[str, tuple[int, ...]] | None = None,
-                     allow_approximate: frozenset[str] = frozenset(), grouped: str = "index") -> DependencyGraph:
+                     allow_approximate: frozenset[str] = frozenset(),
+                     grouped: str = DEFAULT_GROUPED) -> DependencyGraph:
     """Analyse a *normalised* model (see passes.normalize.Normalize); `grouped`: graph.analysis.GROUPED_MODES."""
     found_shapes, dtypes = probe_tensors(model, shapes=shapes)
     view = GraphView(model, shapes=found_shapes, dtypes=dtypes)

@@ -23,6 +23,9 @@ class Group:
     # Channels of one source tensor per slot: 1, or more where coupling makes a slot several channels
     # (the same index in every group of a grouped conv, a whole conv group, a channel-shuffle pair).
     width: int = 1
+    # A slot's channels are spread one per part of the tensor (the same index in every conv group)
+    # rather than side by side (a whole conv group, an attention head): each part keeps `size` slots.
+    strided: bool = False
 
     @property
     def size(self) -> int:
@@ -30,8 +33,17 @@ class Group:
 
     def multiple(self, round_to: int) -> int:
         """The multiple of *slots* to keep so that the kept *channels* are multiples of round_to
-        (at round_to 8: 8 slots at width 1, 2 at width 4, 1 at width 8)."""
-        return max(1, round_to // math.gcd(round_to, self.width)) if round_to > 1 else 1
+        (at round_to 8: 8 slots at width 1, 2 at width 4, 1 at width 8).
+
+        Strided slots at least round_to per part keep round_to slots, so that every part (conv
+        group) keeps a multiple of round_to channels: ONNX Runtime runs a grouped conv in NCHWc only
+        when its channels per group are multiples of the block. Narrower parts never reach a block;
+        for them the total is rounded, for the layers around them."""
+        if round_to <= 1:
+            return 1
+        if self.strided and self.size >= round_to:
+            return round_to
+        return max(1, round_to // math.gcd(round_to, self.width))
 
     @property
     def prunable(self) -> bool:
@@ -46,6 +58,7 @@ class Group:
             "blocked": self.blocked,
             "approximate": self.approximate,
             "channels_per_slot": self.width,
+            "strided_slots": self.strided,
             "members": sorted({f"{m.name}[{','.join(map(str, m.track.axes))}]" for m in self.members}),
         }
 
@@ -54,6 +67,17 @@ def _slot_width(roots: np.ndarray, ids: np.ndarray) -> int:
     """Ids of one source per distinct root it reaches (its channels per slot)."""
     distinct = set(map_roots(roots, ids).tolist()) - {-1}
     return ids.size // max(len(distinct), 1)
+
+
+def _strided(roots: np.ndarray, ids: np.ndarray) -> bool:
+    """Whether some slot of this source holds channels that are not side by side."""
+    r = map_roots(roots, ids)
+    order = np.argsort(r, kind="stable")
+    pos, keys = np.arange(r.size)[order], r[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    counts = np.diff(np.r_[starts, r.size])
+    spans = np.maximum.reduceat(pos, starts) - np.minimum.reduceat(pos, starts) + 1
+    return bool(np.any((spans != counts) & (keys[starts] >= 0)))
 
 
 def build_groups(analysis: Analysis) -> list[Group]:
@@ -85,7 +109,8 @@ def build_groups(analysis: Analysis) -> list[Group]:
         slot_set = set(slots.tolist())
         approx = sorted({a for r in slot_set for a in approximate.get(int(r), [])})
         width = max(_slot_width(roots, analysis.sources[s].ids) for s in members)
+        strided = width > 1 and any(_strided(roots, analysis.sources[s].ids) for s in members)
         g = Group(gi, [analysis.sources[s].node for s in members], slots, reasons[:8],
-                  [m for m, rs in member_roots if rs & slot_set], approx[:8], width)
+                  [m for m, rs in member_roots if rs & slot_set], approx[:8], width, strided)
         groups.append(g)
     return groups

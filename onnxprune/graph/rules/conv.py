@@ -9,7 +9,15 @@
   (Conv only) whole groups leave instead: group k's input channels and output channels are one
   slot, the channels per group stay, and the group count follows the kept groups. On ONNX Runtime's
   CPU a grouped conv's time falls linearly with its group count but only about as the square root
-  of its MACs when the channels per group shrink (benchmarks/README.md).
+  of its MACs when the channels per group shrink (benchmarks/README.md), and it runs in the blocked
+  NCHWc kernels only while its channels per group are multiples of the block (8 or 16).
+  `grouped="auto"` (the default) takes whole groups where a group holds fewer than
+  AUTO_WHOLE_BELOW channels on either side (ResNeXt 32x4d's early stages, RegNet): such a group
+  cannot lose a block of channels and stay in NCHWc, so only whole groups buy time; wider groups
+  lose the same index in every group, at a finer grain. In auto mode a grouped conv falls back to
+  the index rule where its input channels cannot be removed (whole mode blocks it), and where its
+  whole groups end up coupled into one slot (a channel shuffle between grouped convs; analyse
+  runs again).
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from onnxprune.graph.analysis import ROLE_PARAM, ROLE_WEIGHT_IN, ROLE_WEIGHT_OUT
 from onnxprune.graph.apply import ApplyContext
 from onnxprune.graph.rules.registry import register
 from onnxprune.graph.tracks import Track, track_at
+
+AUTO_WHOLE_BELOW = 16  # grouped="auto": whole groups when a group has fewer channels than this
 
 
 def _set_group(node: onnx.NodeProto, value: int) -> None:
@@ -56,7 +66,7 @@ def conv(ctx: RuleContext) -> None:
     if group > 1 and group == cin:
         _depthwise(ctx, xt, cin, cout, out, transpose)
         return
-    if group > 1 and ctx.state.grouped == "whole" and not transpose:
+    if group > 1 and not transpose and _takes_whole_groups(ctx, xt, cin // group, cout // group):
         _whole_groups(ctx, xt, cout, group, out)
         return
     if group > 1:
@@ -70,6 +80,14 @@ def conv(ctx: RuleContext) -> None:
     if xt is not None:
         ctx.member(w, Track((in_axis,), xt.ids), ROLE_WEIGHT_IN)
         ctx.consume(0, xt)
+
+
+def _takes_whole_groups(ctx: RuleContext, xt: Track | None, cin_per_group: int, cout_per_group: int) -> bool:
+    """Whether a grouped (not depthwise) Conv loses whole groups (module docstring)."""
+    if ctx.state.grouped == "auto":
+        return (xt is not None and min(cin_per_group, cout_per_group) < AUTO_WHOLE_BELOW
+                and ctx.node.name not in ctx.state.index_convs)
+    return ctx.state.grouped == "whole"
 
 
 def _depthwise(ctx: RuleContext, xt: Track | None, cin: int, cout: int, out: str, transpose: bool) -> None:
@@ -134,6 +152,7 @@ def _whole_groups(ctx: RuleContext, xt: Track | None, cout: int, group: int, out
     ctx.union_along(Track((0, 1), in_rows), 0)
     ctx.union(in_rows[:, 0], out_rows[:, 0], reason="a conv group's inputs and outputs leave together")
     ctx.consume(0, xt)
+    ctx.state.whole_convs[ctx.node.name] = out_ids
     per_group = cout // group
 
     def set_groups(actx: ApplyContext, node: onnx.NodeProto) -> None:
