@@ -174,9 +174,10 @@ def speed_rows(models: list[Model], threads: int, round_tos: tuple[int, ...]) ->
         dense = analyse(str(m.path), shapes=m.shapes)
         original = onnx.load(str(m.path))
         static = _static_batch(original)
-        # The multiple `--round-to auto` takes for this budget (the product path: block, or 16 first on AVX2).
+        # The multiple `--round-to auto` takes for this budget (the CLI's path: the block, or on AVX2 16
+        # first, and where 8 lands too both timed against each other, here with the table's thread count).
         auto = prune(original, dg=dense, target_macs=TARGET_MACS, round_to="auto", shapes=m.shapes, verify=False,
-                     reconstruct=False).plan.round_to
+                     reconstruct=False, time_multiples=True, latency=LatencyOptions(threads=threads)).plan.round_to
         for rt in round_tos:
             t0 = time.perf_counter()
             res = prune(original, dg=dense, target_macs=TARGET_MACS, round_to=rt, shapes=m.shapes, verify=False,
@@ -212,7 +213,9 @@ def speed_table(rows: list[list[str]], threads: int, *, lead: str = "") -> str:
              f"(`interleaved_latency`), `--target-macs {TARGET_MACS}` uniform l2, no reconstruction. "
              f"Target: speedup ≥ {EFFICIENCY} × (1 / MACs kept). `(auto)` marks the multiple `--round-to auto` "
              f"(the CLI default) picks for this budget here: {profile.describe()}"
-             + (f", and {multiple.prefer} first when it lands the budget within 3 %" if multiple.prefer else "")
+             + (f", and {multiple.prefer} first when it lands the budget within 3 %, timed against "
+                f"{multiple.value} where both land (kept unless {multiple.value} runs > 5 % faster)"
+                if multiple.prefer else "")
              + ". † batch 8 of a static-batch-1 export, "
              "measured on `batch_free` copies of both models (dim 0 made dynamic, a Reshape's leading 1 "
              "made 0 = copy); n/a when such a copy does not run.", "",

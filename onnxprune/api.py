@@ -87,7 +87,7 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
           sensitivity: SensitivityResult | str | os.PathLike[str] | None = None,
           sensitivity_error: str = DEFAULT_METRIC, progress: ProgressFn | None = None,
           head_floor: float | None = None, prefer_round_to: int | None = None,
-          keep: Sequence[str] = (), grouped: str = DEFAULT_GROUPED) -> PruneResult:
+          keep: Sequence[str] = (), grouped: str = DEFAULT_GROUPED, time_multiples: bool = False) -> PruneResult:
     """Structured channel pruning. Raises NothingToPruneError if no group can lose a channel.
 
     criterion: l1, l2, bn-scale, random, or a data-driven one (activation, apoz, wanda, flap,
@@ -106,7 +106,10 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     Runtime CPU NCHWc block of this machine (onnxprune.runtime_profile: 16 with AVX-512F, 8 with AVX2;
     on AVX2 a MAC/param/latency budget tries 16 first and keeps it when it lands within 3 %).
     prefer_round_to: a wider multiple a budget tries first (what "auto" sets on AVX2); `result.plan.round_to`
-    is the one used.
+    is the one used. time_multiples: where both the preferred multiple and round_to land a MAC/param
+    budget, build both plans, time them against each other in ONNX Runtime (`latency` options) and
+    keep the preferred one unless the other runs more than 5 % faster (onnxprune.multiple_race; the
+    CLI does this by default). Off: the preferred multiple, untimed and reproducible.
     progress: a callback for long steps (onnxprune.progress); nothing is printed.
     keep: fnmatch patterns over node names; the channel groups those layers produce are not pruned
     (onnxprune.graph.keep). A pattern that matches no such layer is an error.
@@ -136,8 +139,8 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
                         target_latency=target_latency, latency=latency, sensitivity=curves,
                         sensitivity_error=sensitivity_error)
         choice = choose_plan(dg, criterion=criterion, budget=budget, round_to=multiple, prefer_round_to=prefer,
-                             allocation=allocation,
-                             calibration=calibration, shapes=shapes, progress=progress)
+                             allocation=allocation, calibration=calibration, shapes=shapes, progress=progress,
+                             time_multiples=(latency or LatencyOptions()) if time_multiples else None)
         plan, target = choice.plan, choice.target
     else:
         enforce_min_channels(dg, plan)
@@ -148,6 +151,9 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
         out.notes.append(target.describe())
     if choice is not None and choice.latency is not None:
         out.notes.append(choice.latency.describe())
+    if choice is not None and (choice.race is not None or choice.race_skipped is not None):
+        out.notes.append(choice.race.describe() if choice.race is not None
+                         else f"multiples not timed: {choice.race_skipped}")
     if verify:
         exact = dg.exact_roots(removed)
         checked = result.model if exact == removed else ApplyPlan(dg, exact)(dg.model).model

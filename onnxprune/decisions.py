@@ -4,14 +4,18 @@ summary, the curves' predicted error, the oracle's verdict and the re-fit errors
 `group_decisions(result)` returns one JSON-ready dict per group of `result.dg` (blocked groups
 too, with their reasons):
 
-    {"id", "sources", "channels", "prunable", "blocked": [reasons], "approximate": [reasons],
-     "removed", "kept", "ratio", "criterion",
+    {"id", "sources", "channels", "slots", "channels_per_slot", "prunable", "blocked": [reasons],
+     "approximate": [reasons], "removed", "kept", "ratio", "criterion",
      "scores": {"min", "mean", "max", "max_removed", "min_kept"} | null,
      "predicted_error": e | null          (sensitivity curves: the group's error at its count),
      "verify": "pass" | "fail" | "not covered (approximate)" | "not run" | "unchanged",
      "reconstruction": [{"node", "rel_error_before", "rel_error_after", "fitted", "note"}]}
 
 A layer's re-fit belongs to a group when the layer produces the group's channels or consumes them.
+
+"channels", "removed" and "kept" count channels of one producer; a slot (the unit a plan removes)
+holds "channels_per_slot" of them (several where coupling ties channels together, e.g. a whole
+conv group).
 """
 
 from __future__ import annotations
@@ -76,9 +80,11 @@ def group_decisions(result: PruneResult) -> list[dict[str, Any]]:
         idx = sorted(plan.removals.get(g.id, []))
         nodes = set(g.sources) | consumers.get(g.id, set())
         out.append({
-            "id": g.id, "sources": list(g.sources), "channels": g.size, "prunable": g.prunable,
+            "id": g.id, "sources": list(g.sources), "channels": g.size * g.width, "slots": g.size,
+            "channels_per_slot": g.width, "prunable": g.prunable,
             "blocked": list(g.blocked), "approximate": list(g.approximate),
-            "removed": len(idx), "kept": g.size - len(idx), "ratio": len(idx) / g.size if g.size else 0.0,
+            "removed": len(idx) * g.width, "kept": (g.size - len(idx)) * g.width,
+            "ratio": len(idx) / g.size if g.size else 0.0,
             "criterion": plan.criterion,
             "scores": _scores(choice.scores.get(g.id) if choice is not None else None, idx),
             "predicted_error": curves[g.id].error_at(len(idx), error) if g.id in curves and g.id in counts else None,

@@ -110,6 +110,14 @@ def _next_fraction(fast: tuple[float, float] | None, slow: tuple[float, float] |
     return f
 
 
+def built(dg: DependencyGraph, res: TargetResult) -> onnx.ModelProto:
+    """The pruned model of a plan, shapes annotated, as `prune` writes it (so it is timed that way)."""
+    from onnxprune.passes.prune import ApplyPlan
+    from onnxprune.passes.shapes import AnnotateShapes
+
+    return AnnotateShapes()(ApplyPlan(dg, res.plan.removed_roots(dg))(dg.model).model).model
+
+
 def require_sizes(model: onnx.ModelProto, shapes: Shapes | None, *, option: str = "--target-latency") -> None:
     """A latency in milliseconds means nothing at a placeholder size: every dynamic dim other than
     the batch must come from `shapes`."""
@@ -131,8 +139,6 @@ def latency_search(dg: DependencyGraph, plan_for: Callable[[float], TargetResult
     plan_for(f): the plan keeping the fraction f of the MACs (e.g. a `target_plan` closure).
     """
     from onnxprune.bench import interleaved_latency, latency
-    from onnxprune.passes.prune import ApplyPlan
-    from onnxprune.passes.shapes import AnnotateShapes
 
     opts = options or LatencyOptions()
     if not target_ms > 0:
@@ -158,8 +164,7 @@ def latency_search(dg: DependencyGraph, plan_for: Callable[[float], TargetResult
     f = max(MIN_FRACTION, min(0.99, target_ms / out.dense_ms))
     for i in range(opts.max_steps):
         res = plan_for(f)
-        candidate = ApplyPlan(dg, res.plan.removed_roots(dg))(dg.model).model
-        ratio = speedup(AnnotateShapes()(candidate).model)  # timed as `prune` will write it
+        ratio = speedup(built(dg, res))  # timed as `prune` will write it
         ms = out.dense_ms / max(ratio, 1e-9)
         out.steps.append(LatencyStep(f, res.achieved, ms, ratio))
         tried.append((res, ms))

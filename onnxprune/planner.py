@@ -23,6 +23,7 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.latency_budget import LatencyOptions, LatencySearch, latency_search
+from onnxprune.multiple_race import MultipleRace, race, timeable
 from onnxprune.plan import Plan, uniform_plan
 from onnxprune.progress import ProgressFn, report
 from onnxprune.scoring.calibrated import Calibration
@@ -39,6 +40,8 @@ class PlanChoice:
     latency: LatencySearch | None = None
     allocation: SensitivityAllocation | None = None  # set when sensitivity curves chose the ratios
     sensitivity: SensitivityResult | None = None  # those curves
+    race: MultipleRace | None = None  # both multiples landed the budget and were timed (multiple_race)
+    race_skipped: str | None = None  # why they were not timed although asked to
 
 
 @dataclass(frozen=True)
@@ -94,9 +97,12 @@ def score_groups(dg: DependencyGraph, criterion: str, *, calibration: Calibratio
 
 def choose_plan(dg: DependencyGraph, *, criterion: str = "l2", budget: Budget | None = None, round_to: int = 1,
                 allocation: str = "uniform", calibration: Calibration = None, shapes: Shapes | None = None,
-                progress: ProgressFn | None = None, prefer_round_to: int | None = None) -> PlanChoice:
+                progress: ProgressFn | None = None, prefer_round_to: int | None = None,
+                time_multiples: LatencyOptions | None = None) -> PlanChoice:
     """prefer_round_to: a MAC/param/latency budget without curves is planned with this multiple
-    first, and with `round_to` only when that one cannot land within 3 % (runtime_profile.ChannelMultiple)."""
+    first, and with `round_to` only when that one cannot land within 3 % (runtime_profile.ChannelMultiple).
+    time_multiples: for a MAC/param budget that both multiples land, time the two plans with these
+    options and keep the faster (onnxprune.multiple_race); None keeps the preferred one untimed."""
     b = budget or Budget()
     b.check()
     if allocation not in ALLOCATIONS:
@@ -109,13 +115,16 @@ def choose_plan(dg: DependencyGraph, *, criterion: str = "l2", budget: Budget | 
                                     criterion=criterion, error=b.sensitivity_error, shapes=shapes)
         res: TargetResult | None = None
         for rt in dict.fromkeys((prefer_round_to or round_to, round_to)):  # the preferred multiple, then round_to
-            res = target_plan(dg, scores, allocation=allocation, round_to=rt, criterion=criterion, shapes=shapes,
-                              target_macs=f if metric == "macs" else None,
-                              target_params=f if metric == "params" else None)
+            res = plan_at(metric, f, rt)
             if res.ok:
                 break
         assert res is not None
         return res
+
+    def plan_at(metric: str, f: float, rt: int) -> TargetResult:
+        return target_plan(dg, scores, allocation=allocation, round_to=rt, criterion=criterion, shapes=shapes,
+                           target_macs=f if metric == "macs" else None,
+                           target_params=f if metric == "params" else None)
 
     if b.target_latency is not None:
         search = latency_search(dg, lambda f: plan_for("macs", f), b.target_latency, options=b.latency,
@@ -124,8 +133,17 @@ def choose_plan(dg: DependencyGraph, *, criterion: str = "l2", budget: Budget | 
         choice = PlanChoice(plan, scores, search.chosen, latency=search)
     elif b.target_macs is not None or b.target_params is not None:
         metric = "macs" if b.target_macs is not None else "params"
-        res = plan_for(metric, float(b.target_macs if b.target_macs is not None else b.target_params))  # type: ignore[arg-type]
+        f = float(b.target_macs if b.target_macs is not None else b.target_params)  # type: ignore[arg-type]
+        res = plan_for(metric, f)
         choice = PlanChoice(res.plan, scores, res)
+        racing = time_multiples is not None and b.sensitivity is None and prefer_round_to not in (None, round_to)
+        if racing and res.ok and res.plan.round_to == prefer_round_to:
+            other = plan_at(metric, f, round_to)
+            choice.race_skipped = None if other.ok else f"{round_to} does not land the budget"
+            choice.race_skipped = choice.race_skipped or timeable(dg.model, shapes)
+            if choice.race_skipped is None:
+                res, choice.race = race(dg, res, other, options=time_multiples, shapes=shapes)
+                choice.plan, choice.target = res.plan, res
     elif allocation == "uniform":
         choice = PlanChoice(uniform_plan(dg, _Fixed(criterion, scores), ratio=b.ratio, round_to=round_to), scores)
     else:

@@ -135,18 +135,19 @@ class ChannelMultiple:
     reason: str
     prefer: int | None = None
 
-    def why(self, *, used: int | None = None, budget: bool = False) -> str:
+    def why(self, *, used: int | None = None, budget: bool = False, timed: bool = False) -> str:
         """The reason, with what `prefer` did when a plan was made with `used` (`budget`: a
-        MAC/param/latency budget was given)."""
+        MAC/param/latency budget was given; `timed`: both multiples landed it and were timed,
+        onnxprune.multiple_race)."""
         if self.prefer is None or not budget:
             return self.reason
         lands = (self.value if used is None else used) == self.prefer
         return f"{self.reason}; {self.prefer} tried first for a budget, " + (
-            "and it lands" if lands else "but it cannot land it")
+            "and it lands" if lands else f"it lands, but {used} ran faster" if timed else "but it cannot land it")
 
-    def describe(self, *, used: int | None = None, budget: bool = False) -> str:
+    def describe(self, *, used: int | None = None, budget: bool = False, timed: bool = False) -> str:
         n = self.value if used is None else used
-        return f"channel counts rounded to multiples of {n}: {self.why(used=used, budget=budget)}"
+        return f"channel counts rounded to multiples of {n}: {self.why(used=used, budget=budget, timed=timed)}"
 
     def to_json(self) -> dict[str, object]:
         return {"value": self.value, "reason": self.reason, "prefer": self.prefer}

@@ -113,15 +113,21 @@ def test_bad_mode_and_cli(tmp_path: Path) -> None:
     src, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
     onnx.save(_block(4, 4), str(src))
     r = CliRunner().invoke(main, ["prune", str(src), "-o", str(out), "--grouped-conv", "whole", "--ratio", "0.5",
-                                  "--round-to", "1", "--verify", "--no-progress"])
+                                  "--round-to", "1", "--verify", "--no-progress", "--report", str(tmp_path / "r.json")])
     assert r.exit_code == 0, r.stderr
     assert _conv(onnx.load(str(out)), "gc") == ([8, 4, 3, 3], 2)
+    decided = next(g for g in json.loads((tmp_path / "r.json").read_text())["groups"] if "gc" in g["sources"])
+    assert {k: decided[k] for k in ("channels", "slots", "channels_per_slot", "removed", "kept")} == {
+        "channels": 16, "slots": 4, "channels_per_slot": 4, "removed": 8, "kept": 8}  # 2 of 4 conv groups
     r = CliRunner().invoke(main, ["inspect", str(src), "--grouped-conv", "whole", "--json"])
-    assert r.exit_code == 0 and '"channels": 4' in r.stdout and '"channels_per_slot": 4' in r.stdout
-    summary = json.loads(r.stdout)["summary"]
+    data = json.loads(r.stdout)
+    gc = next(g for g in data["groups"] if "gc" in g["sources"])
+    assert (gc["channels"], gc["slots"], gc["channels_per_slot"]) == (16, 4, 4)
+    summary = data["summary"]
     assert summary["prunable_slots"] == 4 and summary["prunable_channels"] == 16  # one group of 4 conv groups x 4
+    assert summary["grouped_conv"] == "whole" and summary["whole_group_convs"] == ["gc"]
     r = CliRunner().invoke(main, ["inspect", str(src), "--grouped-conv", "whole"])
-    assert r.exit_code == 0 and "16 (4 slots × 4)" in r.stdout
+    assert r.exit_code == 0 and "16 (4 slots × 4)" in r.stdout and "1 grouped conv(s) lose whole groups" in r.stdout
 
 
 @pytest.mark.skipif(not (ROOT / "models" / "zoo" / "resnext_ts.onnx").exists(), reason="zoo not built")

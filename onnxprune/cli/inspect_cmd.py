@@ -36,6 +36,9 @@ def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], g
         "approximate": sum(1 for g in dg.groups if g.prunable and g.approximate),
         "prunable_channels": sum(g.size * g.width for g in dg.prunable),
         "prunable_slots": sum(g.size for g in dg.prunable),
+        "grouped_conv": dg.analysis.grouped,
+        "whole_group_convs": sorted(dg.analysis.whole_convs),
+        "index_fallback_convs": sorted(dg.analysis.index_convs),
     }
     if as_json:
         click.echo(json.dumps({"summary": summary, "groups": [g.to_json() for g in dg.groups]}, indent=1))
@@ -52,5 +55,9 @@ def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], g
         size = str(g.size) if g.width == 1 else f"{g.size * g.width} ({g.size} slots × {g.width})"
         table.add_row(str(g.id), size, srcs, status, reason)
     Console().print(table)
+    if dg.analysis.whole_convs or dg.analysis.index_convs:
+        click.echo(f"--grouped-conv {dg.analysis.grouped}: {len(dg.analysis.whole_convs)} grouped conv(s) lose whole "
+                   f"groups" + (f", {len(dg.analysis.index_convs)} keep the index rule (whole groups collapse into "
+                                f"one slot)" if dg.analysis.index_convs else ""))
     if len(shown) < len(dg.groups):
         click.echo(f"... {len(dg.groups) - len(shown)} more groups (--all to list them)")

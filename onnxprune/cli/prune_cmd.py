@@ -54,6 +54,10 @@ def _loop_options(fn: Any) -> Any:
         click.option("--latency-repeat", type=click.IntRange(min=1), default=30, show_default=True,
                      help="Timed runs per latency measurement (median); in the --target-latency search, "
                           "pairs interleaved with the dense model."),
+        click.option("--time-multiples/--no-time-multiples", default=True, show_default=True,
+                     help="With --round-to auto on an AVX2 CPU, a --target-macs/--target-params budget that "
+                          "multiples of 16 and of 8 both land: time both pruned models (interleaved, --latency-* "
+                          "options) and keep 16 unless 8 runs more than 5 % faster. Off: 16, untimed."),
         click.option("--measure-latency", is_flag=True,
                      help="Measure the latency before and after (interleaved A/B) and add it to the table."),
         click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True,
@@ -132,7 +136,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
             reconstruct=reconstruct, head_floor=head_floor, keep=keep, grouped=grouped, progress=bar,
             sensitivity=loop["sensitivity"],
             sensitivity_error=loop["sensitivity_error"], target_latency=loop["target_latency"],
-            latency=_latency_options(loop))
+            latency=_latency_options(loop), time_multiples=loop["time_multiples"])
         gate = _gate(original, calib, shp, loop)
         if loop["steps"] > 1 or gate.active:
             if plan_in:
@@ -154,10 +158,19 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
                f"{sum(1 for g in groups if g.blocked)} blocked; {result.removed_slots} channel slots removed "
                f"in {result.seconds:.1f}s")
     budget = result.target is not None  # a budget plan was made (not when the dense model already meets it)
-    click.echo(multiple.describe(used=result.plan.round_to, budget=budget) if plan_in is None
+    race = None if result.choice is None else result.choice.race
+    click.echo(multiple.describe(used=result.plan.round_to, budget=budget, timed=race is not None) if plan_in is None
                else f"replayed plan (made with round-to {result.plan.round_to})")
+    if race is not None:
+        click.echo(race.describe())
+    elif result.choice is not None and result.choice.race_skipped is not None:
+        click.echo(f"multiples not timed: {result.choice.race_skipped}")
     if result.target is not None:
-        click.echo(result.target.describe())
+        last = None if steps is None or len(steps.steps) == 1 else len(steps.steps)
+        # The last step's own budget: "of the original" there means the model that step started from.
+        click.echo(result.target.describe() if last is None else
+                   f"step {last} alone, of step {last - 1}'s model: " + result.target.describe().replace(
+                       " of the original kept", " kept"))
         if not result.target.ok and result.plan.round_to > 1 and plan_in is None:
             why = "cannot shrink narrow groups further" if result.target.achieved > result.target.target \
                 else "change the MACs in coarse steps"
@@ -191,8 +204,10 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
         report = {
             "model": model, "output": output, "ratio": ratio, "criterion": criterion,
             "round_to": result.plan.round_to,
-            "round_to_reason": multiple.why(used=result.plan.round_to, budget=budget) if plan_in is None
-            else f"replayed plan {plan_in}",
+            "round_to_reason": multiple.why(used=result.plan.round_to, budget=budget, timed=race is not None)
+            if plan_in is None else f"replayed plan {plan_in}",
+            "round_to_race": race.to_json() if race is not None else None if result.choice is None
+            or result.choice.race_skipped is None else {"skipped": result.choice.race_skipped},
             "allocation": allocation, "target": None if result.target is None else {
                 "metric": result.target.metric, "target": result.target.target,
                 "achieved": result.target.achieved},

@@ -53,7 +53,8 @@ class Group:
         return {
             "id": self.id,
             "sources": self.sources,
-            "channels": self.size,
+            "channels": self.size * self.width,
+            "slots": self.size,
             "prunable": self.prunable,
             "blocked": self.blocked,
             "approximate": self.approximate,
