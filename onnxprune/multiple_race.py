@@ -46,6 +46,11 @@ class MultipleRace:
                 "batch": self.options.batch, "threads": self.options.threads, "repeat": self.options.repeat}
 
 
+def same_channels(dg: DependencyGraph, a: TargetResult, b: TargetResult) -> bool:
+    """Whether two plans remove the same channels (nothing to time between them)."""
+    return a.plan.removed_roots(dg) == b.plan.removed_roots(dg)
+
+
 def timeable(model: onnx.ModelProto, shapes: Shapes | None) -> str | None:
     """None when the model's latency can be measured as given, else why not."""
     try:

@@ -23,7 +23,7 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.latency_budget import LatencyOptions, LatencySearch, latency_search
-from onnxprune.multiple_race import MultipleRace, race, timeable
+from onnxprune.multiple_race import MultipleRace, race, same_channels, timeable
 from onnxprune.plan import Plan, uniform_plan
 from onnxprune.progress import ProgressFn, report
 from onnxprune.scoring.calibrated import Calibration
@@ -139,9 +139,12 @@ def choose_plan(dg: DependencyGraph, *, criterion: str = "l2", budget: Budget | 
         racing = time_multiples is not None and b.sensitivity is None and prefer_round_to not in (None, round_to)
         if racing and res.ok and res.plan.round_to == prefer_round_to:
             other = plan_at(metric, f, round_to)
-            choice.race_skipped = None if other.ok else f"{round_to} does not land the budget"
-            choice.race_skipped = choice.race_skipped or timeable(dg.model, shapes)
-            if choice.race_skipped is None:
+            why_not = (f"{round_to} does not land the budget" if not other.ok
+                       else f"{round_to} removes the same channels" if same_channels(dg, res, other)
+                       else timeable(dg.model, shapes))
+            if why_not is not None:
+                choice.race_skipped = why_not
+            else:
                 res, choice.race = race(dg, res, other, options=time_multiples, shapes=shapes)
                 choice.plan, choice.target = res.plan, res
     elif allocation == "uniform":

@@ -128,7 +128,8 @@ class ChannelMultiple:
     plain `--ratio`. Set by "auto" on an AVX2 CPU (block 8): there, multiples of 16 ran faster than
     multiples of 8 at the same MACs (by up to 18 %), or within 0.04x, on every model where both
     landed (benchmarks/README.md, latency tables), because 16 leaves the narrow layers, whose time
-    falls less than their MACs, alone.
+    falls less than their MACs, alone. Not on every model: where both land a MAC/param budget the
+    CLI times the two plans and keeps 16 unless 8 runs more than 5 % faster (onnxprune.multiple_race).
     """
 
     value: int

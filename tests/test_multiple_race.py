@@ -87,3 +87,14 @@ def test_cli_times_by_default_and_reports_it(fake_timing: Any, tmp_path: Path,
                                   "--report", str(rep), "--no-progress"])
     assert r.exit_code == 0 and fake.calls == 1 and json.loads(rep.read_text())["round_to"] == 16
     assert onnx.load(str(out)).graph.node  # written
+
+
+def test_plans_that_remove_the_same_channels_are_not_timed(fake_timing: Any) -> None:
+    """One 32-channel group: half the MACs keeps 16 channels at either multiple, the same plan twice."""
+    fake = fake_timing(2.0)
+    g = Graph(opset=17)
+    x = g.input("x", (1, 8, 6, 6))
+    g.output(g.conv(g.relu(g.conv(x, 8, 32, name="c1")), 32, 8, name="c2"))
+    res = prune(g.build(), target_macs=0.5, round_to=8, prefer_round_to=16, time_multiples=True)
+    assert fake.calls == 0 and res.plan.round_to == 16 and res.choice is not None
+    assert res.choice.race_skipped == "8 removes the same channels"
