@@ -218,9 +218,10 @@ class TargetResult:
     def ok(self) -> bool:
         return abs(self.achieved - self.target) <= TOLERANCE * self.target
 
-    def describe(self) -> str:
+    def describe(self, *, of: str = "the original") -> str:
+        """`of`: what the fractions are of (a later step of `prune --steps` starts from a pruned model)."""
         state = "" if self.ok else f" (outside the {TOLERANCE:.0%} tolerance: the per-group floors or round-to stop it)"
-        return f"{self.metric}: {self.achieved:.1%} of the original kept (target {self.target:.1%}){state}"
+        return f"{self.metric}: {self.achieved:.1%} of {of} kept (target {self.target:.1%}){state}"
 
 
 def _bisect(lo: float, hi: float, value: Callable[[float], float], want: float, *, integer: bool,

@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 
 from onnxprune.allocation import ALLOCATIONS
-from onnxprune.api import prune
+from onnxprune.api import PruneResult, prune
 from onnxprune.calibration import CalibConfig, calib_options, echo_calibration_warnings
 from onnxprune.cli.options import (
     approximate_option,
@@ -167,10 +167,9 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
         click.echo(f"multiples not timed: {result.choice.race_skipped}")
     if result.target is not None:
         last = None if steps is None or len(steps.steps) == 1 else len(steps.steps)
-        # The last step's own budget: "of the original" there means the model that step started from.
+        # With steps, the last step's own budget is a fraction of the model that step started from.
         click.echo(result.target.describe() if last is None else
-                   f"step {last} alone, of step {last - 1}'s model: " + result.target.describe().replace(
-                       " of the original kept", " kept"))
+                   f"step {last} alone: " + result.target.describe(of=f"step {last - 1}'s model"))
         if not result.target.ok and result.plan.round_to > 1 and plan_in is None:
             why = "cannot shrink narrow groups further" if result.target.achieved > result.target.target \
                 else "change the MACs in coarse steps"
@@ -206,8 +205,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
             "round_to": result.plan.round_to,
             "round_to_reason": multiple.why(used=result.plan.round_to, budget=budget, timed=race is not None)
             if plan_in is None else f"replayed plan {plan_in}",
-            "round_to_race": race.to_json() if race is not None else None if result.choice is None
-            or result.choice.race_skipped is None else {"skipped": result.choice.race_skipped},
+            "round_to_race": _race_json(result),
             "allocation": allocation, "target": None if result.target is None else {
                 "metric": result.target.metric, "target": result.target.target,
                 "achieved": result.target.achieved},
@@ -225,6 +223,14 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
             "steps": None if steps is None else steps.to_json(),
         }
         Path(report_path).write_text(json.dumps(report, indent=1))
+
+
+def _race_json(result: PruneResult) -> dict[str, object] | None:
+    """The report's view of multiple_race: the timing, why it was skipped, or None (not asked / not relevant)."""
+    choice = result.choice
+    if choice is None or (choice.race is None and choice.race_skipped is None):
+        return None
+    return choice.race.to_json() if choice.race is not None else {"skipped": choice.race_skipped}
 
 
 def _latency_options(loop: dict[str, Any]) -> LatencyOptions:

@@ -23,8 +23,8 @@ class Group:
     # Channels of one source tensor per slot: 1, or more where coupling makes a slot several channels
     # (the same index in every group of a grouped conv, a whole conv group, a channel-shuffle pair).
     width: int = 1
-    # A slot's channels are spread one per part of the tensor (the same index in every conv group)
-    # rather than side by side (a whole conv group, an attention head): each part keeps `size` slots.
+    # A slot's channels are spread one per part of the tensor (the same index in every conv group or
+    # attention head) rather than side by side (a whole conv group): each part keeps `size` slots.
     strided: bool = False
 
     @property
@@ -36,9 +36,10 @@ class Group:
         (at round_to 8: 8 slots at width 1, 2 at width 4, 1 at width 8).
 
         Strided slots at least round_to per part keep round_to slots, so that every part (conv
-        group) keeps a multiple of round_to channels: ONNX Runtime runs a grouped conv in NCHWc only
-        when its channels per group are multiples of the block. Narrower parts never reach a block;
-        for them the total is rounded, for the layers around them."""
+        group, attention head) keeps a multiple of round_to channels: ONNX Runtime runs a grouped
+        conv in NCHWc only when its channels per group are multiples of the block (and GPU kernels
+        want head sizes in multiples of 8). Narrower parts never reach a block; for them the total
+        is rounded, for the layers around them."""
         if round_to <= 1:
             return 1
         if self.strided and self.size >= round_to:
