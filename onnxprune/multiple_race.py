@@ -2,9 +2,9 @@
 
 `--round-to auto` on an AVX2 CPU prefers multiples of 16 for a budget (runtime_profile.ChannelMultiple):
 on most models they ran faster than the NCHWc block 8 at the same MACs, because 16 leaves the
-narrow layers alone. Not on all: a ResNeXt whose grouped convs lose whole groups ran 1.83x at 8 and
-1.54-1.63x at 16 (benchmarks/README.md). So where both multiples land the budget, `prune` can build
-both plans and time them interleaved in ONNX Runtime (`bench.interleaved_latency`, the median of
+narrow layers alone. Not on all: a ResNeXt whose grouped convs lose whole groups ran 1.75-1.85x
+at 8 and 1.52-1.63x at 16 in three runs (benchmarks/README.md). So where both multiples land the
+budget, `prune` can build both plans and time them interleaved in ONNX Runtime (`bench.interleaved_latency`, the median of
 per-pair ratios) and keep the preferred one unless the other is more than MARGIN faster: a close
 call stays with the preferred multiple, so reruns on a quiet machine agree.
 """
