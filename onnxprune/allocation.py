@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -213,6 +213,13 @@ class TargetResult:
     target: float  # fraction of the original
     achieved: float  # fraction of the original, measured with model_stats on the applied model
     original: int
+    completes: int | None = None  # the wider multiple whose plan this one completes (complete_plan)
+
+    @property
+    def label(self) -> str:
+        """How its channel counts were rounded: "8", or "16 completed with blocks of 8"."""
+        rt = self.plan.round_to
+        return str(rt) if self.completes is None else f"{self.completes} completed with blocks of {rt}"
 
     @property
     def ok(self) -> bool:
@@ -272,6 +279,30 @@ def target_plan(dg: DependencyGraph, scores: Scores, *, allocation: str = "unifo
     result.plan.criterion = criterion
     result.plan.round_to = round_to
     return result
+
+
+def complete_plan(dg: DependencyGraph, scores: Scores, coarse: TargetResult, *, round_to: int,
+                  criterion: str | None = None, shapes: Shapes | None = None) -> TargetResult:
+    """`coarse` (a plan at a wider multiple that misses its budget: groups of 16 channels can only
+    halve or stay) completed with one-block moves at `round_to` until the budget lands
+    (`_refine_counts` from `coarse`'s per-group removal counts), so most groups keep the wider
+    multiple's counts. Each group loses its slots in its `round_to` removal order."""
+    groups = {g.id: g for g in dg.prunable}
+    cm = CostModel(dg, shapes=shapes)
+    pick = 0 if coarse.metric == "macs" else 1
+    orders = removal_orders(dg, scores, round_to=round_to)
+    start = {gid: len(coarse.plan.removals.get(gid, ())) for gid in groups}
+    sizes = {gid: g.size for gid, g in groups.items()}
+    multiples = {gid: g.multiple(round_to) for gid, g in groups.items()}
+
+    def search(aim: float) -> Plan:
+        counts = _refine_counts(dg, cm, orders, dict(start), sizes=sizes, aim=aim, pick=pick, round_to=round_to,
+                                multiples=multiples, criterion=criterion)
+        return _counts_plan(dg, orders, counts, criterion=criterion, round_to=round_to)
+
+    res = land_target(dg, cm, search, metric=coarse.metric, target=coarse.target, shapes=shapes)
+    res.plan.criterion, res.plan.round_to = criterion, round_to
+    return replace(res, completes=coarse.plan.round_to)
 
 
 def land_target(dg: DependencyGraph, cm: CostModel, search: Callable[[float], Plan], *, metric: str,

@@ -108,8 +108,10 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     prefer_round_to: a wider multiple a budget tries first (what "auto" sets on AVX2); `result.plan.round_to`
     is the one used. time_multiples: where both the preferred multiple and round_to land a MAC/param
     budget, build both plans, time them against each other in ONNX Runtime (`latency` options) and
-    keep the preferred one unless the other runs more than 5 % faster (onnxprune.multiple_race; the
-    CLI does this by default). Off: the preferred multiple, untimed and reproducible.
+    keep the preferred one unless the other runs more than 5 % faster; where only round_to lands,
+    time its plan the same way against the preferred multiple's plan completed with blocks of
+    round_to (onnxprune.multiple_race; the CLI does this by default). Off: the preferred multiple
+    where it lands, else round_to, untimed and reproducible.
     progress: a callback for long steps (onnxprune.progress); nothing is printed.
     keep: fnmatch patterns over node names; the channel groups those layers produce are not pruned
     (onnxprune.graph.keep). A pattern that matches no such layer is an error.

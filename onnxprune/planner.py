@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onnxprune.allocation import ALLOCATIONS, Scores, TargetResult, global_plan, target_plan
+from onnxprune.allocation import ALLOCATIONS, Scores, TargetResult, complete_plan, global_plan, target_plan
 from onnxprune.budget import SensitivityAllocation, predicted, sensitivity_plan
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.engine import DependencyGraph
@@ -101,30 +101,50 @@ def choose_plan(dg: DependencyGraph, *, criterion: str = "l2", budget: Budget | 
                 time_multiples: LatencyOptions | None = None) -> PlanChoice:
     """prefer_round_to: a MAC/param/latency budget without curves is planned with this multiple
     first, and with `round_to` only when that one cannot land within 3 % (runtime_profile.ChannelMultiple).
-    time_multiples: for a MAC/param budget that both multiples land, time the two plans with these
-    options and keep the faster (onnxprune.multiple_race); None keeps the preferred one untimed."""
+    time_multiples: for a MAC/param budget, time two landed plans with these options and keep the
+    faster (onnxprune.multiple_race): the preferred multiple's against round_to's where both land;
+    where only round_to lands, round_to's against the preferred plan completed with blocks of
+    round_to (allocation.complete_plan). None keeps the preferred (else round_to's) plan untimed."""
     b = budget or Budget()
     b.check()
     if allocation not in ALLOCATIONS:
         raise OnnxPruneError(f"unknown allocation {allocation!r}; choose one of: {', '.join(ALLOCATIONS)}")
     scores = score_groups(dg, criterion, calibration=calibration, shapes=shapes, progress=progress)
 
+    tried: dict[int, TargetResult] = {}  # plan_for's plans by multiple
+
     def plan_for(metric: str, f: float) -> TargetResult:
         if b.sensitivity is not None:
             return sensitivity_plan(dg, b.sensitivity, scores, metric=metric, target=f, round_to=round_to,
                                     criterion=criterion, error=b.sensitivity_error, shapes=shapes)
-        res: TargetResult | None = None
         for rt in dict.fromkeys((prefer_round_to or round_to, round_to)):  # the preferred multiple, then round_to
-            res = plan_at(metric, f, rt)
-            if res.ok:
-                break
-        assert res is not None
-        return res
+            tried[rt] = plan_at(metric, f, rt)
+            if tried[rt].ok:
+                return tried[rt]
+        return tried[round_to]
 
     def plan_at(metric: str, f: float, rt: int) -> TargetResult:
         return target_plan(dg, scores, allocation=allocation, round_to=rt, criterion=criterion, shapes=shapes,
                            target_macs=f if metric == "macs" else None,
                            target_params=f if metric == "params" else None)
+
+    def rival(metric: str, f: float, res: TargetResult) -> tuple[TargetResult | None, str | None]:
+        """The landed plan to time against `res`, or why there is none: plain round_to where the
+        preferred multiple landed; where it did not, its plan completed with blocks of round_to."""
+        why = timeable(dg.model, shapes)
+        if why is not None:
+            return None, why
+        assert prefer_round_to is not None
+        if res.plan.round_to == prefer_round_to:
+            other = plan_at(metric, f, round_to)
+        else:
+            other = complete_plan(dg, scores, tried[prefer_round_to], round_to=round_to, criterion=criterion,
+                                  shapes=shapes)
+        if not other.ok:
+            return None, f"{other.label} does not land the budget"
+        if same_channels(dg, res, other):
+            return None, f"{other.label} removes the same channels as {res.label}"
+        return other, None
 
     if b.target_latency is not None:
         search = latency_search(dg, lambda f: plan_for("macs", f), b.target_latency, options=b.latency,
@@ -137,14 +157,9 @@ def choose_plan(dg: DependencyGraph, *, criterion: str = "l2", budget: Budget | 
         res = plan_for(metric, f)
         choice = PlanChoice(res.plan, scores, res)
         racing = time_multiples is not None and b.sensitivity is None and prefer_round_to not in (None, round_to)
-        if racing and res.ok and res.plan.round_to == prefer_round_to:
-            other = plan_at(metric, f, round_to)
-            why_not = (f"{round_to} does not land the budget" if not other.ok
-                       else f"{round_to} removes the same channels" if same_channels(dg, res, other)
-                       else timeable(dg.model, shapes))
-            if why_not is not None:
-                choice.race_skipped = why_not
-            else:
+        if racing and res.ok:
+            other, choice.race_skipped = rival(metric, f, res)
+            if other is not None:
                 res, choice.race = race(dg, res, other, options=time_multiples, shapes=shapes)
                 choice.plan, choice.target = res.plan, res
     elif allocation == "uniform":

@@ -159,7 +159,8 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
                f"in {result.seconds:.1f}s")
     budget = result.target is not None  # a budget plan was made (not when the dense model already meets it)
     race = None if result.choice is None else result.choice.race
-    click.echo(multiple.describe(used=result.plan.round_to, budget=budget, timed=race is not None) if plan_in is None
+    both_landed = race is not None and not race.completion  # both multiples landed the budget and were timed
+    click.echo(multiple.describe(used=result.plan.round_to, budget=budget, timed=both_landed) if plan_in is None
                else f"replayed plan (made with round-to {result.plan.round_to})")
     if race is not None:
         click.echo(race.describe())
@@ -203,7 +204,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
         report = {
             "model": model, "output": output, "ratio": ratio, "criterion": criterion,
             "round_to": result.plan.round_to,
-            "round_to_reason": multiple.why(used=result.plan.round_to, budget=budget, timed=race is not None)
+            "round_to_reason": multiple.why(used=result.plan.round_to, budget=budget, timed=both_landed)
             if plan_in is None else f"replayed plan {plan_in}",
             "round_to_race": _race_json(result),
             "allocation": allocation, "target": None if result.target is None else {
