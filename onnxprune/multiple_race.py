@@ -10,10 +10,10 @@ call stays with the preferred multiple, so reruns on a quiet machine agree.
 
 Where the preferred multiple cannot land the budget (16-channel groups can only halve or stay:
 mobilenetv3@224 reached 0.545 of the MACs for 0.5), its plan completed with a few blocks of 8
-(`allocation.complete_plan`) is timed against the plain 8 plan, which stays the default: in one
-run (1 thread, batch 1 / 8) the completed plan ran 1.74x / 1.64x against 1.59x / 1.62x on
-mobilenetv3@224 and 1.75x / 1.70x against 1.59x / 1.57x on densenet@224, but no faster on
-inception, shufflenetv2, resnet or unet at 224 (benchmarks/README.md).
+(`allocation.complete_plan`) is timed against the plain 8 plan, which stays the default: against
+dense (1 thread, batch 1 / 8, benchmarks/README.md) the completed plan ran 1.74x / 1.64x against
+1.58x / 1.58x on mobilenetv3@224 and 1.71x / 1.71x against 1.59x / 1.58x on densenet@224, but no
+faster on inception, shufflenetv2, resnet or unet at 224.
 """
 
 from __future__ import annotations
