@@ -125,7 +125,10 @@ chosen by `obs` (greedy structured OBS: the least-squares re-fit cost of every c
 rounds; onnxprune/scoring/obs.py). "in 2 steps": that row through `prune_in_steps` (prune --steps 2
 --sensitivity): 0.837x then 0.7x, the second step's curves re-measured on the first step's re-fitted
 model, each step re-fitted to its own input model. One box moves the YOLO F1 by about 0.03; the
-mean class-score change is the steadier companion. More YOLO variants (caps, grids, more photos,
+mean class-score change is the steadier companion. "dense model, inputs + 1 grey level of noise":
+no pruning; the dense model's outputs on its inputs plus Gaussian noise of 1/255 of the pixel range
+(in each model's input units), against its outputs on the clean inputs, mean of 10 draws: how far an
+imperceptible change of the input moves each metric, the resolution of every other row. More YOLO variants (caps, grids, more photos,
 three steps): benchmarks/yolo_variants.py, the table below this one. MACs at
 1x3x320x320 (YOLO) and 1x3x640x640 (OCR). Reconstruction re-fits ConvTranspose layers since
 2026-12-02 (PP-OCR's two upsamplers were kept as pruned before: uniform l2 + reconstruction had mask
