@@ -57,7 +57,9 @@ def _loop_options(fn: Any) -> Any:
         click.option("--time-multiples/--no-time-multiples", default=True, show_default=True,
                      help="With --round-to auto on an AVX2 CPU, a --target-macs/--target-params budget that "
                           "multiples of 16 and of 8 both land: time both pruned models (interleaved, --latency-* "
-                          "options) and keep 16 unless 8 runs more than 5 % faster. Off: 16, untimed."),
+                          "options) and keep 16 unless 8 runs more than 5 % faster; where only 8 lands, time it "
+                          "against the 16 plan completed with blocks of 8 the same way. Off: 16 where it lands, "
+                          "else 8, untimed."),
         click.option("--measure-latency", is_flag=True,
                      help="Measure the latency before and after (interleaved A/B) and add it to the table."),
         click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True,
