@@ -301,8 +301,7 @@ def complete_plan(dg: DependencyGraph, scores: Scores, coarse: TargetResult, *, 
         return _counts_plan(dg, orders, counts, criterion=criterion, round_to=round_to)
 
     res = land_target(dg, cm, search, metric=coarse.metric, target=coarse.target, shapes=shapes)
-    res.plan.criterion, res.plan.round_to = criterion, round_to
-    return replace(res, completes=coarse.plan.round_to)
+    return replace(res, completes=coarse.plan.round_to)  # the plan's criterion and round_to: _counts_plan
 
 
 def land_target(dg: DependencyGraph, cm: CostModel, search: Callable[[float], Plan], *, metric: str,
