@@ -61,7 +61,7 @@ def _saving(curve: GroupCurve, n: float, metric: str) -> float:
 def hull_segments(curve: GroupCurve, *, round_to: int, metric: str, error: str) -> list[Segment]:
     """The lower convex hull of (saving, error) over the group's levels, as segments of rising slope."""
     last = max((p.removed for p in curve.points), default=0)
-    ns = [n for n in levels(curve.channels, round_to) if n <= last]  # the curve says nothing beyond its last point
+    ns = [n for n in levels(curve.slots, round_to) if n <= last]  # the curve says nothing beyond its last point
     pts = [(_saving(curve, n, metric), curve.error_at(n, error), n) for n in ns]
     hull: list[tuple[float, float, int]] = [pts[0]]
     for p in pts[1:]:

@@ -14,8 +14,8 @@ JSON schema (`SensitivityResult.to_json`, `"schema": "onnxprune.sensitivity/1"`)
     {"schema", "model", "criterion", "round_to", "ratios": [r...], "samples": N (calibration samples),
      "accuracy_samples": N | null, "dense_accuracy": a | null, "label_output": name | null,
      "macs": M, "params": P (of the dense model), "input_shapes": {name: [dims]}, "seconds": s,
-     "groups": [{"id", "sources": [node names], "channels",
-                 "points": [{"ratio", "removed", "rel_error", "cos_error", "channel_error",
+     "groups": [{"id", "sources": [node names], "slots", "channels", "channels_per_slot",
+                 "points": [{"ratio", "removed" (slots), "rel_error", "cos_error", "channel_error",
                              "accuracy" | null, "macs_kept", "params_kept"}]}]}
 
 rel_error = ‖y − y_dense‖ / ‖y_dense‖ and cos_error = 1 − cosine(y, y_dense), each over all held
@@ -25,6 +25,9 @@ that mixes scales, like YOLOv8's [1, 4 + classes, anchors] (box coordinates in p
 probabilities), is otherwise judged by its largest channels alone, and a budget would prune the
 class branch freely. Files written before it existed load with channel_error = rel_error.
 accuracy is a fraction in [0, 1]; macs_kept and params_kept are fractions of the dense model's.
+A slot is what removal takes at once: one channel, or several where coupling ties them (the same
+index in every conv group, a whole conv group, an attention head's index): channels = slots ×
+channels_per_slot. Files written before "slots" existed have "channels" = slots and load that way.
 """
 
 from __future__ import annotations
@@ -89,8 +92,9 @@ class CurvePoint:
 class GroupCurve:
     group: int
     sources: list[str]
-    channels: int
+    slots: int
     points: list[CurvePoint]
+    width: int = 1  # channels per slot (Group.width)
 
     def error_at(self, removed: float, metric: str = DEFAULT_METRIC) -> float:
         """The error when `removed` slots are gone, linear between measured points (0 when none)."""
@@ -99,8 +103,8 @@ class GroupCurve:
         return float(np.interp(removed, xs, ys))
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.group, "sources": self.sources, "channels": self.channels,
-                "points": [p.to_json() for p in self.points]}
+        return {"id": self.group, "sources": self.sources, "slots": self.slots, "channels": self.slots * self.width,
+                "channels_per_slot": self.width, "points": [p.to_json() for p in self.points]}
 
 
 @dataclass
@@ -139,12 +143,13 @@ class SensitivityResult:
         if data.get("schema") != SCHEMA:
             raise OnnxPruneError(f"not an onnxprune sensitivity file (schema {data.get('schema')!r}, "
                                  f"expected {SCHEMA!r})")
-        curves = [GroupCurve(int(g["id"]), [str(s) for s in g["sources"]], int(g["channels"]),
+        curves = [GroupCurve(int(g["id"]), [str(s) for s in g["sources"]], int(g.get("slots", g["channels"])),
                              [CurvePoint(float(p["ratio"]), int(p["removed"]), float(p["rel_error"]),
                                          float(p["cos_error"]),
                                          None if p.get("accuracy") is None else float(p["accuracy"]),
                                          float(p["macs_kept"]), float(p["params_kept"]),
-                                         float(p.get("channel_error", p["rel_error"]))) for p in g["points"]])
+                                         float(p.get("channel_error", p["rel_error"]))) for p in g["points"]],
+                             int(g.get("channels_per_slot", 1)))
                   for g in data["groups"]]
         return cls(str(data["model"]), str(data["criterion"]), int(data["round_to"]),
                    [float(r) for r in data["ratios"]], int(data["samples"]), int(data["macs"]),
@@ -174,7 +179,7 @@ class SensitivityResult:
         out: dict[int, GroupCurve] = {}
         for c in self.curves:
             g = by_id.get(c.group)
-            if g is None or g.sources != c.sources or g.size != c.channels:
+            if g is None or g.sources != c.sources or g.size != c.slots:
                 mode = dg.analysis.grouped
                 hint = (f"the curves were measured with --grouped-conv {self.grouped}, this run uses {mode}"
                         if self.grouped is not None and self.grouped != mode
@@ -367,7 +372,7 @@ def _group_curve(g: Group, order: np.ndarray, counts: list[int], ratios: list[fl
             seen[n] = CurvePoint(r, n, e.rel_error, e.cos_error, e.accuracy, macs / max(cost.macs, 1),
                                  params / max(cost.params, 1), e.channel_error)
         points.append(replace(seen[n], ratio=r))
-    return GroupCurve(g.id, list(g.sources), g.size, points)
+    return GroupCurve(g.id, list(g.sources), g.size, points, g.width)
 
 
 def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,

@@ -162,3 +162,29 @@ def test_round_to_counts_channels_not_slots(grouped: str, slots_kept: int, gc_sh
     assert res.verify is not None and res.verify.ok
     assert _conv(res.model, "gc") == gc_shape
     assert _conv(res.model, "c1")[0][0] % 8 == 0 and _conv(res.model, "c1")[0][0] == slots_kept * g.width
+
+
+def test_sensitivity_file_counts_slots_and_channels(tmp_path: Path) -> None:
+    """Curves of a whole-group conv name both units, prune takes them, and files from before the
+    "slots" key (where "channels" held the slot count) still load."""
+    src, curves = tmp_path / "m.onnx", tmp_path / "s.json"
+    onnx.save(_block(4, 4), str(src))
+    base = ["--grouped-conv", "whole", "--round-to", "1"]
+    r = CliRunner().invoke(main, ["sensitivity", str(src), "--ratios", "0.25,0.5,0.75", "--samples", "4",
+                                  "--json", str(curves), *base])
+    assert r.exit_code == 0, r.stderr
+    data = json.loads(curves.read_text())
+    gc = next(g for g in data["groups"] if "gc" in g["sources"])
+    assert (gc["slots"], gc["channels"], gc["channels_per_slot"]) == (4, 16, 4)
+    assert [p["removed"] for p in gc["points"]] == [1, 2, 3]  # slots: whole conv groups
+    for g in data["groups"]:  # the format before: "channels" was the slot count
+        g["channels"] = g.pop("slots")
+        del g["channels_per_slot"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(data))
+    for path in (curves, old):
+        out = tmp_path / f"o_{path.stem}.onnx"
+        r = CliRunner().invoke(main, ["prune", str(src), "-o", str(out), "--sensitivity", str(path),
+                                      "--target-macs", "0.6", "--verify", "--no-progress", *base])
+        assert r.exit_code == 0, r.stderr
+    assert onnx.load(str(tmp_path / "o_s.onnx")).graph == onnx.load(str(tmp_path / "o_old.onnx")).graph

@@ -100,7 +100,7 @@ def test_steps_remeasure_the_curves_on_each_later_step(monkeypatch: pytest.Monke
 
     def spy(c: SensitivityResult, m: onnx.ModelProto, **kw: Any) -> SensitivityResult:
         out = real(c, m, **kw)
-        seen.append([g.channels for g in out.curves])
+        seen.append([g.slots for g in out.curves])
         assert out.ratios == c.ratios and out.samples == c.samples and out.criterion == c.criterion
         return out
 
@@ -109,7 +109,7 @@ def test_steps_remeasure_the_curves_on_each_later_step(monkeypatch: pytest.Monke
         warnings.simplefilter("ignore")
         out = prune_in_steps(model, steps=3, target_macs=0.6, sensitivity=curves)
     assert len(out.steps) == 3 and len(seen) == 2
-    first = [g.channels for g in curves.curves]
+    first = [g.slots for g in curves.curves]
     assert sum(seen[0]) < sum(first) and sum(seen[1]) < sum(seen[0])
     assert abs(out.steps[-1].macs_kept - 0.6) <= 0.03 * 0.6
     assert out.result is not None and out.result.choice is not None and out.result.choice.allocation is not None
