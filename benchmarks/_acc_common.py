@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from _readme import replace_block
 
 from onnxprune.runtime import run, session
 
@@ -79,13 +80,8 @@ def environment() -> str:
 
 def write_block(text: str, command: str) -> None:
     """Replace (or append) the accuracy block of benchmarks/README.md; other blocks are left alone."""
-    body = README.read_text() if README.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{environment()}, with\n\n    {command}\n\n{text}\n{END}"
-    if BEGIN in body and END in body:
-        body = body[: body.index(BEGIN)] + block + body[body.index(END) + len(END):]
-    else:
-        body = body.rstrip("\n") + "\n\n## Accuracy after pruning (`benchmarks/accuracy.py`)\n\n" + block + "\n"
-    README.write_text(body)
+    replace_block(README, BEGIN, END, f"{environment()}, with\n\n    {command}\n\n{text}",
+                  "Accuracy after pruning (`benchmarks/accuracy.py`)")
 
 
 @contextmanager

@@ -30,6 +30,7 @@ import onnx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import latency as latency_bench  # noqa: E402
+from _readme import replace_block  # noqa: E402
 
 from onnxprune import runtime  # noqa: E402
 from onnxprune.bench import bench_feed  # noqa: E402
@@ -117,15 +118,9 @@ def table(rows: list[list[str]], threads: int) -> str:
 
 
 def write_block(text: str, command: str) -> None:
-    readme = latency_bench.README
-    body = readme.read_text()
     env = f"Measured {time.strftime('%Y-%m-%d')} on {latency_bench.platform.machine()} ({latency_bench.cpu_name()})"
-    block = f"{BEGIN}\n{env}, with\n\n    {command}\n\n{text}\n{END}"
-    if BEGIN in body and END in body:
-        body = body[: body.index(BEGIN)] + block + body[body.index(END) + len(END):]
-    else:
-        body = body.rstrip("\n") + "\n\n## Fixed cost per run (`benchmarks/fixed_cost.py`)\n\n" + block + "\n"
-    readme.write_text(body)
+    replace_block(latency_bench.README, BEGIN, END, f"{env}, with\n\n    {command}\n\n{text}",
+                  "Fixed cost per run (`benchmarks/fixed_cost.py`)")
 
 
 def main() -> None:

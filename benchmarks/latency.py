@@ -41,7 +41,9 @@ import onnx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.append(str(ROOT / "benchmarks"))  # for _readme; after tests/, whose zoo.py this folder shadows
 
+from _readme import replace_block  # noqa: E402
 from zoo import ZooEntry, zoo_entry  # noqa: E402
 
 from onnxprune.api import PruneResult, analyse, prune  # noqa: E402
@@ -338,12 +340,8 @@ def write_block(parts: list[str], command: str) -> None:
            f"Python {platform.python_version()}")
     old = body[body.index(BEGIN) + len(BEGIN): body.index(END)].strip("\n") if BEGIN in body and END in body else ""
     text = "\n\n".join([*parts, *_kept_sections(old, parts)])
-    block = f"{BEGIN}\n{env}, with\n\n    {command}\n\n{text}\n{END}"
-    if BEGIN in body and END in body:
-        body = body[: body.index(BEGIN)] + block + body[body.index(END) + len(END):]
-    else:
-        body = body.rstrip("\n") + "\n\n## Latency vs MACs, and budgets (`benchmarks/latency.py`)\n\n" + block + "\n"
-    README.write_text(body)
+    replace_block(README, BEGIN, END, f"{env}, with\n\n    {command}\n\n{text}",
+                  "Latency vs MACs, and budgets (`benchmarks/latency.py`)")
 
 
 def _python() -> str:

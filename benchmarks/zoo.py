@@ -24,7 +24,9 @@ import onnx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.append(str(ROOT / "benchmarks"))  # for _readme; after tests/, whose zoo.py this folder shadows
 
+from _readme import replace_block  # noqa: E402
 from zoo import ZooEntry, zoo_entries  # noqa: E402
 
 from onnxprune.api import analyse, prune  # noqa: E402
@@ -121,15 +123,10 @@ def table(rows: list[Row]) -> str:
 
 
 def write_readme(text: str, command: str) -> None:
-    path = ROOT / "benchmarks" / "README.md"
-    body = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = (f"{BEGIN}\nMeasured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {_cpus()} CPUs, "
-             f"Python {platform.python_version()}, with `{command}`.\n\n{text}\n{END}")
-    if BEGIN in body and END in body:
-        body = body[: body.index(BEGIN)] + block + body[body.index(END) + len(END):]
-    else:
-        body += "\n## Structured pruning over the zoo (`benchmarks/zoo.py`)\n\n" + block + "\n"
-    path.write_text(body)
+    replace_block(ROOT / "benchmarks" / "README.md", BEGIN, END,
+                  f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {_cpus()} CPUs, "
+                  f"Python {platform.python_version()}, with `{command}`.\n\n{text}",
+                  "Structured pruning over the zoo (`benchmarks/zoo.py`)")
 
 
 def _cpus() -> int:
