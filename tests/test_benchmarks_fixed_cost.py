@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from bench_scripts import load_script
 
 
 def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_fixed_cost", ROOT / "benchmarks" / "fixed_cost.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_fixed_cost", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("fixed_cost")
 
 
 def test_fit_recovers_the_fixed_cost_of_a_line_in_pixels() -> None:

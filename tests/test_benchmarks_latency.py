@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from bench_scripts import load_script
 
 OLD = """# Benchmarks
 
@@ -35,17 +31,8 @@ untouched
 """
 
 
-def _latency_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_latency", ROOT / "benchmarks" / "latency.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_latency", module)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_speed_part_keeps_the_budget_section(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    lat = _latency_module()
+    lat = load_script("latency")
     readme = tmp_path / "README.md"
     readme.write_text(OLD)
     monkeypatch.setattr(lat, "README", readme)
