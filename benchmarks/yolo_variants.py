@@ -107,6 +107,10 @@ def more_photos(run: Run, criterion: str) -> onnx.ModelProto:
         return other.pruned(run.model, TARGET, criterion, sensitivity=other.curves(run.model))
 
 
+VARIANTS = ("reference", "cap-0.5", "cap-0.4", "fine-grid", "two-steps", "three-steps", "obs-global", "more-photos",
+            "reference-l2", "more-photos-l2", "keep-cv3")
+
+
 def variants(run: Run, curves: SensitivityResult) -> dict[str, Callable[[], onnx.ModelProto]]:
     return {
         "reference": lambda: run.pruned(run.model, TARGET, sensitivity=curves),
@@ -124,6 +128,9 @@ def variants(run: Run, curves: SensitivityResult) -> dict[str, Callable[[], onnx
 
 
 def main(names: Sequence[str]) -> str:
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:  # before the minutes of curves, not after
+        raise SystemExit(f"unknown variant(s) {unknown}; choose from: {', '.join(VARIANTS)}")
     case = CASES[0]
     model = onnx.load(str(case.path))
     inputs = im.eval_inputs(case.eval_names, case.prep, case.views)
@@ -134,6 +141,7 @@ def main(names: Sequence[str]) -> str:
         curves = run.curves(model)
         print(f"curves: {time.perf_counter() - start:.0f} s", flush=True)
         table = variants(run, curves)
+        assert tuple(table) == VARIANTS
         for name in names or list(table):
             start = time.perf_counter()
             pruned = table[name]()

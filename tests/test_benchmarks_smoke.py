@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -49,6 +51,15 @@ def test_score_drift_counts_pairs_either_model_scores() -> None:
     dense[0, :4] = 100.0                            # box coordinates are not scores
     drift, pairs = score_drift([dense], [pruned])
     assert pairs == 2 and abs(drift - 0.15) < 1e-6
+
+
+def test_yolo_variants_refuse_unknown_names_before_any_work() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from yolo_variants import VARIANTS, main, variants
+
+    with pytest.raises(SystemExit, match=r"unknown variant\(s\) \['nope'\]; choose from: reference, "):
+        main(["reference", "nope"])
+    assert tuple(variants(None, None)) == VARIANTS  # type: ignore[arg-type]  # the lambdas are not called
 
 
 def test_yolo_variants_cap_drops_the_points_above_it() -> None:
