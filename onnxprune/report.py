@@ -161,5 +161,5 @@ def sensitivity_table(result: SensitivityResult, *, error: str = "channel_error"
             if p.accuracy is not None:
                 cell += f"\n{100 * p.accuracy:.1f}%"
             cells.append(cell)
-        table.add_row(str(c.group), c.sources[0] if c.sources else "", str(c.slots * c.width), *cells)
+        table.add_row(str(c.group), c.sources[0] if c.sources else "", str(c.channels), *cells)
     return table

@@ -96,6 +96,10 @@ class GroupCurve:
     points: list[CurvePoint]
     width: int = 1  # channels per slot (Group.width)
 
+    @property
+    def channels(self) -> int:
+        return self.slots * self.width
+
     def error_at(self, removed: float, metric: str = DEFAULT_METRIC) -> float:
         """The error when `removed` slots are gone, linear between measured points (0 when none)."""
         xs = [0.0, *(float(p.removed) for p in self.points)]
@@ -103,7 +107,7 @@ class GroupCurve:
         return float(np.interp(removed, xs, ys))
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.group, "sources": self.sources, "slots": self.slots, "channels": self.slots * self.width,
+        return {"id": self.group, "sources": self.sources, "slots": self.slots, "channels": self.channels,
                 "channels_per_slot": self.width, "points": [p.to_json() for p in self.points]}
 
 

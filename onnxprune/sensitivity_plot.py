@@ -23,7 +23,7 @@ def plot_curves(result: SensitivityResult, path: str | os.PathLike[str], *, erro
     fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(12 if has_acc else 7, 4.5), squeeze=False)
     ranked = sorted(result.curves, key=lambda c: -max((getattr(p, error) for p in c.points), default=0.0))
     for i, c in enumerate(ranked):
-        label = f"g{c.group} {c.sources[0][:24]} ({c.slots * c.width})" if i < MAX_LEGEND else None
+        label = f"g{c.group} {c.sources[0][:24]} ({c.channels})" if i < MAX_LEGEND else None
         xs = [0.0, *(p.ratio for p in c.points)]
         axes[0][0].plot(xs, [0.0, *(getattr(p, error) for p in c.points)], marker=".", label=label)
         if has_acc:
