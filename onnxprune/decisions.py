@@ -80,7 +80,7 @@ def group_decisions(result: PruneResult) -> list[dict[str, Any]]:
         idx = sorted(plan.removals.get(g.id, []))
         nodes = set(g.sources) | consumers.get(g.id, set())
         out.append({
-            "id": g.id, "sources": list(g.sources), "channels": g.size * g.width, "slots": g.size,
+            "id": g.id, "sources": list(g.sources), "channels": g.channels, "slots": g.size,
             "channels_per_slot": g.width, "prunable": g.prunable,
             "blocked": list(g.blocked), "approximate": list(g.approximate),
             "removed": len(idx) * g.width, "kept": (g.size - len(idx)) * g.width,

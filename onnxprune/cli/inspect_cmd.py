@@ -34,7 +34,7 @@ def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], g
         "prunable": len(dg.prunable),
         "blocked": sum(1 for g in dg.groups if g.blocked),
         "approximate": sum(1 for g in dg.groups if g.prunable and g.approximate),
-        "prunable_channels": sum(g.size * g.width for g in dg.prunable),
+        "prunable_channels": sum(g.channels for g in dg.prunable),
         "prunable_slots": sum(g.size for g in dg.prunable),
         "grouped_conv": dg.analysis.grouped,
         "whole_group_convs": sorted(dg.analysis.whole_convs),
@@ -52,7 +52,7 @@ def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], g
         status = "blocked" if g.blocked else "1 channel" if not g.prunable else (
             "approximate" if g.approximate else "prunable")
         reason = g.blocked[0] if g.blocked else g.approximate[0] if g.approximate else ""
-        size = str(g.size) if g.width == 1 else f"{g.size * g.width} ({g.size} slots × {g.width})"
+        size = str(g.size) if g.width == 1 else f"{g.channels} ({g.size} slots × {g.width})"
         table.add_row(str(g.id), size, srcs, status, reason)
     Console().print(table)
     if dg.analysis.whole_convs or dg.analysis.index_convs:

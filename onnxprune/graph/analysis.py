@@ -49,6 +49,10 @@ class Source:
 ApplyHook = Callable[[ApplyContext, onnx.NodeProto], None]  # (context, the node in the model being pruned)
 
 
+GROUPED_MODES = ("auto", "index", "whole")
+DEFAULT_GROUPED = "auto"
+
+
 @dataclass
 class Analysis:
     view: GraphView
@@ -66,7 +70,7 @@ class Analysis:
     approximate: dict[int, list[str]] = field(default_factory=dict)
     # How a grouped convolution loses channels: "index" (the same index in every group), "whole"
     # (whole groups, with their input channels) or "auto" (whole where groups are narrow; rules/conv.py).
-    grouped: str = "auto"
+    grouped: str = DEFAULT_GROUPED
     # Auto mode: the grouped convs analysed with whole groups (name -> output ids), and those kept on
     # the index rule because their whole groups collapsed into one slot (e.g. a channel shuffle).
     whole_convs: dict[str, np.ndarray] = field(default_factory=dict)
@@ -216,10 +220,7 @@ class RuleContext:
 def untracked(n: int) -> np.ndarray:
     return np.full(n, UNTRACKED, dtype=np.int64)
 
-
 APPROXIMATE_KINDS = ("layernorm",)
-GROUPED_MODES = ("auto", "index", "whole")
-DEFAULT_GROUPED = "auto"
 
 
 def analyse(view: GraphView, *, allow_approximate: frozenset[str] = frozenset(),

@@ -31,6 +31,11 @@ class Group:
     def size(self) -> int:
         return int(self.slots.size)
 
+    @property
+    def channels(self) -> int:
+        """Channels of one source tensor: slots × channels per slot."""
+        return self.size * self.width
+
     def multiple(self, round_to: int) -> int:
         """The multiple of *slots* to keep so that the kept *channels* are multiples of round_to
         (at round_to 8: 8 slots at width 1, 2 at width 4, 1 at width 8).
@@ -54,7 +59,7 @@ class Group:
         return {
             "id": self.id,
             "sources": self.sources,
-            "channels": self.size * self.width,
+            "channels": self.channels,
             "slots": self.size,
             "prunable": self.prunable,
             "blocked": self.blocked,
