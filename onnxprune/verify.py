@@ -56,7 +56,7 @@ class VerifyResult:
 
     def describe(self) -> str:
         if self.unverifiable is not None:
-            return f"verify: cannot verify: {self.unverifiable}"
+            return f"cannot verify: {self.unverifiable}"
         state = "PASS" if self.ok else "FAIL"
         return (f"verify {state}: max relative error {self.max_rel_error:.2e} over {len(self.per_output)} tensors, "
                 f"{self.inputs}, {self.masked_edges} masked consumer edges")

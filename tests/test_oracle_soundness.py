@@ -77,7 +77,16 @@ def test_nan_in_the_original_on_random_inputs_cannot_verify_and_exits_4() -> Non
         prune(model, ratio=0.5, verify=True)
     assert err.value.exit_code == EXIT_VERIFY_FAILED
     msg = str(err.value)
-    assert msg.startswith("verify: cannot verify") and "--calib" in msg and "PASS" not in msg
+    assert msg.startswith("cannot verify") and "--calib" in msg and "PASS" not in msg
+
+
+def test_cannot_verify_is_one_line_and_exit_4_from_the_cli(tmp_path: Path) -> None:
+    src, out = tmp_path / "nan.onnx", tmp_path / "out.onnx"
+    onnx.save(_chain("nan"), src)
+    code, _, stderr = _invoke("prune", str(src), "-o", str(out), "--ratio", "0.5")
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == EXIT_VERIFY_FAILED and len(lines) == 1 and not out.exists()
+    assert lines[0].startswith("error: cannot verify: the original model gives NaN or inf on 2 random inputs")
 
 
 def test_masking_that_turns_an_output_infinite_is_a_failure() -> None:
