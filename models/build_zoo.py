@@ -1,6 +1,6 @@
 """Build the onnxprune model zoo: tiny PyTorch architectures exported with both torch exporters.
 
-Run with a Python that has torch, onnx, onnxscript and onnxruntime (NOT the project venv):
+Run with a Python that has torch, transformers, onnx, onnxscript and onnxruntime (NOT the project venv):
 
     python models/build_zoo.py            # writes models/zoo/*.onnx and models/zoo/manifest.json
     python models/build_zoo.py --only resnet,vgg
@@ -33,6 +33,7 @@ import onnx
 import onnxruntime as ort
 import torch
 import torch.nn.functional as F
+import zoo_transformers as zt
 from torch import nn
 
 ZOO_DIR = Path(__file__).resolve().parent / "zoo"
@@ -677,9 +678,22 @@ class Spec:
     outputs: tuple[str, ...] = ("output",)
     # optimize=False keeps the dynamo exporter's raw graph (un-fused Conv -> BatchNormalization, Constants).
     dynamo_optimize: bool = True
+    # Names of the leading dynamic axes of every input and output (with dynamic_batch).
+    dynamic: tuple[str, ...] = ("batch",)
+    # Example values from the input shapes (default: N(0,1) floats).
+    example: Callable[[dict[str, tuple[int, ...]], torch.Generator], tuple[torch.Tensor, ...]] | None = None
 
 
 IMG = (3, 64, 64)
+
+
+def _tokens(*names: str) -> dict[str, tuple[int, ...]]:
+    return {n: (2, zt.SEQ) for n in names}
+
+
+# Text models: dynamic batch and sequence, integer inputs with valid values, one output.
+_TEXT: dict[str, Any] = dict(dynamic_batch=True, dynamic=("batch", "sequence"), outputs=("last_hidden_state",),
+                             example=zt.token_inputs)
 
 SPECS: list[Spec] = [
     Spec("resnet", ResNet, {"input": (2, *IMG)}, 13,
@@ -718,6 +732,17 @@ SPECS: list[Spec] = [
          dynamo_optimize=False),
     Spec("viewnet", ViewNet, {"input": (2, 3, 32, 32)}, 11,
          "CNN with x.view(x.size(0), -1) before the Linear classifier, dynamic batch", dynamic_batch=True),
+    Spec("bert2", lambda: zt.bert(token_types=False, attn="eager"), _tokens("input_ids", "attention_mask"), 14,
+         "BERT (transformers, random init), eager attention: input_ids, attention_mask as (1 - mask) * min",
+         **_TEXT),
+    Spec("bert3", lambda: zt.bert(token_types=True, attn="sdpa"),
+         _tokens("input_ids", "attention_mask", "token_type_ids"), 14,
+         "BERT (transformers, random init), sdpa mask path (Where): input_ids, attention_mask, token_type_ids",
+         **_TEXT),
+    Spec("t5enc", zt.t5_encoder, _tokens("input_ids", "attention_mask"), 14,
+         "T5 encoder (transformers, random init): RMS norm, relative position buckets, ReLU FFN", **_TEXT),
+    Spec("t5", zt.t5, _tokens("input_ids", "attention_mask", "decoder_input_ids"), 14,
+         "T5 encoder-decoder (transformers, random init): causal self-attention, cross-attention", **_TEXT),
 ]
 
 
@@ -757,19 +782,22 @@ def build_model(spec: Spec) -> nn.Module:
     return model.eval()
 
 
-def example_inputs(spec: Spec, batch: int | None = None) -> tuple[torch.Tensor, ...]:
+def example_inputs(spec: Spec, batch: int | None = None, seq: int | None = None) -> tuple[torch.Tensor, ...]:
+    """The traced inputs, or the same with another batch (dim 0) or sequence length (dim 1)."""
     gen = torch.Generator().manual_seed(SEED + 2)
-    out = []
-    for shape in spec.inputs.values():
+    shapes = {}
+    for name, shape in spec.inputs.items():
         s = (batch, *shape[1:]) if batch is not None else shape
-        out.append(torch.randn(*s, generator=gen))
-    return tuple(out)
+        shapes[name] = (s[0], seq, *s[2:]) if seq is not None else s
+    if spec.example is not None:
+        return spec.example(shapes, gen)
+    return tuple(torch.randn(*s, generator=gen) for s in shapes.values())
 
 
 def export_torchscript(spec: Spec, model: nn.Module, path: Path) -> None:
     dyn = None
     if spec.dynamic_batch:
-        dyn = {n: {0: "batch"} for n in (*spec.inputs, *spec.outputs)}
+        dyn = {n: dict(enumerate(spec.dynamic)) for n in (*spec.inputs, *spec.outputs)}
     torch.onnx.export(
         model,
         example_inputs(spec),
@@ -784,11 +812,11 @@ def export_torchscript(spec: Spec, model: nn.Module, path: Path) -> None:
 
 
 def export_dynamo(spec: Spec, model: nn.Module, path: Path) -> None:
-    dyn: dict[str, Any] | None = None
+    dyn: tuple[dict[int, Any], ...] | None = None
     if spec.dynamic_batch:
-        batch = torch.export.Dim("batch", min=1, max=1024)
-        # torch.export keys dynamic_shapes by forward()'s parameter names; all zoo models take one.
-        dyn = {_forward_arg_name(model): {0: batch}}
+        dims = [torch.export.Dim(n, min=1 if i == 0 else 2, max=1024 if i == 0 else zt.MAX_POSITIONS)
+                for i, n in enumerate(spec.dynamic)]
+        dyn = tuple(dict(enumerate(dims)) for _ in spec.inputs)  # one per positional input, in order
     program = torch.onnx.export(
         model,
         example_inputs(spec),
@@ -803,14 +831,6 @@ def export_dynamo(spec: Spec, model: nn.Module, path: Path) -> None:
     )
     assert program is not None
     program.save(str(path), external_data=False)
-
-
-def _forward_arg_name(model: nn.Module) -> str:
-    import inspect
-
-    params = list(inspect.signature(model.forward).parameters)
-    assert len(params) == 1, params
-    return params[0]
 
 
 def normalise_onnx(path: Path) -> onnx.ModelProto:
@@ -849,11 +869,13 @@ def _strip_graph(graph: onnx.GraphProto) -> None:
 def verify(spec: Spec, model: nn.Module, path: Path) -> None:
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    batches: list[int | None] = [None]
+    runs: list[tuple[int | None, int | None]] = [(None, None)]
     if spec.dynamic_batch:
-        batches += [1, 3]
-    for batch in batches:
-        inputs = example_inputs(spec, batch)
+        runs += [(1, None), (3, None)]
+    if "sequence" in spec.dynamic:
+        runs += [(2, 7)]
+    for batch, seq in runs:
+        inputs = example_inputs(spec, batch, seq)
         with torch.no_grad():
             ref = model(*inputs)
         refs = ref if isinstance(ref, tuple) else (ref,)
@@ -861,7 +883,7 @@ def verify(spec: Spec, model: nn.Module, path: Path) -> None:
         outs = sess.run(None, feed)
         assert len(outs) == len(refs), (len(outs), len(refs))
         for o, r in zip(outs, refs, strict=True):
-            np.testing.assert_allclose(o, r.numpy(), rtol=RTOL, atol=ATOL, err_msg=f"{path.name} batch={batch}")
+            np.testing.assert_allclose(o, r.numpy(), rtol=RTOL, atol=ATOL, err_msg=f"{path.name} batch={batch} seq={seq}")
 
 
 def describe_io(path: Path) -> dict[str, Any]:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 import onnx
 
 from onnxprune.allocation import TargetResult
-from onnxprune.calibration import CalibConfig
+from onnxprune.calibration import CalibConfig, real_feeds, timing_feed
 from onnxprune.errors import NothingToPruneError, OnnxPruneError, VerifyError
 from onnxprune.graph.analysis import APPROXIMATE_KINDS, DEFAULT_GROUPED
 from onnxprune.graph.engine import DependencyGraph, dependency_graph
@@ -43,9 +44,12 @@ def _as_model(model: ModelLike) -> onnx.ModelProto:
 
 
 def analyse(model: ModelLike, *, shapes: Shapes | None = None,
-            approximate: Iterable[str] = (), grouped: str = DEFAULT_GROUPED) -> DependencyGraph:
+            approximate: Iterable[str] = (), grouped: str = DEFAULT_GROUPED,
+            calibration: CalibConfig | str | os.PathLike[str] | None = None) -> DependencyGraph:
     """Normalise a copy of the model and build its channel dependency graph.
 
+    calibration: the user's data (as `prune`); the shape probe runs on its first samples (kept in
+    `dg.feeds` for the oracle) instead of random inputs (`onnxprune.inputs.random_inputs`).
     approximate: opt-in rules that cannot be proven exact, e.g. ("layernorm",): LayerNorm over the
     channel axis then lets channels through; those groups are marked approximate.
     grouped: how grouped convolutions lose channels: "index" (the same index in every group, the
@@ -57,7 +61,8 @@ def analyse(model: ModelLike, *, shapes: Shapes | None = None,
     if unknown:
         raise OnnxPruneError(f"unknown --approximate kind(s) {sorted(unknown)}; known: {list(APPROXIMATE_KINDS)}")
     normalised = Normalize()(_as_model(model)).model
-    return dependency_graph(normalised, shapes=shapes, allow_approximate=kinds, grouped=grouped)
+    return dependency_graph(normalised, shapes=shapes, allow_approximate=kinds, grouped=grouped,
+                            feeds=real_feeds(normalised, calibration))
 
 
 @dataclass
@@ -92,6 +97,8 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
 
     criterion: l1, l2, bn-scale, random, or a data-driven one (activation, apoz, wanda, flap,
     obs, sensitivity) that reads `calibration` (random inputs with a CalibrationWarning when None).
+    The shape probe, the oracle and latency measurements also run on `calibration`'s first samples
+    when it names data (the oracle on random inputs as well; onnxprune.verify).
     allocation: "uniform" (every group loses `ratio`) or "global" (one ranking over all groups).
     target_macs / target_params: keep this fraction of the original MACs / parameters (within 3 %)
     instead of removing `ratio`; see onnxprune.allocation.
@@ -129,7 +136,12 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     rounding = channel_multiple(round_to)
     multiple, prefer = rounding.value, prefer_round_to if prefer_round_to is not None else rounding.prefer
     start = time.perf_counter()
-    dg = keep_layers(dg or analyse(model, shapes=shapes, approximate=approximate, grouped=grouped), keep)
+    timed = target_latency is not None or (time_multiples and (target_macs or target_params))
+    if timed and calibration is not None and (latency is None or latency.feed is None):
+        opts = latency or LatencyOptions()
+        latency = dataclasses.replace(opts, feed=timing_feed(_as_model(model), calibration, batch=opts.batch))
+    dg = keep_layers(dg or analyse(model, shapes=shapes, approximate=approximate, grouped=grouped,
+                                   calibration=calibration), keep)
     if not dg.prunable:
         raise NothingToPruneError(f"nothing prunable: {len(dg.groups)} channel groups, all blocked "
                                   f"(run `onnxprune inspect` for the reasons)")
@@ -160,7 +172,8 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
         exact = dg.exact_roots(removed)
         checked = result.model if exact == removed else ApplyPlan(dg, exact)(dg.model).model
         with step(progress, "verify"):
-            out.verify = verify_pruned(dg, exact, checked, shapes=shapes, rtol=rtol)
+            out.verify = verify_pruned(dg, exact, checked, shapes=shapes, rtol=rtol,
+                                       feeds=list(dg.feeds) or real_feeds(dg.model, calibration))
         if exact != removed:
             out.notes.append(f"{len(removed - exact)} channel slots of approximate groups removed: not covered "
                              f"by the exactness check (verified the other {len(exact)})")

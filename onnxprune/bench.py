@@ -34,12 +34,13 @@ import onnx
 
 from onnxprune import runtime
 from onnxprune.errors import OnnxPruneError
-from onnxprune.inputs import graph_inputs, random_inputs
+from onnxprune.inputs import feed_shapes, graph_inputs, random_inputs
 from onnxprune.io import EXTERNAL_DATA_THRESHOLD, load_model
 from onnxprune.stats import serialized_size
 
 ModelLike = onnx.ModelProto | str | os.PathLike[str]
 Shapes = Mapping[str, tuple[int, ...]]
+Feed = Mapping[str, np.ndarray]
 
 DEFAULT_WARMUP = 10
 DEFAULT_REPEAT = 50
@@ -155,6 +156,11 @@ def bench_feed(model: onnx.ModelProto, *, batch: int, shapes: Shapes | None = No
     return random_inputs(model, shapes=fixed, batch=batch, seed=seed)
 
 
+def same_inputs(a: onnx.ModelProto, b: onnx.ModelProto) -> bool:
+    """Whether one feed fits both models (same input names and dtypes)."""
+    return [(s.name, s.dtype) for s in graph_inputs(a)] == [(s.name, s.dtype) for s in graph_inputs(b)]
+
+
 def _check_counts(warmup: int, repeat: int, threads: int) -> None:
     if warmup < 0:
         raise OnnxPruneError(f"--warmup must be >= 0 (got {warmup})")
@@ -170,35 +176,32 @@ def _timed(sess: Any, feed: Mapping[str, np.ndarray]) -> float:
     return time.perf_counter() - t0
 
 
-def _shapes_of(feed: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(int(d) for d in v.shape) for k, v in feed.items()}
-
-
 # -------------------------------------------------------------------------------------- latency
 
 
 def latency(model: ModelLike, *, batch: int = 1, threads: int = 0, warmup: int = DEFAULT_WARMUP,
-            repeat: int = DEFAULT_REPEAT, shapes: Shapes | None = None) -> BenchResult:
-    """Latency of one model: `warmup` untimed runs, then `repeat` timed runs."""
+            repeat: int = DEFAULT_REPEAT, shapes: Shapes | None = None, feed: Feed | None = None) -> BenchResult:
+    """Latency of one model: `warmup` untimed runs, then `repeat` timed runs, on `feed` (the user's
+    data) or random inputs."""
     _check_counts(warmup, repeat, threads)
-    feed = bench_feed(_spec_model(model), batch=batch, shapes=shapes)
+    feed = feed if feed is not None else bench_feed(_spec_model(model), batch=batch, shapes=shapes)
     sess = runtime.session(_ort_source(model), optimize=True, threads=threads)
     runtime.run(sess, feed)  # first run with error handling
     for _ in range(warmup):
         sess.run(None, feed)
     times = [_timed(sess, feed) for _ in range(repeat)]
-    return BenchResult(batch, threads, warmup, _shapes_of(feed), Latency.from_seconds(times))
+    return BenchResult(batch, threads, warmup, feed_shapes(feed), Latency.from_seconds(times))
 
 
 def interleaved_latency(model_a: ModelLike, model_b: ModelLike, *, batch: int = 1, threads: int = 0,
                         warmup: int = DEFAULT_WARMUP, repeat: int = DEFAULT_REPEAT,
-                        shapes: Shapes | None = None) -> ABResult:
-    """A/B latency with runs interleaved A, B, A, B, ...; speedup = median of per-pair t_A / t_B."""
+                        shapes: Shapes | None = None, feed: Feed | None = None) -> ABResult:
+    """A/B latency with runs interleaved A, B, A, B, ...; speedup = median of per-pair t_A / t_B.
+    `feed`: the user's data for model A (and B when its inputs are the same), else random inputs."""
     _check_counts(warmup, repeat, threads)
     spec_a, spec_b = _spec_model(model_a), _spec_model(model_b)
-    feed_a = bench_feed(spec_a, batch=batch, shapes=shapes)
-    same_inputs = [(s.name, s.dtype) for s in graph_inputs(spec_a)] == [(s.name, s.dtype) for s in graph_inputs(spec_b)]
-    feed_b = feed_a if same_inputs else bench_feed(spec_b, batch=batch, shapes=shapes)
+    feed_a = feed if feed is not None else bench_feed(spec_a, batch=batch, shapes=shapes)
+    feed_b = feed_a if same_inputs(spec_a, spec_b) else bench_feed(spec_b, batch=batch, shapes=shapes)
     sess_a = runtime.session(_ort_source(model_a), optimize=True, threads=threads)
     sess_b = runtime.session(_ort_source(model_b), optimize=True, threads=threads)
     runtime.run(sess_a, feed_a)
@@ -219,7 +222,7 @@ def interleaved_latency(model_a: ModelLike, model_b: ModelLike, *, batch: int = 
     ratios = np.asarray(ta) / np.maximum(np.asarray(tb), 1e-12)
     return ABResult(batch, threads, warmup, repeat, Latency.from_seconds(ta), Latency.from_seconds(tb),
                     float(np.median(ratios)), float(np.percentile(ratios, 10)), float(np.percentile(ratios, 90)),
-                    _shapes_of(feed_a))
+                    feed_shapes(feed_a))
 
 
 # --------------------------------------------------------------------------------------- memory
@@ -280,9 +283,9 @@ def _save_for_child(model: onnx.ModelProto, folder: str) -> str:
 
 
 def peak_memory(model: ModelLike, *, batch: int = 1, threads: int = 0, shapes: Shapes | None = None,
-                timeout: float | None = 1800.0) -> MemoryResult:
+                timeout: float | None = 1800.0, feed: Feed | None = None) -> MemoryResult:
     """Peak RSS growth of creating and running an ORT session, measured in a fresh subprocess."""
-    feed = bench_feed(_spec_model(model), batch=batch, shapes=shapes)
+    feed = feed if feed is not None else bench_feed(_spec_model(model), batch=batch, shapes=shapes)
     with tempfile.TemporaryDirectory(prefix="onnxprune-mem-") as tmp:
         feed_path = os.path.join(tmp, "feed.npz")
         np.savez(feed_path, **feed)  # type: ignore[arg-type]

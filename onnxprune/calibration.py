@@ -17,27 +17,31 @@ dim in the model overrides `batch`. Files are read one at a time, so memory stay
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+import numpy as np
 import onnx
 
-from onnxprune.calib.batching import CalibrationWarning, Feed, batch_size_for, rebatch
+from onnxprune.calib.batching import CalibrationWarning, Feed, batch_size_for, first_samples, rebatch
 from onnxprune.calib.config import DEFAULT_RANDOM_SAMPLES, CalibConfig
 from onnxprune.calib.images import ImageOptions
 from onnxprune.calib.options import calib_options, config_from_options, echo_calibration_warnings
 from onnxprune.calib.sources import file_stem_for, open_source
 from onnxprune.errors import OnnxPruneError
-from onnxprune.inputs import graph_inputs, random_inputs
+from onnxprune.inputs import feed_rows, graph_inputs, random_inputs
 
 BatchFactory = Callable[[], Iterator[Feed]]
 
 __all__ = [
     "BatchFactory", "CalibConfig", "CalibrationWarning", "Feed", "ImageOptions", "batch_factory",
     "calib_options", "calibration_batches", "config_from_options", "echo_calibration_warnings", "file_stem_for",
-    "random_batches",
+    "first_samples", "random_batches", "real_feeds", "timing_feed",
 ]
+
+ORACLE_SAMPLES = 4  # real samples the shape probe and the oracle run on: a few are enough to be valid inputs
 
 
 def random_batches(model: onnx.ModelProto, *, samples: int = DEFAULT_RANDOM_SAMPLES, batch: int = 16,
@@ -63,6 +67,34 @@ def random_batches(model: onnx.ModelProto, *, samples: int = DEFAULT_RANDOM_SAMP
     return gen()
 
 
+def as_config(config: CalibConfig | str | os.PathLike[str] | None) -> CalibConfig:
+    """A CalibConfig as given, or one reading the path (None: random inputs)."""
+    return config if isinstance(config, CalibConfig) else CalibConfig(path=Path(config) if config else None)
+
+
+def real_feeds(model: onnx.ModelProto, config: CalibConfig | str | os.PathLike[str] | None, *,
+               samples: int = ORACLE_SAMPLES) -> list[Feed]:
+    """The first `samples` samples of the user's data, for runs that need valid inputs (the shape
+    probe, the oracle, latency); [] without data (those runs then use `inputs.random_inputs`)."""
+    cfg = as_config(config)
+    if cfg.path is None:
+        return []
+    static = any(s.dims and isinstance(s.dims[0], int) for s in graph_inputs(model))
+    return first_samples(calibration_batches(model, cfg), samples, cut=not static)
+
+
+def timing_feed(model: onnx.ModelProto, config: CalibConfig | str | os.PathLike[str] | None, *,
+                batch: int) -> Feed | None:
+    """`batch` samples of the user's data to time the model on (rows repeated when the data holds
+    fewer); None without data."""
+    feeds = real_feeds(model, config, samples=batch)
+    if not feeds:
+        return None
+    joined = {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
+    rows = np.arange(batch) % feed_rows(joined)
+    return {k: np.ascontiguousarray(v[rows]) for k, v in joined.items()}
+
+
 def calibration_batches(model: onnx.ModelProto, config: CalibConfig | str | Path | None = None, *,
                         shapes: Mapping[str, tuple[int, ...]] | None = None) -> Iterator[Feed]:
     """Batches of feeds for `model` from `config` (a CalibConfig, a path, or None for random).
@@ -70,7 +102,7 @@ def calibration_batches(model: onnx.ModelProto, config: CalibConfig | str | Path
     Opening errors (missing file, wrong keys, empty folder) raise OnnxPruneError here; shape
     errors of later files raise while iterating. `shapes` only sizes dynamic dims of random inputs.
     """
-    cfg = config if isinstance(config, CalibConfig) else CalibConfig(path=Path(config) if config else None)
+    cfg = as_config(config)
     if cfg.path is None:
         return random_batches(model, samples=cfg.samples or DEFAULT_RANDOM_SAMPLES, batch=cfg.batch,
                               seed=cfg.seed, shapes=shapes)
@@ -88,7 +120,7 @@ def batch_factory(model: onnx.ModelProto, config: CalibConfig | str | Path | Non
     The source is opened once right away so that bad input fails early; the random-input
     warning is emitted once.
     """
-    cfg = config if isinstance(config, CalibConfig) else CalibConfig(path=Path(config) if config else None)
+    cfg = as_config(config)
     first = calibration_batches(model, cfg, shapes=shapes)
     if cfg.path is None:
         samples = cfg.samples or DEFAULT_RANDOM_SAMPLES

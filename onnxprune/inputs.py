@@ -1,8 +1,13 @@
-"""Model input signatures and random feeds, with user overrides for dynamic dimensions."""
+"""Model input signatures and random feeds, with user overrides for dynamic dimensions.
+
+`random_inputs` is the one place that makes up feeds for a run of a model (shape probe, oracle,
+statistics, benchmarks, validation): floats N(0, 1), integer inputs valid values inferred from the
+graph (`onnxprune.input_values`: token ids below the vocabulary, masks of ones...).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +15,7 @@ import onnx
 from onnx import helper
 
 from onnxprune.errors import OnnxPruneError
+from onnxprune.input_values import describe_rules, infer_rules, past_length, sequence_length
 
 DEFAULT_BATCH = 1
 DEFAULT_DYNAMIC_DIM = 64
@@ -53,6 +59,29 @@ def graph_inputs(model: onnx.ModelProto) -> list[InputSpec]:
     return specs
 
 
+def concrete_shapes(specs: list[InputSpec], *, shapes: Mapping[str, tuple[int, ...]] | None = None,
+                    batch: int = DEFAULT_BATCH, dynamic_dim: int = DEFAULT_DYNAMIC_DIM) -> dict[str, tuple[int, ...]]:
+    """The shape of every input. A dynamic dim takes the value its name (dim_param) has in `shapes`
+    (`--shapes input_ids:1x16` also sizes `attention_mask`'s `sequence`), GenAI's `total_sequence_length`
+    is `past_sequence_length + sequence_length`; else batch on axis 0, `dynamic_dim` elsewhere."""
+    given = {s.name: s.concrete(shapes=shapes) for s in specs if shapes and s.name in shapes}
+    bound: dict[str, int] = {}
+    for spec in specs:
+        for d, v in zip(spec.dims, given.get(spec.name, ()), strict=False):
+            if isinstance(d, str):
+                bound.setdefault(d, v)
+    params = {d for s in specs for d in s.dims if isinstance(d, str)}
+    if "total_sequence_length" not in bound and {"past_sequence_length", "sequence_length"} <= params:
+        bound["total_sequence_length"] = (bound.get("past_sequence_length", dynamic_dim)
+                                          + bound.get("sequence_length", dynamic_dim))
+    out = dict(given)
+    for spec in specs:
+        if spec.name not in out:
+            out[spec.name] = tuple(d if isinstance(d, int) else bound[d] if d in bound
+                                   else (batch if i == 0 else dynamic_dim) for i, d in enumerate(spec.dims))
+    return out
+
+
 def parse_shapes(items: tuple[str, ...] | list[str]) -> dict[str, tuple[int, ...]]:
     """Parse `name:1x3x224x224` (or `name:1,3,224,224`) items."""
     out: dict[str, tuple[int, ...]] = {}
@@ -67,19 +96,39 @@ def parse_shapes(items: tuple[str, ...] | list[str]) -> dict[str, tuple[int, ...
     return out
 
 
+def feed_rows(feed: Mapping[str, np.ndarray]) -> int:
+    """The samples a feed holds: dim 0 of its first input (1 for a scalar)."""
+    first = next(iter(feed.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 1
+
+
+def feed_shapes(feed: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(int(d) for d in np.shape(v)) for k, v in feed.items()}
+
+
+def _plural(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
+def describe_feeds(model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]] = (), *, random: int = 0) -> str:
+    """What a run used: "4 calibration samples", "2 random inputs (input_ids: index below 300; attention_mask:
+    ones)" (the rules of the inputs that are not N(0, 1)), or both joined by "and"."""
+    parts = [_plural(sum(feed_rows(f) for f in feeds), "calibration sample")] if feeds else []
+    if random:
+        rules = describe_rules(infer_rules(model))
+        parts.append(_plural(random, "random input") + (f" ({rules})" if rules else ""))
+    return " and ".join(parts)
+
+
 def random_inputs(model: onnx.ModelProto, *, shapes: Mapping[str, tuple[int, ...]] | None = None,
                   batch: int = DEFAULT_BATCH, seed: int = 0) -> dict[str, np.ndarray]:
-    """One random feed per input: N(0,1) floats, small non-negative ints, random bools."""
+    """One random feed per input, each input's values by its rule (`input_values.infer_rules`)."""
     rng = np.random.default_rng(seed)
-    feed: dict[str, np.ndarray] = {}
-    for spec in graph_inputs(model):
-        shape = spec.concrete(shapes=shapes, batch=batch)
-        if spec.dtype.kind == "f":
-            feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
-        elif spec.dtype.kind in "iu":
-            feed[spec.name] = rng.integers(0, 4, size=shape).astype(spec.dtype)
-        elif spec.dtype.kind == "b":
-            feed[spec.name] = rng.random(shape) > 0.5
-        else:
+    specs = graph_inputs(model)
+    for spec in specs:
+        if spec.dtype.kind not in "fiub":
             raise OnnxPruneError(f"input {spec.name}: unsupported dtype {spec.dtype}")
-    return feed
+    rules = infer_rules(model, [s.name for s in specs])
+    sizes = concrete_shapes(specs, shapes=shapes, batch=batch)
+    total = past_length(sizes) + sequence_length(sizes, rules)
+    return {s.name: rules[s.name].sample(sizes[s.name], s.dtype, rng, total_length=total) for s in specs}

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
 
 from onnxprune.allocation import TargetResult
@@ -41,6 +42,8 @@ class LatencyOptions:
     warmup: int = 5
     repeat: int = 30
     max_steps: int = 8
+    # The user's samples to time (`batch` rows; calibration.timing_feed); None: random inputs.
+    feed: Mapping[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -118,14 +121,20 @@ def built(dg: DependencyGraph, res: TargetResult) -> onnx.ModelProto:
     return AnnotateShapes()(ApplyPlan(dg, res.plan.removed_roots(dg))(dg.model).model).model
 
 
-def require_sizes(model: onnx.ModelProto, shapes: Shapes | None, *, option: str = "--target-latency") -> None:
+def require_sizes(model: onnx.ModelProto, shapes: Shapes | None, *, option: str = "--target-latency",
+                  feed: Mapping[str, np.ndarray] | None = None) -> None:
     """A latency in milliseconds means nothing at a placeholder size: every dynamic dim other than
-    the batch must come from `shapes`."""
+    the batch must come from `shapes` (a named dim also from another input's entry, as
+    `inputs.concrete_shapes` sizes it), or from the user's data (`feed`)."""
     from onnxprune.inputs import graph_inputs
 
-    for spec in graph_inputs(model):
+    if feed is not None:
+        return
+    specs = graph_inputs(model)
+    named = {d for s in specs if shapes and s.name in shapes for d in s.dims if isinstance(d, str)}
+    for spec in specs:
         names = [str(d) if isinstance(d, int) else "1" if i == 0 else f"<{d or '?'}>" for i, d in enumerate(spec.dims)]
-        free = [n for n in names[1:] if n.startswith("<")]
+        free = [n for n, d in zip(names[1:], spec.dims[1:], strict=True) if n.startswith("<") and d not in named]
         if free and not (shapes and spec.name in shapes):
             raise OnnxPruneError(f"{option}: input {spec.name} has dynamic dims ({', '.join(free)}) that set "
                                  f"its latency; give them with --shapes {spec.name}:{'x'.join(names)}")
@@ -143,16 +152,16 @@ def latency_search(dg: DependencyGraph, plan_for: Callable[[float], TargetResult
     opts = options or LatencyOptions()
     if not target_ms > 0:
         raise OnnxPruneError(f"--target-latency must be > 0 ms, got {target_ms}")
-    require_sizes(dg.model, shapes)
+    require_sizes(dg.model, shapes, feed=opts.feed)
 
     def speedup(model: onnx.ModelProto) -> float:
         return interleaved_latency(dg.model, model, batch=opts.batch, threads=opts.threads, warmup=opts.warmup,
-                                   repeat=opts.repeat, shapes=shapes).speedup
+                                   repeat=opts.repeat, shapes=shapes, feed=opts.feed).speedup
 
     tick = report(progress)
     tick("latency search", 0, opts.max_steps + 1)
     out = LatencySearch(target_ms, latency(dg.model, batch=opts.batch, threads=opts.threads, warmup=opts.warmup,
-                                           repeat=opts.repeat, shapes=shapes).latency.median_ms, opts)
+                                           repeat=opts.repeat, shapes=shapes, feed=opts.feed).latency.median_ms, opts)
     tick("latency search", 1, opts.max_steps + 1)
     if out.dense_ms <= target_ms:
         out.achieved_ms = out.dense_ms

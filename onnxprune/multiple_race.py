@@ -59,10 +59,10 @@ def same_channels(dg: DependencyGraph, a: TargetResult, b: TargetResult) -> bool
     return a.plan.removed_roots(dg) == b.plan.removed_roots(dg)
 
 
-def timeable(model: onnx.ModelProto, shapes: Shapes | None) -> str | None:
+def timeable(model: onnx.ModelProto, shapes: Shapes | None, options: LatencyOptions | None = None) -> str | None:
     """None when the model's latency can be measured as given, else why not."""
     try:
-        require_sizes(model, shapes, option="timing the multiples")
+        require_sizes(model, shapes, option="timing the multiples", feed=options.feed if options else None)
     except OnnxPruneError as exc:
         return str(exc)
     return None
@@ -75,7 +75,7 @@ def race(dg: DependencyGraph, preferred: TargetResult, other: TargetResult, *,
 
     opts = options or LatencyOptions()
     ab = interleaved_latency(built(dg, preferred), built(dg, other), batch=opts.batch, threads=opts.threads,
-                             warmup=opts.warmup, repeat=opts.repeat, shapes=shapes)
+                             warmup=opts.warmup, repeat=opts.repeat, shapes=shapes, feed=opts.feed)
     switch = ab.speedup > 1 + MARGIN
     pick = other if switch else preferred
     return pick, MultipleRace(preferred.label, other.label, ab.speedup, pick.label, opts,

@@ -131,7 +131,7 @@ def choose_plan(dg: DependencyGraph, *, criterion: str = "l2", budget: Budget | 
     def rival(metric: str, f: float, res: TargetResult) -> tuple[TargetResult | None, str | None]:
         """The landed plan to time against `res`, or why there is none: plain round_to where the
         preferred multiple landed; where it did not, its plan completed with blocks of round_to."""
-        why = timeable(dg.model, shapes)
+        why = timeable(dg.model, shapes, time_multiples)
         if why is not None:
             return None, why
         assert prefer_round_to is not None

@@ -13,6 +13,8 @@ import onnxruntime as ort
 from onnxprune.errors import OnnxPruneError
 from onnxprune.io import is_large
 
+InferenceSession = ort.InferenceSession
+
 
 def session(model: onnx.ModelProto | str, *, optimize: bool = False, threads: int = 0) -> ort.InferenceSession:
     opts = ort.SessionOptions()

@@ -149,7 +149,8 @@ def remeasured(curves: SensitivityResult, model: onnx.ModelProto, *, calibration
     grouped-conv mode (`grouped` when the file does not say)."""
     from onnxprune.api import analyse
 
-    dg = analyse(model, shapes=shapes, approximate=approximate, grouped=curves.grouped or grouped)
+    dg = analyse(model, shapes=shapes, approximate=approximate, grouped=curves.grouped or grouped,
+                 calibration=calibration)
     return sensitivity_curves(dg, calibration=calibration, ratios=curves.ratios, criterion=curves.criterion,
                               samples=curves.samples, round_to=curves.round_to, shapes=shapes,
                               model_name=curves.model, progress=progress, fill=curves.fill)
@@ -175,7 +176,8 @@ def prune_in_steps(model: onnx.ModelProto, *, steps: int, schedule: str = "geome
     g = gate or Gate()
     curves = SensitivityResult.coerce(prune_kwargs.pop("sensitivity", None))
     original = analyse(model, shapes=shapes, approximate=prune_kwargs.get("approximate", ()),
-                       grouped=prune_kwargs.get("grouped", DEFAULT_GROUPED)).model
+                       grouped=prune_kwargs.get("grouped", DEFAULT_GROUPED),
+                       calibration=prune_kwargs.get("calibration")).model
     base = model_stats(original, shapes=shapes)
     out = StepsResult(None, original, [], schedule, 0)
     current, achieved, keep_prev = original, 1.0, 1.0

@@ -47,6 +47,7 @@ from onnxprune.allocation import CostModel
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.graph.groups import Group
+from onnxprune.inputs import feed_rows
 from onnxprune.order import removal_orders
 from onnxprune.plan import n_keep
 from onnxprune.progress import ProgressFn, report
@@ -210,24 +211,13 @@ class LabelledData:
     output: str | None = None
 
 
-def _rows(feed: Feed) -> int:
-    first = next(iter(feed.values()), None)
-    return int(first.shape[0]) if first is not None and first.ndim else 1
-
-
 def held_feeds(model: onnx.ModelProto, calibration: Calibration, *, samples: int,
                shapes: Shapes | None = None) -> list[Feed]:
     """The first batches of the calibration source holding at least `samples` samples."""
-    from onnxprune.calibration import CalibConfig, calibration_batches
+    from onnxprune.calibration import CalibConfig, calibration_batches, first_samples
 
     source = calibration if calibration is None or isinstance(calibration, CalibConfig | str) else Path(calibration)
-    held: list[Feed] = []
-    n = 0
-    for feed in calibration_batches(model, source, shapes=shapes):
-        held.append(feed)
-        n += _rows(feed)
-        if n >= samples:
-            break
+    held: list[Feed] = list(first_samples(calibration_batches(model, source, shapes=shapes), samples))
     if not held:
         raise OnnxPruneError("the calibration source gave no samples")
     return held
@@ -403,7 +393,7 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
     probe = CurveProbe(dg, feeds, labelled=labelled, fill="zero" if refit is not None else fill,
                        overrides=refit.initializers if refit is not None else ())
     cost = CostModel(dg, shapes=shapes)
-    result = SensitivityResult(model_name, criterion, multiple, grid, sum(_rows(f) for f in feeds), cost.macs,
+    result = SensitivityResult(model_name, criterion, multiple, grid, sum(feed_rows(f) for f in feeds), cost.macs,
                                cost.params, dense_accuracy=probe.dense_accuracy,
                                accuracy_samples=None if probe.labels is None else int(probe.labels.shape[0]),
                                label_output=probe.label_output,

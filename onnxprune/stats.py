@@ -30,7 +30,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.inputs import graph_inputs, random_inputs
+from onnxprune.inputs import concrete_shapes, graph_inputs, random_inputs
 from onnxprune.io import EXTERNAL_DATA_THRESHOLD
 from onnxprune.skeleton import tensor_nbytes, without_weights
 
@@ -326,7 +326,7 @@ def node_macs(node: onnx.NodeProto, shapes: Mapping[str, Shape]) -> int | None:
 
 
 def _pinned_inputs(model: onnx.ModelProto, shapes: Mapping[str, Shape] | None) -> dict[str, Shape]:
-    return {spec.name: spec.concrete(shapes=shapes) for spec in graph_inputs(model)}
+    return concrete_shapes(graph_inputs(model), shapes=shapes)
 
 
 def model_stats(model: onnx.ModelProto, *, shapes: Mapping[str, Shape] | None = None,

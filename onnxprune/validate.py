@@ -19,7 +19,7 @@ import onnx
 
 from onnxprune import runtime
 from onnxprune.errors import OnnxPruneError, ThresholdError
-from onnxprune.inputs import InputSpec, graph_inputs, random_inputs
+from onnxprune.inputs import InputSpec, feed_rows, graph_inputs, random_inputs
 
 LABEL_KEY = "y"
 DEFAULT_SAMPLES = 4
@@ -379,7 +379,7 @@ def validate(original: onnx.ModelProto, pruned: onnx.ModelProto, *,
         if not is_class_scores(ref[name]):
             raise OnnxPruneError(f"--labels: output {name} is not [N, C] class scores (shape {ref[name].shape})")
         report_labels = label_report(name, ref[name], cand[name], _align_labels(labels, feeds))
-    rows = sum(_feed_rows(f) for f in feeds)
+    rows = sum(feed_rows(f) for f in feeds)
     real = data is not None or feeds is not None
     return ValidationReport(source=source or ("data" if real else "random"), num_batches=len(feeds),
                             num_samples=int(rows), outputs=outputs, labels=report_labels)
@@ -387,17 +387,12 @@ def validate(original: onnx.ModelProto, pruned: onnx.ModelProto, *,
 
 def _align_labels(labels: np.ndarray, feeds: Sequence[Feed]) -> np.ndarray:
     """Drop labels of trailing samples the batching dropped (a fixed batch size that does not divide the data)."""
-    rows = sum(_feed_rows(f) for f in feeds)
-    last = _feed_rows(feeds[-1]) if feeds else 0
+    rows = sum(feed_rows(f) for f in feeds)
+    last = feed_rows(feeds[-1]) if feeds else 0
     n = int(np.asarray(labels).shape[0]) if np.ndim(labels) else 0
     if rows < n < rows + last:
         return np.asarray(labels)[:rows]
     return labels
-
-
-def _feed_rows(feed: Feed) -> int:
-    first = next(iter(feed.values()), None)
-    return int(first.shape[0]) if first is not None and first.ndim else 1
 
 
 def threshold_failures(report: ValidationReport, *, min_cosine: float | None = None,

@@ -4,12 +4,24 @@ Removing a set of channel slots must give the same outputs as the *original* gra
 mask multiplied in on the channel axes wherever those channels enter a channel-mixing consumer
 (Conv/Gemm/MatMul reduction inputs, channel sums, recurrent inputs). Every op between a producer
 and those edges works channel by channel, so this is exact whatever the activations do at 0.
+
+The comparison means something only where the reference is finite: a NaN or inf hides any
+difference behind it (invalid inputs do that, e.g. an attention mask of 3 in `(1 - mask) * min`).
+So a non-finite value in the pruned output is an infinite error. Where the masked reference is not
+finite, the original is run too: if it is finite, removing the channels broke the model (an
+infinite error); if not, that feed cannot tell anything, and with nothing else to compare the
+answer is "cannot verify" (give real inputs with --calib), never a pass.
+
+Real feeds (a few calibration samples) are compared first. The random feeds (valid values inferred
+from the graph, `inputs.random_inputs`) are compared as well, since random activations reach
+channels that real data may leave near zero; they are skipped only where the original gives NaN or
+inf on them while it is finite on the real ones.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,8 +31,8 @@ from onnx import numpy_helper
 from onnxprune.graph.apply import ApplyContext
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.graph.masking import mask_dtype, mask_shape, splice_masks
-from onnxprune.inputs import random_inputs
-from onnxprune.runtime import run, session
+from onnxprune.inputs import describe_feeds, feed_shapes, random_inputs
+from onnxprune.runtime import InferenceSession, run, session
 
 DEFAULT_RTOL = 1e-4
 ABS_FLOOR = 1e-6  # float32 noise on outputs that are ~0 everywhere (saturated sigmoids)
@@ -29,18 +41,29 @@ SQUASHING = {"Sigmoid", "Softmax", "LogSoftmax", "HardSigmoid", "Tanh", "Clip", 
              "Softplus", "Exp"}
 
 
+Feed = Mapping[str, np.ndarray]
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     ok: bool
     max_rel_error: float
     per_output: dict[str, float]
     masked_edges: int
-    samples: int
+    samples: int  # feeds compared
+    inputs: str = ""  # what they were: "4 calibration samples and 2 random inputs (input_ids: index below 300)"
+    unverifiable: str | None = None  # why nothing could be compared (then ok is False)
 
     def describe(self) -> str:
+        if self.unverifiable is not None:
+            return f"cannot verify: {self.unverifiable}"
         state = "PASS" if self.ok else "FAIL"
         return (f"verify {state}: max relative error {self.max_rel_error:.2e} over {len(self.per_output)} tensors, "
-                f"{self.samples} random inputs, {self.masked_edges} masked consumer edges")
+                f"{self.inputs}, {self.masked_edges} masked consumer edges")
+
+    def to_json(self) -> dict[str, object]:
+        return {"ok": self.ok, "max_rel_error": self.max_rel_error, "inputs": self.inputs,
+                "samples": self.samples, "cannot_verify": self.unverifiable}
 
 
 def masked_model(dg: DependencyGraph, removed_roots: set[int]) -> tuple[onnx.ModelProto, int]:
@@ -61,13 +84,16 @@ def masked_model(dg: DependencyGraph, removed_roots: set[int]) -> tuple[onnx.Mod
 
 
 def relative_error(a: np.ndarray, b: np.ndarray) -> float:
-    """max|a - b| relative to max|b|, with differences below ABS_FLOOR counted as 0."""
+    """max|a - b| relative to max|b|, with differences below ABS_FLOOR counted as 0; infinite where
+    either holds a NaN or inf (equal non-finite values hide the differences that made them)."""
     if a.shape != b.shape:
         return float("inf")
     if a.dtype.kind not in "fc":
         return 0.0 if np.array_equal(a, b) else float("inf")
     if not a.size:
         return 0.0
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("inf")
     diff = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
     if diff <= ABS_FLOOR:
         return 0.0
@@ -98,18 +124,50 @@ def _exposed(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return m
 
 
+def _finite(values: Mapping[str, np.ndarray]) -> bool:
+    return all(v.dtype.kind not in "fc" or bool(np.isfinite(v).all()) for v in values.values())
+
+
 def verify_pruned(dg: DependencyGraph, removed_roots: set[int], pruned: onnx.ModelProto, *,
                   shapes: Mapping[str, tuple[int, ...]] | None = None, samples: int = 2,
-                  rtol: float = DEFAULT_RTOL) -> VerifyResult:
+                  rtol: float = DEFAULT_RTOL, feeds: Sequence[Feed] = ()) -> VerifyResult:
+    """Compare `pruned` with the masked original on `feeds` (real data, e.g. a few calibration samples)
+    and on `samples` random feeds (`inputs.random_inputs`) of `shapes`; see the module doc."""
     reference, edges = masked_model(dg, removed_roots)
     names = compared_tensors(dg.model)
     ref_sess, new_sess = session(_exposed(reference, names)), session(_exposed(pruned, names))
+    real, rand = describe_feeds(dg.model, feeds), describe_feeds(dg.model, random=samples)
+    # Random feeds take the real data's sizes unless `shapes` says otherwise (the analysis ran at them).
+    sizes = shapes or (feed_shapes(feeds[0]) if feeds else None)
+    runs = [(dict(f), True) for f in feeds] + [(random_inputs(dg.model, shapes=sizes, seed=1000 + s), False)
+                                               for s in range(samples)]
     per: dict[str, float] = {}
-    for s in range(samples):
-        feed = random_inputs(dg.model, shapes=shapes, seed=1000 + s)
+    compared, skipped = 0, False
+    dense: InferenceSession | None = None  # the original, run only where the reference is not finite
+    for feed, is_real in runs:
         want = run(ref_sess, feed, names)
+        if not _finite(want):
+            dense = dense or session(_exposed(dg.model, names))
+            if _finite(run(dense, feed, names)):  # the masks made it so: the pruned model is broken
+                per.update({n: float("inf") for n, v in want.items() if not _finite({n: v})})
+                compared += 1
+                continue
+            if is_real:
+                return VerifyResult(False, float("inf"), per, edges, compared, real, unverifiable=(
+                    f"the original model gives NaN or inf on {real}: nothing to compare"))
+            if not feeds:
+                return VerifyResult(False, float("inf"), per, edges, compared, rand, unverifiable=(
+                    f"the original model gives NaN or inf on {rand}; give real inputs with --calib"))
+            skipped = True
+            continue
         got = run(new_sess, feed, names)
+        compared += 1
         for name in want:
             per[name] = max(per.get(name, 0.0), relative_error(got[name], want[name]))
+    if not compared:
+        return VerifyResult(False, float("inf"), per, edges, 0, "", unverifiable="no inputs to compare on")
+    used = " and ".join(x for x in (real, "" if skipped else rand) if x)
+    if skipped:
+        used += f" (not the {rand}: the original gives NaN or inf on them)"
     worst = max(per.values(), default=0.0)
-    return VerifyResult(worst <= rtol, worst, per, edges, samples)
+    return VerifyResult(worst <= rtol, worst, per, edges, compared, used)

@@ -65,7 +65,7 @@ def test_untimed_by_default_and_when_sizes_are_unknown(fake_timing: Any, monkeyp
     dynamic = g.build()
     why = timeable(dynamic, None)
     assert why is not None and "dynamic dims (<H>, <W>)" in why and timeable(dynamic, {"x": (1, 8, 6, 6)}) is None
-    monkeypatch.setattr(planner, "timeable", lambda model, shapes: why)
+    monkeypatch.setattr(planner, "timeable", lambda model, shapes, options=None: why)
     res = prune(VGG, target_macs=0.5, round_to=8, prefer_round_to=16, time_multiples=True)
     assert fake.calls == 0 and res.plan.round_to == 16 and res.choice is not None and res.choice.race is None
     assert res.choice.race_skipped == why and f"multiples not timed: {why}" in res.notes

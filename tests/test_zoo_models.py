@@ -15,6 +15,7 @@ ENTRIES = zoo_entries()
 EXPECTED_ARCHS = {
     "resnet", "mobilenetv2", "mobilenetv3", "efficientnet", "densenet", "inception", "shufflenetv2", "unet",
     "resnext", "yolov8", "audio1d", "mlp", "convnext", "transformer", "lstm", "vgg", "viewnet",
+    "bert2", "bert3", "t5enc", "t5",
 }  # fmt: skip
 
 

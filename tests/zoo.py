@@ -1,4 +1,4 @@
-"""The model zoo the tests and benchmarks run on (plain helper module; needs onnx + numpy, not torch).
+"""The model zoo the tests and benchmarks run on (plain helper module; needs onnx, numpy and onnxprune, not torch).
 
 Three kinds of entries:
 
@@ -9,7 +9,7 @@ Three kinds of entries:
 * ``"real"``: real pretrained exports in ``models/real/`` fetched by ``make models``; listed only
   when present.
 
-Usage::
+Usage (the feeds are onnxprune's own, ``onnxprune.inputs.random_inputs``)::
 
     from zoo import zoo_entries, random_inputs
     for entry in zoo_entries():
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Literal
 
@@ -43,8 +42,9 @@ REAL_MODELS: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
     "ppocrv4_det.onnx": ("real_ppocrv4_det", {"x": (1, 3, 64, 64)}),
 }
 
-# Size used for a dynamic dim of a zoo model (the only dynamic dim in the zoo is the batch axis).
+# Sizes used for the dynamic dims of a zoo model: the batch axis, and the sequence axis of the text models.
 DYNAMIC_DIM_VALUE = 1
+SEQUENCE_DIM_VALUE = 16
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,8 @@ class ZooEntry:
 
 
 def _concrete(shape: list[int | str]) -> tuple[int, ...]:
-    return tuple(d if isinstance(d, int) and d > 0 else DYNAMIC_DIM_VALUE for d in shape)
+    return tuple(d if isinstance(d, int) and d > 0 else DYNAMIC_DIM_VALUE if i == 0 else SEQUENCE_DIM_VALUE
+                 for i, d in enumerate(shape))
 
 
 def _torch_entries() -> list[ZooEntry]:
@@ -123,48 +124,9 @@ def entry_ids(entries: list[ZooEntry]) -> list[str]:
     return [e.name for e in entries]
 
 
-@dataclass(frozen=True)
-class InputSpec:
-    name: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-
-
-@cache
-def _graph_inputs(path: Path) -> tuple[tuple[str, tuple[int | str, ...], int], ...]:
-    model = onnx.load(str(path), load_external_data=False)
-    inits = {i.name for i in model.graph.initializer}
-    out = []
-    for vi in model.graph.input:
-        if vi.name in inits:  # IR<4 models list initializers as inputs too
-            continue
-        tt = vi.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim)
-        out.append((vi.name, dims, tt.elem_type))
-    return tuple(out)
-
-
-def input_specs(entry: ZooEntry) -> list[InputSpec]:
-    """Concrete name/shape/dtype of every real (non-initializer) graph input of ``entry``."""
-    specs = []
-    for name, dims, elem in _graph_inputs(entry.path):
-        if entry.shapes is not None and name in entry.shapes:
-            shape = entry.shapes[name]
-        else:
-            shape = tuple(d if isinstance(d, int) and d > 0 else DYNAMIC_DIM_VALUE for d in dims)
-        specs.append(InputSpec(name, shape, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem))))
-    return specs
-
-
 def random_inputs(entry: ZooEntry, seed: int = 0) -> dict[str, np.ndarray]:
-    """Deterministic random feeds for ``entry`` (standard normal for floats, small ints otherwise)."""
-    rng = np.random.default_rng(seed)
-    feeds: dict[str, np.ndarray] = {}
-    for spec in input_specs(entry):
-        if np.issubdtype(spec.dtype, np.floating):
-            feeds[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
-        elif spec.dtype == np.bool_:
-            feeds[spec.name] = rng.integers(0, 2, spec.shape).astype(np.bool_)
-        else:
-            feeds[spec.name] = rng.integers(0, 4, spec.shape).astype(spec.dtype)
-    return feeds
+    """Deterministic random feeds for ``entry``, as onnxprune makes them (``onnxprune.inputs.random_inputs``:
+    standard normal floats, integer inputs valid for the graph: token ids below the vocabulary, masks of ones)."""
+    from onnxprune.inputs import random_inputs as feeds
+
+    return feeds(onnx.load(str(entry.path), load_external_data=False), shapes=entry.shapes, seed=seed)

@@ -20,7 +20,9 @@ from onnxprune.bench import (
     latency,
     model_file_size,
     peak_memory,
+    same_inputs,
 )
+from onnxprune.calibration import timing_feed
 from onnxprune.errors import OnnxPruneError
 from onnxprune.inputs import parse_shapes
 from onnxprune.io import load_model
@@ -55,13 +57,14 @@ def _mem(m: MemoryResult | None) -> str:
 @click.option("--memory/--no-memory", default=True, show_default=True,
               help="Measure peak RSS growth in a subprocess per model and batch.")
 @click.option("--json", "json_out", default=None, help="Write the results as JSON to this file.")
+@click.option("--data", default=None, metavar="PATH",
+              help="Time on these samples (the --calib formats: .npz keyed by input name, .npy, a folder) instead "
+                   "of random inputs: the first --batch rows, repeated when the data holds fewer.")
 def command(model: str, other: str | None, batches: tuple[int, ...], threads: int, warmup: int, repeat: int,
-            shapes: tuple[str, ...], memory: bool, json_out: str | None) -> None:
+            shapes: tuple[str, ...], memory: bool, json_out: str | None, data: str | None) -> None:
     """Benchmark MODEL in ONNX Runtime (CPU, graph optimisation on, as deployed)."""
     shape_map = parse_shapes(shapes)
-    for path in (model, other):
-        if path is not None:
-            load_model(path, load_external_data=False)  # one-line errors for missing / broken files
+    graphs = {p: load_model(p, load_external_data=False) for p in (model, other) if p is not None}  # one-line errors
     roles = {"A": model} if other is None else {"A": model, "B": other}
     sizes = {r: model_file_size(p) for r, p in roles.items()}
     doc: dict[str, Any] = {"models": {r: {"path": p, "size_bytes": sizes[r]} for r, p in roles.items()},
@@ -77,18 +80,21 @@ def command(model: str, other: str | None, batches: tuple[int, ...], threads: in
     shown: list[str] = []
     default_batch = next((v[0] for v in shape_map.values() if v), 1)
     for batch in batches or (default_batch,):
-        mem = {r: peak_memory(p, batch=batch, threads=threads, shapes=shape_map) if memory else None
-               for r, p in roles.items()}
+        feed = timing_feed(graphs[model], data, batch=batch)
+        mem = {r: peak_memory(p, batch=batch, threads=threads, shapes=shape_map,
+                              feed=feed if r == "A" or same_inputs(graphs[model], graphs[p]) else None)
+               if memory else None for r, p in roles.items()}
         entry: dict[str, Any] = {"batch": batch, "memory": {r: m.to_dict() if m else None for r, m in mem.items()}}
         if other is None:
-            res = latency(model, batch=batch, threads=threads, warmup=warmup, repeat=repeat, shapes=shape_map)
+            res = latency(model, batch=batch, threads=threads, warmup=warmup, repeat=repeat, shapes=shape_map,
+                          feed=feed)
             entry["latency"] = res.to_dict()
             shown.append(_shapes_text(batch, res.input_shapes))
             table.add_row("A", str(batch), f"{res.latency.median_ms:.3f} ms", f"{res.latency.p90_ms:.3f} ms",
                           _mem(mem["A"]))
         else:
             ab = interleaved_latency(model, other, batch=batch, threads=threads, warmup=warmup, repeat=repeat,
-                                     shapes=shape_map)
+                                     shapes=shape_map, feed=feed)
             entry["ab"] = ab.to_dict()
             shown.append(_shapes_text(batch, ab.input_shapes))
             table.add_row("A", str(batch), f"{ab.a.median_ms:.3f} ms", f"{ab.a.p90_ms:.3f} ms",
@@ -103,6 +109,7 @@ def command(model: str, other: str | None, batches: tuple[int, ...], threads: in
     if other is not None:
         click.echo(f"B = {other} ({human_bytes(sizes['B'])})")
         click.echo("speedup = median over interleaved pairs of t_A / t_B (> 1: B is faster)")
-    click.echo("inputs: " + "; ".join(shown) + " (dynamic dims other than batch: 64 unless --shapes)")
+    click.echo("inputs: " + "; ".join(shown) + (f" (samples of {data})" if data else
+                                                  " (random; dynamic dims other than batch: 64 unless --shapes)"))
     if json_out:
         _write_json(json_out, doc)

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from onnxprune.api import analyse
+from onnxprune.calibration import CalibConfig, calib_options
 from onnxprune.cli.options import (
     approximate_option,
     grouped_option,
@@ -16,6 +17,7 @@ from onnxprune.cli.options import (
     parsed_shapes,
     shapes_option,
 )
+from onnxprune.input_values import describe_rules, infer_rules
 
 
 @click.command("inspect")
@@ -25,10 +27,14 @@ from onnxprune.cli.options import (
 @grouped_option
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")
 @click.option("--all", "show_all", is_flag=True, help="List every group (default: the first 60).")
+@calib_options
 def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], grouped: str, as_json: bool,
-            show_all: bool) -> None:
-    """Show the channel groups of MODEL: coupled producers, channel counts, blocked reasons."""
-    dg = analyse(model, shapes=parsed_shapes(shapes), approximate=approximate, grouped=grouped)
+            show_all: bool, calib: CalibConfig) -> None:
+    """Show the channel groups of MODEL: coupled producers, channel counts, blocked reasons.
+
+    The shapes come from one run on the first --calib samples, else on random inputs whose integer
+    values are inferred from the graph (token ids below the vocabulary, masks of ones)."""
+    dg = analyse(model, shapes=parsed_shapes(shapes), approximate=approximate, grouped=grouped, calibration=calib)
     summary = {
         "groups": len(dg.groups),
         "prunable": len(dg.prunable),
@@ -41,7 +47,8 @@ def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], g
         "index_fallback_convs": sorted(dg.analysis.index_convs),
     }
     if as_json:
-        click.echo(json.dumps({"summary": summary, "groups": [g.to_json() for g in dg.groups]}, indent=1))
+        click.echo(json.dumps({"summary": summary, "inputs": dg.inputs_json(),
+                               "groups": [g.to_json() for g in dg.groups]}, indent=1))
         return
     table = Table(title=f"{model}: {summary['groups']} groups, {summary['prunable']} prunable")
     for col in ("id", "channels", "sources", "status", "reason"):
@@ -59,5 +66,7 @@ def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], g
         click.echo(f"--grouped-conv {dg.analysis.grouped}: {len(dg.analysis.whole_convs)} grouped conv(s) lose whole "
                    f"groups" + (f", {len(dg.analysis.index_convs)} keep the index rule (whole groups collapse into "
                                 f"one slot)" if dg.analysis.index_convs else ""))
+    click.echo(f"random input values: {describe_rules(infer_rules(dg.model), every=True)}")
+    click.echo(f"shapes from one run on {dg.probe_inputs}")
     if len(shown) < len(dg.groups):
         click.echo(f"... {len(dg.groups) - len(shown)} more groups (--all to list them)")

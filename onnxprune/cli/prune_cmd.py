@@ -11,7 +11,7 @@ from rich.console import Console
 
 from onnxprune.allocation import ALLOCATIONS
 from onnxprune.api import PruneResult, prune
-from onnxprune.calibration import CalibConfig, calib_options, echo_calibration_warnings
+from onnxprune.calibration import CalibConfig, calib_options, echo_calibration_warnings, timing_feed
 from onnxprune.cli.options import (
     approximate_option,
     grouped_option,
@@ -127,8 +127,9 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
     check_distinct_paths(model, output)
     shp = parsed_shapes(shapes)
     original = load_model(model)
+    timing = _latency_options(loop, original, calib)
     if loop["measure_latency"]:
-        require_sizes(original, shp, option="--measure-latency")
+        require_sizes(original, shp, option="--measure-latency", feed=timing.feed)
     steps: StepsResult | None = None
     with echo_calibration_warnings(), rich_progress(enabled=loop["progress"]) as bar:
         kwargs: dict[str, Any] = dict(
@@ -138,7 +139,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
             reconstruct=reconstruct, head_floor=head_floor, keep=keep, grouped=grouped, progress=bar,
             sensitivity=loop["sensitivity"],
             sensitivity_error=loop["sensitivity_error"], target_latency=loop["target_latency"],
-            latency=_latency_options(loop), time_multiples=loop["time_multiples"])
+            latency=timing, time_multiples=loop["time_multiples"])
         gate = _gate(original, calib, shp, loop)
         if loop["steps"] > 1 or gate.active:
             if plan_in:
@@ -151,7 +152,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
             result = prune(original, plan=Plan.load(plan_in) if plan_in else None, **kwargs)
     dense = result.dg.model if steps is None else steps.original
     before, after = model_stats(dense, shapes=shp), model_stats(result.model, shapes=shp)
-    latency_ms = _latency(dense, result, loop, shp)
+    latency_ms = _latency(dense, result, loop, shp, timing)
     result.save(output)
     console = Console()
     console.print(compare_table(before, after, latency_ms=latency_ms, title=f"{Path(model).name} -> {Path(output).name}"))
@@ -213,8 +214,8 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
                 "metric": result.target.metric, "target": result.target.target,
                 "achieved": result.target.achieved},
             "compare": compare_dict(before, after),
-            "verify": None if result.verify is None else {
-                "ok": result.verify.ok, "max_rel_error": result.verify.max_rel_error},
+            "inputs": result.dg.inputs_json(),
+            "verify": None if result.verify is None else result.verify.to_json(),
             "reconstruct": None if result.reconstruction is None else result.reconstruction.to_json(),
             "plan": result.plan.to_json(),
             "groups": [g.to_json() | d for g, d in zip(groups, group_decisions(result), strict=True)],
@@ -236,8 +237,12 @@ def _race_json(result: PruneResult) -> dict[str, object] | None:
     return choice.race.to_json() if choice.race is not None else {"skipped": choice.race_skipped}
 
 
-def _latency_options(loop: dict[str, Any]) -> LatencyOptions:
-    return LatencyOptions(batch=loop["latency_batch"], threads=loop["latency_threads"], repeat=loop["latency_repeat"])
+def _latency_options(loop: dict[str, Any], model: Any, calib: CalibConfig) -> LatencyOptions:
+    """How latency is measured; on the first --calib samples when given and anything is timed."""
+    batch = loop["latency_batch"]
+    timed = loop["measure_latency"] or loop["target_latency"] is not None or loop["time_multiples"]
+    return LatencyOptions(batch=batch, threads=loop["latency_threads"], repeat=loop["latency_repeat"],
+                          feed=timing_feed(model, calib, batch=batch) if timed else None)
 
 
 def _gate(model: Any, calib: CalibConfig, shapes: Any, loop: dict[str, Any]) -> Gate:
@@ -251,13 +256,14 @@ def _gate(model: Any, calib: CalibConfig, shapes: Any, loop: dict[str, Any]) -> 
     return Gate(loop["min_cosine"], loop["max_acc_drop"], feeds, labelled)
 
 
-def _latency(dense: Any, result: Any, loop: dict[str, Any], shapes: Any) -> tuple[float, float] | None:
+def _latency(dense: Any, result: Any, loop: dict[str, Any], shapes: Any,
+             timing: LatencyOptions) -> tuple[float, float] | None:
     """(before, after) ms: the latency search's measurements, or an interleaved A/B with --measure-latency."""
     if loop["measure_latency"]:
         from onnxprune.bench import interleaved_latency
 
-        ab = interleaved_latency(dense, result.model, batch=loop["latency_batch"], threads=loop["latency_threads"],
-                                 repeat=loop["latency_repeat"], shapes=shapes)
+        ab = interleaved_latency(dense, result.model, batch=timing.batch, threads=timing.threads,
+                                 repeat=timing.repeat, shapes=shapes, feed=timing.feed)
         return ab.a.median_ms, ab.b.median_ms
     search = result.choice.latency if result.choice is not None else None
     return None if search is None else (search.dense_ms, search.achieved_ms)

@@ -89,7 +89,8 @@ def command(model: str, ratios: str, criterion: str, round_to: str | None, targe
         if importlib.util.find_spec("matplotlib") is None:
             raise OnnxPruneError("--plot needs matplotlib: pip install 'onnxprune[plot]'")
     shp = parsed_shapes(shapes)
-    dg = keep_layers(analyse(load_model(model), shapes=shp, approximate=approximate, grouped=grouped),
+    dg = keep_layers(analyse(load_model(model), shapes=shp, approximate=approximate, grouped=grouped,
+                             calibration=calib),
                      keep)  # kept groups are not measured
     with echo_calibration_warnings(), rich_progress(enabled=progress) as bar:
         labelled = load_labelled(dg.model, data=data, labels=labels, calibration=calib, samples=samples,

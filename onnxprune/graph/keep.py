@@ -32,4 +32,4 @@ def keep_layers(dg: DependencyGraph, patterns: Sequence[str]) -> DependencyGraph
         hit = next(((p, s) for s in g.sources for p in patterns if fnmatch.fnmatchcase(s, p)), None)
         groups.append(g if hit is None else
                       dataclasses.replace(g, blocked=[*g.blocked, f"kept: {hit[1]} matches --keep {hit[0]!r}"]))
-    return DependencyGraph(dg.model, dg.analysis, groups)
+    return dataclasses.replace(dg, groups=groups)
