@@ -18,7 +18,7 @@ dim in the model overrides `batch`. Files are read one at a time, so memory stay
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import onnx
@@ -32,11 +32,14 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.inputs import graph_inputs, random_inputs
 
 BatchFactory = Callable[[], Iterator[Feed]]
+# What a pass takes as calibration: a CalibConfig or a path (None: random inputs), a zero-argument
+# callable returning fresh iterators of feeds, or ready feeds.
+CalibrationLike = CalibConfig | str | Path | Callable[[], Iterable[Feed]] | Sequence[Feed] | None
 
 __all__ = [
-    "BatchFactory", "CalibConfig", "CalibrationWarning", "Feed", "ImageOptions", "batch_factory",
-    "calib_options", "calibration_batches", "config_from_options", "echo_calibration_warnings", "file_stem_for",
-    "random_batches",
+    "BatchFactory", "CalibConfig", "CalibrationLike", "CalibrationWarning", "Feed", "ImageOptions", "batch_factory",
+    "calib_options", "calibration_batches", "config_from_options", "echo_calibration_warnings", "feed_factory",
+    "file_stem_for", "random_batches",
 ]
 
 
@@ -97,3 +100,13 @@ def batch_factory(model: onnx.ModelProto, config: CalibConfig | str | Path | Non
     del first
     return lambda: calibration_batches(model, cfg, shapes=shapes)
 
+
+
+def feed_factory(model: onnx.ModelProto, calibration: CalibrationLike) -> Callable[[], Iterable[Feed]]:
+    """Any CalibrationLike as a zero-argument callable returning fresh iterators of feeds for `model`."""
+    if calibration is None or isinstance(calibration, CalibConfig | str | Path):
+        return batch_factory(model, calibration)
+    if callable(calibration):
+        return calibration
+    feeds = list(calibration)
+    return lambda: iter(feeds)

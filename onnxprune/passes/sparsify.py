@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from onnxprune.activations import DEFAULT_MAX_ROWS, collect_stats
-from onnxprune.calibration import CalibConfig, batch_factory
+from onnxprune.calibration import CalibConfig, feed_factory
 from onnxprune.errors import OnnxPruneError
 from onnxprune.passes.base import Pass, PassResult
 from onnxprune.sparsity.colnorms import column_norms
@@ -81,13 +81,7 @@ class SparsifyPass(Pass):
         self.min_reduction = min_reduction
 
     def _batches(self, model: onnx.ModelProto) -> Callable[[], Iterable[Feed]]:
-        cal = self.calibration
-        if cal is None or isinstance(cal, CalibConfig):
-            return batch_factory(model, cal)
-        if callable(cal):
-            return cal
-        feeds = list(cal)
-        return lambda: iter(feeds)
+        return feed_factory(model, self.calibration)
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         work = onnx.ModelProto()
