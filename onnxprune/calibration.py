@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from onnxprune.calib.batching import CalibrationWarning, Feed, batch_size_for, rebatch
@@ -34,7 +35,8 @@ from onnxprune.inputs import graph_inputs, random_inputs
 BatchFactory = Callable[[], Iterator[Feed]]
 # What a pass takes as calibration: a CalibConfig or a path (None: random inputs), a zero-argument
 # callable returning fresh iterators of feeds, or ready feeds.
-CalibrationLike = CalibConfig | str | Path | Callable[[], Iterable[Feed]] | Sequence[Feed] | None
+FeedLike = Mapping[str, np.ndarray]
+CalibrationLike = CalibConfig | str | Path | Callable[[], Iterable[FeedLike]] | Sequence[FeedLike] | None
 
 __all__ = [
     "BatchFactory", "CalibConfig", "CalibrationLike", "CalibrationWarning", "Feed", "ImageOptions", "batch_factory",
@@ -102,10 +104,12 @@ def batch_factory(model: onnx.ModelProto, config: CalibConfig | str | Path | Non
 
 
 
-def feed_factory(model: onnx.ModelProto, calibration: CalibrationLike) -> Callable[[], Iterable[Feed]]:
-    """Any CalibrationLike as a zero-argument callable returning fresh iterators of feeds for `model`."""
+def feed_factory(model: onnx.ModelProto, calibration: CalibrationLike, *,
+                 shapes: Mapping[str, tuple[int, ...]] | None = None) -> Callable[[], Iterable[FeedLike]]:
+    """Any CalibrationLike as a zero-argument callable returning fresh iterators of feeds for `model`
+    (`shapes` sizes the dynamic dims of random inputs)."""
     if calibration is None or isinstance(calibration, CalibConfig | str | Path):
-        return batch_factory(model, calibration)
+        return batch_factory(model, calibration, shapes=shapes)
     if callable(calibration):
         return calibration
     feeds = list(calibration)

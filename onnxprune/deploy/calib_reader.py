@@ -9,13 +9,13 @@ same samples.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader
 
-from onnxprune.calibration import CalibrationLike, Feed, feed_factory
+from onnxprune.calibration import CalibrationLike, Feed, FeedLike, feed_factory
 from onnxprune.errors import OnnxPruneError
 
 
@@ -26,24 +26,28 @@ class FeedReader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime sh
     (wrong input names, shapes, dtypes) fails with onnxprune's one-line error before any quantizer runs.
     """
 
-    def __init__(self, batches: Callable[[], Iterable[Feed]]) -> None:
+    def __init__(self, batches: Callable[[], Iterable[FeedLike]]) -> None:
         self._batches = batches
-        self._it: Iterator[Feed] = iter(batches())
-        first: Feed | None = next(self._it, None)  # type: ignore[arg-type]
+        self._it: Iterator[FeedLike] = iter(batches())
+        first = next(self._it, None)
         if first is None:
             raise OnnxPruneError("the calibration source holds no samples")
-        self._first: Feed | None = first
+        self._first: Feed | None = dict(first)
         self.samples = 0
 
     @classmethod
-    def for_model(cls, model: onnx.ModelProto, calibration: CalibrationLike) -> FeedReader:
-        return cls(feed_factory(model, calibration))
+    def for_model(cls, model: onnx.ModelProto, calibration: CalibrationLike, *,
+                  shapes: Mapping[str, tuple[int, ...]] | None = None) -> FeedReader:
+        """`shapes`: concrete dims of dynamic inputs, for random inputs only."""
+        return cls(feed_factory(model, calibration, shapes=shapes))
 
     def get_next(self) -> Feed | None:
-        if self._first is not None:
-            feed, self._first = self._first, None
+        feed: Feed | None = self._first
+        if feed is not None:
+            self._first = None
         else:
-            feed = next(self._it, None)
+            nxt = next(self._it, None)
+            feed = None if nxt is None else dict(nxt)
         if feed is not None:
             self.samples += int(next(iter(feed.values())).shape[0]) if feed else 0
         return feed

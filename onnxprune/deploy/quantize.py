@@ -28,7 +28,7 @@ import contextlib
 import io
 import logging
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,17 +243,19 @@ def check_nm_kept(dense: onnx.ModelProto, quantized: onnx.ModelProto, *, n: int 
 
 
 def quantize(model: onnx.ModelProto, *, calibration: CalibrationLike = None,
-             options: QuantizeOptions | None = None) -> QuantizeResult:
+             options: QuantizeOptions | None = None,
+             shapes: Mapping[str, tuple[int, ...]] | None = None) -> QuantizeResult:
     """A Q/DQ INT8 copy of `model`; the input model is never modified.
 
     calibration: a CalibConfig or path (None: random inputs, with a CalibrationWarning), a callable
     returning fresh feed iterators, or ready feeds (`onnxprune.calibration.feed_factory`).
+    shapes: concrete shapes of dynamic inputs, for random calibration inputs only.
     """
     opts = options or QuantizeOptions()
     refuse_unquantizable(model)
     work = Normalize()(_with_min_opset(model)).model
     runtime.session(work)  # a model ONNX Runtime cannot load gets its one-line error here
-    reader = FeedReader.for_model(work, calibration)
+    reader = FeedReader.for_model(work, calibration, shapes=shapes)
     first = reader.get_next()
     reader.rewind()
     shapes = {k: tuple(int(d) for d in v.shape) for k, v in (first or {}).items()}
