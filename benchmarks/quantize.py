@@ -105,7 +105,7 @@ def digits_table(quick: bool) -> str:
                     rows)
 
 
-def real_variants(case: object, calib: CalibConfig) -> list[Variant]:
+def real_variants(case: object, calib: CalibConfig, *, pruned: bool = True) -> list[Variant]:
     """Dense FP32 / INT8, and 0.7× MACs by the best recipe of benchmarks/accuracy.py (obs + sensitivity
     allocation + reconstruction with the score heads weighted) in FP32 and INT8."""
     import _acc_real as R
@@ -114,19 +114,22 @@ def real_variants(case: object, calib: CalibConfig) -> list[Variant]:
     from onnxprune.sensitivity import sensitivity_curves
 
     model = onnx.load(str(case.path))  # type: ignore[attr-defined]
+    dense = [Variant("dense FP32", model, "1.00"),
+             Variant("dense INT8", q(model, calib), "1.00", q(model, calib, "tensorrt"))]
+    if not pruned:
+        return dense
     pruner = StructuredPruner(model, case.shapes, calib)  # type: ignore[attr-defined]
     curves = sensitivity_curves(pruner.dg, calibration=calib, samples=R.CURVE_SAMPLES, ratios=R.CURVE_RATIOS,
                                 shapes=case.shapes)  # type: ignore[attr-defined]
     out = pruner.at_macs(R.TARGET, "obs", reconstruct=True, sensitivity=curves, head_floor=R.HEAD_FLOOR)
     assert out.model is not None, out.note
     kept = f"{out.macs_kept:.2f}"
-    return [Variant("dense FP32", model, "1.00"),
-            Variant("dense INT8", q(model, calib), "1.00", q(model, calib, "tensorrt")),
+    return [*dense,
             Variant("0.7× MACs (obs + sensitivity + reconstruction) FP32", out.model, kept),
             Variant("0.7× MACs + INT8", q(out.model, calib), kept, q(out.model, calib, "tensorrt"))]
 
 
-def real_rows(extra: Callable[[str], list[Variant]] | None) -> list[list[str]]:
+def real_rows(extra: Callable[[str], list[Variant]] | None, *, pruned: bool = True) -> list[list[str]]:
     import _acc_images as im
     import _acc_real as R
 
@@ -138,7 +141,7 @@ def real_rows(extra: Callable[[str], list[Variant]] | None) -> list[list[str]]:
         inputs = im.eval_inputs(case.eval_names, case.prep, case.views)
         with tempfile.TemporaryDirectory() as tmp:
             calib = R.write_calibration(case, Path(tmp), case.calib_count)
-            variants = real_variants(case, calib) + (extra(case.kind) if extra else [])
+            variants = real_variants(case, calib, pruned=pruned) + (extra(case.kind) if extra else [])
         dense = variants[0].model
         ref = outputs(dense, inputs)
         for v in variants:
@@ -188,6 +191,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--modelopt-dir", type=Path, default=None)
     ap.add_argument("--export-calib", type=Path, default=None)
+    ap.add_argument("--dense-real", action="store_true",
+                    help="YOLOv8n / PP-OCRv4 det: dense FP32 and INT8 only (no 0.7× pruning: its sensitivity "
+                         "curves take minutes)")
     args = ap.parse_args(argv)
     if args.export_calib:
         export_calibration(args.export_calib)
@@ -196,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     with blas_threads(1):
         parts = ["### Digits: accuracy and latency", digits_table(args.quick)]
         if not args.quick:
-            rows = real_rows(modelopt_variants(args.modelopt_dir) if args.modelopt_dir else None)
+            rows = real_rows(modelopt_variants(args.modelopt_dir) if args.modelopt_dir else None,
+                             pruned=not args.dense_real)
             head = ["model", "variant", "MACs kept", "box F1 / mask IoU vs dense FP32 (INT8: --for ort)",
                     "INT8 --for tensorrt", "ORT CPU latency, batch 1 (speedup over dense FP32)"]
             parts += ["### YOLOv8n and PP-OCRv4 det: fidelity and latency", md_table(head, rows)]
