@@ -23,6 +23,7 @@ from onnxprune.graph.engine import DependencyGraph, dependency_graph
 from onnxprune.graph.keep import keep_layers
 from onnxprune.io import load_model, save_model
 from onnxprune.latency_budget import LatencyOptions
+from onnxprune.passes.base import Pass, PassManager, resolve_passes
 from onnxprune.passes.normalize import Normalize
 from onnxprune.passes.prune import ApplyPlan
 from onnxprune.passes.reconstruct import ReconstructResult
@@ -92,7 +93,8 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
           sensitivity: SensitivityResult | str | os.PathLike[str] | None = None,
           sensitivity_error: str = DEFAULT_METRIC, progress: ProgressFn | None = None,
           head_floor: float | None = None, prefer_round_to: int | None = None,
-          keep: Sequence[str] = (), grouped: str = DEFAULT_GROUPED, time_multiples: bool = False) -> PruneResult:
+          keep: Sequence[str] = (), grouped: str = DEFAULT_GROUPED, time_multiples: bool = False,
+          extra_passes: Sequence[Pass | str] = ()) -> PruneResult:
     """Structured channel pruning. Raises NothingToPruneError if no group can lose a channel.
 
     criterion: l1, l2, bn-scale, random, or a data-driven one (activation, apoz, wanda, flap,
@@ -126,6 +128,8 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     head_floor: with reconstruction, fit the layers that produce a final Sigmoid's logits (a
     detector's class scores) weighted by the sigmoid's slope plus this floor (e.g. 0.01;
     onnxprune.recovery.heads); None fits them like every other layer.
+    extra_passes: passes run on the pruned (and re-fitted) model, in order: Pass objects, or names of
+    plugins registered under the `onnxprune.passes` entry-point group (onnxprune.passes.base.resolve_passes).
     """
     if not 0.0 <= ratio < 1.0:
         raise OnnxPruneError(f"ratio must be in [0, 1), got {ratio}")
@@ -134,6 +138,7 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     if prefer_round_to is not None and prefer_round_to < 1:
         raise OnnxPruneError(f"prefer_round_to must be at least 1, got {prefer_round_to}")
     rounding = channel_multiple(round_to)
+    after = resolve_passes(extra_passes)  # an unknown plugin name fails before any work
     multiple, prefer = rounding.value, prefer_round_to if prefer_round_to is not None else rounding.prefer
     start = time.perf_counter()
     timed = target_latency is not None or (time_multiples and (target_macs or target_params))
@@ -185,6 +190,10 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
                                               shapes=shapes, head_floor=head_floor)
         out.model = out.reconstruction.model
         out.notes.extend(f"reconstruct: {n}" for n in out.reconstruction.notes)
+    if after:
+        ran = PassManager(after)(out.model)
+        out.model = ran.model
+        out.notes.extend(ran.notes)
     AnnotateShapes()(out.model)
     out.seconds = time.perf_counter() - start
     return out

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +34,15 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.inputs import feed_rows, graph_inputs, random_inputs
 
 BatchFactory = Callable[[], Iterator[Feed]]
+# What a pass takes as calibration: a CalibConfig or a path (None: random inputs), a zero-argument
+# callable returning fresh iterators of feeds, or ready feeds.
+FeedLike = Mapping[str, np.ndarray]
+CalibrationLike = CalibConfig | str | Path | Callable[[], Iterable[FeedLike]] | Sequence[FeedLike] | None
 
 __all__ = [
-    "BatchFactory", "CalibConfig", "CalibrationWarning", "Feed", "ImageOptions", "batch_factory",
-    "calib_options", "calibration_batches", "config_from_options", "echo_calibration_warnings", "file_stem_for",
-    "first_samples", "random_batches", "real_feeds", "timing_feed",
+    "BatchFactory", "CalibConfig", "CalibrationLike", "CalibrationWarning", "Feed", "ImageOptions", "batch_factory",
+    "calib_options", "calibration_batches", "config_from_options", "echo_calibration_warnings", "feed_factory",
+    "file_stem_for", "first_samples", "random_batches", "real_feeds", "timing_feed",
 ]
 
 ORACLE_SAMPLES = 4  # real samples the shape probe and the oracle run on: a few are enough to be valid inputs
@@ -129,3 +133,15 @@ def batch_factory(model: onnx.ModelProto, config: CalibConfig | str | Path | Non
     del first
     return lambda: calibration_batches(model, cfg, shapes=shapes)
 
+
+
+def feed_factory(model: onnx.ModelProto, calibration: CalibrationLike, *,
+                 shapes: Mapping[str, tuple[int, ...]] | None = None) -> Callable[[], Iterable[FeedLike]]:
+    """Any CalibrationLike as a zero-argument callable returning fresh iterators of feeds for `model`
+    (`shapes` sizes the dynamic dims of random inputs)."""
+    if calibration is None or isinstance(calibration, CalibConfig | str | Path):
+        return batch_factory(model, calibration, shapes=shapes)
+    if callable(calibration):
+        return calibration
+    feeds = list(calibration)
+    return lambda: iter(feeds)

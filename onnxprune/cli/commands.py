@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "build_engine_cmd",
     "sparsify_cmd",
     "sensitivity_cmd",
+    "quantize_cmd",
 )
 
 

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from onnxprune.passes.base import Pass, PassManager, PassResult, plugin_passes
+from onnxprune.passes.base import Pass, PassManager, PassResult, plugin_passes, resolve_passes
 
-__all__ = ["Pass", "PassManager", "PassResult", "plugin_passes"]
+__all__ = ["Pass", "PassManager", "PassResult", "plugin_passes", "resolve_passes"]

@@ -87,3 +87,20 @@ def plugin_passes() -> dict[str, type[Pass]]:
         found[ep.name] = obj
     return found
 
+
+
+def resolve_passes(passes: Sequence[Pass | str]) -> list[Pass]:
+    """Passes given as objects, or by the name of a plugin registered under `onnxprune.passes`
+    (instantiated without arguments). An unknown name is an error that lists the registered ones."""
+    out: list[Pass] = []
+    plugins: dict[str, type[Pass]] | None = None
+    for p in passes:
+        if isinstance(p, Pass):
+            out.append(p)
+            continue
+        plugins = plugin_passes() if plugins is None else plugins
+        if p not in plugins:
+            known = ", ".join(sorted(plugins)) or "none installed"
+            raise OnnxPruneError(f"no pass named {p!r} in the {ENTRY_POINT_GROUP} entry-point group ({known})")
+        out.append(plugins[p]())
+    return out

@@ -9,13 +9,13 @@ M; for SparseGPT and re-fits, weights without a 2-D view (batched MatMul, 3-D co
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import onnx
 
 from onnxprune.activations import DEFAULT_MAX_ROWS, collect_stats
-from onnxprune.calibration import CalibConfig, batch_factory
+from onnxprune.calibration import CalibConfig, CalibrationLike, feed_factory
 from onnxprune.errors import OnnxPruneError
 from onnxprune.passes.base import Pass, PassResult
 from onnxprune.sparsity.colnorms import column_norms
@@ -24,7 +24,7 @@ from onnxprune.sparsity.sites import Target, read_weight, select_targets, write_
 from onnxprune.sparsity.targets import with_bias_free_outputs
 
 Feed = Mapping[str, np.ndarray]
-Calibration = Callable[[], Iterable[Feed]] | Sequence[Feed] | CalibConfig | None
+Calibration = CalibrationLike
 DEFAULT_MIN_REDUCTION = 0
 
 
@@ -81,13 +81,7 @@ class SparsifyPass(Pass):
         self.min_reduction = min_reduction
 
     def _batches(self, model: onnx.ModelProto) -> Callable[[], Iterable[Feed]]:
-        cal = self.calibration
-        if cal is None or isinstance(cal, CalibConfig):
-            return batch_factory(model, cal)
-        if callable(cal):
-            return cal
-        feeds = list(cal)
-        return lambda: iter(feeds)
+        return feed_factory(model, self.calibration)
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         work = onnx.ModelProto()

@@ -125,7 +125,7 @@ def plan_build(version: tuple[int, int], options: BuildOptions, precision: Model
         raise OnnxPruneError(f"TensorRT {major}.{version[1]} is too old; onnxprune supports 8.6, 10.x and 11.x")
     if options.int8 and not precision.has_qdq:
         raise OnnxPruneError("--int8 needs an explicitly quantized model (QuantizeLinear/DequantizeLinear nodes); "
-                             "onnxprune does no INT8 calibration")
+                             "make one with `onnxprune quantize --for tensorrt`")
     if options.dla_core is not None and not (options.fp16 or options.int8 or precision.has_fp16):
         raise OnnxPruneError("DLA runs FP16 or INT8 only: add --fp16 or --int8")
     net: list[str] = []

@@ -4,8 +4,10 @@ Checks, in order:
 
 1. Opset range and every node against the ONNX-TensorRT operator matrix, with the restrictions that
    can be decided from the file (see `support.py`).
-2. For each Conv/Gemm/MatMul weight (an initializer): is it 2:4 along the axis TensorRT's sparse
-   kernels use (Conv axis 1, MatMul axis 0 of B, Gemm axis 0 or 1 by transB)?
+2. For each Conv/Gemm/MatMul weight (an initializer, or the INT8 initializer behind a DequantizeLinear
+   in a Q/DQ model): is it 2:4 along the axis TensorRT's sparse kernels use (Conv axis 1, MatMul axis 0
+   of B, Gemm axis 0 or 1 by transB)? Q/DQ models also get which layers run INT8 and the Q/DQ
+   placements that stop TensorRT's fusions (`qdq.py`).
 3. Channel counts that are not multiples of `round_to` (8 for FP16 tensor cores; use 16 or 32 for INT8).
 4. Layers too small to gain from sparsity. These thresholds are heuristics, not TensorRT rules:
    - reduction length (input channels per group) < 64: sparse kernels tile that axis in steps of 32-64,
@@ -29,6 +31,7 @@ from onnx import numpy_helper
 
 from onnxprune.sparsity.layout import WeightSite, is_nm_compliant, nm_groups, weight_sites
 from onnxprune.tensorrt.findings import Finding, Severity
+from onnxprune.tensorrt.qdq import int8_layer_names, qdq_findings, qdq_weight_sites
 from onnxprune.tensorrt.support import DEFAULT_DOMAINS, GraphView, attr, check_node, support_matrix
 
 MIN_REDUCTION = 64
@@ -55,6 +58,7 @@ class LayerReport:
     zero_fraction: float
     sparse_candidate: bool  # big enough, and of a kind, for a sparse tactic to be worth it
     notes: tuple[str, ...] = ()
+    int8: bool = False  # input and weight come through Q/DQ (TensorRT builds it in INT8)
 
 
 @dataclass
@@ -121,13 +125,16 @@ class PreflightReport:
             con.print(t)
         if self.layers:
             t = Table(title="Weights and 2:4 sparsity (axis = TensorRT reduction axis)")
-            for col in ("node", "op", "shape", "axis", "K", "out", "MACs", "2:4", "zeros", "candidate"):
+            quantized = any(layer.int8 for layer in self.layers)
+            for col in ("node", "op", "shape", "axis", "K", "out", "MACs", "2:4", "zeros", "candidate",
+                        *(("precision",) if quantized else ())):
                 t.add_column(col, overflow="fold")
             for layer in self.layers:
                 t.add_row(layer.node, layer.op_type, "x".join(map(str, layer.shape)), str(layer.axis),
                           str(layer.reduction), str(layer.out_channels),
                           _human(layer.macs), "[green]yes[/]" if layer.nm_compliant else "[red]no[/]",
-                          f"{layer.zero_fraction:.0%}", "yes" if layer.sparse_candidate else "no")
+                          f"{layer.zero_fraction:.0%}", "yes" if layer.sparse_candidate else "no",
+                          *(("INT8" if layer.int8 else "FP",) if quantized else ()))
             con.print(t)
         con.print(("[green]OK[/] " if self.ok else "[bold red]NOT OK[/] ") + self.summary())
 
@@ -262,8 +269,13 @@ def check_trt(model: onnx.ModelProto, *, round_to: int = 8, min_macs: int | None
                                for f in check_node(node, view, target=target, matrix=matrix))
 
     nodes = {(n.name, n.input[1]): (i, n) for i, n in enumerate(model.graph.node) if len(n.input) > 1}
+    index_of = {id(n): i for i, n in enumerate(model.graph.node)}
+    qdq_sites = qdq_weight_sites(model)
+    nodes.update({(s.node, s.initializer): (index_of[id(n)], n) for s, n in qdq_sites})
+    int8 = int8_layer_names(model)
+    report.findings.extend(qdq_findings(model))
     inits = {t.name: t for t in model.graph.initializer}
-    for site in weight_sites(model):
+    for site in [*weight_sites(model), *(s for s, _ in qdq_sites)]:
         found = nodes.get((site.node, site.initializer))
         if found is None:
             continue
@@ -273,7 +285,8 @@ def check_trt(model: onnx.ModelProto, *, round_to: int = 8, min_macs: int | None
         except Exception:  # noqa: BLE001 - external data missing
             continue
         out_shape = _static_shape(infos.get(node.output[0])) if node.output else None
-        layer = replace(_layer(site, node, w, out_shape, min_macs=min_macs), node=node_label(node, index))
+        layer = replace(_layer(site, node, w, out_shape, min_macs=min_macs), node=node_label(node, index),
+                        int8=node.name in int8)
         report.layers.append(layer)
         report.findings.extend(_layer_findings(layer, round_to=round_to))
     if report.layers and not any(layer.nm_compliant for layer in report.layers):

@@ -1,0 +1,24 @@
+"""Olive data components over onnxprune's calibration sources; Olive imports this file as a user script
+(`onnxprune.adapters.olive.data_config`). The batches are `onnxprune.calibration.feed_factory`'s, so an
+Olive quantization pass reads exactly what onnxprune's steps read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import onnx
+from olive.data.registry import Registry
+
+from onnxprune.calibration import Feed, feed_factory
+
+
+@Registry.register_dataset("onnxprune_calibration")
+def onnxprune_calibration(source: str, model_path: str, **kwargs: Any) -> list[Feed]:
+    model = onnx.load(model_path, load_external_data=False)
+    return [dict(feed) for feed in feed_factory(model, source)()]
+
+
+@Registry.register_dataloader("onnxprune_batches")
+def onnxprune_batches(dataset: list[Feed], **kwargs: Any) -> list[Feed]:
+    """The batches as they are (already batched by onnxprune; Olive's reader iterates and takes len())."""
+    return dataset

@@ -1,0 +1,77 @@
+"""`onnxprune quantize`: static INT8 with Q/DQ nodes (ONNX Runtime's quantizer, our calibration sources)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from onnxprune.calibration import CalibConfig, calib_options, echo_calibration_warnings
+from onnxprune.cli.options import keep_option, parsed_shapes, shapes_option
+from onnxprune.deploy.quantize import (
+    DEFAULT_PERCENTILE,
+    METHODS,
+    TARGETS,
+    QuantizeOptions,
+    QuantizeResult,
+    quantize,
+)
+from onnxprune.errors import OnnxPruneError
+from onnxprune.io import check_distinct_paths, load_model, save_model
+
+
+def _table(result: QuantizeResult, title: str) -> Table:
+    table = Table(title=title)
+    for col in ("layer", "op", "precision", "why"):
+        table.add_column(col, overflow="fold")
+    for d in result.layers:
+        table.add_row(d.node, d.op_type, "[green]INT8[/]" if d.int8 else "[yellow]FP32[/]", d.reason)
+    return table
+
+
+@click.command("quantize")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the INT8 model.")
+@click.option("--for", "target", type=click.Choice(TARGETS), default="ort", show_default=True,
+              help="ort: Q/DQ around Conv/Gemm/MatMul that ONNX Runtime fuses into its INT8 kernels (UINT8 "
+                   "activations). tensorrt: TensorRT's explicit-quantization placement (INT8 symmetric, Q/DQ on "
+                   "layer inputs and residual skip inputs only, FP32 biases); 2:4 weights stay 2:4.")
+@click.option("--calib-method", "method", type=click.Choice(METHODS), default="minmax", show_default=True,
+              help="Activation ranges: min/max, entropy (KL, 512 bins) or a percentile of the histogram.")
+@click.option("--percentile", type=click.FloatRange(50.0, 100.0, min_open=True), default=DEFAULT_PERCENTILE,
+              show_default=True, help="With --calib-method percentile: the percentile kept.")
+@click.option("--quantize-heads", is_flag=True,
+              help="Also quantize a detector's score heads (the layers before a final Sigmoid), kept FP32 by default.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the per-layer INT8 / FP32 report as JSON.")
+@keep_option
+@shapes_option
+@calib_options
+def command(model: str, output: str, target: str, method: str, percentile: float, quantize_heads: bool,
+            report_path: str | None, keep: tuple[str, ...], shapes: tuple[str, ...], calib: CalibConfig) -> None:
+    """Quantize MODEL to static INT8 (per-channel symmetric weights, Q/DQ nodes) and write OUTPUT.
+
+    --keep PATTERN leaves matching nodes FP32 (fnmatch over node names). Calibration reads the same
+    sources as prune and sparsify (--calib); without it, random inputs (a warning, poor ranges).
+    """
+    check_distinct_paths(model, output)
+    src = load_model(model)
+    options = QuantizeOptions(target=target, method=method, keep=keep, quantize_heads=quantize_heads,
+                              percentile=percentile)
+    with echo_calibration_warnings():
+        result = quantize(src, calibration=calib, options=options, shapes=parsed_shapes(shapes))
+    save_model(result.model, output)
+    console = Console()
+    console.print(_table(result, f"{Path(output).name}: INT8 Q/DQ for {target}"))
+    for note in result.notes:
+        console.print(note, markup=False, highlight=False)
+    console.print(result.summary(), markup=False, highlight=False)
+    if report_path:
+        try:
+            Path(report_path).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        except OSError as exc:
+            raise OnnxPruneError(f"--report {report_path}: cannot write ({exc.strerror or exc})") from None
+    click.echo(f"wrote {output}")

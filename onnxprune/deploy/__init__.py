@@ -1,0 +1,1 @@
+"""Deployment steps after pruning: static INT8 quantization with Q/DQ nodes (`onnxprune.deploy.quantize`)."""
