@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
 import torch.nn.functional as F
 from build import Arch, check_against_torch, export_ts, quiet, record_versions
@@ -172,7 +171,6 @@ def main(argv: list[str] | None = None) -> int:
                             "eager attention, 4-D causal mask built in the wrapper"}
     update_manifest([entry], [], owner="train_lm.py", info=record_versions())
     print(f"wrote {ONNX_PATH.name} ({ONNX_PATH.stat().st_size} bytes), lm_heldout.npz, lm_calib.npz")
-    onnx.checker.check_model(str(ONNX_PATH))
     return 0
 
 
