@@ -93,7 +93,9 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
           sensitivity_error: str = DEFAULT_METRIC, progress: ProgressFn | None = None,
           head_floor: float | None = None, prefer_round_to: int | None = None,
           keep: Sequence[str] = (), grouped: str = DEFAULT_GROUPED, time_multiples: bool = False) -> PruneResult:
-    """Structured channel pruning. Raises NothingToPruneError if no group can lose a channel.
+    """Structured channel pruning. Raises NothingToPruneError if no group can lose a channel, or if
+    the plan removes nothing (the message says why: blocks too wide, a ratio below one block, a
+    budget the dense model meets).
 
     criterion: l1, l2, bn-scale, random, or a data-driven one (activation, apoz, wanda, flap,
     obs, sensitivity) that reads `calibration` (random inputs with a CalibrationWarning when None).
@@ -108,8 +110,10 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     searched (onnxprune.latency_budget). sensitivity: curves (onnxprune.sensitivity, or their JSON
     file) that choose per-group ratios for a MAC/param/latency target (onnxprune.budget).
     round_to: kept channel counts are multiples of this (at least one channel); "auto": the ONNX
-    Runtime CPU NCHWc block of this machine (onnxprune.runtime_profile: 16 with AVX-512F, 8 with AVX2;
-    on AVX2 a MAC/param/latency budget tries 16 first and keeps it when it lands within 3 %).
+    Runtime CPU NCHWc block of this machine (onnxprune.runtime_profile: 16 with AVX-512F, 8 with AVX2,
+    or the profile ONNXPRUNE_CPU forces; on AVX2 a MAC/param/latency budget tries 16 first and keeps
+    it when it lands within 3 %). A ratio is rounded to whole blocks as near to `ratio` of all
+    prunable channels as they allow (onnxprune.rounding); `result.channels` says what was removed.
     prefer_round_to: a wider multiple a budget tries first (what "auto" sets on AVX2); `result.plan.round_to`
     is the one used. time_multiples: where both the preferred multiple and round_to land a MAC/param
     budget, build both plans, time them against each other in ONNX Runtime (`latency` options) and
