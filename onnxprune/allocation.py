@@ -7,6 +7,8 @@
   rows and columns that hold the slot, relative to the mean slot cost). The lowest are removed,
   never leaving a group with fewer than `n_keep(size, MAX_GROUP_RATIO, round_to)` channels (at
   least 10 %, at least one, a multiple of round_to where possible).
+* a ratio, either way, is rounded to whole blocks of round_to by `rounding.round_counts`: each
+  group to its nearest block, the rest spread over the groups that can take it.
 * targets: `target_macs` / `target_params` (fractions of the original) are met by bisection —
   over the ratio R for uniform, over the number of globally removed slots for global — on an exact
   per-weight estimate (a MAC op's MACs scale with the kept fraction of its weight), then checked
@@ -28,14 +30,14 @@ from onnxprune.graph.apply import ApplyContext
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.order import removal_orders, split_orders
-from onnxprune.plan import Plan, enforce_min_channels, n_keep, uniform_plan
+from onnxprune.plan import MAX_GROUP_RATIO, Plan, enforce_min_channels, n_keep, quotas, uniform_plan
+from onnxprune.rounding import round_counts
 from onnxprune.scoring.base import Importance
 from onnxprune.scoring.calibrated import Calibration
 from onnxprune.scoring.edge_stats import per_slot
 from onnxprune.stats import MAC_OPS, model_stats
 
 ALLOCATIONS = ("uniform", "global")
-MAX_GROUP_RATIO = 0.9  # a group keeps at least 10 % of its channels
 TOLERANCE = 0.03  # targets: |achieved - target| <= 3 % of the target
 REAIM = 3
 Shapes = Mapping[str, tuple[int, ...]]
@@ -134,7 +136,9 @@ class GlobalRanking:
 
     def plan_of(self, selected: list[tuple[int, int]], *, criterion: str | None) -> Plan:
         """Remove `selected`, with each group's kept count rounded up to a multiple of round_to (the
-        highest-ranked of its selected slots stay; groups cut into pieces drop in `blocked_orders`)."""
+        highest-ranked of its selected slots stay; groups cut into pieces drop in `blocked_orders`).
+        For the budget search, whose bisection wants counts that never fall as `selected` grows;
+        a ratio is rounded by `rounding.round_counts` (`global_plan`)."""
         taken: dict[int, list[int]] = {}
         for gid, i in selected:
             taken.setdefault(gid, []).append(i)
@@ -148,9 +152,6 @@ class GlobalRanking:
             if drop:
                 plan.removals[gid] = sorted(drop)
         return plan
-
-    def plan(self, count: int, *, criterion: str | None) -> Plan:
-        return self.plan_of(self.select(count), criterion=criterion)
 
     def group_orders(self) -> dict[int, np.ndarray]:
         """Each group's slots in the order this ranking removes them."""
@@ -200,7 +201,13 @@ def global_plan(dg: DependencyGraph, scores: Scores, *, ratio: float, round_to: 
         raise OnnxPruneError(f"ratio must be in [0, 1), got {ratio}")
     ranking = global_ranking(dg, scores, round_to=round_to)
     total = sum(ranking.sizes.values())
-    return _signed(dg, ranking.plan(math.floor(total * ratio + 1e-9), criterion=criterion), ratio=ratio)
+    picked: dict[int, float] = {}
+    for gid, _ in ranking.select(math.floor(total * ratio + 1e-9)):
+        picked[gid] = picked.get(gid, 0.0) + 1.0
+    counts = round_counts(quotas(dg, round_to), picked)  # whole blocks, as near the ranking's total as they go
+    plan = _counts_plan(dg, ranking.group_orders(), counts, criterion=criterion, round_to=round_to)
+    plan.ratio = ratio
+    return plan
 
 
 # -- targets ------------------------------------------------------------------------------------------

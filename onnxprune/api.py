@@ -29,7 +29,7 @@ from onnxprune.passes.prune import ApplyPlan
 from onnxprune.passes.reconstruct import ReconstructResult
 from onnxprune.passes.reconstruct import reconstruct as refit_layers
 from onnxprune.passes.shapes import AnnotateShapes
-from onnxprune.plan import Plan, enforce_min_channels
+from onnxprune.plan import Plan, enforce_min_channels, n_keep, removed_channels, too_narrow
 from onnxprune.planner import Budget, PlanChoice, choose_plan
 from onnxprune.progress import ProgressFn, step
 from onnxprune.runtime_profile import RoundTo, channel_multiple
@@ -79,6 +79,11 @@ class PruneResult:
     reconstruction: ReconstructResult | None = None  # set when the layers were re-fitted (reconstruct)
     choice: PlanChoice | None = None  # scores, latency search, curves' prediction (when the plan was chosen here)
 
+    @property
+    def channels(self) -> tuple[int, int]:
+        """(channels removed, prunable channels) of the model this result pruned."""
+        return removed_channels(self.dg, self.plan)
+
     def save(self, path: str | os.PathLike[str]) -> None:
         save_model(self.model, path)
 
@@ -95,7 +100,9 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
           head_floor: float | None = None, prefer_round_to: int | None = None,
           keep: Sequence[str] = (), grouped: str = DEFAULT_GROUPED, time_multiples: bool = False,
           extra_passes: Sequence[Pass | str] = ()) -> PruneResult:
-    """Structured channel pruning. Raises NothingToPruneError if no group can lose a channel.
+    """Structured channel pruning. Raises NothingToPruneError if no group can lose a channel, or if
+    the plan removes nothing (the message says why: blocks too wide, a ratio below one block, a
+    budget the dense model meets).
 
     criterion: l1, l2, bn-scale, random, or a data-driven one (activation, apoz, wanda, flap,
     obs, sensitivity) that reads `calibration` (random inputs with a CalibrationWarning when None).
@@ -112,8 +119,10 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     searched (onnxprune.latency_budget). sensitivity: curves (onnxprune.sensitivity, or their JSON
     file) that choose per-group ratios for a MAC/param/latency target (onnxprune.budget).
     round_to: kept channel counts are multiples of this (at least one channel); "auto": the ONNX
-    Runtime CPU NCHWc block of this machine (onnxprune.runtime_profile: 16 with AVX-512F, 8 with AVX2;
-    on AVX2 a MAC/param/latency budget tries 16 first and keeps it when it lands within 3 %).
+    Runtime CPU NCHWc block of this machine (onnxprune.runtime_profile: 16 with AVX-512F, 8 with AVX2,
+    or the profile ONNXPRUNE_CPU forces; on AVX2 a MAC/param/latency budget tries 16 first and keeps
+    it when it lands within 3 %). A ratio is rounded to whole blocks as near to `ratio` of all
+    prunable channels as they allow (onnxprune.rounding); `result.channels` says what was removed.
     prefer_round_to: a wider multiple a budget tries first (what "auto" sets on AVX2); `result.plan.round_to`
     is the one used. time_multiples: where both the preferred multiple and round_to land a MAC/param
     budget, build both plans, time them against each other in ONNX Runtime (`latency` options) and
@@ -164,6 +173,8 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     else:
         enforce_min_channels(dg, plan)
     removed = plan.removed_roots(dg)
+    if not removed:
+        raise NothingToPruneError(_why_nothing(dg, plan, ratio=ratio, choice=choice, replayed=choice is None))
     result = ApplyPlan(dg, removed)(dg.model)
     out = PruneResult(result.model, dg, plan, len(removed), notes=list(result.notes), target=target, choice=choice)
     if target is not None:
@@ -197,6 +208,29 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     AnnotateShapes()(out.model)
     out.seconds = time.perf_counter() - start
     return out
+
+
+def _why_nothing(dg: DependencyGraph, plan: Plan, *, ratio: float, choice: PlanChoice | None, replayed: bool) -> str:
+    """Why a plan removes nothing from a model that has prunable groups (one line for the user)."""
+    if replayed:
+        return "nothing to prune: the plan removes no channel slot"
+    if choice is not None and choice.latency is not None and choice.latency.chosen is None:
+        return f"nothing to prune: {choice.latency.describe()}"
+    if choice is not None and choice.target is not None:
+        t = choice.target
+        return (f"nothing to prune: the {t.metric} budget {t.target:.1%} is closest with nothing removed "
+                f"(channel counts in multiples of {plan.round_to}); a smaller budget removes some")
+    if ratio <= 0:
+        return f"nothing to prune: --ratio {ratio:g} removes nothing"
+    rt = plan.round_to
+    narrow = too_narrow(dg, rt)
+    if narrow is not None:
+        return f"nothing to prune: {narrow}"
+    asked = sum((g.size - n_keep(g.size, ratio, 1)) * g.width for g in dg.prunable)
+    prunable = sum(g.channels for g in dg.prunable)
+    unit = f"half a block of {rt} channels" if rt > 1 else "one channel slot of any group"
+    return (f"nothing to prune: --ratio {ratio:g} asks for {asked} of {prunable} prunable channels, less than "
+            f"{unit}; raise --ratio")
 
 
 def _wants_reconstruct(flag: bool | None, calibration: CalibConfig | str | os.PathLike[str] | None) -> bool:

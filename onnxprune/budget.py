@@ -27,11 +27,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onnxprune.allocation import MAX_GROUP_RATIO, CostModel, Scores, TargetResult, land_target
+from onnxprune.allocation import CostModel, Scores, TargetResult, land_target
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.order import removal_orders
-from onnxprune.plan import Plan, enforce_min_channels, n_keep
+from onnxprune.plan import MAX_GROUP_RATIO, Plan, enforce_min_channels, n_keep
+from onnxprune.rounding import Quota
 from onnxprune.sensitivity import DEFAULT_METRIC, METRICS, GroupCurve, SensitivityResult
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -47,8 +48,7 @@ class Segment:
 def levels(size: int, round_to: int) -> list[int]:
     """Allowed removal counts: 0, then counts that keep a multiple of round_to, down to the floor."""
     floor = n_keep(size, MAX_GROUP_RATIO, round_to)
-    keeps = [k for k in range(size - 1, floor - 1, -1) if round_to == 1 or k % round_to == 0]
-    return [0, *(size - k for k in keeps)]
+    return [0, *(size - k for k in reversed(Quota(size, round_to).kept_options()) if floor <= k < size)]
 
 
 def _saving(curve: GroupCurve, n: float, metric: str) -> float:

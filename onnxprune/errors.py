@@ -6,6 +6,7 @@ EXIT_USAGE = 2
 EXIT_NOTHING_PRUNABLE = 3
 EXIT_VERIFY_FAILED = 4
 EXIT_THRESHOLD = 5
+EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: onnxprune itself went wrong, not the input
 
 
 class OnnxPruneError(Exception):
@@ -24,3 +25,13 @@ class VerifyError(OnnxPruneError):
 
 class ThresholdError(OnnxPruneError):
     exit_code = EXIT_THRESHOLD
+
+
+class InternalError(OnnxPruneError):
+    """onnxprune broke one of its own invariants (e.g. the pruned model fails the checker): a bug to
+    report, never the user's input."""
+
+    exit_code = EXIT_INTERNAL
+
+    def __str__(self) -> str:
+        return f"internal error (an onnxprune bug, please report it; nothing was written): {super().__str__()}"

@@ -14,11 +14,14 @@ Keeping fewer channels than the block in a group == 1 layer is allowed by the ru
 latency (the output is padded back up to the block), so the rounding is one multiple for every group.
 
 `round_to="auto"` (the CLI default for `--for ort`) means this block on the CPU that runs onnxprune;
-prune for another CPU with an explicit `--round-to N`.
+prune for another CPU with an explicit `--round-to N`, or set `ONNXPRUNE_CPU=avx512|avx2|none` to
+make "auto" mean that CPU's block (tests run the profile-dependent cases under each). Forcing
+changes what onnxprune rounds to, not the block ONNX Runtime uses on this machine.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,6 +36,9 @@ RoundTo = int | Literal["auto"]
 CPUINFO = Path("/proc/cpuinfo")
 AVX512_BLOCK = 16
 AVX2_BLOCK = 8
+CPU_ENV = "ONNXPRUNE_CPU"
+# The CPU profiles ONNXPRUNE_CPU can force, by the flags that decide MLAS's NCHWc block.
+PROFILES: dict[str, tuple[str, ...]] = {"avx512": ("avx512f",), "avx2": ("avx2", "fma"), "none": ()}
 
 
 @dataclass(frozen=True)
@@ -41,16 +47,17 @@ class OrtCpuProfile:
 
     block: int  # MlasNchwcGetBlockSize(): 16, 8, or 1 (no NCHWc kernels)
     isa: str  # "avx512f", "avx2+fma" or "none"
-    source: str  # "/proc/cpuinfo", "given flags" or "unknown (no /proc/cpuinfo)"
+    source: str  # "/proc/cpuinfo", "given flags", "forced by ONNXPRUNE_CPU=…" or "unknown (no /proc/cpuinfo)"
 
     @property
     def round_to(self) -> int:
         return self.block
 
     def describe(self) -> str:
+        origin = self.source if self.source.startswith("forced") else f"from {self.source}"
         if self.block == 1:
-            return f"ONNX Runtime CPU: no NCHWc kernels ({self.isa}, from {self.source}): exact channel counts"
-        return f"ONNX Runtime CPU: NCHWc block {self.block} ({self.isa}, from {self.source})"
+            return f"ONNX Runtime CPU: no NCHWc kernels ({self.isa}, {origin}): exact channel counts"
+        return f"ONNX Runtime CPU: NCHWc block {self.block} ({self.isa}, {origin})"
 
 
 def _cpu_field(keys: tuple[str, ...], cpuinfo: Path | None) -> str | None:
@@ -89,10 +96,24 @@ def nchwc_block(flags: Iterable[str]) -> tuple[int, str]:
     return 1, "none"
 
 
+def forced_profile() -> OrtCpuProfile | None:
+    """The profile ONNXPRUNE_CPU forces (avx512, avx2 or none), or None where it is not set."""
+    value = os.environ.get(CPU_ENV, "").strip().lower()
+    if not value:
+        return None
+    if value not in PROFILES:
+        raise OnnxPruneError(f"{CPU_ENV}={value!r}: choose one of {', '.join(PROFILES)} (or unset it)")
+    return OrtCpuProfile(*nchwc_block(PROFILES[value]), source=f"forced by {CPU_ENV}={value}")
+
+
 def ort_cpu_profile(*, flags: Iterable[str] | None = None, cpuinfo: Path | None = None) -> OrtCpuProfile:
-    """The profile of this machine (from `cpuinfo`, default /proc/cpuinfo), or of a CPU with `flags`."""
+    """The profile of a CPU with `flags`; else of the CPU `cpuinfo` describes; else the one
+    ONNXPRUNE_CPU forces; else this machine's (/proc/cpuinfo)."""
     if flags is not None:
         return OrtCpuProfile(*nchwc_block(flags), source="given flags")
+    forced = forced_profile() if cpuinfo is None else None
+    if forced is not None:
+        return forced
     path = cpuinfo or CPUINFO
     found = cpu_flags(path)
     if found is None:

@@ -35,7 +35,7 @@ from typing import Any
 
 import onnx
 
-from onnxprune.errors import OnnxPruneError, ThresholdError
+from onnxprune.errors import NothingToPruneError, OnnxPruneError, ThresholdError
 from onnxprune.graph.analysis import DEFAULT_GROUPED
 from onnxprune.progress import ProgressFn, report
 from onnxprune.scoring.calibrated import Calibration
@@ -85,11 +85,13 @@ class StepRecord:
     passed: bool
     reconstruction: dict[str, Any] | None
     decisions: list[dict[str, Any]] = field(default_factory=list)
+    channels: tuple[int, int] = (0, 0)  # (removed, prunable) channels of this step's input model
 
     def to_json(self) -> dict[str, Any]:
         return {"step": self.step, "target": self.target, "macs_kept": self.macs_kept,
                 "params_kept": self.params_kept, "min_cosine": self.min_cosine, "acc_drop": self.acc_drop,
-                "passed": self.passed, "reconstruction": self.reconstruction, "groups": self.decisions}
+                "passed": self.passed, "reconstruction": self.reconstruction, "groups": self.decisions,
+                "channels_removed": self.channels[0], "channels_prunable": self.channels[1]}
 
 
 @dataclass
@@ -100,16 +102,28 @@ class StepsResult:
     schedule: str
     kept_step: int
     stopped: str | None = None  # why the loop stopped early
+    idle: list[str] = field(default_factory=list)  # steps whose budget rounded to nothing, and why
+
+    @property
+    def channels_removed(self) -> float:
+        """The share of the prunable channels the kept steps removed (each step's share of what it
+        found, compounded: exact while every step prunes the same groups)."""
+        left = 1.0
+        for rec in (r for r in self.steps if r.step <= self.kept_step):
+            left *= 1.0 - rec.channels[0] / max(rec.channels[1], 1)
+        return 1.0 - left
 
     def describe(self) -> str:
         done = f"{len(self.steps)} of the planned steps ran ({self.schedule} schedule)"
+        if self.idle:
+            done += f"; {'; '.join(self.idle)}"
         if self.stopped:
             return f"steps: {done}; {self.stopped}; kept the model of step {self.kept_step}"
         return f"steps: {done}; kept the model of step {self.kept_step}"
 
     def to_json(self) -> dict[str, Any]:
         return {"schedule": self.schedule, "kept_step": self.kept_step, "stopped": self.stopped,
-                "steps": [s.to_json() for s in self.steps]}
+                "idle": self.idle, "steps": [s.to_json() for s in self.steps]}
 
 
 def check_gate(original: onnx.ModelProto, pruned: onnx.ModelProto, gate: Gate, *,
@@ -135,10 +149,11 @@ def check_gate(original: onnx.ModelProto, pruned: onnx.ModelProto, gate: Gate, *
     return cos, drop, failures
 
 
-def _step_budget(kind: str, keep_now: float, keep_prev: float, achieved: float) -> float:
-    """The budget handed to one api.prune call: a ratio for channels, else a fraction of the current model."""
+def _step_budget(kind: str, keep_now: float, achieved: float) -> float:
+    """The budget handed to one api.prune call: a ratio for channels, else a fraction of the current
+    model; `achieved` is what the steps before kept (measured), so one step's rounding is made up by the next."""
     if kind == "ratio":
-        return max(0.0, 1.0 - keep_now / keep_prev)
+        return max(0.0, 1.0 - keep_now / max(achieved, 1e-9))
     return min(1.0, keep_now / max(achieved, 1e-9))
 
 
@@ -180,31 +195,39 @@ def prune_in_steps(model: onnx.ModelProto, *, steps: int, schedule: str = "geome
                        calibration=prune_kwargs.get("calibration")).model
     base = model_stats(original, shapes=shapes)
     out = StepsResult(None, original, [], schedule, 0)
-    current, achieved, keep_prev = original, 1.0, 1.0
+    current, achieved = original, 1.0
     tick = report(progress)
     for k, keep in enumerate(fractions, start=1):
         tick("steps", k - 1, steps)
-        budget = _step_budget(kind, keep, keep_prev, achieved)
+        budget = _step_budget(kind, keep, achieved)
         kw: dict[str, Any] = {"ratio": budget} if kind == "ratio" else {f"target_{kind}": budget}
         if curves is not None and k > 1:
             curves = remeasured(curves, current, calibration=prune_kwargs.get("calibration"), shapes=shapes,
                                 approximate=prune_kwargs.get("approximate", ()),
                                 grouped=prune_kwargs.get("grouped", DEFAULT_GROUPED), progress=progress)
-        res = prune(current, shapes=shapes, progress=progress, sensitivity=curves, **kw, **prune_kwargs)
+        try:
+            res = prune(current, shapes=shapes, progress=progress, sensitivity=curves, **kw, **prune_kwargs)
+        except NothingToPruneError as exc:
+            if k == 1 and steps == 1:
+                raise
+            out.idle.append(f"step {k} removed nothing ({exc})")  # the next step asks for more
+            continue
         st = model_stats(res.model, shapes=shapes)
         macs_kept, params_kept = st.macs / max(base.macs, 1), st.params / max(base.params, 1)
         cos, drop, failures = check_gate(original, res.model, g, shapes=shapes) if g.active or g.feeds \
             else (None, None, [])
         rec = res.reconstruction.to_json() if res.reconstruction is not None else None
         out.steps.append(StepRecord(k, keep, macs_kept, params_kept, cos, drop, not failures, rec,
-                                    group_decisions(res) if decisions else []))
+                                    group_decisions(res) if decisions else [], res.channels))
         if failures:
             if k == 1:
                 raise ThresholdError(f"step 1 of {steps} already fails: {'; '.join(failures)} (nothing written)")
             out.stopped = f"step {k} failed ({'; '.join(failures)})"
             break
         out.result, out.kept_step = res, k
-        current, keep_prev = res.model, keep
-        achieved = macs_kept if kind == "macs" else params_kept if kind == "params" else keep
+        current = res.model
+        achieved = macs_kept if kind == "macs" else params_kept if kind == "params" else 1.0 - out.channels_removed
     tick("steps", steps, steps)
+    if out.result is None:
+        raise NothingToPruneError(f"no step removed anything: {out.idle[-1]}")
     return out

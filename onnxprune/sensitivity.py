@@ -1,10 +1,11 @@
 """Per-group sensitivity curves: the output error (and accuracy) against the pruning ratio of one
 group alone, every other group dense.
 
-For each prunable group and each ratio r, the `size - n_keep(size, r, round_to)` lowest-scored slots
-of the group (by `criterion`, default l2) are masked at every consume edge in one ONNX Runtime
-session whose masks are graph inputs (`scoring.mask_probe.MaskProbe`: masking at the consume edges
-is exactly what removing the slots does), and the model outputs on the held calibration samples
+For each prunable group and each ratio r, its lowest-scored slots (by `criterion`, default l2;
+`removal_counts`: r of the group, rounded to whole blocks of `round_to` channels as a uniform plan
+rounds a group's own share) are masked at every consume edge in one ONNX Runtime session whose
+masks are graph inputs (`scoring.mask_probe.MaskProbe`: masking at the consume edges is exactly
+what removing the slots does), and the model outputs on the held calibration samples
 are compared with the dense outputs. With labelled data the accuracy is measured in the same session.
 The MACs and parameters the model keeps with only that group pruned come from
 `allocation.CostModel` (exact for Conv/Gemm/MatMul weights).
@@ -44,13 +45,14 @@ import numpy as np
 import onnx
 
 from onnxprune.allocation import CostModel
-from onnxprune.errors import OnnxPruneError
+from onnxprune.errors import NothingToPruneError, OnnxPruneError
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.inputs import feed_rows
 from onnxprune.order import removal_orders
-from onnxprune.plan import n_keep
+from onnxprune.plan import n_keep, too_narrow
 from onnxprune.progress import ProgressFn, report
+from onnxprune.rounding import Quota
 from onnxprune.runtime_profile import RoundTo, resolve_round_to
 from onnxprune.scoring.calibrated import Calibration
 from onnxprune.scoring.mask_probe import FILLS as PROBE_FILLS
@@ -333,8 +335,10 @@ class OutputSums:
 
 
 def removal_counts(size: int, ratios: Sequence[float], round_to: int) -> list[int]:
-    """Slots removed at each ratio (the same rounding and floor as a uniform plan)."""
-    return [size - n_keep(size, r, round_to) for r in ratios]
+    """Slots removed at each ratio: the group's ask rounded to whole blocks of `round_to` slots as a
+    uniform plan rounds it (`rounding.Quota.nearest`; the group is alone, so nothing is spread)."""
+    quota = Quota(size, round_to)
+    return [quota.nearest(size - n_keep(size, r, 1)) for r in ratios]
 
 
 def _check_ratios(ratios: Sequence[float]) -> list[float]:
@@ -387,6 +391,11 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
     multiple = resolve_round_to(round_to)
     if not dg.prunable:
         raise OnnxPruneError("nothing prunable: every channel group is blocked (run `onnxprune inspect`)")
+    counts = {g.id: removal_counts(g.size, grid, g.multiple(multiple)) for g in dg.prunable}
+    if not any(any(c) for c in counts.values()):
+        why = too_narrow(dg, multiple) or (f"at ratios up to {grid[-1]:g} no group loses a whole "
+                                           f"{'block of ' + str(multiple) + ' channels' if multiple > 1 else 'slot'}")
+        raise NothingToPruneError(f"nothing to measure: {why}")
     orders = group_orders(dg, criterion, round_to=multiple, calibration=calibration, shapes=shapes, progress=progress)
     feeds = held_feeds(dg.model, calibration, samples=samples, shapes=shapes)
     refit = Compensator(dg, feeds) if fill == "refit" else None
@@ -403,8 +412,7 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
     total = len(dg.prunable)
     tick("sensitivity", 0, total)
     for i, g in enumerate(dg.prunable):
-        counts = removal_counts(g.size, grid, g.multiple(multiple))
-        result.curves.append(_group_curve(g, orders[g.id], counts, grid, probe, cost, refit))
+        result.curves.append(_group_curve(g, orders[g.id], counts[g.id], grid, probe, cost, refit))
         tick("sensitivity", i + 1, total)
     result.seconds = time.perf_counter() - start
     return result

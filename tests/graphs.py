@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.api import PruneResult, analyse, prune
+from onnxprune.errors import NothingToPruneError
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.graph.tracks import map_roots
@@ -276,8 +278,7 @@ def checked_prune(model: onnx.ModelProto, *, dg: DependencyGraph | None = None, 
     result = prune(model, ratio=ratio, criterion=criterion, plan=plan, verify=True, shapes=shapes, dg=dg)
     assert model.SerializeToString() == before, "prune modified its input model"
     assert result.verify is not None and result.verify.ok, result.verify
-    if plan is not None or any(math.floor(g.size * ratio + 1e-9) >= 1 for g in result.dg.prunable):
-        assert result.removed_slots > 0
+    assert result.removed_slots > 0  # a run that removes nothing raises NothingToPruneError
     if masked if masked is not None else plan is not None:
         assert result.verify.masked_edges > 0
     assert_valid(result.model)
@@ -290,7 +291,13 @@ def exercise(model: onnx.ModelProto, *, ratios: Sequence[float] = (0.3, 0.5), pl
     """Prune at each ratio and with `plans` random explicit plans; every run passes every check."""
     dg = analyse(model, shapes=shapes, grouped=grouped)
     assert dg.prunable, [(g.sources, g.blocked) for g in dg.groups]
-    results = [checked_prune(model, dg=dg, ratio=r, shapes=shapes) for r in ratios]
+    results = []
+    for r in ratios:
+        if any(math.floor(g.size * r + 1e-9) >= 1 for g in dg.prunable):
+            results.append(checked_prune(model, dg=dg, ratio=r, shapes=shapes))
+        else:  # R of every group is less than one slot: a run that removes nothing is an error (exit 3)
+            with pytest.raises(NothingToPruneError, match="less than one channel slot"):
+                prune(model, ratio=r, shapes=shapes, dg=dg)
     results += [checked_prune(model, dg=dg, plan=random_plan(dg, seed + i), shapes=shapes, masked=False)
                 for i in range(plans)]
     return results

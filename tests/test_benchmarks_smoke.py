@@ -125,3 +125,16 @@ def test_goal_line_reports_the_resolution_of_the_metric() -> None:
                                                                                    "gives 0.759.")
     assert "not measured" in goal_line([floor])
     assert "not measured" in goal_line([["PP-OCRv4 det", "m", "0.70", "0.9", "0.899", ""]])
+
+
+def test_zoo_benchmark_reports_requested_and_achieved_per_profile() -> None:
+    readme = ROOT / "benchmarks" / "README.md"
+    before = readme.read_text()
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "zoo.py"), "--only", "resnet_ts", "--no-latency",
+                           "--profiles", "avx512", "none"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "| resnet_ts | 10/9/1 | 0.30 → 0.29 | " in out  # blocks of 16: 64 of 224 channels
+    assert "| resnet_ts | 0.29 / 0.75 / PASS | 0.27 / 0.58 / PASS |" in out
+    assert "- avx512: 1/1 models (100.0 %) prune with verify PASS" in out
+    assert readme.read_text() == before  # --only never writes the README

@@ -80,6 +80,6 @@ def test_cli_fill_mean_is_recorded(tmp_path: Path) -> None:
     model, js = tmp_path / "m.onnx", tmp_path / "s.json"
     onnx.save(_dg().model, str(model))
     r = CliRunner().invoke(main, ["sensitivity", str(model), "--ratios", "0.5", "--fill", "mean", "--json", str(js),
-                                  "--no-progress", "--shapes", "x:2x3x6x6"])
+                                  "--no-progress", "--shapes", "x:2x3x6x6", "--round-to", "1"])
     assert r.exit_code == 0, r.stderr
     assert SensitivityResult.load(js).fill == "mean"

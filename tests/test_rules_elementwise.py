@@ -163,7 +163,9 @@ def test_where_with_per_channel_condition() -> None:
     exercise(model, plans=1)
 
 
-def test_shared_constant_used_by_two_groups_couples_them() -> None:
+def test_shared_constant_used_by_two_groups_is_sliced_for_each() -> None:
+    """A per-channel constant two groups read (an export that deduplicates constants) does not
+    couple them: each Mul reads its own slice of it (tests/test_shared_initializers.py)."""
     g = Graph()
     x = g.input("x", (1, 4, 6, 6))
     k = g.rand("k", (C, 1, 1))
@@ -172,7 +174,10 @@ def test_shared_constant_used_by_two_groups_couples_them() -> None:
     g.output(g.conv(g.node("Concat", [a, b], name="cat", axis=1), 2 * C, 4, name="head"))
     model = g.build()
     dg = analyse(model)
-    assert sorted(group_of(dg, "a").sources) == ["a", "b"]
+    assert group_of(dg, "a").sources == ["a"] and group_of(dg, "b").sources == ["b"]
+    r = checked_prune(model, dg=dg, plan=plan_removing(dg, {"a": [0, 1], "b": [7]}))
+    np.testing.assert_array_equal(node_const(r.model, "ma", 1), init(model, "k")[2:])
+    np.testing.assert_array_equal(node_const(r.model, "mb", 1), init(model, "k")[:7])
     exercise(model)
 
 

@@ -1,4 +1,4 @@
-"""`--round-to auto`: ONNX Runtime's NCHWc block from the CPU flags (injected here, never this machine's)."""
+"""`--round-to auto`: ONNX Runtime's NCHWc block from the CPU flags (injected or forced here, never this machine's)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from onnxprune.api import analyse, prune
 from onnxprune.cli import main
 from onnxprune.errors import OnnxPruneError
 from onnxprune.runtime_profile import (
+    CPU_ENV,
     channel_multiple,
     cpu_flags,
     cpu_name,
@@ -28,10 +29,15 @@ AVX512 = "fpu sse2 avx avx2 fma avx512f avx512bw avx512vl"
 AVX2 = "fpu sse2 avx avx2 fma"
 
 
-def _cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flags: str) -> None:
+def _cpu(monkeypatch: pytest.MonkeyPatch, profile: str) -> None:
+    """Force a CPU profile (ONNXPRUNE_CPU) for the rest of the test."""
+    monkeypatch.setenv(CPU_ENV, profile)
+
+
+def _cpuinfo(tmp_path: Path, flags: str) -> Path:
     path = tmp_path / "cpuinfo"
     path.write_text(f"processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
-    monkeypatch.setattr(runtime_profile, "CPUINFO", path)
+    return path
 
 
 def _model(path: Path | None = None) -> onnx.ModelProto:
@@ -83,6 +89,41 @@ def test_cpu_name_from_cpuinfo(tmp_path: Path) -> None:
     assert cpu_name(tmp_path / "nope")  # no file: the platform's string, never empty
 
 
+@pytest.mark.parametrize("value, block, isa", [
+    ("avx512", 16, "avx512f"), ("avx2", 8, "avx2+fma"), ("none", 1, "none"), (" AVX2 ", 8, "avx2+fma"),
+])
+def test_onnxprune_cpu_forces_the_profile(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str, block: int,
+                                          isa: str) -> None:
+    monkeypatch.setenv(CPU_ENV, value)
+    profile = ort_cpu_profile()
+    assert (profile.block, profile.isa) == (block, isa)
+    assert f"forced by ONNXPRUNE_CPU={value.strip().lower()}" in profile.describe()
+    assert resolve_round_to("auto") == block and resolve_round_to("4") == 4
+    # given flags or a given cpuinfo file describe that CPU, forced or not
+    assert ort_cpu_profile(flags=AVX2.split()).block == 8
+    assert ort_cpu_profile(cpuinfo=_cpuinfo(tmp_path, AVX512)).block == 16
+
+
+def test_unforced_auto_reads_cpuinfo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(CPU_ENV)
+    path = _cpuinfo(tmp_path, AVX2)
+    monkeypatch.setattr(runtime_profile, "CPUINFO", path)
+    profile = ort_cpu_profile()
+    assert (profile.block, profile.source) == (8, str(path)) and f"from {path}" in profile.describe()
+
+
+def test_unknown_forced_profile_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(CPU_ENV, "avx1024")
+    with pytest.raises(OnnxPruneError, match="ONNXPRUNE_CPU='avx1024': choose one of avx512, avx2, none"):
+        channel_multiple(None)
+    src = tmp_path / "m.onnx"
+    _model(src)
+    r = CliRunner().invoke(main, ["prune", str(src), "-o", str(tmp_path / "o.onnx")])
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and "ONNXPRUNE_CPU" in lines[0], r.stderr
+    assert not (tmp_path / "o.onnx").exists()
+
+
 @pytest.mark.parametrize("round_to, target, value", [
     (None, "ort", 16), ("auto", "ort", 16), ("AUTO", "ort", 16),
     ("4", "ort", 4), ("1", "ort", 1), (3, "ort", 3),
@@ -100,35 +141,36 @@ def test_bad_round_to(bad: str) -> None:
         channel_multiple(bad, flags=AVX512.split())
 
 
-def test_api_auto_follows_the_cpu_and_default_stays_exact(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_api_auto_follows_the_cpu_and_default_stays_exact(monkeypatch: pytest.MonkeyPatch) -> None:
     model = _model()
     dg = analyse(model)
     assert group_of(dg, "c1").size == 32
-    # ratio 0.4 keeps 20 of 32: 32 at block 16, 24 at block 8, 20 with exact counts.
-    _cpu(monkeypatch, tmp_path, AVX2)
+    # ratio 0.4 asks to keep 20 of 32: the nearest whole blocks are 16 at block 16 (|16-20| < |32-20|),
+    # 24 at block 8 (16 and 24 tie: a tie keeps more), 20 with exact counts.
+    _cpu(monkeypatch, "avx2")
     assert resolve_round_to("auto") == 8
     assert _out_channels(prune(model, dg=dg, ratio=0.4, round_to="auto").model, "c1") == 24
     assert _out_channels(prune(model, dg=dg, ratio=0.4).model, "c1") == 20  # the API default is 1
-    _cpu(monkeypatch, tmp_path, AVX512)
-    res = prune(model, dg=dg, ratio=0.6, round_to="auto", verify=True)
+    _cpu(monkeypatch, "avx512")
+    res = prune(model, dg=dg, ratio=0.4, round_to="auto", verify=True)
     assert _out_channels(res.model, "c1") == 16 and res.plan.round_to == 16
     assert res.verify is not None and res.verify.ok
     with pytest.raises(OnnxPruneError, match="round-to"):
         prune(model, dg=dg, ratio=0.4, round_to=0)
 
 
-@pytest.mark.parametrize("flags, args, channels, reported", [
-    (AVX512, [], 32, 16),  # default: auto -> 16; keeping 20 rounds up to 32 (nothing removed)
-    (AVX2, [], 24, 8),
-    ("fpu sse2", [], 20, 1),  # no NCHWc kernels: exact counts
-    (AVX512, ["--round-to", "1"], 20, 1),
-    (AVX512, ["--round-to", "4"], 20, 4),
-    (AVX512, ["--for", "tensorrt"], 24, 8),
-    (AVX2, ["--round-to", "auto"], 24, 8),
+@pytest.mark.parametrize("profile, args, channels, reported", [
+    ("avx512", [], 16, 16),  # default: auto -> 16; keeping 20 rounds to the nearest block, 16
+    ("avx2", [], 24, 8),
+    ("none", [], 20, 1),  # no NCHWc kernels: exact counts
+    ("avx512", ["--round-to", "1"], 20, 1),
+    ("avx512", ["--round-to", "4"], 20, 4),
+    ("avx512", ["--for", "tensorrt"], 24, 8),
+    ("avx2", ["--round-to", "auto"], 24, 8),
 ])
-def test_cli_prune_default_is_the_cpu_block(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flags: str,
+def test_cli_prune_default_is_the_cpu_block(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, profile: str,
                                             args: list[str], channels: int, reported: int) -> None:
-    _cpu(monkeypatch, tmp_path, flags)
+    _cpu(monkeypatch, profile)
     src, out, rep = tmp_path / "m.onnx", tmp_path / "out.onnx", tmp_path / "r.json"
     _model(src)
     r = CliRunner().invoke(main, ["prune", str(src), "-o", str(out), "--ratio", "0.4", "--report", str(rep),
@@ -138,8 +180,14 @@ def test_cli_prune_default_is_the_cpu_block(monkeypatch: pytest.MonkeyPatch, tmp
     report = json.loads(rep.read_text())
     assert report["round_to"] == reported and report["plan"]["round_to"] == reported
     assert f"multiples of {reported}" in r.stdout
+    achieved = (32 - channels) / 32
+    assert f"removed {32 - channels} of 32 prunable channels (requested 40.0%, achieved {achieved:.1%})" in r.stdout
+    removal = report["removal"]
+    assert (removal["channels_requested"], removal["channels_achieved"]) == (0.4, achieved)
+    assert removal["channels_removed"] == 32 - channels and removal["channels_prunable"] == 32
     if not args:
         assert "auto" in report["round_to_reason"] and "auto" in r.stdout
+        assert f"forced by ONNXPRUNE_CPU={profile}" in r.stdout
 
 
 @pytest.mark.parametrize("bad", ["0", "many"])
@@ -154,7 +202,7 @@ def test_cli_bad_round_to_is_one_line(tmp_path: Path, bad: str) -> None:
 
 
 def test_sensitivity_rounds_like_prune(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    _cpu(monkeypatch, tmp_path, AVX2)
+    _cpu(monkeypatch, "avx2")
     src, js = tmp_path / "m.onnx", tmp_path / "s.json"
     _model(src)
     r = CliRunner().invoke(main, ["sensitivity", str(src), "--ratios", "0.4", "--calib-samples", "2",
@@ -170,7 +218,7 @@ def test_sensitivity_rounds_like_prune(monkeypatch: pytest.MonkeyPatch, tmp_path
 @pytest.mark.parametrize("args, note", [([], True), (["--round-to", "1"], False)])
 def test_cli_says_when_the_multiple_stops_the_budget(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                      args: list[str], note: bool) -> None:
-    _cpu(monkeypatch, tmp_path, AVX512)
+    _cpu(monkeypatch, "avx512")
     src, out = tmp_path / "m.onnx", tmp_path / "out.onnx"
     _model(src)
     # both convs scale with the 32-channel group: 8 kept = 25 %; multiples of 16 keep at least 16 (50 %)
@@ -192,7 +240,7 @@ def test_cli_budget_on_avx2_keeps_16_when_it_lands(monkeypatch: pytest.MonkeyPat
                                                     target: str, used: int) -> None:
     """Both convs scale with the 32-channel group: 16 kept = 50 % of the MACs (lands with multiples
     of 16); 8 kept = 25 %, which multiples of 16 cannot reach, so the CPU's block 8 is used."""
-    _cpu(monkeypatch, tmp_path, AVX2)
+    _cpu(monkeypatch, "avx2")
     src, out, rep = tmp_path / "m.onnx", tmp_path / "out.onnx", tmp_path / "r.json"
     _model(src)
     r = CliRunner().invoke(main, ["prune", str(src), "-o", str(out), "--target-macs", target, "--report", str(rep),
@@ -208,7 +256,7 @@ def test_cli_budget_on_avx2_keeps_16_when_it_lands(monkeypatch: pytest.MonkeyPat
 
 
 def test_api_auto_budget_and_explicit_multiple(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    _cpu(monkeypatch, tmp_path, AVX2)
+    _cpu(monkeypatch, "avx2")
     model = _model()
     dg = analyse(model)
     assert prune(model, dg=dg, round_to="auto", target_macs=0.5).plan.round_to == 16

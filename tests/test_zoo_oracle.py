@@ -110,21 +110,23 @@ def test_blocked_groups_always_give_a_reason() -> None:
                 assert g.blocked, f"{entry.name} group {g.id} is not prunable but has no reason"
 
 
-def test_macs_reduced_on_at_least_90_percent_of_the_zoo() -> None:
-    reduced, names = 0, []
+def test_ratio_prunes_at_least_97_percent_of_the_zoo_on_every_cpu(cpu_profile: str) -> None:
+    """`--ratio 0.3` with the default `--round-to auto`, under each CPU profile: the model loses channels
+    and MACs, and the oracle passes (the achieved fractions per model: benchmarks/README.md)."""
+    failed: list[str] = []
     for entry in ENTRIES:
         dg = _dg(entry)
-        if not dg.prunable:
-            names.append(entry.name)
+        try:
+            result = prune(dg.model, ratio=0.3, round_to="auto", verify=True, shapes=entry.shapes, dg=dg)
+        except OnnxPruneError as exc:
+            failed.append(f"{entry.name}: {exc}")
             continue
-        result = prune(dg.model, ratio=0.3, shapes=entry.shapes, dg=dg)
         before = model_stats(dg.model, shapes=entry.shapes).macs
         after = model_stats(result.model, shapes=entry.shapes).macs
-        if after < before:
-            reduced += 1
-        else:
-            names.append(entry.name)
-    assert reduced >= 0.9 * len(ENTRIES), f"MACs not reduced on: {names}"
+        assert result.verify is not None and result.verify.ok, entry.name
+        if not (result.channels[0] > 0 and after < before):
+            failed.append(f"{entry.name}: MACs {after / before:.3f}")
+    assert len(ENTRIES) - len(failed) >= 0.97 * len(ENTRIES), failed
 
 
 @pytest.mark.parametrize("name", ["resnet_ts", "shufflenetv2_dynamo", "real_ppocrv4_det", "densenet_ts", "transformer_dynamo",

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from onnxprune.errors import EXIT_USAGE, OnnxPruneError
+from onnxprune.errors import EXIT_INTERNAL, EXIT_USAGE, OnnxPruneError
 
 
 class _Group(click.Group):
@@ -38,7 +38,7 @@ class _Group(click.Group):
             msg = str(exc).splitlines()[0] if str(exc) else ""
             click.echo(f"error: internal error {type(exc).__name__}: {msg} (set ONNXPRUNE_DEBUG=1 for a traceback)",
                        err=True)
-            sys.exit(EXIT_USAGE)
+            sys.exit(EXIT_INTERNAL)
 
 
 @click.group(cls=_Group)

@@ -160,6 +160,10 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
     click.echo(f"groups: {len(groups)} found, {len(result.dg.prunable)} prunable, "
                f"{sum(1 for g in groups if g.blocked)} blocked; {result.removed_slots} channel slots removed "
                f"in {result.seconds:.1f}s")
+    asked = None if plan_in or target_macs or target_params or loop["target_latency"] else ratio
+    removal = _removal(result, steps, asked=asked, macs_kept=after.macs / max(before.macs, 1),
+                       params_kept=after.params / max(before.params, 1))
+    click.echo(_removal_line(removal))
     budget = result.target is not None  # a budget plan was made (not when the dense model already meets it)
     race = None if result.choice is None else result.choice.race
     both_landed = race is not None and not race.completion  # both multiples landed the budget and were timed
@@ -215,6 +219,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
                 "achieved": result.target.achieved},
             "compare": compare_dict(before, after),
             "inputs": result.dg.inputs_json(),
+            "removal": removal,
             "verify": None if result.verify is None else result.verify.to_json(),
             "reconstruct": None if result.reconstruction is None else result.reconstruction.to_json(),
             "plan": result.plan.to_json(),
@@ -227,6 +232,32 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
             "steps": None if steps is None else steps.to_json(),
         }
         Path(report_path).write_text(json.dumps(report, indent=1))
+
+
+def _removal(result: PruneResult, steps: StepsResult | None, *, asked: float | None, macs_kept: float,
+             params_kept: float) -> dict[str, Any]:
+    """Requested and achieved: channels (a share of the prunable ones) and MACs / params kept."""
+    removed, prunable = result.channels
+    achieved = removed / max(prunable, 1) if steps is None or len(steps.steps) == 1 else steps.channels_removed
+    target = result.target if steps is None or len(steps.steps) == 1 else None  # steps: of step k's model
+    return {"channels_removed": removed, "channels_prunable": prunable, "steps": None if steps is None
+            else len(steps.steps), "channels_requested": asked, "channels_achieved": achieved,
+            "macs_kept": macs_kept, "params_kept": params_kept,
+            "budget": None if target is None else {"metric": target.metric, "requested": target.target}}
+
+
+def _removal_line(r: dict[str, Any]) -> str:
+    """'removed X of Y prunable channels (requested R, achieved r); MACs kept m' (see `_removal`)."""
+    got = f"achieved {r['channels_achieved']:.1%}"
+    channels = (f"removed {r['channels_removed']} of {r['channels_prunable']} prunable channels" if not r["steps"]
+                else f"removed {r['channels_achieved']:.1%} of the prunable channels in {r['steps']} steps")
+    asked = "" if r["channels_requested"] is None else f"requested {r['channels_requested']:.1%}, "
+    kept = f"MACs kept {r['macs_kept']:.1%}"
+    budget = r["budget"]
+    if budget is not None:
+        kept += (f" (requested {budget['requested']:.1%})" if budget["metric"] == "macs" else
+                 f", params kept {r['params_kept']:.1%} (requested {budget['requested']:.1%})")
+    return f"{channels} ({asked}{got}); {kept}"
 
 
 def _race_json(result: PruneResult) -> dict[str, object] | None:

@@ -22,6 +22,7 @@ from onnxprune.cli.options import (
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.keep import keep_layers
 from onnxprune.io import load_model
+from onnxprune.plan import finer_round_to
 from onnxprune.progress import rich_progress
 from onnxprune.report import sensitivity_table
 from onnxprune.runtime_profile import channel_multiple
@@ -104,6 +105,11 @@ def command(model: str, ratios: str, criterion: str, round_to: str | None, targe
     click.echo(f"{len(result.curves)} groups x {len(grid)} ratios on {result.samples} calibration samples "
                f"in {result.seconds:.1f}s{acc}")
     click.echo(multiple.describe())
+    flat = [c for c in result.curves if not any(p.removed for p in c.points)]
+    if flat and multiple.value > 1:
+        click.echo(f"note: {len(flat)} of {len(result.curves)} groups lose no whole block of {multiple.value} "
+                   f"channels at these ratios (a group keeps at least one block): their curves stay at 0; "
+                   f"{finer_round_to(multiple.value)} measures them")
     if json_out:
         result.save(json_out)
         click.echo(f"curves written to {json_out} (use: onnxprune prune MODEL --sensitivity {json_out} --target-macs F)")

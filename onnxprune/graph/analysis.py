@@ -19,6 +19,7 @@ ROLE_WEIGHT_OUT = "weight-out"  # producer weight, sliced along its output chann
 ROLE_WEIGHT_IN = "weight-in"  # consumer weight, sliced along its reduction axis
 ROLE_NORM_SCALE = "norm-scale"  # BN/IN gamma
 ROLE_PARAM = "param"  # biases, BN statistics, per-channel constants
+TIED_ROLES = (ROLE_WEIGHT_OUT, ROLE_WEIGHT_IN)  # shared by several nodes: their channels are coupled
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class Analysis:
     # the index rule because their whole groups collapsed into one slot (e.g. a channel shuffle).
     whole_convs: dict[str, np.ndarray] = field(default_factory=dict)
     index_convs: frozenset[str] = frozenset()
-    # First track given to each (constant, axes): later members of a shared constant couple to it.
+    # First track given to each (weight, axes): later members of a shared weight couple to it.
     member_index: dict[tuple[str, tuple[int, ...]], Track] = field(default_factory=dict)
 
     def blocked_roots(self) -> dict[int, list[str]]:
@@ -203,10 +204,13 @@ class RuleContext:
             self.block(self.layout(x), reason)
 
     def member(self, name: str, track: Track, role: str) -> None:
-        """A constant parameter sliced along `track` (shared constants get their ids coupled)."""
-        first = self.state.member_index.setdefault((name, track.axes), track)
-        if first is not track:
-            self.union(first.ids, track.ids, reason=f"constant {name} shared")
+        """A constant parameter sliced along `track`. A weight shared by several nodes (tied weights)
+        couples their ids, so it stays one tensor; other shared constants (a deduplicated zero bias)
+        couple nothing: apply slices a copy for each reader that needs another slice."""
+        if role in TIED_ROLES:
+            first = self.state.member_index.setdefault((name, track.axes), track)
+            if first is not track:
+                self.union(first.ids, track.ids, reason=f"constant {name} shared")
         self.state.members.append(ConstMember(name, track, role, self.node.name))
 
     def consume(self, input_index: int, track: Track) -> None:

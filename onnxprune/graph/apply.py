@@ -40,9 +40,8 @@ class ApplyContext:
     def const(self, name: str) -> np.ndarray:
         return numpy_helper.to_array(self._inits[name])
 
-    def set_input_const(self, node: onnx.NodeProto, index: int, value: np.ndarray) -> None:
-        """Point a node input at a new initializer holding `value` (never edits a shared constant)."""
-        base = node.input[index] if index < len(node.input) and node.input[index] else f"{node.name}_in{index}"
+    def add_const(self, base: str, value: np.ndarray) -> str:
+        """A new initializer holding `value`, named after `base` (never an existing name); its name."""
         self._counter += 1
         name = f"{base}__pruned{self._counter}"
         while name in self._inits:
@@ -51,6 +50,12 @@ class ApplyContext:
         t = numpy_helper.from_array(np.ascontiguousarray(value), name)
         self.model.graph.initializer.append(t)
         self._inits[name] = t
+        return name
+
+    def set_input_const(self, node: onnx.NodeProto, index: int, value: np.ndarray) -> None:
+        """Point a node input at a new initializer holding `value` (never edits a shared constant)."""
+        base = node.input[index] if index < len(node.input) and node.input[index] else f"{node.name}_in{index}"
+        name = self.add_const(base, value)
         while len(node.input) <= index:
             node.input.append("")
         node.input[index] = name

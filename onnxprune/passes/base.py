@@ -13,7 +13,7 @@ from importlib import metadata
 
 import onnx
 
-from onnxprune.errors import OnnxPruneError
+from onnxprune.errors import InternalError, OnnxPruneError
 
 ENTRY_POINT_GROUP = "onnxprune.passes"
 
@@ -25,8 +25,8 @@ class PassResult:
     notes: list[str] = field(default_factory=list)
 
 
-class PassConditionError(OnnxPruneError):
-    pass
+class PassConditionError(InternalError):
+    """A pass's pre- or post-condition failed: the pass, not the input model, is at fault."""
 
 
 class Pass(abc.ABC):
