@@ -16,7 +16,7 @@ import onnx
 
 from onnxprune.allocation import TargetResult
 from onnxprune.calibration import CalibConfig
-from onnxprune.errors import NothingToPruneError, OnnxPruneError, VerifyError
+from onnxprune.errors import OnnxPruneError, VerifyError
 from onnxprune.graph.analysis import APPROXIMATE_KINDS, DEFAULT_GROUPED
 from onnxprune.graph.engine import DependencyGraph, dependency_graph
 from onnxprune.graph.keep import keep_layers
@@ -130,9 +130,7 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     multiple, prefer = rounding.value, prefer_round_to if prefer_round_to is not None else rounding.prefer
     start = time.perf_counter()
     dg = keep_layers(dg or analyse(model, shapes=shapes, approximate=approximate, grouped=grouped), keep)
-    if not dg.prunable:
-        raise NothingToPruneError(f"nothing prunable: {len(dg.groups)} channel groups, all blocked "
-                                  f"(run `onnxprune inspect` for the reasons)")
+    dg.require_prunable()
     target: TargetResult | None = None
     choice: PlanChoice | None = None
     if plan is None:

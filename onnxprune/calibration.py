@@ -26,7 +26,7 @@ import onnx
 from onnxprune.calib.batching import CalibrationWarning, Feed, batch_size_for, rebatch
 from onnxprune.calib.config import DEFAULT_RANDOM_SAMPLES, CalibConfig
 from onnxprune.calib.images import ImageOptions
-from onnxprune.calib.options import calib_options, config_from_options, echo_calibration_warnings
+from onnxprune.calib.options import calib_options, config_from_options
 from onnxprune.calib.sources import file_stem_for, open_source
 from onnxprune.errors import OnnxPruneError
 from onnxprune.inputs import graph_inputs, random_inputs
@@ -35,7 +35,7 @@ BatchFactory = Callable[[], Iterator[Feed]]
 
 __all__ = [
     "BatchFactory", "CalibConfig", "CalibrationWarning", "Feed", "ImageOptions", "batch_factory",
-    "calib_options", "calibration_batches", "config_from_options", "echo_calibration_warnings", "file_stem_for",
+    "calib_options", "calibration_batches", "config_from_options", "file_stem_for",
     "random_batches",
 ]
 

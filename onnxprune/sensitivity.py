@@ -47,6 +47,7 @@ from onnxprune.allocation import CostModel
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.graph.groups import Group
+from onnxprune.io import write_json
 from onnxprune.order import removal_orders
 from onnxprune.plan import n_keep
 from onnxprune.progress import ProgressFn, report
@@ -137,10 +138,7 @@ class SensitivityResult:
                 "fill": self.fill, "grouped": self.grouped, "groups": [c.to_json() for c in self.curves]}
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        try:
-            Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")
-        except OSError as exc:
-            raise OnnxPruneError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        write_json(path, self.to_json())
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SensitivityResult:
@@ -395,8 +393,7 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
     if samples < 1:
         raise OnnxPruneError(f"samples must be at least 1, got {samples}")
     multiple = resolve_round_to(round_to)
-    if not dg.prunable:
-        raise OnnxPruneError("nothing prunable: every channel group is blocked (run `onnxprune inspect`)")
+    dg.require_prunable()
     orders = group_orders(dg, criterion, round_to=multiple, calibration=calibration, shapes=shapes, progress=progress)
     feeds = held_feeds(dg.model, calibration, samples=samples, shapes=shapes)
     refit = Compensator(dg, feeds) if fill == "refit" else None

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import click
@@ -21,17 +19,9 @@ from onnxprune.bench import (
     model_file_size,
     peak_memory,
 )
-from onnxprune.errors import OnnxPruneError
-from onnxprune.inputs import parse_shapes
-from onnxprune.io import load_model
+from onnxprune.inputs import check_shapes, parse_shapes
+from onnxprune.io import check_paths, load_model, write_json
 from onnxprune.report import human_bytes
-
-
-def _write_json(path: str, doc: dict[str, Any]) -> None:
-    try:
-        Path(path).write_text(json.dumps(doc, indent=2) + "\n")
-    except OSError as exc:
-        raise OnnxPruneError(f"--json {path}: cannot write ({exc.strerror or exc})") from None
 
 
 def _shapes_text(batch: int, shapes: Mapping[str, tuple[int, ...]]) -> str:
@@ -58,10 +48,12 @@ def _mem(m: MemoryResult | None) -> str:
 def command(model: str, other: str | None, batches: tuple[int, ...], threads: int, warmup: int, repeat: int,
             shapes: tuple[str, ...], memory: bool, json_out: str | None) -> None:
     """Benchmark MODEL in ONNX Runtime (CPU, graph optimisation on, as deployed)."""
+    check_paths(models={"MODEL": model, "--vs": other}, outputs={"--json": json_out})
     shape_map = parse_shapes(shapes)
     for path in (model, other):
         if path is not None:
-            load_model(path, load_external_data=False)  # one-line errors for missing / broken files
+            # One-line errors for missing / broken files and --shapes that do not fit.
+            check_shapes(load_model(path, load_external_data=False), shape_map)
     roles = {"A": model} if other is None else {"A": model, "B": other}
     sizes = {r: model_file_size(p) for r, p in roles.items()}
     doc: dict[str, Any] = {"models": {r: {"path": p, "size_bytes": sizes[r]} for r, p in roles.items()},
@@ -105,4 +97,4 @@ def command(model: str, other: str | None, batches: tuple[int, ...], threads: in
         click.echo("speedup = median over interleaved pairs of t_A / t_B (> 1: B is faster)")
     click.echo("inputs: " + "; ".join(shown) + " (dynamic dims other than batch: 64 unless --shapes)")
     if json_out:
-        _write_json(json_out, doc)
+        write_json(json_out, doc)

@@ -13,7 +13,7 @@ from onnxprune.cli.options import (
     approximate_option,
     grouped_option,
     model_argument,
-    parsed_shapes,
+    model_with_shapes,
     shapes_option,
 )
 
@@ -28,7 +28,8 @@ from onnxprune.cli.options import (
 def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], grouped: str, as_json: bool,
             show_all: bool) -> None:
     """Show the channel groups of MODEL: coupled producers, channel counts, blocked reasons."""
-    dg = analyse(model, shapes=parsed_shapes(shapes), approximate=approximate, grouped=grouped)
+    proto, shp = model_with_shapes(model, shapes)
+    dg = analyse(proto, shapes=shp, approximate=approximate, grouped=grouped)
     summary = {
         "groups": len(dg.groups),
         "prunable": len(dg.prunable),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import onnx
 
+from onnxprune.errors import NothingToPruneError
 from onnxprune.graph.analysis import DEFAULT_GROUPED, Analysis, analyse
 from onnxprune.graph.groups import Group, build_groups
 from onnxprune.graph.shapes import probe_tensors
@@ -22,6 +23,12 @@ class DependencyGraph:
     @property
     def prunable(self) -> list[Group]:
         return [g for g in self.groups if g.prunable]
+
+    def require_prunable(self) -> None:
+        """Every command that needs a prunable group fails the same way: NothingToPruneError (exit 3)."""
+        if not self.prunable:
+            raise NothingToPruneError(f"nothing prunable: {len(self.groups)} channel groups, all blocked "
+                                      f"(run `onnxprune inspect` for the reasons)")
 
     def exact_roots(self, removed_roots: set[int]) -> set[int]:
         """The part of a removal the oracle can prove: slots of groups with no approximate member."""
