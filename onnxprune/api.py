@@ -156,9 +156,7 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
         latency = dataclasses.replace(opts, feed=timing_feed(_as_model(model), calibration, batch=opts.batch))
     dg = keep_layers(dg or analyse(model, shapes=shapes, approximate=approximate, grouped=grouped,
                                    calibration=calibration), keep)
-    if not dg.prunable:
-        raise NothingToPruneError(f"nothing prunable: {len(dg.groups)} channel groups, all blocked "
-                                  f"(run `onnxprune inspect` for the reasons)")
+    dg.require_prunable()
     target: TargetResult | None = None
     choice: PlanChoice | None = None
     if plan is None:

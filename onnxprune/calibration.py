@@ -28,7 +28,7 @@ import onnx
 from onnxprune.calib.batching import CalibrationWarning, Feed, batch_size_for, first_samples, rebatch
 from onnxprune.calib.config import DEFAULT_RANDOM_SAMPLES, CalibConfig
 from onnxprune.calib.images import ImageOptions
-from onnxprune.calib.options import calib_options, config_from_options, echo_calibration_warnings
+from onnxprune.calib.options import calib_options, config_from_options
 from onnxprune.calib.sources import file_stem_for, open_source
 from onnxprune.errors import OnnxPruneError
 from onnxprune.inputs import feed_rows, graph_inputs, random_inputs
@@ -41,7 +41,7 @@ CalibrationLike = CalibConfig | str | Path | Callable[[], Iterable[FeedLike]] | 
 
 __all__ = [
     "BatchFactory", "CalibConfig", "CalibrationLike", "CalibrationWarning", "Feed", "ImageOptions", "batch_factory",
-    "calib_options", "calibration_batches", "config_from_options", "echo_calibration_warnings", "feed_factory",
+    "calib_options", "calibration_batches", "config_from_options", "feed_factory",
     "file_stem_for", "first_samples", "random_batches", "real_feeds", "timing_feed",
 ]
 

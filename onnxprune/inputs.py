@@ -7,6 +7,7 @@ graph (`onnxprune.input_values`: token ids below the vocabulary, masks of ones..
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from onnxprune.input_values import describe_rules, infer_rules, past_length, seq
 
 DEFAULT_BATCH = 1
 DEFAULT_DYNAMIC_DIM = 64
+MAX_INPUT_ELEMENTS = 2**31 - 1  # ONNX Runtime indexes many kernels with 32-bit ints; 8 GiB of float32
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,20 @@ def concrete_shapes(specs: list[InputSpec], *, shapes: Mapping[str, tuple[int, .
             out[spec.name] = tuple(d if isinstance(d, int) else bound[d] if d in bound
                                    else (batch if i == 0 else dynamic_dim) for i, d in enumerate(spec.dims))
     return out
+def parse_dims(text: str, item: str) -> tuple[int, ...]:
+    """`1x3x224x224` (or `1,3,224,224`) of the --shapes item `item`: positive dims, a sane total."""
+    try:
+        dims = tuple(int(x) for x in text.replace(",", "x").split("x") if x)
+    except ValueError:
+        raise OnnxPruneError(f"--shapes {item!r}: dimensions must be integers") from None
+    if not dims:
+        raise OnnxPruneError(f"--shapes {item!r}: expected NAME:DxDxD")
+    if min(dims) < 1:
+        raise OnnxPruneError(f"--shapes {item!r}: every dimension must be at least 1")
+    if math.prod(dims) > MAX_INPUT_ELEMENTS:
+        raise OnnxPruneError(f"--shapes {item!r}: {math.prod(dims):,} elements, more than the "
+                             f"{MAX_INPUT_ELEMENTS:,} one input may hold")
+    return dims
 
 
 def parse_shapes(items: tuple[str, ...] | list[str]) -> dict[str, tuple[int, ...]]:
@@ -89,10 +105,9 @@ def parse_shapes(items: tuple[str, ...] | list[str]) -> dict[str, tuple[int, ...
         name, sep, dims = item.rpartition(":")
         if not sep or not name:
             raise OnnxPruneError(f"--shapes {item!r}: expected NAME:DxDxD")
-        try:
-            out[name] = tuple(int(x) for x in dims.replace(",", "x").split("x") if x)
-        except ValueError:
-            raise OnnxPruneError(f"--shapes {item!r}: dimensions must be integers") from None
+        if name in out:
+            raise OnnxPruneError(f"--shapes {item!r}: {name!r} is given twice")
+        out[name] = parse_dims(dims, item)
     return out
 
 
@@ -118,6 +133,15 @@ def describe_feeds(model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarr
         rules = describe_rules(infer_rules(model))
         parts.append(_plural(random, "random input") + (f" ({rules})" if rules else ""))
     return " and ".join(parts)
+def check_shapes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]] | None) -> None:
+    """Where --shapes meets the model: every name must be an input (a typo is not a no-op), and each
+    shape must fit that input's rank and static dims."""
+    specs = {s.name: s for s in graph_inputs(model)}
+    for name, shape in (shapes or {}).items():
+        if name not in specs:
+            raise OnnxPruneError(f"--shapes {name}: the model has no input {name!r} "
+                                 f"(its inputs: {', '.join(specs) or 'none'})")
+        specs[name].concrete(shapes={name: shape})
 
 
 def random_inputs(model: onnx.ModelProto, *, shapes: Mapping[str, tuple[int, ...]] | None = None,

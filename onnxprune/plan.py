@@ -12,6 +12,7 @@ import numpy as np
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.graph.tracks import map_roots
+from onnxprune.io import write_json
 from onnxprune.order import group_pieces, removal_order
 from onnxprune.rounding import Quota, round_counts
 from onnxprune.scoring.base import Importance
@@ -55,7 +56,7 @@ class Plan:
         }
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=1))
+        write_json(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:

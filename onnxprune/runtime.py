@@ -20,7 +20,7 @@ def session(model: onnx.ModelProto | str, *, optimize: bool = False, threads: in
     opts = ort.SessionOptions()
     opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                      else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # errors come back as exceptions, reported in one line
     if threads:
         opts.intra_op_num_threads = threads
     if isinstance(model, onnx.ModelProto) and is_large(model):
@@ -54,5 +54,16 @@ def run(model: onnx.ModelProto | ort.InferenceSession, feed: Mapping[str, np.nda
         vals = sess.run(names, dict(feed))
     except Exception as exc:  # noqa: BLE001
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OnnxPruneError(f"ONNX Runtime failed to run the model: {first}") from None
+        raise OnnxPruneError(f"ONNX Runtime failed to run the model: {first}{_sizes_hint(sess, feed)}") from None
     return dict(zip(names, vals, strict=True))
+
+
+def _sizes_hint(sess: ort.InferenceSession, feed: Mapping[str, np.ndarray]) -> str:
+    """Dynamic dims run at default sizes unless --shapes says otherwise; some models need more (an
+    STFT's reflect pad longer than the default length): name the sizes that ran and the flag."""
+    ran = [f"{i.name} {'x'.join(map(str, np.shape(feed[i.name])))}" for i in sess.get_inputs()
+           if i.name in feed and not all(isinstance(d, int) and d > 0 for d in i.shape)]
+    if not ran:
+        return ""
+    return (f" (inputs with dynamic dims ran at {', '.join(ran)}; if the model needs other sizes, "
+            f"give them with --shapes NAME:DxDxD)")

@@ -49,6 +49,7 @@ from onnxprune.errors import NothingToPruneError, OnnxPruneError
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.inputs import feed_rows
+from onnxprune.io import write_json
 from onnxprune.order import removal_orders
 from onnxprune.plan import n_keep, too_narrow
 from onnxprune.progress import ProgressFn, report
@@ -140,10 +141,7 @@ class SensitivityResult:
                 "fill": self.fill, "grouped": self.grouped, "groups": [c.to_json() for c in self.curves]}
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        try:
-            Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")
-        except OSError as exc:
-            raise OnnxPruneError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        write_json(path, self.to_json())
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SensitivityResult:
@@ -389,8 +387,7 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
     if samples < 1:
         raise OnnxPruneError(f"samples must be at least 1, got {samples}")
     multiple = resolve_round_to(round_to)
-    if not dg.prunable:
-        raise OnnxPruneError("nothing prunable: every channel group is blocked (run `onnxprune inspect`)")
+    dg.require_prunable()
     counts = {g.id: removal_counts(g.size, grid, g.multiple(multiple)) for g in dg.prunable}
     if not any(any(c) for c in counts.values()):
         why = too_narrow(dg, multiple) or (f"at ratios up to {grid[-1]:g} no group loses a whole "

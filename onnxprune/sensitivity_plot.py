@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
 
 from onnxprune.errors import OnnxPruneError
+from onnxprune.io import write_atomic
 from onnxprune.sensitivity import DEFAULT_METRIC, SensitivityResult
 
 MAX_LEGEND = 12
@@ -37,9 +39,9 @@ def plot_curves(result: SensitivityResult, path: str | os.PathLike[str], *, erro
         axes[0][1].set_xlabel("ratio of the group's channels removed")
         axes[0][1].set_ylabel(f"accuracy ({result.accuracy_samples} labelled samples)")
     fig.tight_layout()
+    png = io.BytesIO()
     try:
-        fig.savefig(os.fspath(path), dpi=120)
-    except OSError as exc:
-        raise OnnxPruneError(f"--plot {path}: cannot write ({exc.strerror or exc})") from None
+        fig.savefig(png, format="png", dpi=120)
     finally:
         plt.close(fig)
+    write_atomic(path, png.getvalue())

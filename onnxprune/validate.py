@@ -20,6 +20,7 @@ import onnx
 from onnxprune import runtime
 from onnxprune.errors import OnnxPruneError, ThresholdError
 from onnxprune.inputs import InputSpec, feed_rows, graph_inputs, random_inputs
+from onnxprune.npfile import reading
 
 LABEL_KEY = "y"
 DEFAULT_SAMPLES = 4
@@ -134,11 +135,12 @@ def load_feeds(path: str | os.PathLike[str], model: onnx.ModelProto, *,
 
 
 def _npz_labels(path: str) -> np.ndarray | None:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
+    with reading(f"--data {path}"):
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise OnnxPruneError(f"--data {path}: expected a .npz archive")
+        with npz:
             return np.asarray(npz[LABEL_KEY]) if LABEL_KEY in npz.files else None
-    except (OSError, ValueError, AttributeError) as exc:
-        raise OnnxPruneError(f"--data {path}: not a readable .npz file ({exc})") from None
 
 
 def load_data(path: str | os.PathLike[str], model: onnx.ModelProto) -> tuple[Feed, np.ndarray | None]:
@@ -148,15 +150,13 @@ def load_data(path: str | os.PathLike[str], model: onnx.ModelProto) -> tuple[Fee
     p = os.fspath(path)
     if not os.path.isfile(p):
         raise OnnxPruneError(f"--data {p}: no such file")
-    try:
+    with reading(f"--data {p}"):
         loaded = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise OnnxPruneError(f"--data {p}: not a .npz/.npy file ({exc})") from None
-    if isinstance(loaded, np.ndarray):
-        arrays: dict[str, np.ndarray] = {"": loaded}
-    else:
-        with loaded:
-            arrays = {k: loaded[k] for k in loaded.files}
+        if isinstance(loaded, np.ndarray):
+            arrays: dict[str, np.ndarray] = {"": loaded}
+        else:
+            with loaded:
+                arrays = {k: loaded[k] for k in loaded.files}
     labels = arrays.pop(LABEL_KEY, None)
     names = [s.name for s in specs]
     if set(names) <= set(arrays):
@@ -187,15 +187,13 @@ def load_labels(path: str | os.PathLike[str]) -> np.ndarray:
     p = os.fspath(path)
     if not os.path.isfile(p):
         raise OnnxPruneError(f"--labels {p}: no such file")
-    try:
+    with reading(f"--labels {p}"):
         loaded = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise OnnxPruneError(f"--labels {p}: not a .npy file ({exc})") from None
-    if not isinstance(loaded, np.ndarray):
-        with loaded:
-            if LABEL_KEY not in loaded.files:
-                raise OnnxPruneError(f"--labels {p}: a .npz needs the labels under key '{LABEL_KEY}'")
-            return np.asarray(loaded[LABEL_KEY])
+        if not isinstance(loaded, np.ndarray):
+            with loaded:
+                if LABEL_KEY not in loaded.files:
+                    raise OnnxPruneError(f"--labels {p}: a .npz needs the labels under key '{LABEL_KEY}'")
+                return np.asarray(loaded[LABEL_KEY])
     return loaded
 
 

@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
+from cli_run import invoke, one_line_error
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.cli import main
 from onnxprune.errors import EXIT_NOTHING_PRUNABLE, EXIT_USAGE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,23 +24,10 @@ def _digest(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
-def _invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
-def _one_line_error(stderr: str) -> str:
-    lines = [line for line in stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("error: "), stderr
-    assert "Traceback" not in stderr
-    return lines[0]
-
-
 def test_prune_writes_a_smaller_verified_model(tmp_path: Path) -> None:
     out = tmp_path / "out.onnx"
     before = _digest(RESNET)
-    code, stdout, stderr = _invoke("prune", str(RESNET), "-o", str(out), "--ratio", "0.5",
+    code, stdout, stderr = invoke("prune", str(RESNET), "-o", str(out), "--ratio", "0.5",
                                    "--report", str(tmp_path / "r.json"), "--save-plan", str(tmp_path / "p.json"))
     assert code == 0, stderr
     assert "verify PASS" in stdout
@@ -56,7 +42,7 @@ def test_prune_writes_a_smaller_verified_model(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".onnxprune-")] == []
     # The saved plan replays to the same model.
     out2 = tmp_path / "out2.onnx"
-    code, _, stderr = _invoke("prune", str(RESNET), "-o", str(out2), "--plan", str(tmp_path / "p.json"))
+    code, _, stderr = invoke("prune", str(RESNET), "-o", str(out2), "--plan", str(tmp_path / "p.json"))
     assert code == 0, stderr
     a, b = onnx.load(str(out)), onnx.load(str(out2))
     assert [t.dims for t in a.graph.initializer] == [t.dims for t in b.graph.initializer]
@@ -64,7 +50,7 @@ def test_prune_writes_a_smaller_verified_model(tmp_path: Path) -> None:
 
 def test_round_to_keeps_multiples(tmp_path: Path) -> None:
     out = tmp_path / "out.onnx"
-    code, _, stderr = _invoke("prune", str(RESNET), "-o", str(out), "--ratio", "0.4", "--round-to", "4")
+    code, _, stderr = invoke("prune", str(RESNET), "-o", str(out), "--ratio", "0.4", "--round-to", "4")
     assert code == 0, stderr
     m = onnx.load(str(out))
     orig = {t.name: tuple(t.dims) for t in onnx.load(str(RESNET)).graph.initializer}
@@ -86,26 +72,26 @@ def test_bad_model_files_give_one_line(tmp_path: Path, case: str) -> None:
         path.write_bytes(b"")
     elif case == "directory":
         path.mkdir()
-    code, _, stderr = _invoke("prune", str(path), "-o", str(tmp_path / "o.onnx"))
+    code, _, stderr = invoke("prune", str(path), "-o", str(tmp_path / "o.onnx"))
     assert code == EXIT_USAGE
-    _one_line_error(stderr)
+    one_line_error(stderr)
     assert not (tmp_path / "o.onnx").exists()
 
 
 @pytest.mark.parametrize("ratio", ["1.0", "-0.1", "1.5"])
 def test_ratio_outside_range(tmp_path: Path, ratio: str) -> None:
-    code, _, stderr = _invoke("prune", str(RESNET), "-o", str(tmp_path / "o.onnx"), "--ratio", ratio)
+    code, _, stderr = invoke("prune", str(RESNET), "-o", str(tmp_path / "o.onnx"), "--ratio", ratio)
     assert code == EXIT_USAGE
-    assert "--ratio" in _one_line_error(stderr)
+    assert "--ratio" in one_line_error(stderr)
 
 
 def test_output_equal_to_input_is_refused(tmp_path: Path) -> None:
     model = tmp_path / "m.onnx"
     model.write_bytes(RESNET.read_bytes())
     before = _digest(model)
-    code, _, stderr = _invoke("prune", str(model), "-o", str(model))
+    code, _, stderr = invoke("prune", str(model), "-o", str(model))
     assert code == EXIT_USAGE
-    assert "input" in _one_line_error(stderr)
+    assert "input" in one_line_error(stderr)
     assert _digest(model) == before
 
 
@@ -120,21 +106,21 @@ def _single_conv_model(path: Path) -> None:
 def test_nothing_prunable_has_its_own_exit_code(tmp_path: Path) -> None:
     model = tmp_path / "m.onnx"
     _single_conv_model(model)
-    code, _, stderr = _invoke("prune", str(model), "-o", str(tmp_path / "o.onnx"))
+    code, _, stderr = invoke("prune", str(model), "-o", str(tmp_path / "o.onnx"))
     assert code == EXIT_NOTHING_PRUNABLE
-    assert "nothing prunable" in _one_line_error(stderr)
+    assert "nothing prunable" in one_line_error(stderr)
     assert not (tmp_path / "o.onnx").exists()
 
 
 def test_inspect_json_reports_groups_and_reasons(tmp_path: Path) -> None:
     model = tmp_path / "m.onnx"
     _single_conv_model(model)
-    code, stdout, _ = _invoke("inspect", str(model), "--json")
+    code, stdout, _ = invoke("inspect", str(model), "--json")
     assert code == 0
     data = json.loads(stdout)
     assert data["summary"]["groups"] == 1 and data["summary"]["prunable"] == 0
     assert any("graph output" in r for r in data["groups"][0]["blocked"])
-    code, stdout, _ = _invoke("inspect", str(RESNET))
+    code, stdout, _ = invoke("inspect", str(RESNET))
     assert code == 0 and "prunable" in stdout
 
 
@@ -142,4 +128,4 @@ def test_real_process_prints_no_traceback(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "onnxprune", "prune", str(tmp_path / "nope.onnx"), "-o",
                            str(tmp_path / "o.onnx")], capture_output=True, text=True, check=False)
     assert proc.returncode == EXIT_USAGE
-    _one_line_error(proc.stderr)
+    one_line_error(proc.stderr)

@@ -20,7 +20,7 @@ def _model(path: Path, *, op: str = "Relu") -> str:
     w = np.ones((8, 8), np.float32)
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"), helper.make_node(op, ["m"], ["y"], name="last")],
-        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(w, "w")])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return str(path)

@@ -40,6 +40,17 @@ def conform(arr: np.ndarray, spec: InputSpec, origin: str) -> np.ndarray:
     return np.asarray(arr)
 
 
+def _require_finite(arrays: dict[str, np.ndarray], n: int, *, first: int, origin: str) -> None:
+    """NaN or inf in calibration data would become NaN weights in every re-fit: refuse it at the source."""
+    for name, a in arrays.items():
+        if a.dtype.kind not in "fc" or n == 0:
+            continue
+        ok = np.isfinite(a[:n]).reshape(n, -1).all(axis=1)
+        if not ok.all():
+            raise OnnxPruneError(f"{origin}: sample {first + int(np.argmin(ok))} of input {name!r} holds NaN or "
+                                 f"inf; calibration data must be finite")
+
+
 def batch_size_for(specs: Sequence[InputSpec], requested: int) -> int:
     """A static leading dim wins over the requested batch size."""
     static = {s.dims[0] for s in specs if s.dims and isinstance(s.dims[0], int)}
@@ -84,6 +95,7 @@ def rebatch(chunks: Iterable[dict[str, np.ndarray]], specs: Sequence[InputSpec],
         n = next(iter(counts.values()))
         if limit is not None:
             n = min(n, limit - total)
+        _require_finite(arrays, n, first=total, origin=origin)
         start = 0
         while start < n:
             take = min(n - start, size - held)

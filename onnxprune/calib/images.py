@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,14 +47,22 @@ def parse_size(text: str) -> tuple[int, int]:
     return vals[0], vals[1]
 
 
-def parse_floats(text: str, flag: str) -> tuple[float, ...]:
-    """`0.485,0.456,0.406` (or space separated) -> floats."""
+def parse_floats(text: str, flag: str, *, nonzero: bool = False) -> tuple[float, ...]:
+    """`0.485,0.456,0.406` (or space separated) -> finite floats (non-zero ones: divisors, factors)."""
     try:
         vals = tuple(float(p) for p in text.replace(",", " ").split())
     except ValueError:
         raise OnnxPruneError(f"{flag} {text!r}: expected comma-separated numbers") from None
     if not vals:
         raise OnnxPruneError(f"{flag}: no values given")
+    return finite(vals, flag, nonzero=nonzero)
+
+
+def finite(vals: tuple[float, ...], flag: str, *, nonzero: bool = False) -> tuple[float, ...]:
+    """Refuse inf/NaN (and 0 where it divides or scales everything away) before they reach the data."""
+    if not all(math.isfinite(v) and (v != 0.0 or not nonzero) for v in vals):
+        shown = ",".join(f"{v:g}" for v in vals)
+        raise OnnxPruneError(f"{flag} {shown}: every value must be a finite number{' other than 0' * nonzero}")
     return vals
 
 
@@ -82,7 +91,7 @@ def load_image(path: Path, *, size: tuple[int, int], channels: int, opts: ImageO
             img = src.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]),
                                                                        Image.Resampling.BILINEAR)
             arr = np.asarray(img, dtype=np.float32)
-    except OSError as exc:
+    except (OSError, Image.DecompressionBombError) as exc:
         raise OnnxPruneError(f"{path}: cannot read image ({exc})") from None
     arr = arr.reshape(size[0], size[1], channels) * np.float32(opts.scale)
     if opts.bgr and channels == 3:

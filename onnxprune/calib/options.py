@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from onnxprune.calib.batching import CalibrationWarning
 from onnxprune.calib.config import CalibConfig
-from onnxprune.calib.images import ImageOptions, parse_floats, parse_size
+from onnxprune.calib.images import ImageOptions, finite, parse_floats, parse_size
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,8 +26,8 @@ def config_from_options(*, calib_path: str | None, calib_samples: int | None, ca
     image = ImageOptions(
         size=parse_size(image_size) if image_size else None,
         mean=parse_floats(mean, "--mean") if mean else (0.0,),
-        std=parse_floats(std, "--std") if std else (1.0,),
-        scale=scale, bgr=bgr, nhwc=nhwc)
+        std=parse_floats(std, "--std", nonzero=True) if std else (1.0,),
+        scale=finite((scale,), "--scale", nonzero=True)[0], bgr=bgr, nhwc=nhwc)
     return CalibConfig(path=Path(calib_path) if calib_path else None, samples=calib_samples,
                        batch=calib_batch, image=image)
 
@@ -77,18 +74,3 @@ def calib_options(func: F) -> F:
     for deco in reversed(decorators):
         out = deco(out)
     return out  # type: ignore[return-value]
-
-
-@contextlib.contextmanager
-def echo_calibration_warnings() -> Iterator[None]:
-    """Inside a CLI command: show each CalibrationWarning as one `warning: ...` line on stderr."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", CalibrationWarning)
-        try:
-            yield
-        finally:
-            for w in caught:
-                if issubclass(w.category, CalibrationWarning):
-                    click.echo(f"warning: {w.message}", err=True)
-                else:
-                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)

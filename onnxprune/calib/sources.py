@@ -15,6 +15,7 @@ import numpy as np
 from onnxprune.calib.images import ImageOptions, list_images, load_image
 from onnxprune.errors import OnnxPruneError
 from onnxprune.inputs import InputSpec
+from onnxprune.npfile import reading
 
 Chunk = dict[str, np.ndarray]
 
@@ -28,21 +29,17 @@ def file_stem_for(input_name: str) -> str:
 
 
 def _load_npy(path: Path) -> np.ndarray:
-    try:
+    with reading(f"--calib {path}"):
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise OnnxPruneError(f"{path}: not a readable .npy file ({exc})") from None
 
 
 def open_npz(path: Path, specs: Sequence[InputSpec]) -> Iterator[Chunk]:
     """Arrays keyed by input name; a lone array is accepted for a single-input model."""
-    try:
+    with reading(f"--calib {path}"):
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise OnnxPruneError(f"{path}: not a readable .npz file ({exc})") from None
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise OnnxPruneError(f"{path}: expected a .npz archive")
-    with data:
+    with data, reading(f"--calib {path}"):
         keys = list(data.files)
         if not keys:
             raise OnnxPruneError(f"{path}: the archive holds no arrays")

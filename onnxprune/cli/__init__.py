@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from onnxprune.cli.echo import echo_warnings
 from onnxprune.errors import EXIT_INTERNAL, EXIT_USAGE, OnnxPruneError
 
 
@@ -19,7 +20,8 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with echo_warnings():
+                return super().invoke(ctx)
         except OnnxPruneError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import click
@@ -23,17 +21,9 @@ from onnxprune.bench import (
     same_inputs,
 )
 from onnxprune.calibration import timing_feed
-from onnxprune.errors import OnnxPruneError
-from onnxprune.inputs import parse_shapes
-from onnxprune.io import load_model
+from onnxprune.inputs import check_shapes, parse_shapes
+from onnxprune.io import check_paths, load_model, write_json
 from onnxprune.report import human_bytes
-
-
-def _write_json(path: str, doc: dict[str, Any]) -> None:
-    try:
-        Path(path).write_text(json.dumps(doc, indent=2) + "\n")
-    except OSError as exc:
-        raise OnnxPruneError(f"--json {path}: cannot write ({exc.strerror or exc})") from None
 
 
 def _shapes_text(batch: int, shapes: Mapping[str, tuple[int, ...]]) -> str:
@@ -63,8 +53,11 @@ def _mem(m: MemoryResult | None) -> str:
 def command(model: str, other: str | None, batches: tuple[int, ...], threads: int, warmup: int, repeat: int,
             shapes: tuple[str, ...], memory: bool, json_out: str | None, data: str | None) -> None:
     """Benchmark MODEL in ONNX Runtime (CPU, graph optimisation on, as deployed)."""
+    check_paths(models={"MODEL": model, "--vs": other}, outputs={"--json": json_out})
     shape_map = parse_shapes(shapes)
     graphs = {p: load_model(p, load_external_data=False) for p in (model, other) if p is not None}  # one-line errors
+    for g in graphs.values():
+        check_shapes(g, shape_map)  # --shapes that do not fit the model: one line
     roles = {"A": model} if other is None else {"A": model, "B": other}
     sizes = {r: model_file_size(p) for r, p in roles.items()}
     doc: dict[str, Any] = {"models": {r: {"path": p, "size_bytes": sizes[r]} for r, p in roles.items()},
@@ -112,4 +105,4 @@ def command(model: str, other: str | None, batches: tuple[int, ...], threads: in
     click.echo("inputs: " + "; ".join(shown) + (f" (samples of {data})" if data else
                                                   " (random; dynamic dims other than batch: 64 unless --shapes)"))
     if json_out:
-        _write_json(json_out, doc)
+        write_json(json_out, doc)

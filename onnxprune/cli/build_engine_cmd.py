@@ -2,29 +2,34 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import click
 from rich.console import Console
 from rich.table import Table
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.io import load_model
-from onnxprune.tensorrt.engine import EngineReport, build_engine, require_tensorrt
-from onnxprune.tensorrt.options import BuildOptions, model_precision, parse_shape_ranges, parse_version
+from onnxprune.io import check_paths, load_model, write_json
+from onnxprune.tensorrt.engine import EngineReport, build_engine, dense_plan_path, require_tensorrt
+from onnxprune.tensorrt.options import (
+    BuildOptions,
+    check_shape_ranges,
+    model_precision,
+    parse_shape_ranges,
+    parse_version,
+)
 from onnxprune.tensorrt.trtexec import DEFAULT_TRT_VERSION, format_command, trtexec_command
 
 
 def _emit_trtexec(model: str, output: str, options: BuildOptions, trt_version: str | None) -> None:
     if trt_version:
-        version = parse_version(trt_version)
+        version = parse_version(trt_version, what="--trt-version")
     else:
         try:
             version = parse_version(require_tensorrt())
         except OnnxPruneError:
             version = DEFAULT_TRT_VERSION
-    precision = model_precision(load_model(model, load_external_data=False))
+    proto = load_model(model, load_external_data=False)
+    check_shape_ranges(proto, options.shapes)
+    precision = model_precision(proto)
     click.echo(format_command(trtexec_command(model, output, options=options, version=version, precision=precision)))
 
 
@@ -74,6 +79,11 @@ def command(model: str, output: str, sparse: bool, fp16: bool, int8: bool, shape
     ranges = parse_shape_ranges(shapes)
     if gpu_fallback and dla_core is None:
         raise OnnxPruneError("--gpu-fallback only applies with --dla-core")
+    # With --emit-trtexec the paths are for the machine that runs trtexec: compared, not probed.
+    check_paths(models={"MODEL": model},
+                outputs={"-o": output, "--json": json_out, "--timing-cache": timing_cache,
+                         "the dense twin": dense_plan_path(output) if dense_twin else None},
+                writable=not emit_trtexec)
     options = BuildOptions(sparse=sparse, fp16=fp16, int8=int8, shapes=ranges, workspace_mib=workspace,
                            timing_cache=timing_cache, dla_core=dla_core, gpu_fallback=gpu_fallback)
     if emit_trtexec:
@@ -85,7 +95,4 @@ def command(model: str, output: str, sparse: bool, fp16: bool, int8: bool, shape
                           dense_twin=dense_twin, compare=compare)
     _render(report)
     if json_out:
-        try:
-            Path(json_out).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        except OSError as exc:
-            raise OnnxPruneError(f"--json {json_out}: cannot write ({exc.strerror or exc})") from None
+        write_json(json_out, report.to_dict())

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from onnxprune.errors import EXIT_VERIFY_FAILED, OnnxPruneError
-from onnxprune.io import load_model
+from onnxprune.errors import EXIT_VERIFY_FAILED
+from onnxprune.io import check_paths, load_model, write_atomic
+from onnxprune.tensorrt.options import parse_version
 from onnxprune.tensorrt.preflight import DEFAULT_MIN_MACS, check_trt
 
 
@@ -26,13 +27,13 @@ def command(model: str, json_out: str | None, round_to: int, min_macs: int, trt_
 
     Exits 4 when a finding would stop the TensorRT parser or builder.
     """
+    if trt_version is not None:
+        parse_version(trt_version, what="--trt-version")
+    check_paths(models={"MODEL": model}, outputs={"--json": json_out})
     m = load_model(model)
     report = check_trt(m, round_to=round_to, min_macs=min_macs or None, target=trt_version, name=Path(model).name)
     report.render()
     if json_out:
-        try:
-            Path(json_out).write_text(report.to_json() + "\n")
-        except OSError as exc:
-            raise OnnxPruneError(f"--json {json_out}: cannot write ({exc.strerror or exc})") from None
+        write_atomic(json_out, report.to_json() + "\n")
     if not report.ok:
         sys.exit(EXIT_VERIFY_FAILED)

@@ -14,7 +14,7 @@ from onnxprune.cli.options import (
     approximate_option,
     grouped_option,
     model_argument,
-    parsed_shapes,
+    model_with_shapes,
     shapes_option,
 )
 from onnxprune.input_values import describe_rules, infer_rules
@@ -34,7 +34,8 @@ def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], g
 
     The shapes come from one run on the first --calib samples, else on random inputs whose integer
     values are inferred from the graph (token ids below the vocabulary, masks of ones)."""
-    dg = analyse(model, shapes=parsed_shapes(shapes), approximate=approximate, grouped=grouped, calibration=calib)
+    proto, shp = model_with_shapes(model, shapes)
+    dg = analyse(proto, shapes=shp, approximate=approximate, grouped=grouped, calibration=calib)
     summary = {
         "groups": len(dg.groups),
         "prunable": len(dg.prunable),

@@ -6,8 +6,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+import onnx
 
-from onnxprune.inputs import parse_shapes
+from onnxprune.inputs import check_shapes, parse_shapes
+from onnxprune.io import load_model
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -17,8 +19,12 @@ def shapes_option(fn: F) -> F:
                         help="Concrete shape for an input with dynamic dims (repeatable).")(fn)
 
 
-def parsed_shapes(items: tuple[str, ...]) -> dict[str, tuple[int, ...]] | None:
-    return parse_shapes(items) or None
+def model_with_shapes(model: str, items: tuple[str, ...]) -> tuple[onnx.ModelProto, dict[str, tuple[int, ...]] | None]:
+    """The loaded model and its --shapes, checked against its inputs."""
+    shapes = parse_shapes(items) or None
+    proto = load_model(model)
+    check_shapes(proto, shapes)
+    return proto, shapes
 
 
 def model_argument(fn: F) -> F:

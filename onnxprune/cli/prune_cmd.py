@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,20 +10,21 @@ from rich.console import Console
 
 from onnxprune.allocation import ALLOCATIONS
 from onnxprune.api import PruneResult, prune
-from onnxprune.calibration import CalibConfig, calib_options, echo_calibration_warnings, timing_feed
+from onnxprune.calibration import CalibConfig, calib_options, timing_feed
+from onnxprune.cli.echo import echo_warnings
 from onnxprune.cli.options import (
     approximate_option,
     grouped_option,
     keep_option,
     model_argument,
-    parsed_shapes,
+    model_with_shapes,
     round_to_option,
     shapes_option,
     target_option,
 )
 from onnxprune.decisions import group_decisions
 from onnxprune.errors import OnnxPruneError
-from onnxprune.io import check_distinct_paths, load_model
+from onnxprune.io import check_paths, write_json
 from onnxprune.latency_budget import LatencyOptions, require_sizes
 from onnxprune.plan import Plan
 from onnxprune.progress import rich_progress
@@ -124,14 +124,16 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
         raise OnnxPruneError("give at most one of --target-macs, --target-params and --target-latency")
     if loop["sensitivity"] and not (target_macs or target_params or loop["target_latency"]):
         raise OnnxPruneError("--sensitivity needs a budget: --target-macs, --target-params or --target-latency")
-    check_distinct_paths(model, output)
-    shp = parsed_shapes(shapes)
-    original = load_model(model)
+    check_paths(models={"MODEL": model},
+                inputs={"--plan": plan_in, "--sensitivity": loop["sensitivity"], "--calib": calib.path,
+                        "--data": loop["data"], "--labels": loop["labels"]},
+                outputs={"-o": output, "--report": report_path, "--save-plan": save_plan})
+    original, shp = model_with_shapes(model, shapes)
     timing = _latency_options(loop, original, calib)
     if loop["measure_latency"]:
         require_sizes(original, shp, option="--measure-latency", feed=timing.feed)
     steps: StepsResult | None = None
-    with echo_calibration_warnings(), rich_progress(enabled=loop["progress"]) as bar:
+    with echo_warnings(), rich_progress(enabled=loop["progress"]) as bar:
         kwargs: dict[str, Any] = dict(
             ratio=ratio, criterion=criterion, round_to=multiple.value, prefer_round_to=multiple.prefer, verify=verify,
             shapes=shp, calibration=calib,
@@ -231,7 +233,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
             else {"file": loop["sensitivity"], "curves": curves_from, **result.choice.allocation.to_json()},
             "steps": None if steps is None else steps.to_json(),
         }
-        Path(report_path).write_text(json.dumps(report, indent=1))
+        write_json(report_path, report)
 
 
 def _removal(result: PruneResult, steps: StepsResult | None, *, asked: float | None, macs_kept: float,

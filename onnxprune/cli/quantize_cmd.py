@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from onnxprune.calibration import CalibConfig, calib_options, echo_calibration_warnings
-from onnxprune.cli.options import keep_option, parsed_shapes, shapes_option
+from onnxprune.calibration import CalibConfig, calib_options
+from onnxprune.cli.options import keep_option, model_with_shapes, shapes_option
 from onnxprune.deploy.quantize import (
     DEFAULT_PERCENTILE,
     METHODS,
@@ -19,8 +18,7 @@ from onnxprune.deploy.quantize import (
     QuantizeResult,
     quantize,
 )
-from onnxprune.errors import OnnxPruneError
-from onnxprune.io import check_distinct_paths, load_model, save_model
+from onnxprune.io import check_paths, save_model, write_json
 
 
 def _table(result: QuantizeResult, title: str) -> Table:
@@ -57,12 +55,12 @@ def command(model: str, output: str, target: str, method: str, percentile: float
     --keep PATTERN leaves matching nodes FP32 (fnmatch over node names). Calibration reads the same
     sources as prune and sparsify (--calib); without it, random inputs (a warning, poor ranges).
     """
-    check_distinct_paths(model, output)
-    src = load_model(model)
+    check_paths(models={"MODEL": model}, inputs={"--calib": calib.path},
+                outputs={"-o": output, "--report": report_path})
+    src, shp = model_with_shapes(model, shapes)
     options = QuantizeOptions(target=target, method=method, keep=keep, quantize_heads=quantize_heads,
                               percentile=percentile)
-    with echo_calibration_warnings():
-        result = quantize(src, calibration=calib, options=options, shapes=parsed_shapes(shapes))
+    result = quantize(src, calibration=calib, options=options, shapes=shp)
     save_model(result.model, output)
     console = Console()
     console.print(_table(result, f"{Path(output).name}: INT8 Q/DQ for {target}"))
@@ -70,8 +68,5 @@ def command(model: str, output: str, target: str, method: str, percentile: float
         console.print(note, markup=False, highlight=False)
     console.print(result.summary(), markup=False, highlight=False)
     if report_path:
-        try:
-            Path(report_path).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-        except OSError as exc:
-            raise OnnxPruneError(f"--report {report_path}: cannot write ({exc.strerror or exc})") from None
+        write_json(report_path, result.to_dict())
     click.echo(f"wrote {output}")

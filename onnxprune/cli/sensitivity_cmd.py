@@ -8,20 +8,21 @@ import click
 from rich.console import Console
 
 from onnxprune.api import analyse
-from onnxprune.calibration import CalibConfig, calib_options, echo_calibration_warnings
+from onnxprune.calibration import CalibConfig, calib_options
+from onnxprune.cli.echo import echo_warnings
 from onnxprune.cli.options import (
     approximate_option,
     grouped_option,
     keep_option,
     model_argument,
-    parsed_shapes,
+    model_with_shapes,
     round_to_option,
     shapes_option,
     target_option,
 )
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.keep import keep_layers
-from onnxprune.io import load_model
+from onnxprune.io import check_paths
 from onnxprune.plan import finer_round_to
 from onnxprune.progress import rich_progress
 from onnxprune.report import sensitivity_table
@@ -89,11 +90,12 @@ def command(model: str, ratios: str, criterion: str, round_to: str | None, targe
 
         if importlib.util.find_spec("matplotlib") is None:
             raise OnnxPruneError("--plot needs matplotlib: pip install 'onnxprune[plot]'")
-    shp = parsed_shapes(shapes)
-    dg = keep_layers(analyse(load_model(model), shapes=shp, approximate=approximate, grouped=grouped,
-                             calibration=calib),
+    check_paths(models={"MODEL": model}, inputs={"--calib": calib.path, "--data": data, "--labels": labels},
+                outputs={"--json": json_out, "--plot": plot})
+    proto, shp = model_with_shapes(model, shapes)
+    dg = keep_layers(analyse(proto, shapes=shp, approximate=approximate, grouped=grouped, calibration=calib),
                      keep)  # kept groups are not measured
-    with echo_calibration_warnings(), rich_progress(enabled=progress) as bar:
+    with echo_warnings(), rich_progress(enabled=progress) as bar:
         labelled = load_labelled(dg.model, data=data, labels=labels, calibration=calib, samples=samples,
                                  output=label_output, shapes=shp)
         result = sensitivity_curves(dg, calibration=calib, ratios=grid, criterion=criterion, samples=samples,

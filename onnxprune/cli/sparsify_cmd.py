@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 from rich.console import Console
 
-from onnxprune.calibration import CalibConfig, calib_options, echo_calibration_warnings
+from onnxprune.calibration import CalibConfig, calib_options
+from onnxprune.cli.echo import echo_warnings
 from onnxprune.errors import OnnxPruneError
-from onnxprune.io import check_distinct_paths, load_model, save_model
+from onnxprune.io import check_paths, load_model, save_model, write_json
 from onnxprune.passes.sparsify import DEFAULT_MIN_REDUCTION, SparsifyPass, parse_pattern
 from onnxprune.sparsity.methods import METHODS
 from onnxprune.sparsity.report import nm_report, report_json, report_table
@@ -56,13 +56,14 @@ def command(model: str, output: str, sparsity: float | None, pattern: str | None
     if (sparsity is None) == (pattern is None):
         raise click.UsageError("give exactly one of --sparsity and --pattern")
     pat = parse_pattern(pattern) if pattern else None
-    check_distinct_paths(model, output)
+    check_paths(models={"MODEL": model}, inputs={"--calib": calib.path},
+                outputs={"-o": output, "--report": report_path})
     src = load_model(model)
     refit = calib.path is not None if refit is None else refit
     needs_data = method != "magnitude" or refit
     pass_ = SparsifyPass(sparsity=sparsity, pattern=pat, method=method, calibration=calib if needs_data else None,
                          sequential=not one_shot, refit=refit, min_reduction=min_reduction)
-    with echo_calibration_warnings():
+    with echo_warnings():
         result = pass_(src)
     save_model(result.model, output)
     n, m = pat or (2, 4)
@@ -72,5 +73,5 @@ def command(model: str, output: str, sparsity: float | None, pattern: str | None
     for note in result.notes:
         console.print(note, markup=False, highlight=False)
     if report_path:
-        Path(report_path).write_text(json.dumps(report_json(rows), indent=2) + "\n")
+        write_json(report_path, report_json(rows))
     click.echo(f"wrote {output}")

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 import click
 from rich.console import Console
 from rich.table import Table
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.inputs import parse_shapes
-from onnxprune.io import load_model
+from onnxprune.inputs import check_shapes, parse_shapes
+from onnxprune.io import check_paths, load_model, write_json
 from onnxprune.validate import (
     DEFAULT_SAMPLES,
     LabelReport,
@@ -25,13 +21,6 @@ from onnxprune.validate import (
 )
 
 PER_CLASS_ROWS = 10
-
-
-def _write_json(path: str, doc: dict[str, Any]) -> None:
-    try:
-        Path(path).write_text(json.dumps(doc, indent=2) + "\n")
-    except OSError as exc:
-        raise OnnxPruneError(f"--json {path}: cannot write ({exc.strerror or exc})") from None
 
 
 def _num(x: float | None, fmt: str = ".6g") -> str:
@@ -103,8 +92,11 @@ def command(original: str, pruned: str, data: str | None, labels: str | None, sh
     """Compare PRUNED with ORIGINAL on the same inputs (ONNX Runtime, graph optimisation off)."""
     if batch is not None and batch < 1:
         raise OnnxPruneError("--batch must be at least 1")
+    check_paths(models={"ORIGINAL": original, "PRUNED": pruned}, inputs={"--data": data, "--labels": labels},
+                outputs={"--json": json_out})
     shape_map = parse_shapes(shapes)
     ref_model, cand_model = load_model(original), load_model(pruned)
+    check_shapes(ref_model, shape_map)
     feeds, y = load_feeds(data, ref_model, batch=batch) if data else (None, None)
     if labels:
         y = load_labels(labels)
@@ -120,7 +112,7 @@ def command(original: str, pruned: str, data: str | None, labels: str | None, sh
         doc = {"original": original, "pruned": pruned, **report.to_dict(),
                "thresholds": {"min_cosine": min_cosine, "max_acc_drop": max_acc_drop},
                "passed": not failures}
-        _write_json(json_out, doc)
+        write_json(json_out, doc)
     if min_cosine is not None or max_acc_drop is not None:
         if not failures:
             console.print("[green]PASS[/green]: within thresholds")

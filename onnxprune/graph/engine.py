@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from onnxprune.errors import NothingToPruneError
 from onnxprune.graph.analysis import DEFAULT_GROUPED, Analysis, analyse
 from onnxprune.graph.groups import Group, build_groups
 from onnxprune.graph.shapes import probe_tensors
@@ -36,6 +37,11 @@ class DependencyGraph:
     def inputs_json(self) -> dict[str, object]:
         """The rule each input's random values follow (onnxprune.input_values) and what the shape probe ran on."""
         return {"rules": {n: str(r) for n, r in infer_rules(self.model).items()}, "shape_probe": self.probe_inputs}
+    def require_prunable(self) -> None:
+        """Every command that needs a prunable group fails the same way: NothingToPruneError (exit 3)."""
+        if not self.prunable:
+            raise NothingToPruneError(f"nothing prunable: {len(self.groups)} channel groups, all blocked "
+                                      f"(run `onnxprune inspect` for the reasons)")
 
     def exact_roots(self, removed_roots: set[int]) -> set[int]:
         """The part of a removal the oracle can prove: slots of groups with no approximate member."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from functools import cached_property
 
 import numpy as np
@@ -23,20 +24,27 @@ def has_subgraph(node: onnx.NodeProto) -> bool:
     return any(a.type in SUBGRAPH_ATTR_TYPES for a in node.attribute)
 
 
+def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
+    """The bodies of an If/Loop/Scan (every GRAPH or GRAPHS attribute)."""
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            yield a.g
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            yield from a.graphs
+
+
 def subgraph_captures(node: onnx.NodeProto) -> set[str]:
     """Names a node's subgraphs read from the enclosing scope (implicit inputs)."""
     names: set[str] = set()
-    for a in node.attribute:
-        graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []
-        for g in graphs:
-            local = {i.name for i in g.input} | {t.name for t in g.initializer}
-            for n in g.node:
-                local.update(n.output)
-            for n in g.node:
-                names.update(x for x in n.input if x and x not in local)
-                if has_subgraph(n):
-                    names.update(x for x in subgraph_captures(n) if x not in local)
-            names.update(o.name for o in g.output if o.name not in local)
+    for g in subgraphs(node):
+        local = {i.name for i in g.input} | {t.name for t in g.initializer}
+        for n in g.node:
+            local.update(n.output)
+        for n in g.node:
+            names.update(x for x in n.input if x and x not in local)
+            if has_subgraph(n):
+                names.update(x for x in subgraph_captures(n) if x not in local)
+        names.update(o.name for o in g.output if o.name not in local)
     return names
 
 

@@ -183,8 +183,10 @@ class FoldConstants(Pass):
                   view: GraphView, types: dict[str, int]) -> dict[str, np.ndarray]:
         if not nodes:
             return {}
-        produced = {o for n in nodes for o in n.output if o}
-        needed = {x for n in nodes for x in n.input if x and x not in produced}
+        # Lists in node order, not sets: the folded initializers' order must not follow PYTHONHASHSEED.
+        produced = list(dict.fromkeys(o for n in nodes for o in n.output if o))
+        made = set(produced)
+        needed = list(dict.fromkeys(x for n in nodes for x in n.input if x and x not in made))
         inits = [view.initializers[x] for x in needed if x in view.initializers]
         inits += [numpy_helper.from_array(v, k) for k, v in direct.items() if k in needed]
         # Outputs: whatever a non-folded node (or subgraph) reads.

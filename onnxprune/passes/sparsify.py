@@ -17,7 +17,8 @@ import onnx
 from onnxprune.activations import DEFAULT_MAX_ROWS, collect_stats
 from onnxprune.calibration import CalibConfig, CalibrationLike, feed_factory
 from onnxprune.errors import OnnxPruneError
-from onnxprune.passes.base import Pass, PassResult
+from onnxprune.passes.base import Pass, PassConditionError, PassResult
+from onnxprune.runtime import session
 from onnxprune.sparsity.colnorms import column_norms
 from onnxprune.sparsity.methods import METHODS, gram_weight, mask_weight
 from onnxprune.sparsity.sites import Target, read_weight, select_targets, write_weight
@@ -101,6 +102,13 @@ class SparsifyPass(Pass):
         refit = ", re-fitted" if self.refit else ""
         notes.append(f"{self.method} {target}{refit}: sparsified {changed} of {len(targets)} weights")
         return PassResult(work, changed > 0, notes)
+
+    def ensures(self, model: onnx.ModelProto) -> None:
+        """Like a pruned model, the result must load in ONNX Runtime (opset, op domains, shapes)."""
+        try:
+            session(model)
+        except OnnxPruneError as exc:
+            raise PassConditionError(f"refusing the sparsified model: {exc}") from None
 
     def _masks(self, work: onnx.ModelProto, targets: list[Target],
                batches: Callable[[], Iterable[Feed]] | None) -> int:

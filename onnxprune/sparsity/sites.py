@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxprune.model_check import all_nodes
 from onnxprune.sparsity.layout import WeightSite, weight_sites
 
 OPS = ("Conv", "Gemm", "MatMul")
@@ -25,17 +25,6 @@ class Target:
     group: int
     input: str
     input_axis: int  # channel axis of the data input holding the reduction index
-
-
-def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    for node in graph.node:
-        yield node
-        for a in node.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
-                yield from _all_nodes(a.g)
-            elif a.type == onnx.AttributeProto.GRAPHS:
-                for g in a.graphs:
-                    yield from _all_nodes(g)
 
 
 def _attr_i(node: onnx.NodeProto, name: str, default: int) -> int:
@@ -65,6 +54,8 @@ def _reason(site: WeightSite, uses: Counter[str], graph_io: set[str], init: onnx
         return "weight is also a graph input/output"
     if np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).kind != "f":
         return "weight is not floating point"
+    if 0 in site.shape:
+        return f"weight holds no values (shape {list(site.shape)})"
     if reduction_length(site) < min_reduction:
         return f"rows of {reduction_length(site)} weights, below --min-reduction {min_reduction}"
     if pattern and site.shape[site.reduction_axis] % pattern[1]:
@@ -84,7 +75,7 @@ def select_targets(model: onnx.ModelProto, *, pattern: tuple[int, int] | None,
     method "sparsegpt" also stands for any Gram-based run (re-fits): 2-D views only.
     """
     inits = {t.name: t for t in model.graph.initializer}
-    uses = Counter(name for n in _all_nodes(model.graph) for name in n.input if name in inits)
+    uses = Counter(name for n in all_nodes(model.graph) for name in n.input if name in inits)
     graph_io = {v.name for v in (*model.graph.input, *model.graph.output)}
     skipped = [f"skipped {n.name or n.output[0]} ({n.op_type}): weight {n.input[1]!r} is not an initializer"
                for n in model.graph.node

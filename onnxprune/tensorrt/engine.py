@@ -24,7 +24,6 @@ import importlib
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -35,11 +34,12 @@ import numpy as np
 import onnx
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.io import load_model
+from onnxprune.io import load_model, write_atomic
 from onnxprune.tensorrt.options import (
     BuildOptions,
     BuildPlan,
     ShapeRange,
+    check_shape_ranges,
     model_precision,
     parse_version,
     plan_build,
@@ -183,19 +183,9 @@ def _read_cache(path: str | None) -> bytes:
     return b""
 
 
-def _write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    dst = Path(path)
-    parent = dst.parent if str(dst.parent) else Path(".")
-    if not parent.exists():
-        raise OnnxPruneError(f"{parent}: output folder does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".onnxprune-", dir=parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def dense_plan_path(plan_path: str | os.PathLike[str]) -> str:
+    """Where `dense_twin` writes the dense engine: `<plan>.dense.plan`."""
+    return str(Path(plan_path).with_suffix(".dense.plan"))
 
 
 def _apply_shapes(builder: trt_t.Builder, network: trt_t.INetworkDefinition, config: trt_t.IBuilderConfig,
@@ -285,7 +275,7 @@ def _build_once(onnx_path: str, model: onnx.ModelProto, plan: BuildPlan, options
         last = [w for w in logger.warnings][-3:]
         raise EngineBuildError("TensorRT engine build failed" + (": " + " | ".join(last) if last else ""))
     if cache is not None and options.timing_cache:
-        _write_atomic(options.timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+        write_atomic(options.timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
     return bytes(memoryview(serialized)), logger, list(logger.lines), list(logger.warnings)
 
 
@@ -358,12 +348,13 @@ def build_engine(onnx_path: str | os.PathLike[str], plan_path: str | os.PathLike
     version = require_tensorrt()
     path = os.fspath(onnx_path)
     model = load_model(path)
+    check_shape_ranges(model, shapes or {})
     options = BuildOptions(sparse=sparse, fp16=fp16, int8=int8, shapes=dict(shapes or {}), workspace_mib=workspace,
                            timing_cache=timing_cache, dla_core=dla_core, gpu_fallback=gpu_fallback,
                            strongly_typed=strongly_typed)
     plan = plan_build(parse_version(version), options, model_precision(model))
     data, logger, log, warnings = _build_once(path, model, plan, options, version)
-    _write_atomic(plan_path, data)
+    write_atomic(plan_path, data)
     report = EngineReport(os.fspath(plan_path), version, plan, log_warnings=warnings)
     report.layers = _inspect(data, logger, sparse_nodes=_sparse_nodes(model), log=log)
     if not (dense_twin or compare):
@@ -376,7 +367,7 @@ def build_engine(onnx_path: str | os.PathLike[str], plan_path: str | os.PathLike
         dense_opts = replace(options, sparse=False, force_sparsity=False)
         dense_plan = plan_build(parse_version(version), dense_opts, model_precision(model))
         dense_data, _, _, _ = _build_once(path, model, dense_plan, dense_opts, version)
-        report.dense_plan_path = str(Path(plan_path).with_suffix(".dense.plan"))
-        _write_atomic(report.dense_plan_path, dense_data)
+        report.dense_plan_path = dense_plan_path(plan_path)
+        write_atomic(report.dense_plan_path, dense_data)
         _, report.dense_latency_ms = run_engine(dense_data, feed)
     return report

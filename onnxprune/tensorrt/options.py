@@ -3,12 +3,14 @@ and the per-version decisions that do not need TensorRT installed."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import onnx
 
 from onnxprune.errors import OnnxPruneError
+from onnxprune.inputs import check_shapes, parse_dims
 
 Shape = tuple[int, ...]
 
@@ -43,10 +45,7 @@ def parse_shape_range(item: str) -> tuple[str, ShapeRange]:
         parts = parts * 3
     if len(parts) != 3:
         raise OnnxPruneError(f"--shapes {item!r}: give one shape or three (min/opt/max)")
-    try:
-        shapes = [tuple(int(d) for d in p.replace(",", "x").split("x") if d) for p in parts]
-    except ValueError:
-        raise OnnxPruneError(f"--shapes {item!r}: dimensions must be integers") from None
+    shapes = [parse_dims(p, item) for p in parts]
     return name, ShapeRange(shapes[0], shapes[1], shapes[2])
 
 
@@ -56,6 +55,12 @@ def parse_shape_ranges(items: tuple[str, ...] | list[str]) -> dict[str, ShapeRan
         name, rng = parse_shape_range(item)
         out[name] = rng
     return out
+
+
+def check_shape_ranges(model: onnx.ModelProto, ranges: Mapping[str, ShapeRange]) -> None:
+    """Profile inputs must exist and min/opt/max must each fit the input (`inputs.check_shapes`)."""
+    for pick in ("min", "opt", "max"):
+        check_shapes(model, {name: getattr(r, pick) for name, r in ranges.items()})
 
 
 @dataclass(frozen=True)
@@ -72,12 +77,15 @@ class BuildOptions:
     strongly_typed: bool = False
 
 
-def parse_version(version: str) -> tuple[int, int]:
-    parts = version.strip().split(".")
-    try:
-        return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
-    except ValueError:
-        raise OnnxPruneError(f"cannot read TensorRT version {version!r}") from None
+_VERSION = re.compile(r"(\d+)(?:\.(\d+))?(?:\.\d+)*(?:\.?(?:post|dev|rc|a|b)\d*)?(?:\+\S*)?")
+
+
+def parse_version(version: str, *, what: str = "TensorRT version") -> tuple[int, int]:
+    """`8.6`, `10`, `10.3.0.26`, `8.6.1.post1` -> (major, minor); `what` names the flag in the error."""
+    match = _VERSION.fullmatch(version.strip())
+    if match is None:
+        raise OnnxPruneError(f"{what} {version!r}: expected X.Y, e.g. 8.6 or 10.3")
+    return int(match[1]), int(match[2] or 0)
 
 
 @dataclass(frozen=True)

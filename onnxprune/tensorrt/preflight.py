@@ -31,6 +31,7 @@ from onnx import numpy_helper
 
 from onnxprune.sparsity.layout import WeightSite, is_nm_compliant, nm_groups, weight_sites
 from onnxprune.tensorrt.findings import Finding, Severity
+from onnxprune.tensorrt.options import parse_version
 from onnxprune.tensorrt.qdq import int8_layer_names, qdq_findings, qdq_weight_sites
 from onnxprune.tensorrt.support import DEFAULT_DOMAINS, GraphView, attr, check_node, support_matrix
 
@@ -250,6 +251,8 @@ def _layer_findings(layer: LayerReport, *, round_to: int) -> list[Finding]:
 def check_trt(model: onnx.ModelProto, *, round_to: int = 8, min_macs: int | None = DEFAULT_MIN_MACS,
               target: str | None = None, name: str = "") -> PreflightReport:
     """Static TensorRT readiness report. `target` is the TensorRT version (e.g. "8.6", "10.3") or None."""
+    if target is not None:
+        parse_version(target)  # a one-line error for text that is no version
     matrix = support_matrix()
     opset = _opset(model)
     report = PreflightReport(name or model.graph.name or "model", opset, matrix.tensorrt_version, target, round_to)

@@ -131,7 +131,7 @@ def reshape(ctx: RuleContext) -> None:
                 return
             edits[a] = (piece, a - piece.offset, t, pos)
 
-    for node_name in {p.node for p, *_ in edits.values()}:
+    for node_name in dict.fromkeys(p.node for p, *_ in edits.values()):  # in order: hook order names initializers
         def rewrite(actx: ApplyContext, node: onnx.NodeProto, node_name: str = node_name) -> None:
             new_values: dict[tuple[int, int], int] = {}
             for a, (piece, idx, t, pos) in edits.items():
