@@ -241,3 +241,36 @@ def test_normalise_is_idempotent() -> None:
     once = normalise(folded_weights_model())
     twice = normalise(once)
     assert once.SerializeToString() == twice.SerializeToString()
+
+
+def shared_target_heads() -> onnx.ModelProto:
+    """Two projections split into heads by Reshapes that read one target Concat (batch from Shape at
+    run time, heads and head dim constant), as the dynamo exporter writes q/k/v head splits."""
+    g = Graph(opset=17)
+    x = g.input("x", ("batch", 8))
+    batch = g.node("Slice", [g.node("Shape", [x]), g.ints("s0", [0]), g.ints("s1", [1])])
+    target = g.node("Concat", [batch, g.ints("heads", [2]), g.ints("hdim", [4])], axis=0, name="target")
+    outs = []
+    for k in ("q", "v"):
+        h = g.relu(g.matmul(x, 8, 8, name=f"{k}_proj"))
+        heads = g.node("Reshape", [h, target], name=f"{k}_split")
+        outs.append(g.node("Reshape", [heads, g.ints(f"{k}_flat", [-1, 8])], name=f"{k}_merge"))
+    y = g.node("Add", [g.matmul(outs[0], 8, 4, name="q_out"), g.matmul(outs[1], 8, 4, name="v_out")])
+    g.output(y)
+    return g.build()
+
+
+def test_each_reshape_gets_its_own_target() -> None:
+    model = shared_target_heads()
+    n = normalise(model)
+    targets = [node.input[1] for node in n.graph.node if node.op_type == "Reshape" and node.name.endswith("_split")]
+    assert len(set(targets)) == 2
+    assert_same_outputs(model, n, {"x": np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)})
+
+
+def test_head_groups_sharing_a_target_prune_apart() -> None:
+    # Without a target per Reshape, pruning q's heads rewrote v's target too: ORT could not run the model.
+    model = shared_target_heads()
+    dg = analyse(model, shapes={"x": (3, 8)})
+    assert len(dg.prunable) >= 2
+    exercise(model, shapes={"x": (3, 8)})

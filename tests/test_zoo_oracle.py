@@ -29,21 +29,6 @@ ENTRIES = [e for e in zoo_entries() if e.name not in HEAVY]
 
 _DG_CACHE: dict[str, DependencyGraph] = {}
 
-# The dynamo exports of the transformers build one Reshape target (Concat of batch, -1, heads, head dim)
-# and feed it to the q/k/v head reshapes of every layer; the Reshape rule rewrites that shared Concat for
-# one group, so a plan that leaves the head channels of two layers at different counts gives a model ONNX
-# Runtime cannot run (an error, exit 2: never a wrong PASS). The issue's shared-constants work fixes it;
-# strict, so that the fix turns these into failures that say to drop them.
-SHARED_RESHAPE_TARGET = "a Reshape target shared by the head reshapes of several layers is rewritten for one"
-KNOWN_BROKEN = {
-    "test_magnitude_plan_matches_oracle[bert3_dynamo]", "test_rounded_budget_plan_matches_oracle[bert3_dynamo-16]",
-    *(f"test_random_plans_match_oracle[{m}_dynamo-{s}]" for m in ("bert2", "bert3", "t5enc", "t5") for s in (1, 2)),
-}
-
-
-def _known_broken(request: pytest.FixtureRequest) -> None:
-    if request.node.name in KNOWN_BROKEN:
-        request.applymarker(pytest.mark.xfail(raises=OnnxPruneError, strict=True, reason=SHARED_RESHAPE_TARGET))
 
 
 def _dg(entry: ZooEntry) -> DependencyGraph:
@@ -72,8 +57,7 @@ def _output_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | 
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=entry_ids(ENTRIES))
-def test_magnitude_plan_matches_oracle(entry: ZooEntry, request: pytest.FixtureRequest) -> None:
-    _known_broken(request)
+def test_magnitude_plan_matches_oracle(entry: ZooEntry) -> None:
     dg = _dg(entry)
     assert dg.groups, "every zoo model has convolutions or linear layers"
     if not dg.prunable:
@@ -91,8 +75,7 @@ def test_magnitude_plan_matches_oracle(entry: ZooEntry, request: pytest.FixtureR
 
 @pytest.mark.parametrize("seed", [1, 2])
 @pytest.mark.parametrize("entry", ENTRIES, ids=entry_ids(ENTRIES))
-def test_random_plans_match_oracle(entry: ZooEntry, seed: int, request: pytest.FixtureRequest) -> None:
-    _known_broken(request)
+def test_random_plans_match_oracle(entry: ZooEntry, seed: int) -> None:
     dg = _dg(entry)
     if not dg.prunable:
         pytest.skip("nothing prunable")
@@ -152,11 +135,10 @@ SPLIT_ENTRIES = [e for e in ENTRIES if e.kind != "onnx-light"]
 
 @pytest.mark.parametrize("multiple", [8, 16])
 @pytest.mark.parametrize("entry", SPLIT_ENTRIES, ids=entry_ids(SPLIT_ENTRIES))
-def test_rounded_budget_plan_matches_oracle(entry: ZooEntry, multiple: int, request: pytest.FixtureRequest) -> None:
+def test_rounded_budget_plan_matches_oracle(entry: ZooEntry, multiple: int) -> None:
     """`--round-to 8` / `16` at half the MACs (the block-move search of allocation.py included):
     the block order inside Split pieces (onnxprune/order.py) is exact, and every piece of a
     Split-cut group loses a multiple of its block."""
-    _known_broken(request)
     dg = _dg(entry)
     if not dg.prunable:
         pytest.skip("nothing prunable")

@@ -4,6 +4,7 @@
 - Constant subgraphs (ConstantOfShape, Cast, Transpose of a weight, Shape of a static tensor,
   Shape->Gather/Slice of static dims) are folded by running them once in ONNX Runtime.
 - Weights listed as graph inputs (IR < 4) stop being inputs.
+- A Concat building the target of several Reshapes is copied for each (pruning rewrites its entries per Reshape).
 - Nodes without names get unique names. Control-flow subgraphs and custom-domain ops are kept as they are.
 """
 
@@ -247,6 +248,38 @@ class RemoveUnused(Pass):
         return PassResult(model, changed)
 
 
+class OwnShapeTargets(Pass):
+    """Each Reshape gets its own target-building Concat: pruning rewrites the constant entries of a
+    Reshape's target for that Reshape's channels, which must not change another reader of the same
+    Concat (dynamo exports share one target between the q/k/v reshapes of every layer)."""
+
+    name = "own-shape-targets"
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        g = model.graph
+        producer = {o: n for n in g.node for o in n.output}
+        seen: set[str] = set()
+        added: list[tuple[int, onnx.NodeProto]] = []
+        for i, node in enumerate(g.node):
+            target = node.input[1] if node.op_type == "Reshape" and len(node.input) > 1 else ""
+            concat = producer.get(target)
+            if concat is None or concat.op_type != "Concat":
+                continue
+            if target not in seen:  # the first Reshape keeps the original
+                seen.add(target)
+                continue
+            clone = onnx.NodeProto()
+            clone.CopyFrom(concat)
+            clone.name = f"{concat.name or concat.output[0]}__for_{node.name or node.output[0]}"
+            del clone.output[:]
+            clone.output.append(f"{target}__for_{node.name or node.output[0]}")
+            node.input[1] = clone.output[0]
+            added.append((i, clone))
+        for i, clone in reversed(added):  # just before its Reshape: the Concat's inputs are defined above
+            g.node.insert(i, clone)
+        return PassResult(model, bool(added), [f"{len(added)} shared Reshape targets copied"] if added else [])
+
+
 class Normalize(Pass):
     """The whole normalisation, on a copy: the caller's model is never modified."""
 
@@ -256,6 +289,7 @@ class Normalize(Pass):
         from onnxprune.passes.base import PassManager
 
         m = copy.deepcopy(model)
-        result = PassManager([ConstantsToInitializers(), WeightsNotInputs(), FoldConstants(), NameNodes()],
+        result = PassManager([ConstantsToInitializers(), WeightsNotInputs(), FoldConstants(), NameNodes(),
+                                     OwnShapeTargets()],
                              steps=4)(m)
         return result
