@@ -11,7 +11,6 @@ from rich.console import Console
 from onnxprune.allocation import ALLOCATIONS
 from onnxprune.api import PruneResult, prune
 from onnxprune.calibration import CalibConfig, calib_options, timing_feed
-from onnxprune.cli.echo import echo_warnings
 from onnxprune.cli.options import (
     approximate_option,
     grouped_option,
@@ -133,7 +132,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
     if loop["measure_latency"]:
         require_sizes(original, shp, option="--measure-latency", feed=timing.feed)
     steps: StepsResult | None = None
-    with echo_warnings(), rich_progress(enabled=loop["progress"]) as bar:
+    with rich_progress(enabled=loop["progress"]) as bar:
         kwargs: dict[str, Any] = dict(
             ratio=ratio, criterion=criterion, round_to=multiple.value, prefer_round_to=multiple.prefer, verify=verify,
             shapes=shp, calibration=calib,

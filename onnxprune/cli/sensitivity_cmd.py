@@ -9,7 +9,6 @@ from rich.console import Console
 
 from onnxprune.api import analyse
 from onnxprune.calibration import CalibConfig, calib_options
-from onnxprune.cli.echo import echo_warnings
 from onnxprune.cli.options import (
     approximate_option,
     grouped_option,
@@ -95,7 +94,7 @@ def command(model: str, ratios: str, criterion: str, round_to: str | None, targe
     proto, shp = model_with_shapes(model, shapes)
     dg = keep_layers(analyse(proto, shapes=shp, approximate=approximate, grouped=grouped, calibration=calib),
                      keep)  # kept groups are not measured
-    with echo_warnings(), rich_progress(enabled=progress) as bar:
+    with rich_progress(enabled=progress) as bar:
         labelled = load_labelled(dg.model, data=data, labels=labels, calibration=calib, samples=samples,
                                  output=label_output, shapes=shp)
         result = sensitivity_curves(dg, calibration=calib, ratios=grid, criterion=criterion, samples=samples,

@@ -8,7 +8,6 @@ import click
 from rich.console import Console
 
 from onnxprune.calibration import CalibConfig, calib_options
-from onnxprune.cli.echo import echo_warnings
 from onnxprune.errors import OnnxPruneError
 from onnxprune.io import check_paths, load_model, save_model, write_json
 from onnxprune.passes.sparsify import DEFAULT_MIN_REDUCTION, SparsifyPass, parse_pattern
@@ -63,8 +62,7 @@ def command(model: str, output: str, sparsity: float | None, pattern: str | None
     needs_data = method != "magnitude" or refit
     pass_ = SparsifyPass(sparsity=sparsity, pattern=pat, method=method, calibration=calib if needs_data else None,
                          sequential=not one_shot, refit=refit, min_reduction=min_reduction)
-    with echo_warnings():
-        result = pass_(src)
+    result = pass_(src)
     save_model(result.model, output)
     n, m = pat or (2, 4)
     rows = nm_report(result.model, n=n, m=m)

@@ -103,6 +103,10 @@ class SparsifyPass(Pass):
         notes.append(f"{self.method} {target}{refit}: sparsified {changed} of {len(targets)} weights")
         return PassResult(work, changed > 0, notes)
 
+    def requires(self, model: onnx.ModelProto) -> None:
+        """The input must load in ONNX Runtime (a bad input, exit 2): then a result that does not is our bug."""
+        session(model)
+
     def ensures(self, model: onnx.ModelProto) -> None:
         """Like a pruned model, the result must load in ONNX Runtime (opset, op domains, shapes)."""
         try:
