@@ -385,9 +385,9 @@ def test_a_probe_length_too_short_for_the_model_names_shapes(tmp_path: Path) -> 
     g.output(g.conv(g.relu(g.conv(padded, 1, 8, rank=1, name="c1")), 8, 4, rank=1, name="c2"))
     src = _save(tmp_path, g.build(), "audio.onnx")
     out = tmp_path / "o.onnx"
-    code, _, err = invoke("prune", str(src), "-o", str(out))
+    code, _, err = invoke("prune", str(src), "-o", str(out), "--round-to", "1")
     _refused(code, err, "wave 1x1x64", "--shapes")
-    code, _, err = invoke("prune", str(src), "-o", str(out), "--shapes", "wave:1x1x400")
+    code, _, err = invoke("prune", str(src), "-o", str(out), "--shapes", "wave:1x1x400", "--round-to", "1")
     assert code == 0, err
 
 
@@ -427,9 +427,9 @@ def _warning_then(real: Callable[..., Any]) -> Callable[..., Any]:
 
 
 WARN_IN = {  # command -> (module of the command, the function it calls that warns, arguments)
-    "prune": ("prune_cmd", "prune", ["prune", "{m}", "-o", "{t}/o.onnx"]),
+    "prune": ("prune_cmd", "prune", ["prune", "{m}", "-o", "{t}/o.onnx", "--round-to", "1"]),
     "sparsify": ("sparsify_cmd", "load_model", ["sparsify", "{m}", "-o", "{t}/o.onnx", "--sparsity", "0.5"]),
-    "sensitivity": ("sensitivity_cmd", "sensitivity_curves", ["sensitivity", "{m}", "--ratios", "0.5"]),
+    "sensitivity": ("sensitivity_cmd", "sensitivity_curves", ["sensitivity", "{m}", "--ratios", "0.5", "--round-to", "1"]),
     "inspect": ("inspect_cmd", "analyse", ["inspect", "{m}"]),
     "validate": ("validate_cmd", "validate", ["validate", "{m}", "{m}", "--samples", "1"]),
     "bench": ("bench_cmd", "latency", ["bench", "{m}", "--no-memory", "--repeat", "1", "--warmup", "0"]),
