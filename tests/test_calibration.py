@@ -11,15 +11,15 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
-from onnxprune.calibration import (
+from onnxprune.calib.source import (
     CalibConfig,
     CalibrationWarning,
     ImageOptions,
     batch_factory,
-    calib_options,
     calibration_batches,
     file_stem_for,
 )
+from onnxprune.cli.calib_options import calib_options
 from onnxprune.errors import OnnxPruneError
 
 
