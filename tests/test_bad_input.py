@@ -21,7 +21,7 @@ from cli_run import invoke, one_line_error
 from graphs import Graph
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.errors import EXIT_NOTHING_PRUNABLE, EXIT_USAGE
+from onnxprune.errors import EXIT_NOTHING_PRUNABLE, EXIT_USAGE, OnnxPruneError
 
 ROOT = Path(__file__).resolve().parent.parent
 RESNET = ROOT / "models" / "zoo" / "resnet_ts.onnx"  # input "input": batch x 3 x 64 x 64
@@ -462,7 +462,7 @@ def test_a_warning_before_an_error_is_printed_once_too(tmp_path: Path, model: Pa
     def warn_and_fail(*args: Any, **kwargs: Any) -> Any:
         warnings.warn("before the failure", RuntimeWarning, stacklevel=2)
         warnings.warn("before the failure", RuntimeWarning, stacklevel=2)
-        raise prune_cmd.OnnxPruneError("a failure")
+        raise OnnxPruneError("a failure")
 
     monkeypatch.setattr(prune_cmd, "prune", warn_and_fail)
     code, _, err = invoke("prune", str(model), "-o", str(tmp_path / "o.onnx"))

@@ -67,3 +67,25 @@ def round_to_option(fn: F) -> F:
 def target_option(fn: F) -> F:
     return click.option("--for", "target", type=click.Choice(["ort", "tensorrt"]), default="ort", show_default=True,
                         help="Runtime the channel counts are rounded for (see --round-to).")(fn)
+
+
+def sectioned(sections: dict[str, tuple[str, ...]]) -> type[click.Command]:
+    """A click Command class whose --help lists options under these sections (by parameter name);
+    options not named land under "Other options"."""
+
+    class Sectioned(click.Command):
+        def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+            rows = {p.name: p.get_help_record(ctx) for p in self.get_params(ctx)}
+            placed: set[str | None] = set()
+            for title, names in sections.items():
+                records = [r for n in names if (r := rows.get(n)) is not None]
+                placed.update(names)
+                if records:
+                    with formatter.section(title):
+                        formatter.write_dl(records)
+            rest = [r for n, r in rows.items() if n not in placed and r is not None]
+            if rest:
+                with formatter.section("Other options"):
+                    formatter.write_dl(rest)
+
+    return Sectioned

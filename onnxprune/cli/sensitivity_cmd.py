@@ -34,9 +34,8 @@ from onnxprune.measure.curves import (
     load_labelled,
     sensitivity_curves,
 )
-from onnxprune.planning.cpu_profile import channel_multiple
-from onnxprune.planning.plan import finer_round_to
-from onnxprune.scoring.importance import criteria
+from onnxprune.planning.rounding import finer_round_to, rounding_policy
+from onnxprune.scoring.catalog import criteria
 
 
 def parse_ratios(text: str) -> list[float]:
@@ -84,7 +83,7 @@ def command(model: str, ratios: str, criterion: str, round_to: str | None, targe
             keep: tuple[str, ...], grouped: str) -> None:
     """Measure, for every prunable group of MODEL alone, the output error at each pruning ratio."""
     grid = parse_ratios(ratios)
-    multiple = channel_multiple(round_to, target=target)
+    multiple = rounding_policy(round_to, target=target)
     if plot is not None:
         import importlib.util
 

@@ -44,6 +44,19 @@ Feed = Mapping[str, np.ndarray]
 
 DEFAULT_WARMUP = 10
 DEFAULT_REPEAT = 50
+
+
+@dataclass(frozen=True)
+class LatencyOptions:
+    """How latency is measured (see onnxprune.measure.bench.latency)."""
+
+    batch: int = 1
+    threads: int = 0
+    warmup: int = 5
+    repeat: int = 30
+    max_steps: int = 8
+    # The user's samples to time (`batch` rows; calibration.timing_feed); None: random inputs.
+    feed: Mapping[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
 MEMORY_RUNS = 3
 MEMORY_METHOD = (f"fresh subprocess per model; peak RSS while creating the session and running it {MEMORY_RUNS} "
                  "times, minus RSS before (after importing ONNX Runtime and loading the inputs)")

@@ -50,12 +50,11 @@ from onnxprune.graph.groups import Group
 from onnxprune.io.inputs import feed_rows
 from onnxprune.io.model_io import write_json
 from onnxprune.io.progress import ProgressFn, report
-from onnxprune.planning.allocation import CostModel
-from onnxprune.planning.cpu_profile import RoundTo, resolve_round_to
+from onnxprune.planning.costs import CostModel
 from onnxprune.planning.order import removal_orders
-from onnxprune.planning.plan import n_keep, too_narrow
-from onnxprune.planning.rounding import Quota
+from onnxprune.planning.rounding import Quota, RoundTo, n_keep, resolve_round_to, too_narrow
 from onnxprune.scoring.calibrated import Calibration
+from onnxprune.scoring.catalog import score_groups
 from onnxprune.scoring.mask_probe import FILLS as PROBE_FILLS
 from onnxprune.scoring.mask_probe import Feed, MaskProbe
 from onnxprune.scoring.refit_probe import Compensator
@@ -349,7 +348,6 @@ def _check_ratios(ratios: Sequence[float]) -> list[float]:
 def group_orders(dg: DependencyGraph, criterion: str, *, round_to: int = 1, calibration: Calibration = None,
                  shapes: Shapes | None = None, progress: ProgressFn | None = None) -> dict[int, np.ndarray]:
     """Slot indices of every prunable group in removal order (`order.removal_order`, as plans use)."""
-    from onnxprune.planning.planner import score_groups  # planner imports this module
 
     scores = score_groups(dg, criterion, calibration=calibration, shapes=shapes, progress=progress)
     return removal_orders(dg, scores, round_to=round_to)

@@ -1,7 +1,7 @@
 """What was decided for every channel group, for `--report`: removed channels, criterion, score
 summary, the curves' predicted error, the oracle's verdict and the re-fit errors of its layers.
 
-`group_decisions(result)` returns one JSON-ready dict per group of `result.dg` (blocked groups
+`group_decisions(dg, plan, ...)` returns one JSON-ready dict per group of `dg` (blocked groups
 too, with their reasons):
 
     {"id", "sources", "channels", "slots", "channels_per_slot", "prunable", "blocked": [reasons],
@@ -20,16 +20,17 @@ conv group).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.graph.tracks import map_roots
-
-if TYPE_CHECKING:
-    from onnxprune.api import PruneResult
+from onnxprune.passes.reconstruct import ReconstructResult
+from onnxprune.planning.choice import PlanChoice
+from onnxprune.planning.plan import Plan
+from onnxprune.verify import VerifyResult
 
 
 def consumers_by_group(dg: DependencyGraph) -> dict[int, set[str]]:
@@ -57,21 +58,20 @@ def _scores(scores: np.ndarray | None, removed: list[int]) -> dict[str, float] |
             "min_kept": float(scores[~mask].min()) if (~mask).any() else None}  # type: ignore[dict-item]
 
 
-def _verify(result: PruneResult, g: Group, removed: int) -> str:
+def _verify(verify: VerifyResult | None, g: Group, removed: int) -> str:
     if removed == 0:
         return "unchanged"
-    if result.verify is None:
+    if verify is None:
         return "not run"
     if g.approximate:
         return "not covered (approximate)"
-    return "pass" if result.verify.ok else "fail"
+    return "pass" if verify.ok else "fail"
 
 
-def group_decisions(result: PruneResult) -> list[dict[str, Any]]:
-    dg, plan = result.dg, result.plan
-    choice = result.choice
+def group_decisions(dg: DependencyGraph, plan: Plan, *, choice: PlanChoice | None, verify: VerifyResult | None,
+                    reconstruction: ReconstructResult | None) -> list[dict[str, Any]]:
     consumers = consumers_by_group(dg)
-    layers = result.reconstruction.layers if result.reconstruction is not None else []
+    layers = reconstruction.layers if reconstruction is not None else []
     counts = choice.allocation.counts if choice is not None and choice.allocation is not None else {}
     curves = {c.group: c for c in choice.sensitivity.curves} if choice is not None and choice.sensitivity else {}
     error = choice.allocation.error if choice is not None and choice.allocation is not None else "channel_error"
@@ -88,7 +88,7 @@ def group_decisions(result: PruneResult) -> list[dict[str, Any]]:
             "criterion": plan.criterion,
             "scores": _scores(choice.scores.get(g.id) if choice is not None else None, idx),
             "predicted_error": curves[g.id].error_at(len(idx), error) if g.id in curves and g.id in counts else None,
-            "verify": _verify(result, g, len(idx)),
+            "verify": _verify(verify, g, len(idx)),
             "reconstruction": [{"node": lf.node, "rel_error_before": lf.rel_error_before,
                                 "rel_error_after": lf.rel_error_after, "fitted": lf.fitted, "note": lf.note}
                                for lf in layers if lf.node in nodes],

@@ -26,24 +26,17 @@ import onnx
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.io.progress import ProgressFn, report
-from onnxprune.planning.allocation import TargetResult
+from onnxprune.io.types import Shapes
+from onnxprune.measure.bench import LatencyOptions
+from onnxprune.planning.budget import landed_target, register_budget
+from onnxprune.planning.choice import PlanChoice
+from onnxprune.planning.landing import TargetResult
+from onnxprune.planning.plan import Plan
+from onnxprune.planning.rounding import RoundingPolicy
+from onnxprune.planning.strategy import PlanRequest, Strategy
 
 TOLERANCE = 0.03
 MIN_FRACTION = 0.05
-Shapes = Mapping[str, tuple[int, ...]]
-
-
-@dataclass(frozen=True)
-class LatencyOptions:
-    """How latency is measured (see onnxprune.measure.bench.latency)."""
-
-    batch: int = 1
-    threads: int = 0
-    warmup: int = 5
-    repeat: int = 30
-    max_steps: int = 8
-    # The user's samples to time (`batch` rows; calibration.timing_feed); None: random inputs.
-    feed: Mapping[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -195,3 +188,26 @@ def latency_search(dg: DependencyGraph, plan_for: Callable[[float], TargetResult
     pick = max(good, key=lambda t: t[0].achieved) if good else min(tried, key=lambda t: t[1])
     out.chosen, out.achieved_ms = pick
     return out
+
+
+class LatencyBudget:
+    """`--target-latency MS`: the MAC budget is searched with measurements (see the module doc); each
+    step plans its MAC fraction with the strategy, at the first multiple that lands it."""
+
+    name = "latency"
+
+    def check(self, value: float) -> None:
+        if not value > 0:
+            raise OnnxPruneError(f"--target-latency must be > 0 ms, got {value}")
+
+    def describe(self, value: float) -> str:
+        return f"latency: {value:g} ms in ONNX Runtime"
+
+    def choose(self, req: PlanRequest, strategy: Strategy, rounding: RoundingPolicy, value: float) -> PlanChoice:
+        search = latency_search(req.dg, lambda f: landed_target(req, strategy, rounding, metric="macs", value=f)[0],
+                                value, options=req.latency, shapes=req.shapes, progress=req.progress)
+        plan = search.chosen.plan if search.chosen is not None else Plan(criterion=req.criterion, round_to=rounding.value)
+        return PlanChoice(plan, req.scores, search.chosen, latency=search)
+
+
+register_budget(LatencyBudget())

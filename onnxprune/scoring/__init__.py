@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from onnxprune.scoring.importance import Importance, get_importance, register_importance
+from onnxprune.scoring.catalog import get_importance
+from onnxprune.scoring.importance import Importance, register_importance
 
 __all__ = ["Importance", "get_importance", "register_importance"]

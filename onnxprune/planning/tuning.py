@@ -1,6 +1,6 @@
-"""Two channel multiples that both land a MAC/parameter budget, timed against each other.
+"""The optional tuning step after planning: two channel multiples that land a budget, timed against each other.
 
-`--round-to auto` on an AVX2 CPU prefers multiples of 16 for a budget (runtime_profile.ChannelMultiple):
+`--round-to auto` on an AVX2 CPU prefers multiples of 16 for a budget (planning/rounding.py: RoundingPolicy.prefer):
 on most models they ran faster than the NCHWc block 8 at the same MACs, because 16 leaves the
 narrow layers alone. Not on all: a ResNeXt whose grouped convs lose whole groups ran 1.75-1.85x
 at 8 and 1.52-1.63x at 16 in three runs (benchmarks/README.md). So where both multiples land the
@@ -10,7 +10,7 @@ call stays with the preferred multiple, so reruns on a quiet machine agree.
 
 Where the preferred multiple cannot land the budget (16-channel groups can only halve or stay:
 mobilenetv3@224 reached 0.545 of the MACs for 0.5), its plan completed with a few blocks of 8
-(`allocation.complete_plan`) is timed against the plain 8 plan, which stays the default: against
+(`blocks.complete_plan`) is timed against the plain 8 plan, which stays the default: against
 dense (1 thread, batch 1 / 8, benchmarks/README.md) the completed plan ran 1.74x / 1.64x against
 1.58x / 1.58x on mobilenetv3@224 and 1.71x / 1.71x against 1.59x / 1.58x on densenet@224, but no
 faster on inception, shufflenetv2, resnet or unet at 224.
@@ -18,18 +18,23 @@ faster on inception, shufflenetv2, resnet or unet at 224.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import onnx
 
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.dependency import DependencyGraph
-from onnxprune.planning.allocation import TargetResult
-from onnxprune.planning.latency_search import LatencyOptions, built, require_sizes
+from onnxprune.io.types import Shapes
+from onnxprune.measure.bench import LatencyOptions
+from onnxprune.planning.blocks import complete_plan
+from onnxprune.planning.budget import Budget
+from onnxprune.planning.choice import PlanChoice
+from onnxprune.planning.landing import TargetResult
+from onnxprune.planning.latency_search import built, require_sizes
+from onnxprune.planning.rounding import RoundingPolicy
+from onnxprune.planning.strategy import PlanRequest, registered_strategy
 
 MARGIN = 0.05
-Shapes = Mapping[str, tuple[int, ...]]
 
 
 @dataclass(frozen=True)
@@ -80,3 +85,34 @@ def race(dg: DependencyGraph, preferred: TargetResult, other: TargetResult, *,
     pick = other if switch else preferred
     return pick, MultipleRace(preferred.label, other.label, ab.speedup, pick.label, opts,
                               completion=other.completes is not None)
+
+
+def tune_multiples(req: PlanRequest, budget: Budget, choice: PlanChoice, *, rounding: RoundingPolicy,
+                   allocation: str, options: LatencyOptions) -> None:
+    """Where a MAC/parameter budget landed with the preferred multiple and the policy's own multiple
+    lands it too, or where only the policy's multiple landed and the preferred plan can be completed
+    with its blocks: time the two plans and keep the faster (see the module doc). Records the race,
+    or why there was none, on `choice`."""
+    prefer = rounding.prefer
+    res = choice.target
+    if budget.kind not in ("macs", "params") or req.curves is not None or prefer in (None, rounding.value) \
+            or res is None or not res.ok:
+        return
+    why = timeable(req.dg.model, req.shapes, options)
+    if why is not None:
+        choice.race_skipped = why
+        return
+    assert prefer is not None
+    if res.plan.round_to == prefer:
+        other = req.target(registered_strategy(allocation), metric=budget.kind, value=budget.value,
+                           round_to=rounding.value)
+    else:
+        other = complete_plan(req.dg, req.scores, choice.tried[prefer], round_to=rounding.value,
+                              criterion=req.criterion, shapes=req.shapes)
+    if not other.ok:
+        choice.race_skipped = f"{other.label} does not land the budget"
+    elif same_channels(req.dg, res, other):
+        choice.race_skipped = f"{other.label} removes the same channels as {res.label}"
+    else:
+        res, choice.race = race(req.dg, res, other, options=options, shapes=req.shapes)
+        choice.plan, choice.target = res.plan, res
