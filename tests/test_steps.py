@@ -20,7 +20,8 @@ from onnxprune.measure.curves import LabelledData, SensitivityResult, sensitivit
 from onnxprune.measure.model_stats import model_stats
 from onnxprune.measure.validate import load_feeds
 from onnxprune.pipeline import schedule
-from onnxprune.pipeline.schedule import Gate, StepsResult, prune_in_steps
+from onnxprune.pipeline.result import StepsResult
+from onnxprune.pipeline.schedule import Gate, prune_in_steps
 from onnxprune.planning.steps import kept_fractions
 
 ROOT = Path(__file__).resolve().parent.parent

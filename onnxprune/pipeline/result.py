@@ -25,7 +25,6 @@ from onnxprune.verify import VerifyResult
 
 if TYPE_CHECKING:
     from onnxprune.config import PruneConfig
-    from onnxprune.pipeline.schedule import StepsResult
 
 
 @dataclass
@@ -147,3 +146,55 @@ def _name(curves: object) -> str | None:
     if curves is None:
         return None
     return str(curves) if isinstance(curves, str | os.PathLike) else "curves given in memory"
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    step: int
+    target: float  # fraction of the original to keep after this step (MACs, params, or channels)
+    macs_kept: float  # measured, fraction of the original
+    params_kept: float
+    min_cosine: float | None
+    acc_drop: float | None
+    passed: bool
+    reconstruction: dict[str, Any] | None
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    channels: tuple[int, int] = (0, 0)  # (removed, prunable) channels of this step's input model
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "target": self.target, "macs_kept": self.macs_kept,
+                "params_kept": self.params_kept, "min_cosine": self.min_cosine, "acc_drop": self.acc_drop,
+                "passed": self.passed, "reconstruction": self.reconstruction, "groups": self.decisions,
+                "channels_removed": self.channels[0], "channels_prunable": self.channels[1]}
+
+
+@dataclass
+class StepsResult:
+    result: PruneResult | None  # the kept step's
+    original: onnx.ModelProto  # the normalised original every step is checked against
+    steps: list[StepRecord]
+    schedule: str
+    kept_step: int
+    stopped: str | None = None  # why the loop stopped early
+    idle: list[str] = field(default_factory=list)  # steps whose budget rounded to nothing, and why
+
+    @property
+    def channels_removed(self) -> float:
+        """The share of the prunable channels the kept steps removed (each step's share of what it
+        found, compounded: exact while every step prunes the same groups)."""
+        left = 1.0
+        for rec in (r for r in self.steps if r.step <= self.kept_step):
+            left *= 1.0 - rec.channels[0] / max(rec.channels[1], 1)
+        return 1.0 - left
+
+    def describe(self) -> str:
+        done = f"{len(self.steps)} of the planned steps ran ({self.schedule} schedule)"
+        if self.idle:
+            done += f"; {'; '.join(self.idle)}"
+        if self.stopped:
+            return f"steps: {done}; {self.stopped}; kept the model of step {self.kept_step}"
+        return f"steps: {done}; kept the model of step {self.kept_step}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schedule": self.schedule, "kept_step": self.kept_step, "stopped": self.stopped,
+                "idle": self.idle, "steps": [s.to_json() for s in self.steps]}

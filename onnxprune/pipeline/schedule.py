@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import onnx
 
@@ -43,7 +42,7 @@ from onnxprune.measure.curves import (
     sensitivity_curves,
 )
 from onnxprune.measure.model_stats import model_stats
-from onnxprune.pipeline.result import PruneResult
+from onnxprune.pipeline.result import StepRecord, StepsResult
 from onnxprune.pipeline.stages import Pipeline, PruneState, analyse_model, default_pipeline
 from onnxprune.planning.steps import final_kept, kept_fractions, step_budget
 
@@ -60,58 +59,6 @@ class Gate:
     @property
     def active(self) -> bool:
         return self.min_cosine is not None or self.max_acc_drop is not None
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    step: int
-    target: float  # fraction of the original to keep after this step (MACs, params, or channels)
-    macs_kept: float  # measured, fraction of the original
-    params_kept: float
-    min_cosine: float | None
-    acc_drop: float | None
-    passed: bool
-    reconstruction: dict[str, Any] | None
-    decisions: list[dict[str, Any]] = field(default_factory=list)
-    channels: tuple[int, int] = (0, 0)  # (removed, prunable) channels of this step's input model
-
-    def to_json(self) -> dict[str, Any]:
-        return {"step": self.step, "target": self.target, "macs_kept": self.macs_kept,
-                "params_kept": self.params_kept, "min_cosine": self.min_cosine, "acc_drop": self.acc_drop,
-                "passed": self.passed, "reconstruction": self.reconstruction, "groups": self.decisions,
-                "channels_removed": self.channels[0], "channels_prunable": self.channels[1]}
-
-
-@dataclass
-class StepsResult:
-    result: PruneResult | None  # the kept step's
-    original: onnx.ModelProto  # the normalised original every step is checked against
-    steps: list[StepRecord]
-    schedule: str
-    kept_step: int
-    stopped: str | None = None  # why the loop stopped early
-    idle: list[str] = field(default_factory=list)  # steps whose budget rounded to nothing, and why
-
-    @property
-    def channels_removed(self) -> float:
-        """The share of the prunable channels the kept steps removed (each step's share of what it
-        found, compounded: exact while every step prunes the same groups)."""
-        left = 1.0
-        for rec in (r for r in self.steps if r.step <= self.kept_step):
-            left *= 1.0 - rec.channels[0] / max(rec.channels[1], 1)
-        return 1.0 - left
-
-    def describe(self) -> str:
-        done = f"{len(self.steps)} of the planned steps ran ({self.schedule} schedule)"
-        if self.idle:
-            done += f"; {'; '.join(self.idle)}"
-        if self.stopped:
-            return f"steps: {done}; {self.stopped}; kept the model of step {self.kept_step}"
-        return f"steps: {done}; kept the model of step {self.kept_step}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"schedule": self.schedule, "kept_step": self.kept_step, "stopped": self.stopped,
-                "idle": self.idle, "steps": [s.to_json() for s in self.steps]}
 
 
 def check_gate(original: onnx.ModelProto, pruned: onnx.ModelProto, gate: Gate, *,

@@ -30,6 +30,7 @@ import numpy as np
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.measure.curves import DEFAULT_METRIC, METRICS, GroupCurve, SensitivityResult
+from onnxprune.planning.choice import SensitivityAllocation
 from onnxprune.planning.costs import CostModel, Scores
 from onnxprune.planning.order import removal_orders
 from onnxprune.planning.plan import Plan, enforce_min_channels
@@ -89,19 +90,6 @@ def removal_path(curves: Mapping[int, GroupCurve], *, round_to: int, metric: str
         c, round_to=(multiples or {}).get(c.group, round_to), metric=metric, error=error)]
     segments.sort(key=lambda s: (s.slope, s.group, s.levels[0]))
     return [(s.group, n) for s in segments for n in s.levels]
-
-
-@dataclass
-class SensitivityAllocation:
-    """Removal counts of a plan and the error the curves predict for them (additive)."""
-
-    counts: dict[int, int]
-    predicted_error: float
-    error: str
-
-    def to_json(self) -> dict[str, object]:
-        return {"counts": {str(k): v for k, v in sorted(self.counts.items())},
-                "predicted_error": self.predicted_error, "error": self.error}
 
 
 def predicted(sens: SensitivityResult, dg: DependencyGraph, plan: Plan, *,

@@ -18,7 +18,6 @@ if none is, the fastest one. Machines are noisy: every measured step is reported
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -29,66 +28,13 @@ from onnxprune.io.progress import ProgressFn, report
 from onnxprune.io.types import Shapes
 from onnxprune.measure.bench import LatencyOptions
 from onnxprune.planning.budget import landed_target, register_budget
-from onnxprune.planning.choice import PlanChoice
-from onnxprune.planning.landing import TargetResult
+from onnxprune.planning.choice import LatencySearch, LatencyStep, PlanChoice
+from onnxprune.planning.landing import TOLERANCE, TargetResult
 from onnxprune.planning.plan import Plan
 from onnxprune.planning.rounding import RoundingPolicy
 from onnxprune.planning.strategy import PlanRequest, Strategy
 
-TOLERANCE = 0.03
 MIN_FRACTION = 0.05
-
-
-@dataclass(frozen=True)
-class LatencyStep:
-    macs_target: float
-    macs_kept: float  # measured (model_stats) fraction of the dense MACs
-    ms: float  # dense_ms / speedup
-    speedup: float = 0.0  # median of the per-pair dense / pruned ratios (interleaved runs)
-
-
-@dataclass
-class LatencySearch:
-    target_ms: float
-    dense_ms: float
-    options: LatencyOptions
-    steps: list[LatencyStep] = field(default_factory=list)
-    chosen: TargetResult | None = None  # None: the dense model already meets the target
-    achieved_ms: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.achieved_ms <= self.target_ms * (1 + TOLERANCE)
-
-    @property
-    def within(self) -> bool:
-        """Within 3 % of the target (faster counts only when there was nothing slower to choose)."""
-        return abs(self.achieved_ms - self.target_ms) <= TOLERANCE * self.target_ms
-
-    def describe(self) -> str:
-        opts = f"batch {self.options.batch}, threads {self.options.threads or 'default'}"
-        if self.chosen is None:
-            return (f"latency: the dense model already runs in {self.dense_ms:.3f} ms <= target "
-                    f"{self.target_ms:.3f} ms ({opts}); nothing pruned")
-        head = (f"latency: {self.achieved_ms:.3f} ms (target {self.target_ms:.3f} ms, dense {self.dense_ms:.3f} ms, "
-                f"{opts}) at {self.chosen.achieved:.1%} of the MACs after {len(self.steps)} measurements")
-        if self.within:
-            return head
-        if self.ok:
-            return head + (" — faster than needed: the next larger MAC budget measured above the target "
-                           "(latency moves in steps, or the machine is noisy)")
-        return head + (" — target missed: even the smallest MAC budget tried is slower (fixed overhead "
-                       "dominates, or ORT's kernels for these channel counts are slower: keep --round-to auto, "
-                       "or try 8 or 16)")
-
-    def to_json(self) -> dict[str, object]:
-        return {"target_ms": self.target_ms, "dense_ms": self.dense_ms, "achieved_ms": self.achieved_ms,
-                "ok": self.ok, "within_tolerance": self.within,
-                "macs_kept": None if self.chosen is None else self.chosen.achieved,
-                "options": {"batch": self.options.batch, "threads": self.options.threads,
-                            "warmup": self.options.warmup, "repeat": self.options.repeat},
-                "steps": [{"macs_target": s.macs_target, "macs_kept": s.macs_kept, "ms": s.ms, "speedup": s.speedup}
-                          for s in self.steps]}
 
 
 def _next_fraction(fast: tuple[float, float] | None, slow: tuple[float, float] | None, target: float) -> float:

@@ -18,8 +18,6 @@ faster on inception, shufflenetv2, resnet or unet at 224.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import onnx
 
 from onnxprune.errors import OnnxPruneError
@@ -28,35 +26,11 @@ from onnxprune.io.types import Shapes
 from onnxprune.measure.bench import LatencyOptions
 from onnxprune.planning.blocks import complete_plan
 from onnxprune.planning.budget import Budget
-from onnxprune.planning.choice import PlanChoice
+from onnxprune.planning.choice import MARGIN, MultipleRace, PlanChoice
 from onnxprune.planning.landing import TargetResult
 from onnxprune.planning.latency_search import built, require_sizes
 from onnxprune.planning.rounding import RoundingPolicy
 from onnxprune.planning.strategy import PlanRequest, registered_strategy
-
-MARGIN = 0.05
-
-
-@dataclass(frozen=True)
-class MultipleRace:
-    preferred: str  # TargetResult.label of each plan: "16", "8", "16 completed with blocks of 8"
-    other: str
-    ratio: float  # median over pairs of t(preferred) / t(other): above 1, the other plan ran faster
-    chosen: str
-    options: LatencyOptions
-    completion: bool = False  # the preferred multiple missed: round_to's plan against its completed plan
-
-    def describe(self) -> str:
-        how = (f"timed the two plans that land the budget, rounded to {self.preferred} and to {self.other} "
-               f"(interleaved in ONNX Runtime, batch {self.options.batch}, threads {self.options.threads or 'default'})")
-        if self.chosen == self.preferred:
-            return f"{how}: {self.preferred} ran {1 / self.ratio:.2f}x the speed of {self.other}; kept {self.preferred}"
-        return (f"{how}: {self.other} ran {self.ratio:.2f}x the speed of {self.preferred} (more than {MARGIN:.0%} "
-                f"faster); kept {self.other}")
-
-    def to_json(self) -> dict[str, object]:
-        return {"preferred": self.preferred, "other": self.other, "ratio": self.ratio, "chosen": self.chosen,
-                "batch": self.options.batch, "threads": self.options.threads, "repeat": self.options.repeat}
 
 
 def same_channels(dg: DependencyGraph, a: TargetResult, b: TargetResult) -> bool:
