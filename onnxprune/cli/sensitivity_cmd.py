@@ -100,7 +100,9 @@ def command(model: str, ratios: str, criterion: str, round_to: str | None, targe
         result = sensitivity_curves(dg, calibration=calib, ratios=grid, criterion=criterion, samples=samples,
                                     round_to=multiple.value, shapes=shp, labelled=labelled, model_name=model,
                                     progress=bar, fill=fill)
-    Console().print(sensitivity_table(result, error=error, title=f"{Path(model).name}: {error} per group and ratio"))
+    console = Console()
+    console.print(sensitivity_table(result, error=error, title=f"{Path(model).name}: {error} per group and ratio",
+                                    width=console.width))
     acc = "" if result.dense_accuracy is None else \
         f"; dense accuracy {100 * result.dense_accuracy:.2f}% on {result.accuracy_samples} labelled samples"
     click.echo(f"{len(result.curves)} groups x {len(grid)} ratios on {result.samples} calibration samples "
