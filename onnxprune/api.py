@@ -25,9 +25,10 @@ from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.io.model_io import load_model
 from onnxprune.io.progress import ProgressFn
 from onnxprune.io.types import Shapes
+from onnxprune.pipeline.analyse import analyse_model
 from onnxprune.pipeline.result import PruneResult
 from onnxprune.pipeline.schedule import prune_in_steps
-from onnxprune.pipeline.stages import Pipeline, PruneState, analyse_model, default_pipeline, timing_options
+from onnxprune.pipeline.stages import Pipeline, PruneState, default_pipeline, timing_options
 from onnxprune.planning.plan import Plan
 
 ModelLike = onnx.ModelProto | str | os.PathLike[str]

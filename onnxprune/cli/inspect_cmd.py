@@ -8,7 +8,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from onnxprune.api import analyse
 from onnxprune.calib.source import CalibConfig
 from onnxprune.cli.calib_options import calib_options
 from onnxprune.cli.options import (
@@ -19,6 +18,7 @@ from onnxprune.cli.options import (
     shapes_option,
 )
 from onnxprune.io.input_values import describe_rules, infer_rules
+from onnxprune.pipeline.analyse import analyse_model
 
 
 @click.command("inspect")
@@ -36,7 +36,7 @@ def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], g
     The shapes come from one run on the first --calib samples, else on random inputs whose integer
     values are inferred from the graph (token ids below the vocabulary, masks of ones)."""
     proto, shp = model_with_shapes(model, shapes)
-    dg = analyse(proto, shapes=shp, approximate=approximate, grouped=grouped, calibration=calib)
+    dg = analyse_model(proto, shapes=shp, approximate=approximate, grouped=grouped, calibration=calib)
     summary = {
         "groups": len(dg.groups),
         "prunable": len(dg.prunable),

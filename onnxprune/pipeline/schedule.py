@@ -42,8 +42,9 @@ from onnxprune.measure.curves import (
     sensitivity_curves,
 )
 from onnxprune.measure.model_stats import model_stats
+from onnxprune.pipeline.analyse import analyse_model
 from onnxprune.pipeline.result import StepRecord, StepsResult
-from onnxprune.pipeline.stages import Pipeline, PruneState, analyse_model, default_pipeline
+from onnxprune.pipeline.stages import Pipeline, PruneState, default_pipeline
 from onnxprune.planning.steps import final_kept, kept_fractions, step_budget
 
 

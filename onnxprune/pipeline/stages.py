@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,18 +22,17 @@ import onnx
 from onnxprune.calib.source import real_feeds, timing_feed
 from onnxprune.config import PruneConfig
 from onnxprune.errors import NothingToPruneError, VerifyError
-from onnxprune.graph.dependency import DependencyGraph, dependency_graph
+from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.keep import keep_layers
 from onnxprune.io.progress import ProgressFn, step
-from onnxprune.io.types import Shapes
 from onnxprune.measure.bench import LatencyOptions
 from onnxprune.measure.curves import SensitivityResult
 from onnxprune.passes.annotate import AnnotateShapes
 from onnxprune.passes.base import PassManager, resolve_passes
-from onnxprune.passes.normalize import Normalize
 from onnxprune.passes.prune import ApplyPlan
 from onnxprune.passes.reconstruct import ReconstructResult
 from onnxprune.passes.reconstruct import reconstruct as refit_layers
+from onnxprune.pipeline.analyse import analyse_model
 from onnxprune.pipeline.result import PruneResult
 from onnxprune.planning.choice import PlanChoice
 from onnxprune.planning.costs import Scores
@@ -44,15 +43,6 @@ from onnxprune.planning.strategy import PlanRequest
 from onnxprune.planning.tuning import tune_multiples
 from onnxprune.scoring.catalog import score_groups
 from onnxprune.verify import VerifyResult, verify_pruned
-
-
-def analyse_model(model: onnx.ModelProto, *, shapes: Shapes | None = None, approximate: Iterable[str] = (),
-                  grouped: str, calibration: object = None) -> DependencyGraph:
-    """Normalise a copy of `model` and build its dependency graph; the shape probe runs on the first
-    samples of `calibration` when it names data (kept in `dg.feeds` for the oracle)."""
-    normalised = Normalize()(model).model
-    return dependency_graph(normalised, shapes=shapes, allow_approximate=frozenset(approximate), grouped=grouped,
-                            feeds=real_feeds(normalised, calibration))  # type: ignore[arg-type]
 
 
 @dataclass

@@ -1,0 +1,24 @@
+"""The first stage on its own: normalise a copy of a model and build its channel dependency graph.
+
+Commands that only read a model (`inspect`) use this alone, without the planning and recovery stages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import onnx
+
+from onnxprune.calib.source import real_feeds
+from onnxprune.graph.dependency import DependencyGraph, dependency_graph
+from onnxprune.io.types import Shapes
+from onnxprune.passes.normalize import Normalize
+
+
+def analyse_model(model: onnx.ModelProto, *, shapes: Shapes | None = None, approximate: Iterable[str] = (),
+                  grouped: str, calibration: object = None) -> DependencyGraph:
+    """Normalise a copy of `model` and build its dependency graph; the shape probe runs on the first
+    samples of `calibration` when it names data (kept in `dg.feeds` for the oracle)."""
+    normalised = Normalize()(model).model
+    return dependency_graph(normalised, shapes=shapes, allow_approximate=frozenset(approximate), grouped=grouped,
+                            feeds=real_feeds(normalised, calibration))  # type: ignore[arg-type]
