@@ -61,9 +61,9 @@ def analyse(model: ModelLike, *, shapes: Shapes | None = None,
     unknown = kinds - set(APPROXIMATE_KINDS)
     if unknown:
         raise OnnxPruneError(f"unknown --approximate kind(s) {sorted(unknown)}; known: {list(APPROXIMATE_KINDS)}")
-    normalised = Normalize()(_as_model(model)).model
-    return dependency_graph(normalised, shapes=shapes, allow_approximate=kinds, grouped=grouped,
-                            feeds=real_feeds(normalised, calibration))
+    normalised = Normalize()(_as_model(model))
+    return dependency_graph(normalised.model, shapes=shapes, allow_approximate=kinds, grouped=grouped,
+                            feeds=real_feeds(normalised.model, calibration), normalised=normalised.notes)
 
 
 @dataclass
