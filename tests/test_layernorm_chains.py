@@ -170,3 +170,20 @@ def _manifest_inputs(path: Path) -> list[dict[str, object]]:
 
 def _manifest_dims(path: Path) -> dict[str, int]:
     return _manifest_entry(path)["dims"]  # type: ignore[return-value]
+
+
+def test_tanh_gelu_chains_are_channel_wise_already() -> None:
+    """tf2onnx writes GELU as 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))): Pow/Mul/Add/Tanh by scalars, each
+    channel by channel, so the channels pass exactly and no fusion is needed to prune through it."""
+    g = Graph(opset=15)
+    x = g.matmul(g.input("x", (2, 5, 16)), 16, 24, name="up")
+    cube = g.node("Mul", [g.node("Pow", [x, g.const("three", np.float32(3.0))]), g.const("k", np.float32(0.044715))])
+    inner = g.node("Mul", [g.node("Add", [x, cube]), g.const("c", np.float32(np.sqrt(2 / np.pi)))])
+    gate = g.node("Add", [g.node("Tanh", [inner]), g.const("one", np.float32(1.0))])
+    y = g.node("Mul", [g.node("Mul", [x, g.const("half", np.float32(0.5))]), gate])
+    g.output(g.matmul(y, 24, 8, name="down"))
+    model = g.build()
+    dg = analyse(model)
+    assert group_of(dg, "up").prunable and not group_of(dg, "up").approximate
+    r = prune(model, dg=dg, plan=plan_removing(dg, {"up": [3, 17]}), verify=True)
+    assert r.verify is not None and r.verify.ok and r.verify.masked_edges > 0
