@@ -4,6 +4,7 @@ and analysed as one norm."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 import onnx
 import onnx.version_converter
 import pytest
+from cli_run import invoke
 from graphs import Graph, group_of, init, node_const, outputs_of, plan_removing, reasons
 from zoo import zoo_entry
 
@@ -187,3 +189,14 @@ def test_tanh_gelu_chains_are_channel_wise_already() -> None:
     assert group_of(dg, "up").prunable and not group_of(dg, "up").approximate
     r = prune(model, dg=dg, plan=plan_removing(dg, {"up": [3, 17]}), verify=True)
     assert r.verify is not None and r.verify.ok and r.verify.masked_edges > 0
+
+
+def test_inspect_says_what_normalisation_recognised(tmp_path: Path) -> None:
+    src = tmp_path / "chain.onnx"
+    onnx.save(chain_model("tf", opset=15), str(src))
+    code, out, err = invoke("inspect", str(src))
+    assert code == 0, err
+    assert "normalise: fuse-layernorm: 1 LayerNorm chains recognised (opset 15 has no LayerNormalization" in out
+    code, out, err = invoke("inspect", "--json", str(src))
+    assert code == 0, err
+    assert any("1 LayerNorm chains recognised" in n for n in json.loads(out)["normalise"])

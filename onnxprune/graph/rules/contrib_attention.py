@@ -90,7 +90,9 @@ def count_hook(ctx: RuleContext, counts: dict[str, tuple[np.ndarray, int]],
 
 
 def _used(ctx: RuleContext, *outputs: int) -> list[str]:
-    return [ctx.node.output[i] for i in outputs if i < len(ctx.node.output) and ctx.node.output[i]]
+    """Those of the optional outputs that something reads (a node, or the caller as a graph output)."""
+    names = [ctx.node.output[i] for i in outputs if i < len(ctx.node.output) and ctx.node.output[i]]
+    return [n for n in names if n in ctx.view.graph_outputs or ctx.view.consumers.get(n)]
 
 
 @register("Attention", domain=CONTRIB, source=True)
@@ -100,8 +102,11 @@ def attention(ctx: RuleContext) -> None:
     layout = ctx.layout(x)
     heads = ctx.int_attr("num_heads", 0)
     wshape = ctx.shape(w)
-    if not ctx.is_const(w) or (b and not ctx.is_const(b)) or wshape is None or len(wshape) != 2 or heads <= 0:
+    if not ctx.is_const(w) or (b and not ctx.is_const(b)) or wshape is None or len(wshape) != 2:
         ctx.block(layout, "Attention weights computed at run time")
+        return
+    if heads <= 0:
+        ctx.block(layout, f"Attention with num_heads {heads}")
         return
     sizes = ctx.ints_attr("qkv_hidden_sizes") or [wshape[1] // 3] * 3
     if len(sizes) != 3 or sizes[0] != sizes[1] or sum(sizes) != wshape[1] or any(s % heads for s in sizes):
