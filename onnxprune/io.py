@@ -302,6 +302,12 @@ def check_kind(model: onnx.ModelProto) -> str:
     return f"{CHECKER} on the standard ops, and loading in ONNX Runtime (the checker cannot check {shown})"
 
 
+def check_note(model: onnx.ModelProto) -> str | None:
+    """`check_kind` where it is more than the ONNX checker alone (a command says so after writing), else None."""
+    kind = check_kind(model)
+    return None if kind == CHECKER else kind
+
+
 def _checkable(model: onnx.ModelProto, ops: list[str]) -> onnx.ModelProto:
     """A copy whose ops the checker cannot check sit in a placeholder domain, which it skips."""
     m = onnx.ModelProto()

@@ -94,3 +94,17 @@ def test_cli_on_a_genai_model_says_which_check_ran(tmp_path: Path) -> None:
     assert code == 0, err
     assert "verify PASS" in out
     assert "loading in ONNX Runtime (the checker cannot check ai.onnx::SimplifiedLayerNormalization" in out
+
+
+def test_sparsify_writes_a_genai_model_the_onnx_checker_rejects(tmp_path: Path) -> None:
+    """SimplifiedLayerNormalization at default-domain opset 21 fails the ONNX checker even unpruned: the
+    written file is checked by loading it in ONNX Runtime instead, and the command says so."""
+    src = TRANSFORMERS / "llama_genai.onnx"
+    with pytest.raises(onnx.checker.ValidationError):
+        onnx.checker.check_model(onnx.load(str(src)))
+    out = tmp_path / "sparse.onnx"
+    code, stdout, err = invoke("sparsify", str(src), "-o", str(out), "--pattern", "2:4")
+    assert code == 0, err
+    assert f"wrote {out}, after the ONNX checker on the standard ops, and loading in ONNX Runtime" in stdout
+    entry = ENTRIES["llama_genai"]
+    assert all(np.isfinite(o).all() for o in session(out).run(None, make_feeds(entry["inputs"], entry["dims"])))

@@ -23,7 +23,7 @@ from onnxprune.cli.options import (
 )
 from onnxprune.decisions import group_decisions
 from onnxprune.errors import OnnxPruneError
-from onnxprune.io import CHECKER, check_kind, check_paths, write_json
+from onnxprune.io import check_note, check_paths, write_json
 from onnxprune.latency_budget import LatencyOptions, require_sizes
 from onnxprune.plan import Plan
 from onnxprune.progress import rich_progress
@@ -155,7 +155,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
     before, after = model_stats(dense, shapes=shp), model_stats(result.model, shapes=shp)
     latency_ms = _latency(dense, result, loop, shp, timing)
     result.save(output)
-    checked = check_kind(result.model)
+    checked = check_note(result.model)
     console = Console()
     console.print(compare_table(before, after, latency_ms=latency_ms, title=f"{Path(model).name} -> {Path(output).name}"))
     groups = result.dg.groups
@@ -202,7 +202,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
         click.echo(steps.describe())
     if result.verify is not None:
         click.echo(result.verify.describe())
-    if checked != CHECKER:
+    if checked:
         click.echo(f"written after {checked}")
     if result.reconstruction is not None:
         click.echo(result.reconstruction.describe())

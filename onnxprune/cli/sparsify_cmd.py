@@ -9,7 +9,7 @@ from rich.console import Console
 
 from onnxprune.calibration import CalibConfig, calib_options
 from onnxprune.errors import OnnxPruneError
-from onnxprune.io import check_paths, load_model, save_model, write_json
+from onnxprune.io import check_note, check_paths, load_model, save_model, write_json
 from onnxprune.passes.sparsify import DEFAULT_MIN_REDUCTION, SparsifyPass, parse_pattern
 from onnxprune.sparsity.methods import METHODS
 from onnxprune.sparsity.report import nm_report, report_json, report_table
@@ -72,4 +72,5 @@ def command(model: str, output: str, sparsity: float | None, pattern: str | None
         console.print(note, markup=False, highlight=False)
     if report_path:
         write_json(report_path, report_json(rows))
-    click.echo(f"wrote {output}")
+    checked = check_note(result.model)
+    click.echo(f"wrote {output}" + (f", after {checked}" if checked else ""))
