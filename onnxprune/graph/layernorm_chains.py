@@ -75,8 +75,9 @@ class _Walk:
         return float(value.reshape(-1)[0]) if value.size == 1 else None
 
     def per_channel(self, name: str) -> bool:
+        """A constant with one value per channel of the last axis ([H] or [1, .., H])."""
         dims = self.view.shape(name) or ()
-        return len(dims) >= 1 and all(d == 1 for d in dims[:-1])
+        return len(dims) >= 1 and dims[-1] > 1 and all(d == 1 for d in dims[:-1])
 
     def mean(self, node: onnx.NodeProto | None, x: str) -> bool:
         """Whether `node` averages the last axis of x, keeping it."""

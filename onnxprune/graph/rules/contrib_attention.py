@@ -61,22 +61,23 @@ def _heads_grid(ctx: RuleContext, name: str, rows: int, what: str) -> np.ndarray
     return t.ids.reshape(rows, -1)
 
 
-def _head_bias(ctx: RuleContext, index: int, heads: np.ndarray, *, axis: int) -> bool:
-    """An optional input with one entry per head along `axis` (attention bias, head sink): a constant
-    is sliced, one broadcast over heads is kept; a run-time one per head blocks. False if it blocked."""
+def _head_bias(ctx: RuleContext, index: int, heads: np.ndarray, *, axis: int) -> None:
+    """An optional input with one entry per head along `axis` (attention bias, head sink): a constant is
+    sliced with the heads, one broadcast over the heads is kept; one computed at run time blocks them."""
     name = ctx.input(index)
     shape = ctx.shape(name) if name else None
     if not name or shape is None or len(shape) <= axis or shape[axis] == 1:
-        return True
-    if shape[axis] != heads.size or not ctx.is_const(name):
+        return
+    if shape[axis] != heads.size:
+        ctx.block(heads, f"input {name} has {shape[axis]} entries for {heads.size} heads")
+    elif not ctx.is_const(name):
         ctx.block(heads, f"input {name} holds one entry per head and is computed at run time")
-        return False
-    ctx.member(name, Track((axis,), heads), ROLE_PARAM)
-    return True
+    else:
+        ctx.member(name, Track((axis,), heads), ROLE_PARAM)
 
 
 def count_hook(ctx: RuleContext, counts: dict[str, tuple[np.ndarray, int]],
-                sizes: tuple[str, list[np.ndarray]] | None = None) -> None:
+               sizes: tuple[str, list[np.ndarray]] | None = None) -> None:
     """At apply time: each attribute of `counts` becomes the kept rows of its id array times a factor;
     `sizes` (attribute, per-part id arrays) becomes the kept count of each part."""
 
@@ -129,10 +130,9 @@ def attention(ctx: RuleContext) -> None:
     if ctx.input(4) or _used(ctx, 1):
         ctx.block(head, KV_CACHE)
     _head_bias(ctx, 5, head, axis=1)
-    parts = [head, head, head]
+    written = ctx.ints_attr("qkv_hidden_sizes") is not None
     count_hook(ctx, {"num_heads": (head, 1)},
-                ("qkv_hidden_sizes", [np.repeat(p, s // heads) for p, s in zip(parts, sizes, strict=True)])
-                if ctx.ints_attr("qkv_hidden_sizes") else None)
+               ("qkv_hidden_sizes", [np.repeat(head, s // heads) for s in sizes]) if written else None)
     ctx.set_layout(out, [Track((2,), grid.reshape(-1))])
 
 
@@ -142,7 +142,10 @@ def multi_head_attention(ctx: RuleContext) -> None:
     heads = ctx.int_attr("num_heads", 0)
     q, k, v = ctx.input(0), ctx.input(1), ctx.input(2)
     everything = [t for i in range(len(ctx.node.input)) for t in ctx.in_layout(i)]
-    if heads <= 0 or not k or not v:
+    if heads <= 0:
+        ctx.block(everything, f"MultiHeadAttention with num_heads {heads}")
+        return
+    if not k or not v:
         ctx.block(everything, "MultiHeadAttention with packed QKV or KV inputs")
         return
     grids = [_heads_grid(ctx, name, heads, what) for name, what in ((q, "query"), (k, "key"), (v, "value"))]
