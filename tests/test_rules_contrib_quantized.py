@@ -19,24 +19,30 @@ from onnxprune.graph.rules.contrib_quantized import REASON
 MS = "com.microsoft"
 
 
-def int4_mlp() -> onnx.ModelProto:
-    """x -> a (16 -> 16) -> MatMulNBits (4-bit, 16 -> 8) -> relu -> b (8 -> 4)."""
+def int4_mlp(op: str = "MatMulNBits") -> onnx.ModelProto:
+    """x -> a (16 -> 16) -> a quantized layer (16 -> 8) -> relu -> b (8 -> 4)."""
     g = Graph(opset=17)
     x = g.input("x", (2, 5, 16))
     h = g.matmul(x, 16, 16, name="a")
-    packed = g.const("q.B", np.random.default_rng(0).integers(0, 255, (8, 1, 8), dtype=np.uint8))
-    h = g.node("MatMulNBits", [h, packed, g.rand("q.scales", (8, 1), low=0.01, scale=0.02)], name="q", domain=MS,
-               K=16, N=8, bits=4, block_size=16)
+    rng = np.random.default_rng(0)
+    if op == "MatMulNBits":  # 4-bit blocks of 16 along K
+        packed = g.const("q.B", rng.integers(0, 255, (8, 1, 8), dtype=np.uint8))
+        h = g.node(op, [h, packed, g.rand("q.scales", (8, 1), low=0.01, scale=0.02)], name="q", domain=MS,
+                   K=16, N=8, bits=4, block_size=16)
+    else:  # DynamicQuantizeMatMul: int8 weight [K, N], one scale
+        h = g.node(op, [h, g.const("q.B", rng.integers(-127, 127, (16, 8), dtype=np.int8)),
+                        g.const("q.scale", np.array([0.01], np.float32))], name="q", domain=MS)
     g.output(g.matmul(g.relu(h), 8, 4, name="b"))
     return g.build()
 
 
-def test_matmul_nbits_blocks_what_reaches_it_and_what_it_makes() -> None:
-    model = int4_mlp()
+@pytest.mark.parametrize("op", ["MatMulNBits", "DynamicQuantizeMatMul"])
+def test_quantized_layer_blocks_what_reaches_it_and_what_it_makes(op: str) -> None:
+    model = int4_mlp(op)
     dg = analyse(model)
-    assert f"MatMulNBits 'q': {REASON}" in reasons(dg, "a")
+    assert f"{op} 'q': {REASON}" in reasons(dg, "a")
     assert not group_of(dg, "q").prunable and group_of(dg, "q").size == 8
-    assert f"MatMulNBits 'q': {REASON}" in reasons(dg, "q")
+    assert f"{op} 'q': {REASON}" in reasons(dg, "q")
     with pytest.raises(NothingToPruneError):
         prune(model, ratio=0.5)
 

@@ -12,16 +12,20 @@ from __future__ import annotations
 
 from onnxprune.graph.analysis import ROLE_NORM_SCALE, ROLE_PARAM, RuleContext
 from onnxprune.graph.rules.elementwise import couple_operands
-from onnxprune.graph.rules.norm import normalised
+from onnxprune.graph.rules.norm import LAYERNORM_REASON, normalised
 from onnxprune.graph.rules.registry import CONTRIB, register
 
 SUM_OUTPUT = 3  # input_skip_bias_sum
 
 
 def _skip_norm(ctx: RuleContext, *, gamma: int, beta: int | None, bias: int) -> None:
-    total = couple_operands(ctx, [ctx.input(0), ctx.input(1), ctx.input(bias)])
     shape = ctx.shape(ctx.input(0))
     rank = len(shape) if shape else 0
+    for i in (0, 1):  # the norm's reason first: it holds whatever the other operand carries
+        for t in ctx.in_layout(i):
+            if t.axes == (len(ctx.shape(ctx.input(i)) or ()) - 1,):
+                ctx.approximate(t, LAYERNORM_REASON, kind="layernorm")
+    total = couple_operands(ctx, [ctx.input(0), ctx.input(1), ctx.input(bias)])
     params = [(ctx.input(gamma), ROLE_NORM_SCALE)] + ([(ctx.input(beta), ROLE_PARAM)] if beta is not None else [])
     ctx.set_layout(ctx.node.output[0], normalised(ctx, total, rank=rank, axis=rank - 1, params=params))
     if len(ctx.node.output) > SUM_OUTPUT:

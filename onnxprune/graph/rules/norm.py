@@ -79,7 +79,9 @@ def normalised(ctx: RuleContext, layout: list[Track], *, rank: int, axis: int,
     for t in layout:
         if not any(a >= axis for a in t.axes):
             passed.append(t)
-        elif t.axes == (rank - 1,) and axis == rank - 1 and ctx.approximate(t, LAYERNORM_REASON, kind="layernorm"):
+        elif t.axes == (rank - 1,) and axis == rank - 1:
+            if not ctx.approximate(t, LAYERNORM_REASON, kind="layernorm"):  # blocked, with the opt-in named
+                continue
             for name, role in params:
                 if name and ctx.is_const(name) and len(ctx.shape(name) or ()) >= 1:
                     r = len(ctx.shape(name) or ())
