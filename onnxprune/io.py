@@ -308,13 +308,11 @@ def check_note(model: onnx.ModelProto) -> str | None:
     return None if kind == CHECKER else kind
 
 
-def _checkable(model: onnx.ModelProto, ops: list[str]) -> onnx.ModelProto:
-    """A copy whose ops the checker cannot check sit in a placeholder domain, which it skips."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    names = {op.split("::", 1)[1] for op in ops}
+def _checkable(m: onnx.ModelProto, ops: list[str]) -> onnx.ModelProto:
+    """`m`, modified: the ops the checker cannot check sit in a placeholder domain, which it skips."""
+    unchecked = set(ops)
     for node in all_nodes(m.graph):
-        if node.op_type in names and f"{_domain(node.domain) or 'ai.onnx'}::{node.op_type}" in ops:
+        if f"{_domain(node.domain) or 'ai.onnx'}::{node.op_type}" in unchecked:
             node.domain = UNCHECKED_DOMAIN
     m.opset_import.append(onnx.helper.make_opsetid(UNCHECKED_DOMAIN, 1))
     return m
@@ -338,7 +336,9 @@ def check_model(model: onnx.ModelProto, *, path: Path | None = None) -> str:
             finally:
                 standard.unlink(missing_ok=True)
         else:
-            onnx.checker.check_model(_checkable(model, ops))
+            copy = onnx.ModelProto()
+            copy.CopyFrom(model)
+            onnx.checker.check_model(_checkable(copy, ops))
     except onnx.checker.ValidationError as exc:
         raise CheckFailed(f"it fails the ONNX checker: {str(exc).strip().splitlines()[0]}") from None
     _load_in_runtime(model if path is None else path)
