@@ -3,7 +3,7 @@
 For each file: onnxprune at --ratio 0.3 --round-to 1 --verify (l2), and onnxsim's
 `apply_structured_pruning` (FFN channels) and `apply_attention_head_pruning` (heads) at sparsity 0.3.
 Prints a markdown table: what each removed (heads left per attention op, weights whose shape
-changed), params and MACs kept (onnxprune.stats), whether the result runs in ONNX Runtime on the
+changed), params and MACs kept (onnxprune.measure.model_stats), whether the result runs in ONNX Runtime on the
 manifest's feeds (models/transformers/zookit.make_feeds) and the cosine of its first output to the
 dense model's. No torch needed.
 
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "models" / "transformers"))
 from zookit import MANIFEST, make_feeds  # type: ignore[import-not-found]  # noqa: E402
 
 from onnxprune.api import prune  # noqa: E402
-from onnxprune.stats import model_stats  # noqa: E402
+from onnxprune.measure.model_stats import model_stats  # noqa: E402
 
 NAMES = ("bert_ort_fused", "bert_ort_fused_mha", "gpt2_ort_fused", "vit_ort_fused", "llama_ort_fused",
          "llama_genai", "llama_genai_mha")

@@ -22,13 +22,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.api import PruneResult, analyse, prune
 from onnxprune.errors import NothingToPruneError
-from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.graph.tracks import map_roots
-from onnxprune.inputs import random_inputs
-from onnxprune.io import check_model, unchecked_ops
-from onnxprune.plan import Plan
-from onnxprune.runtime import run, session
+from onnxprune.io.inputs import random_inputs
+from onnxprune.io.model_io import check_model, unchecked_ops
+from onnxprune.io.runtime import run, session
+from onnxprune.planning.plan import Plan
 
 IR_VERSION = 10
 Shapes = Mapping[str, tuple[int, ...]]
@@ -255,7 +255,7 @@ def random_plan(dg: DependencyGraph, seed: int) -> Plan:
 # -- checks ---------------------------------------------------------------------------------------
 def assert_valid(model: onnx.ModelProto) -> None:
     """The full checker and strict shape inference; for models with ops they cannot check (ONNX Runtime's
-    contrib ops), the check the I/O layer runs before writing (onnxprune.io.check_model)."""
+    contrib ops), the check the I/O layer runs before writing (onnxprune.io.model_io.check_model)."""
     if unchecked_ops(model):
         check_model(model)
         return

@@ -16,7 +16,7 @@ from cli_run import invoke
 
 from onnxprune.api import analyse, prune
 from onnxprune.errors import NothingToPruneError
-from onnxprune.io import save_model
+from onnxprune.io.model_io import save_model
 
 TRANSFORMERS = Path(__file__).resolve().parent.parent / "models" / "transformers"
 sys.path.insert(0, str(TRANSFORMERS))

@@ -19,7 +19,7 @@ from zoo import zoo_entry
 from onnxprune.api import analyse, prune
 from onnxprune.graph.layernorm_chains import find_layernorm_chains
 from onnxprune.graph.view import GraphView
-from onnxprune.inputs import random_inputs
+from onnxprune.io.inputs import random_inputs
 from onnxprune.passes.normalize import Normalize
 
 TRANSFORMERS = Path(__file__).resolve().parent.parent / "models" / "transformers"

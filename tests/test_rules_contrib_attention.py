@@ -24,7 +24,7 @@ from onnx import TensorProto
 from onnxprune.api import analyse, prune
 from onnxprune.errors import NothingToPruneError
 from onnxprune.graph.apply import ApplyContext
-from onnxprune.input_values import infer_rules
+from onnxprune.io.input_values import infer_rules
 from onnxprune.passes.prune import ApplyPlan
 from onnxprune.verify import verify_pruned
 
@@ -225,7 +225,7 @@ GQA_HEADS, GQA_KV, GQA_D = 4, 2, 16
 
 def gqa(*, packed: bool = True, rotary: bool = False, cache: bool = False) -> onnx.ModelProto:
     """ids -> embedding -> qkv (packed, or q/k/v) -> GroupQueryAttention (4 query heads, 2 KV heads of 16) -> o.
-    The lengths GroupQueryAttention checks follow input_ids (onnxprune.input_values)."""
+    The lengths GroupQueryAttention checks follow input_ids (onnxprune.io.input_values)."""
     g = Graph(opset=17)
     hidden = GQA_HEADS * GQA_D
     x = g.node("Gather", [g.rand("embedding", (50, 32)), g.input("input_ids", (1, 5), elem=TensorProto.INT64)])

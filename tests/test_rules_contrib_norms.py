@@ -14,9 +14,9 @@ from cli_run import invoke
 from graphs import Graph, group_of, init, node_const, outputs_of, plan_removing, reasons
 
 from onnxprune.api import analyse, prune
-from onnxprune.input_values import infer_rules
-from onnxprune.inputs import random_inputs
-from onnxprune.io import check_kind, save_model
+from onnxprune.io.input_values import infer_rules
+from onnxprune.io.inputs import random_inputs
+from onnxprune.io.model_io import check_kind, save_model
 
 MS = "com.microsoft"
 LN_REASON = "LayerNorm over the channel axis couples all channels"

@@ -5,7 +5,7 @@ The hidden channels are new (a source): the embedding tables [rows, hidden] are 
 along their columns. The LayerNorm blocks them like LayerNormalization (rules/norm.py), or lets them
 through as approximate under `--approximate layernorm` (gamma and beta sliced). `embedding_sum`
 (output 2, the sum before the norm) carries the same channels exactly; `mask_index` carries none.
-The ids the op looks up are valid inputs by onnxprune.input_values.
+The ids the op looks up are valid inputs by onnxprune.io.input_values.
 """
 
 from __future__ import annotations
