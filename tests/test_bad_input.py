@@ -430,7 +430,7 @@ WARN_IN = {  # command -> (module of the command, the function it calls that war
     "prune": ("prune_cmd", "prune", ["prune", "{m}", "-o", "{t}/o.onnx", "--round-to", "1"]),
     "sparsify": ("sparsify_cmd", "load_model", ["sparsify", "{m}", "-o", "{t}/o.onnx", "--sparsity", "0.5"]),
     "sensitivity": ("sensitivity_cmd", "sensitivity_curves", ["sensitivity", "{m}", "--ratios", "0.5", "--round-to", "1"]),
-    "inspect": ("inspect_cmd", "analyse", ["inspect", "{m}"]),
+    "inspect": ("inspect_cmd", "analyse_model", ["inspect", "{m}"]),
     "validate": ("validate_cmd", "validate", ["validate", "{m}", "{m}", "--samples", "1"]),
     "bench": ("bench_cmd", "latency", ["bench", "{m}", "--no-memory", "--repeat", "1", "--warmup", "0"]),
     "check-trt": ("check_trt_cmd", "check_trt", ["check-trt", "{m}"]),

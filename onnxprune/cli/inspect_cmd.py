@@ -49,7 +49,7 @@ def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], g
         "index_fallback_convs": sorted(dg.analysis.index_convs),
     }
     if as_json:
-        click.echo(json.dumps({"summary": summary, "inputs": dg.inputs_json(),
+        click.echo(json.dumps({"summary": summary, "inputs": dg.inputs_json(), "normalise": list(dg.normalised),
                                "groups": [g.to_json() for g in dg.groups]}, indent=1))
         return
     table = Table(title=f"{model}: {summary['groups']} groups, {summary['prunable']} prunable")
@@ -68,6 +68,8 @@ def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], g
         click.echo(f"--grouped-conv {dg.analysis.grouped}: {len(dg.analysis.whole_convs)} grouped conv(s) lose whole "
                    f"groups" + (f", {len(dg.analysis.index_convs)} keep the index rule (whole groups collapse into "
                                 f"one slot)" if dg.analysis.index_convs else ""))
+    if dg.normalised:
+        click.echo(f"normalise: {'; '.join(dg.normalised)}")
     click.echo(f"random input values: {describe_rules(infer_rules(dg.model), every=True)}")
     click.echo(f"shapes from one run on {dg.probe_inputs}")
     if len(shown) < len(dg.groups):

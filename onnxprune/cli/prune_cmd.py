@@ -36,7 +36,7 @@ from onnxprune.config import (
     StepOptions,
     budget_of,
 )
-from onnxprune.io.model_io import check_paths, write_json
+from onnxprune.io.model_io import check_note, check_paths, write_json
 from onnxprune.io.progress import rich_progress
 from onnxprune.measure.bench import LatencyOptions
 from onnxprune.measure.compare import compare_table
@@ -211,6 +211,9 @@ def _print(result: PruneResult, *, title: str) -> None:
         click.echo(steps.describe())
     if result.verify is not None:
         click.echo(result.verify.describe())
+    checked = check_note(result.model)
+    if checked:
+        click.echo(f"written after {checked}")
     if result.reconstruction is not None:
         click.echo(result.reconstruction.describe())
     for note in result.notes:

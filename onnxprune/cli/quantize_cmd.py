@@ -19,7 +19,7 @@ from onnxprune.deploy.quantize import (
     QuantizeResult,
     quantize,
 )
-from onnxprune.io.model_io import check_paths, save_model, write_json
+from onnxprune.io.model_io import check_note, check_paths, save_model, write_json
 
 
 def _table(result: QuantizeResult, title: str) -> Table:
@@ -70,4 +70,5 @@ def command(model: str, output: str, target: str, method: str, percentile: float
     console.print(result.summary(), markup=False, highlight=False)
     if report_path:
         write_json(report_path, result.to_dict())
-    click.echo(f"wrote {output}")
+    checked = check_note(result.model)
+    click.echo(f"wrote {output}" + (f", after {checked}" if checked else ""))

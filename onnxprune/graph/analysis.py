@@ -11,6 +11,7 @@ import onnx
 
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.apply import ApplyContext
+from onnxprune.graph.layernorm_chains import find_layernorm_chains
 from onnxprune.graph.tracks import UNTRACKED, Track, UnionFind, map_roots, root_table
 from onnxprune.graph.view import GraphView, has_subgraph
 
@@ -247,20 +248,28 @@ def analyse(view: GraphView, *, allow_approximate: frozenset[str] = frozenset(),
 
 def _analyse_once(view: GraphView, allow_approximate: frozenset[str], grouped: str,
                   index_convs: frozenset[str]) -> Analysis:
-    from onnxprune.graph.rules import registry
+    from onnxprune.graph.rules import norm, registry
 
     state = Analysis(view, UnionFind(), {}, [], [], [], {}, {}, allow_approximate=allow_approximate, grouped=grouped,
                      index_convs=index_convs)
+    # A LayerNorm written out op by op (kept below opset 17) is read as one norm, at its last node.
+    chains = {c.nodes[-1]: c for c in find_layernorm_chains(view, lambda t: len(view.shape(t) or ()) or None)}
+    inside = {name for c in chains.values() for name in c.nodes[:-1]}
     for node in view.graph.node:
         ctx = RuleContext(state, node)
+        if node.name in inside:
+            continue
+        if node.name in chains:
+            norm.layernorm_chain(ctx, chains[node.name])
+            continue
         tracked_in = any(state.layouts.get(x) for x in node.input if x)
-        if node.domain not in ("", "ai.onnx"):
+        rule = registry.lookup(node.op_type, view.opset_of(node.domain), node.domain)
+        if rule is None and node.domain not in ("", "ai.onnx"):
             ctx.block_inputs(f"custom op of domain '{node.domain}' has no channel rule")
             continue
         if has_subgraph(node):
             ctx.block_inputs("control flow with subgraphs is kept intact")
             continue
-        rule = registry.lookup(node.op_type, view.opset)
         if rule is None:
             if tracked_in:
                 ctx.block_inputs(f"no channel rule for {node.op_type} (opset {view.opset})")

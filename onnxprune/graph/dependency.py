@@ -24,6 +24,8 @@ class DependencyGraph:
     groups: list[Group]
     # The user's samples the shape probe ran on (empty: random inputs, `inputs.random_inputs`).
     feeds: Sequence[Mapping[str, np.ndarray]] = ()
+    # What normalisation did to the model (passes.normalize), e.g. "fuse-layernorm: 4 LayerNorm chains fused ...".
+    normalised: Sequence[str] = ()
 
     @property
     def prunable(self) -> list[Group]:
@@ -52,10 +54,11 @@ class DependencyGraph:
 def dependency_graph(model: onnx.ModelProto, *, shapes: Mapping[str, tuple[int, ...]] | None = None,
                      allow_approximate: frozenset[str] = frozenset(),
                      grouped: str = DEFAULT_GROUPED,
-                     feeds: Sequence[Mapping[str, np.ndarray]] = ()) -> DependencyGraph:
+                     feeds: Sequence[Mapping[str, np.ndarray]] = (),
+                     normalised: Sequence[str] = ()) -> DependencyGraph:
     """Analyse a *normalised* model (see passes.normalize.Normalize); `grouped`: graph.analysis.GROUPED_MODES.
     The shapes come from one run on the first of `feeds` (the user's samples), else on random inputs."""
     found_shapes, dtypes = probe_tensors(model, shapes=shapes, feed=feeds[0] if feeds else None)
     view = GraphView(model, shapes=found_shapes, dtypes=dtypes)
     analysis = analyse(view, allow_approximate=allow_approximate, grouped=grouped)
-    return DependencyGraph(model, analysis, build_groups(analysis), feeds)
+    return DependencyGraph(model, analysis, build_groups(analysis), feeds, list(dict.fromkeys(normalised)))

@@ -16,10 +16,11 @@ import onnx
 from onnx import helper
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.io.input_values import describe_rules, infer_rules, past_length, sequence_length
+from onnxprune.io.input_values import PAST_PREFIXES, describe_rules, infer_rules, past_length, sequence_length
 
 DEFAULT_BATCH = 1
 DEFAULT_DYNAMIC_DIM = 64
+PAST_SEQUENCE = "past_sequence_length"
 MAX_INPUT_ELEMENTS = 2**31 - 1  # ONNX Runtime indexes many kernels with 32-bit ints; 8 GiB of float32
 
 
@@ -64,8 +65,10 @@ def graph_inputs(model: onnx.ModelProto) -> list[InputSpec]:
 def concrete_shapes(specs: list[InputSpec], *, shapes: Mapping[str, tuple[int, ...]] | None = None,
                     batch: int = DEFAULT_BATCH, dynamic_dim: int = DEFAULT_DYNAMIC_DIM) -> dict[str, tuple[int, ...]]:
     """The shape of every input. A dynamic dim takes the value its name (dim_param) has in `shapes`
-    (`--shapes input_ids:1x16` also sizes `attention_mask`'s `sequence`), GenAI's `total_sequence_length`
-    is `past_sequence_length + sequence_length`; else batch on axis 0, `dynamic_dim` elsewhere."""
+    (`--shapes input_ids:1x16` also sizes `attention_mask`'s `sequence`). A KV cache is empty unless
+    given: `past_sequence_length` (and axis 2 of a `past_key_values.*` input) is 0, a prefill, so that
+    GenAI's `total_sequence_length` (`past_sequence_length + sequence_length`) is the sequence length
+    and fits the rotary caches. Else batch on axis 0, `dynamic_dim` elsewhere."""
     given = {s.name: s.concrete(shapes=shapes) for s in specs if shapes and s.name in shapes}
     bound: dict[str, int] = {}
     for spec in specs:
@@ -74,14 +77,20 @@ def concrete_shapes(specs: list[InputSpec], *, shapes: Mapping[str, tuple[int, .
                 bound.setdefault(d, v)
     params = {d for s in specs for d in s.dims if isinstance(d, str)}
     if "total_sequence_length" not in bound and {"past_sequence_length", "sequence_length"} <= params:
-        bound["total_sequence_length"] = (bound.get("past_sequence_length", dynamic_dim)
+        bound["total_sequence_length"] = (bound.get("past_sequence_length", 0)
                                           + bound.get("sequence_length", dynamic_dim))
     out = dict(given)
     for spec in specs:
         if spec.name not in out:
             out[spec.name] = tuple(d if isinstance(d, int) else bound[d] if d in bound
+                                   else 0 if _past_length_dim(spec, i, d)
                                    else (batch if i == 0 else dynamic_dim) for i, d in enumerate(spec.dims))
     return out
+
+
+def _past_length_dim(spec: InputSpec, axis: int, dim: str | None) -> bool:
+    """The past-sequence axis of a KV cache input (empty by default)."""
+    return dim == PAST_SEQUENCE or (axis == 2 and len(spec.dims) == 4 and spec.name.startswith(PAST_PREFIXES))
 def parse_dims(text: str, item: str) -> tuple[int, ...]:
     """`1x3x224x224` (or `1,3,224,224`) of the --shapes item `item`: positive dims, a sane total."""
     try:

@@ -6,6 +6,8 @@
 - Weights listed as graph inputs (IR < 4) stop being inputs.
 - A Concat building the target of several Reshapes is copied for each (pruning rewrites its entries per Reshape).
 - Nodes without names get unique names. Control-flow subgraphs and custom-domain ops are kept as they are.
+- LayerNorm written out op by op (TF/JAX, TorchScript below opset 17; graph/layernorm_chains.py) becomes
+  one LayerNormalization from opset 17; below it the chain is kept (the analysis reads it as one norm).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxprune.graph.layernorm_chains import LayerNormChain, find_layernorm_chains
 from onnxprune.graph.view import GraphView, has_subgraph, node_attr
 from onnxprune.io import skeleton
 from onnxprune.io.runtime import run, session
@@ -280,6 +283,65 @@ class OwnShapeTargets(Pass):
         return PassResult(model, bool(added), [f"{len(added)} shared Reshape targets copied"] if added else [])
 
 
+LAYERNORM_SINCE = 17
+
+
+class FuseLayerNorm(Pass):
+    """Each decomposed LayerNorm chain becomes one LayerNormalization (opset 17 on), in the chain's last
+    node's place and under its name; below opset 17 the chains are only counted (kept as written)."""
+
+    name = "fuse-layernorm"
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        view = GraphView(model)
+        static, types = _inferred(model)
+        chains = find_layernorm_chains(view, lambda t: len(static[t]) if t in static else None)
+        if not chains:
+            return PassResult(model, False)
+        if view.opset < LAYERNORM_SINCE:
+            return PassResult(model, False, [f"{len(chains)} LayerNorm chains recognised (opset {view.opset} has no "
+                                             f"LayerNormalization: kept as written, analysed as one norm each)"])
+        fused = [n for n in (self._fused(model, view, c, static, types) for c in chains) if n is not None]
+        if not fused:
+            return PassResult(model, False)
+        replaced = {name: node for node, chain in fused for name in chain.nodes}
+        keep = []
+        for node in model.graph.node:
+            if node.name not in replaced:
+                keep.append(node)
+            elif replaced[node.name].name == node.name:  # the chain's last node: the fused one takes its place
+                keep.append(replaced[node.name])
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+        RemoveUnused().call(model)
+        return PassResult(model, True, [f"{len(fused)} LayerNorm chains fused into LayerNormalization"])
+
+    @staticmethod
+    def _fused(model: onnx.ModelProto, view: GraphView, chain: LayerNormChain,
+               static: dict[str, list[int | None]], types: dict[str, int]) -> tuple[onnx.NodeProto, LayerNormChain] | None:
+        hidden = (static.get(chain.input) or [None])[-1]
+        params = []
+        for found, fill in ((chain.scale, 1.0), (chain.bias, 0.0)):
+            if found is not None:
+                value = view.array(found[0])
+                if value.ndim != 1:  # [1, 1, H] -> [H]: LayerNormalization's scale spans the normalised axis
+                    name = f"{found[0]}__layernorm"
+                    model.graph.initializer.append(numpy_helper.from_array(value.reshape(-1), name))
+                    params.append(name)
+                else:
+                    params.append(found[0])
+            elif fill == 1.0:  # the scale is required
+                if hidden is None:
+                    return None
+                dtype = helper.tensor_dtype_to_np_dtype(types.get(chain.input, onnx.TensorProto.FLOAT))
+                name = f"{chain.nodes[-1]}__layernorm_scale"
+                model.graph.initializer.append(numpy_helper.from_array(np.ones(hidden, dtype=dtype), name))
+                params.append(name)
+        node = helper.make_node("LayerNormalization", [chain.input, *params], [chain.output], name=chain.nodes[-1],
+                                axis=-1, epsilon=chain.epsilon)
+        return node, chain
+
+
 class Normalize(Pass):
     """The whole normalisation, on a copy: the caller's model is never modified."""
 
@@ -292,4 +354,5 @@ class Normalize(Pass):
         result = PassManager([ConstantsToInitializers(), WeightsNotInputs(), FoldConstants(), NameNodes(),
                                      OwnShapeTargets()],
                              steps=4)(m)
-        return result
+        fused = PassManager([FuseLayerNorm()])(result.model)  # once, on the folded model
+        return PassResult(fused.model, result.modified or fused.modified, result.notes + fused.notes)

@@ -29,6 +29,7 @@ from onnxprune.calib.collect import DEFAULT_MAX_ROWS, LayerGram
 from onnxprune.calib.source import CalibConfig, batch_factory
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.dependency import DependencyGraph
+from onnxprune.io.model_io import check_model, is_large
 from onnxprune.passes.base import Pass, PassConditionError, PassResult
 from onnxprune.recovery.fidelity import Fidelity, compare_outputs
 from onnxprune.recovery.heads import DEFAULT_FLOOR, SlopeWeight, logit_mask, logit_roots
@@ -293,6 +294,7 @@ class ReconstructPass(Pass):
 
     def ensures(self, model: onnx.ModelProto) -> None:
         try:
-            onnx.checker.check_model(model)
+            if not is_large(model):  # large models are checked from their file when saved
+                check_model(model)
         except Exception as exc:  # noqa: BLE001 - the checker raises several types
             raise PassConditionError(f"reconstructed model is invalid: {str(exc).splitlines()[0]}") from None

@@ -19,6 +19,7 @@ def analyse_model(model: onnx.ModelProto, *, shapes: Shapes | None = None, appro
                   grouped: str, calibration: object = None) -> DependencyGraph:
     """Normalise a copy of `model` and build its dependency graph; the shape probe runs on the first
     samples of `calibration` when it names data (kept in `dg.feeds` for the oracle)."""
-    normalised = Normalize()(model).model
-    return dependency_graph(normalised, shapes=shapes, allow_approximate=frozenset(approximate), grouped=grouped,
-                            feeds=real_feeds(normalised, calibration))  # type: ignore[arg-type]
+    normalised = Normalize()(model)
+    return dependency_graph(normalised.model, shapes=shapes, allow_approximate=frozenset(approximate),
+                            grouped=grouped, feeds=real_feeds(normalised.model, calibration),  # type: ignore[arg-type]
+                            normalised=normalised.notes)

@@ -41,7 +41,12 @@ def _operands(ctx: RuleContext) -> list[str]:
 
 @register(*BROADCAST)
 def broadcast(ctx: RuleContext) -> None:
-    names = _operands(ctx)
+    ctx.set_layout(ctx.node.output[0], couple_operands(ctx, _operands(ctx)))
+
+
+def couple_operands(ctx: RuleContext, names: list[str]) -> list[Track]:
+    """The output layout of a broadcasting elementwise op over the operands `names` ("" = absent):
+    operands sharing a tracked axis are coupled, constant ones sliced along it."""
     ranks = [len(ctx.shape(x) or ()) if x else 0 for x in names]
     out_rank = max(ranks, default=0)
     # Tracks of every operand, moved to output axes.
@@ -57,7 +62,7 @@ def broadcast(ctx: RuleContext) -> None:
                 continue
             claimed.update(t.axes)
             out_layout.append(_couple(ctx, t, names, ranks, out_rank, mapped))
-    ctx.set_layout(ctx.node.output[0], [t for t in out_layout if t is not None])
+    return out_layout
 
 
 def _couple(ctx: RuleContext, t: Track, names: list[str], ranks: list[int], out_rank: int,
