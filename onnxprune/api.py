@@ -10,18 +10,19 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import onnx
 
-from onnxprune.calib.source import CalibConfig, real_feeds, timing_feed
+from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.errors import NothingToPruneError, OnnxPruneError, VerifyError
 from onnxprune.graph.analysis import APPROXIMATE_KINDS, DEFAULT_GROUPED
 from onnxprune.graph.dependency import DependencyGraph, dependency_graph
 from onnxprune.graph.keep import keep_layers
 from onnxprune.io.model_io import load_model, save_model
 from onnxprune.io.progress import ProgressFn, step
+from onnxprune.io.types import Shapes
 from onnxprune.measure.curves import DEFAULT_METRIC, SensitivityResult
 from onnxprune.passes.annotate import AnnotateShapes
 from onnxprune.passes.base import Pass, PassManager, resolve_passes
@@ -37,7 +38,6 @@ from onnxprune.planning.planner import Budget, PlanChoice, choose_plan
 from onnxprune.verify import DEFAULT_RTOL, VerifyResult, verify_pruned
 
 ModelLike = onnx.ModelProto | str | os.PathLike[str]
-Shapes = Mapping[str, tuple[int, ...]]
 
 
 def _as_model(model: ModelLike) -> onnx.ModelProto:
@@ -46,7 +46,7 @@ def _as_model(model: ModelLike) -> onnx.ModelProto:
 
 def analyse(model: ModelLike, *, shapes: Shapes | None = None,
             approximate: Iterable[str] = (), grouped: str = DEFAULT_GROUPED,
-            calibration: CalibConfig | str | os.PathLike[str] | None = None) -> DependencyGraph:
+            calibration: CalibrationLike = None) -> DependencyGraph:
     """Normalise a copy of the model and build its channel dependency graph.
 
     calibration: the user's data (as `prune`); the shape probe runs on its first samples (kept in
@@ -63,7 +63,7 @@ def analyse(model: ModelLike, *, shapes: Shapes | None = None,
         raise OnnxPruneError(f"unknown --approximate kind(s) {sorted(unknown)}; known: {list(APPROXIMATE_KINDS)}")
     normalised = Normalize()(_as_model(model)).model
     return dependency_graph(normalised, shapes=shapes, allow_approximate=kinds, grouped=grouped,
-                            feeds=real_feeds(normalised, calibration))
+                            feeds=CalibrationSource.of(calibration, normalised, shapes=shapes).real_samples())
 
 
 @dataclass
@@ -91,7 +91,7 @@ class PruneResult:
 def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_to: RoundTo = 1,
           plan: Plan | None = None, verify: bool = False, shapes: Shapes | None = None,
           rtol: float = DEFAULT_RTOL, dg: DependencyGraph | None = None,
-          calibration: CalibConfig | str | os.PathLike[str] | None = None, allocation: str = "uniform",
+          calibration: CalibrationLike = None, allocation: str = "uniform",
           target_macs: float | None = None, target_params: float | None = None,
           approximate: Iterable[str] = (), reconstruct: bool | None = None,
           target_latency: float | None = None, latency: LatencyOptions | None = None,
@@ -104,6 +104,8 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     the plan removes nothing (the message says why: blocks too wide, a ratio below one block, a
     budget the dense model meets).
 
+    calibration: a CalibrationSource, a CalibConfig or path, ready feeds or a callable returning fresh
+    iterators of them (onnxprune.calib.source; converted once, every step reads the same source).
     criterion: l1, l2, bn-scale, random, or a data-driven one (activation, apoz, wanda, flap,
     obs, sensitivity) that reads `calibration` (random inputs with a CalibrationWarning when None).
     The shape probe, the oracle and latency measurements also run on `calibration`'s first samples
@@ -112,8 +114,8 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     target_macs / target_params: keep this fraction of the original MACs / parameters (within 3 %)
     instead of removing `ratio`; see onnxprune.planning.allocation.
     reconstruct: re-fit the affected layers by least squares to the dense model's outputs on the
-    calibration data (onnxprune.passes.reconstruct). None: on when `calibration` names data (a path,
-    or a CalibConfig with a path), off otherwise. The oracle (`verify`) runs on the pruned model
+    calibration data (onnxprune.passes.reconstruct). None: on when `calibration` is real data (not
+    random inputs), off otherwise. The oracle (`verify`) runs on the pruned model
     before re-fitting; the re-fit's fidelity to the dense model is in `result.reconstruction`.
     target_latency: milliseconds in ONNX Runtime (measured with `latency` options); the MAC target is
     searched (onnxprune.planning.latency_search). sensitivity: curves (onnxprune.measure.curves, or their JSON
@@ -150,12 +152,14 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     after = resolve_passes(extra_passes)  # an unknown plugin name fails before any work
     multiple, prefer = rounding.value, prefer_round_to if prefer_round_to is not None else rounding.prefer
     start = time.perf_counter()
+    proto = dg.model if dg is not None else _as_model(model)
+    source = CalibrationSource.of(calibration, proto, shapes=shapes)
     timed = target_latency is not None or (time_multiples and (target_macs or target_params))
-    if timed and calibration is not None and (latency is None or latency.feed is None):
+    if timed and source.is_real and (latency is None or latency.feed is None):
         opts = latency or LatencyOptions()
-        latency = dataclasses.replace(opts, feed=timing_feed(_as_model(model), calibration, batch=opts.batch))
-    dg = keep_layers(dg or analyse(model, shapes=shapes, approximate=approximate, grouped=grouped,
-                                   calibration=calibration), keep)
+        latency = dataclasses.replace(opts, feed=source.timing_feed(opts.batch))
+    dg = keep_layers(dg or analyse(proto, shapes=shapes, approximate=approximate, grouped=grouped,
+                                   calibration=source), keep)
     dg.require_prunable()
     target: TargetResult | None = None
     choice: PlanChoice | None = None
@@ -165,7 +169,7 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
                         target_latency=target_latency, latency=latency, sensitivity=curves,
                         sensitivity_error=sensitivity_error)
         choice = choose_plan(dg, criterion=criterion, budget=budget, round_to=multiple, prefer_round_to=prefer,
-                             allocation=allocation, calibration=calibration, shapes=shapes, progress=progress,
+                             allocation=allocation, calibration=source, shapes=shapes, progress=progress,
                              time_multiples=(latency or LatencyOptions()) if time_multiples else None)
         plan, target = choice.plan, choice.target
     else:
@@ -187,15 +191,15 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
         checked = result.model if exact == removed else ApplyPlan(dg, exact)(dg.model).model
         with step(progress, "verify"):
             out.verify = verify_pruned(dg, exact, checked, shapes=shapes, rtol=rtol,
-                                       feeds=list(dg.feeds) or real_feeds(dg.model, calibration))
+                                       feeds=list(dg.feeds) or source.real_samples())
         if exact != removed:
             out.notes.append(f"{len(removed - exact)} channel slots of approximate groups removed: not covered "
                              f"by the exactness check (verified the other {len(exact)})")
         if not out.verify.ok:
             raise VerifyError(out.verify.describe() + " (pruned model not written)")
-    if _wants_reconstruct(reconstruct, calibration):
+    if reconstruct if reconstruct is not None else source.is_real:  # on by default with real data
         with step(progress, "reconstruct"):
-            out.reconstruction = refit_layers(result.model, dg=dg, removed_roots=removed, batches=calibration,
+            out.reconstruction = refit_layers(result.model, dg=dg, removed_roots=removed, batches=source,
                                               shapes=shapes, head_floor=head_floor)
         out.model = out.reconstruction.model
         out.notes.extend(f"reconstruct: {n}" for n in out.reconstruction.notes)
@@ -230,11 +234,3 @@ def _why_nothing(dg: DependencyGraph, plan: Plan, *, ratio: float, choice: PlanC
     return (f"nothing to prune: --ratio {ratio:g} asks for {asked} of {prunable} prunable channels, less than "
             f"{unit}; raise --ratio")
 
-
-def _wants_reconstruct(flag: bool | None, calibration: CalibConfig | str | os.PathLike[str] | None) -> bool:
-    """Explicit flag, else on only when real calibration data is given (not random inputs)."""
-    if flag is not None:
-        return flag
-    if isinstance(calibration, CalibConfig):
-        return calibration.path is not None
-    return calibration is not None

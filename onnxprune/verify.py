@@ -33,15 +33,13 @@ from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.masking import mask_dtype, mask_shape, splice_masks
 from onnxprune.io.inputs import describe_feeds, feed_shapes, random_inputs
 from onnxprune.io.runtime import InferenceSession, run, session
+from onnxprune.io.types import Feed
 
 DEFAULT_RTOL = 1e-4
 ABS_FLOOR = 1e-6  # float32 noise on outputs that are ~0 everywhere (saturated sigmoids)
 # Heads that squash the signal: the oracle also compares the tensor that enters them.
 SQUASHING = {"Sigmoid", "Softmax", "LogSoftmax", "HardSigmoid", "Tanh", "Clip", "Relu", "Identity", "Cast",
              "Softplus", "Exp"}
-
-
-Feed = Mapping[str, np.ndarray]
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,10 @@ from onnxprune.graph.groups import Group
 from onnxprune.graph.tracks import map_roots
 from onnxprune.io.inputs import random_inputs
 from onnxprune.io.runtime import run, session
+from onnxprune.io.types import Shapes
 from onnxprune.planning.plan import Plan
 
 IR_VERSION = 10
-Shapes = Mapping[str, tuple[int, ...]]
 
 
 @dataclass

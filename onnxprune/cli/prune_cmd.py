@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 
 from onnxprune.api import PruneResult, prune
-from onnxprune.calib.source import CalibConfig, timing_feed
+from onnxprune.calib.source import CalibConfig, CalibrationSource
 from onnxprune.cli.calib_options import calib_options
 from onnxprune.cli.options import (
     approximate_option,
@@ -25,7 +25,7 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.io.model_io import check_paths, write_json
 from onnxprune.io.progress import rich_progress
 from onnxprune.measure.compare import compare_dict, compare_table
-from onnxprune.measure.curves import DEFAULT_METRIC, DEFAULT_SAMPLES, METRICS, held_feeds, load_labelled
+from onnxprune.measure.curves import DEFAULT_METRIC, DEFAULT_SAMPLES, METRICS, load_labelled
 from onnxprune.measure.model_stats import model_stats
 from onnxprune.pipeline.decisions import group_decisions
 from onnxprune.pipeline.schedule import SCHEDULES, Gate, StepsResult, prune_in_steps
@@ -129,20 +129,21 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
                         "--data": loop["data"], "--labels": loop["labels"]},
                 outputs={"-o": output, "--report": report_path, "--save-plan": save_plan})
     original, shp = model_with_shapes(model, shapes)
-    timing = _latency_options(loop, original, calib)
+    source = CalibrationSource.of(calib, original, shapes=shp)
+    timing = _latency_options(loop, source)
     if loop["measure_latency"]:
         require_sizes(original, shp, option="--measure-latency", feed=timing.feed)
     steps: StepsResult | None = None
     with rich_progress(enabled=loop["progress"]) as bar:
         kwargs: dict[str, Any] = dict(
             ratio=ratio, criterion=criterion, round_to=multiple.value, prefer_round_to=multiple.prefer, verify=verify,
-            shapes=shp, calibration=calib,
+            shapes=shp, calibration=source,
             allocation=allocation, target_macs=target_macs, target_params=target_params, approximate=approximate,
             reconstruct=reconstruct, head_floor=head_floor, keep=keep, grouped=grouped, progress=bar,
             sensitivity=loop["sensitivity"],
             sensitivity_error=loop["sensitivity_error"], target_latency=loop["target_latency"],
             latency=timing, time_multiples=loop["time_multiples"])
-        gate = _gate(original, calib, shp, loop)
+        gate = _gate(original, source, shp, loop)
         if loop["steps"] > 1 or gate.active:
             if plan_in:
                 raise OnnxPruneError("--plan replays one plan: it cannot be combined with --steps/--min-cosine/"
@@ -270,20 +271,20 @@ def _race_json(result: PruneResult) -> dict[str, object] | None:
     return choice.race.to_json() if choice.race is not None else {"skipped": choice.race_skipped}
 
 
-def _latency_options(loop: dict[str, Any], model: Any, calib: CalibConfig) -> LatencyOptions:
+def _latency_options(loop: dict[str, Any], source: CalibrationSource) -> LatencyOptions:
     """How latency is measured; on the first --calib samples when given and anything is timed."""
     batch = loop["latency_batch"]
     timed = loop["measure_latency"] or loop["target_latency"] is not None or loop["time_multiples"]
     return LatencyOptions(batch=batch, threads=loop["latency_threads"], repeat=loop["latency_repeat"],
-                          feed=timing_feed(model, calib, batch=batch) if timed else None)
+                          feed=source.timing_feed(batch) if timed else None)
 
 
-def _gate(model: Any, calib: CalibConfig, shapes: Any, loop: dict[str, Any]) -> Gate:
+def _gate(model: Any, source: CalibrationSource, shapes: Any, loop: dict[str, Any]) -> Gate:
     """Thresholds checked after each step: cosine on the calibration samples, accuracy on labelled data."""
     if loop["min_cosine"] is None and loop["max_acc_drop"] is None and loop["steps"] == 1:
         return Gate()
-    feeds = held_feeds(model, calib, samples=DEFAULT_SAMPLES, shapes=shapes) if calib.path is not None else None
-    labelled = load_labelled(model, data=loop["data"], labels=loop["labels"], calibration=calib, shapes=shapes)
+    feeds = source.first(DEFAULT_SAMPLES) if source.is_real else None
+    labelled = load_labelled(model, data=loop["data"], labels=loop["labels"], calibration=source, shapes=shapes)
     if loop["max_acc_drop"] is not None and labelled is None:
         raise OnnxPruneError("--max-acc-drop needs labelled data: --data test.npz (labels under 'y') or --labels")
     return Gate(loop["min_cosine"], loop["max_acc_drop"], feeds, labelled)

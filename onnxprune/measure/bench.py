@@ -36,11 +36,10 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.io import runtime
 from onnxprune.io.inputs import feed_shapes, graph_inputs, random_inputs
 from onnxprune.io.model_io import EXTERNAL_DATA_THRESHOLD, load_model
+from onnxprune.io.types import Feed, Shapes
 from onnxprune.measure.model_stats import serialized_size
 
 ModelLike = onnx.ModelProto | str | os.PathLike[str]
-Shapes = Mapping[str, tuple[int, ...]]
-Feed = Mapping[str, np.ndarray]
 
 DEFAULT_WARMUP = 10
 DEFAULT_REPEAT = 50

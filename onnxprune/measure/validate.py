@@ -17,17 +17,17 @@ from typing import Any
 import numpy as np
 import onnx
 
+from onnxprune.calib.source import CalibConfig, calibration_batches
 from onnxprune.errors import OnnxPruneError, ThresholdError
 from onnxprune.io import runtime
 from onnxprune.io.inputs import InputSpec, feed_rows, graph_inputs, random_inputs
 from onnxprune.io.npfile import reading
+from onnxprune.io.types import Feed
 
 LABEL_KEY = "y"
 DEFAULT_SAMPLES = 4
 DEFAULT_DATA_BATCH = 32
 TOP_CONFUSED = 5
-
-Feed = dict[str, np.ndarray]
 
 
 # ------------------------------------------------------------------------------------ results
@@ -116,16 +116,11 @@ def load_feeds(path: str | os.PathLike[str], model: onnx.ModelProto, *,
     """Batches of `model` inputs read from `path`, and the labels stored under key `y` of a .npz.
 
     Reading is delegated to `onnxprune.calib.source` (same formats as --calib: .npz, .npy, folders of
-    .npy files or images); without that module, `load_data` + `data_batches` read .npz / .npy only.
+    .npy files or images); a .npz holding labels is read whole by `load_data` + `data_batches`.
     """
     p = os.fspath(path)
     if not os.path.exists(p):
         raise OnnxPruneError(f"--data {p}: no such file or folder")
-    try:
-        from onnxprune.calib.source import CalibConfig, calibration_batches
-    except ImportError:  # pragma: no cover - calibration is optional for this module
-        feed, labels = load_data(p, model)
-        return data_batches(model, feed, batch=batch), labels
     labels = _npz_labels(p) if p.endswith(".npz") and os.path.isfile(p) else None
     if labels is not None:
         feed, _ = load_data(p, model)  # the 'y' key would confuse a single-input .npz reader

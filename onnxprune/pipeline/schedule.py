@@ -29,22 +29,21 @@ a replayed plan describe the original model only, so they are not combined with 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import onnx
 
+from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.errors import NothingToPruneError, OnnxPruneError, ThresholdError
 from onnxprune.graph.analysis import DEFAULT_GROUPED
 from onnxprune.io.progress import ProgressFn, report
+from onnxprune.io.types import Feed, Shapes
 from onnxprune.measure.curves import LabelledData, SensitivityResult, sensitivity_curves
 from onnxprune.measure.model_stats import model_stats
-from onnxprune.scoring.calibrated import Calibration
-from onnxprune.scoring.mask_probe import Feed
 
 SCHEDULES = ("geometric", "linear")
-Shapes = Mapping[str, tuple[int, ...]]
 
 
 def kept_fractions(final: float, steps: int, kind: str = "geometric") -> list[float]:
@@ -157,7 +156,7 @@ def _step_budget(kind: str, keep_now: float, achieved: float) -> float:
     return min(1.0, keep_now / max(achieved, 1e-9))
 
 
-def remeasured(curves: SensitivityResult, model: onnx.ModelProto, *, calibration: Calibration = None,
+def remeasured(curves: SensitivityResult, model: onnx.ModelProto, *, calibration: CalibrationLike = None,
                shapes: Shapes | None = None, approximate: Iterable[str] = (), grouped: str = DEFAULT_GROUPED,
                progress: ProgressFn | None = None) -> SensitivityResult:
     """`curves` measured again on `model`, with the same grid, samples, criterion, round_to, fill and
@@ -190,6 +189,7 @@ def prune_in_steps(model: onnx.ModelProto, *, steps: int, schedule: str = "geome
     fractions = kept_fractions(final, steps, schedule)
     g = gate or Gate()
     curves = SensitivityResult.coerce(prune_kwargs.pop("sensitivity", None))
+    prune_kwargs["calibration"] = CalibrationSource.of(prune_kwargs.get("calibration"), model, shapes=shapes)
     original = analyse(model, shapes=shapes, approximate=prune_kwargs.get("approximate", ()),
                        grouped=prune_kwargs.get("grouped", DEFAULT_GROUPED),
                        calibration=prune_kwargs.get("calibration")).model

@@ -25,22 +25,22 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from onnxprune.calib.source import CalibrationLike
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.apply import ApplyContext
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
+from onnxprune.io.types import Shapes
 from onnxprune.measure.model_stats import MAC_OPS, model_stats
 from onnxprune.planning.order import removal_orders, split_orders
 from onnxprune.planning.plan import MAX_GROUP_RATIO, Plan, enforce_min_channels, n_keep, quotas, uniform_plan
 from onnxprune.planning.rounding import round_counts
-from onnxprune.scoring.calibrated import Calibration
 from onnxprune.scoring.edge_stats import per_slot
 from onnxprune.scoring.importance import Importance
 
 ALLOCATIONS = ("uniform", "global")
 TOLERANCE = 0.03  # targets: |achieved - target| <= 3 % of the target
 REAIM = 3
-Shapes = Mapping[str, tuple[int, ...]]
 Scores = dict[int, np.ndarray]
 
 
@@ -508,7 +508,7 @@ def _global_search(dg: DependencyGraph, ranking: GlobalRanking, cm: CostModel, a
 
 def make_plan(dg: DependencyGraph, *, criterion: str = "l2", ratio: float = 0.3, round_to: int = 1,
               allocation: str = "uniform", target_macs: float | None = None, target_params: float | None = None,
-              calibration: Calibration = None, shapes: Shapes | None = None) -> tuple[Plan, TargetResult | None]:
+              calibration: CalibrationLike = None, shapes: Shapes | None = None) -> tuple[Plan, TargetResult | None]:
     """Score every prunable group once with `criterion` (data-driven criteria read `calibration`),
     then allocate: a ratio (uniform or global), or a MAC / parameter target."""
     from onnxprune.scoring.calibrated import DataDriven

@@ -29,13 +29,12 @@ import numpy as np
 
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.dependency import DependencyGraph
+from onnxprune.io.types import Shapes
 from onnxprune.measure.curves import DEFAULT_METRIC, METRICS, GroupCurve, SensitivityResult
 from onnxprune.planning.allocation import CostModel, Scores, TargetResult, land_target
 from onnxprune.planning.order import removal_orders
 from onnxprune.planning.plan import MAX_GROUP_RATIO, Plan, enforce_min_channels, n_keep
 from onnxprune.planning.rounding import Quota
-
-Shapes = Mapping[str, tuple[int, ...]]
 
 
 @dataclass(frozen=True)

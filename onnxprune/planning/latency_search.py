@@ -26,11 +26,11 @@ import onnx
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.io.progress import ProgressFn, report
+from onnxprune.io.types import Shapes
 from onnxprune.planning.allocation import TargetResult
 
 TOLERANCE = 0.03
 MIN_FRACTION = 0.05
-Shapes = Mapping[str, tuple[int, ...]]
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class LatencyOptions:
     warmup: int = 5
     repeat: int = 30
     max_steps: int = 8
-    # The user's samples to time (`batch` rows; calibration.timing_feed); None: random inputs.
+    # The user's samples to time (`batch` rows; CalibrationSource.timing_feed); None: random inputs.
     feed: Mapping[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
 

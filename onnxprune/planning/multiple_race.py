@@ -18,18 +18,17 @@ faster on inception, shufflenetv2, resnet or unet at 224.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import onnx
 
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.dependency import DependencyGraph
+from onnxprune.io.types import Shapes
 from onnxprune.planning.allocation import TargetResult
 from onnxprune.planning.latency_search import LatencyOptions, built, require_sizes
 
 MARGIN = 0.05
-Shapes = Mapping[str, tuple[int, ...]]
 
 
 @dataclass(frozen=True)

@@ -12,15 +12,16 @@ the per-group scores, the target reached, the latency search and the curves' pre
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from onnxprune.calib.source import CalibrationLike
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.io.progress import ProgressFn, report
+from onnxprune.io.types import Shapes
 from onnxprune.measure.curves import SensitivityResult
 from onnxprune.planning.allocation import (
     ALLOCATIONS,
@@ -34,9 +35,6 @@ from onnxprune.planning.curves_budget import SensitivityAllocation, predicted, s
 from onnxprune.planning.latency_search import LatencyOptions, LatencySearch, latency_search
 from onnxprune.planning.multiple_race import MultipleRace, race, same_channels, timeable
 from onnxprune.planning.plan import Plan, uniform_plan
-from onnxprune.scoring.calibrated import Calibration
-
-Shapes = Mapping[str, tuple[int, ...]]
 
 
 @dataclass
@@ -83,7 +81,7 @@ class _Fixed:
         return self.scores[group.id]
 
 
-def score_groups(dg: DependencyGraph, criterion: str, *, calibration: Calibration = None,
+def score_groups(dg: DependencyGraph, criterion: str, *, calibration: CalibrationLike = None,
                  shapes: Shapes | None = None, progress: ProgressFn | None = None) -> Scores:
     """One score array per prunable group (data-driven criteria read `calibration`)."""
     from onnxprune.scoring.calibrated import DataDriven
@@ -103,7 +101,7 @@ def score_groups(dg: DependencyGraph, criterion: str, *, calibration: Calibratio
 
 
 def choose_plan(dg: DependencyGraph, *, criterion: str = "l2", budget: Budget | None = None, round_to: int = 1,
-                allocation: str = "uniform", calibration: Calibration = None, shapes: Shapes | None = None,
+                allocation: str = "uniform", calibration: CalibrationLike = None, shapes: Shapes | None = None,
                 progress: ProgressFn | None = None, prefer_round_to: int | None = None,
                 time_multiples: LatencyOptions | None = None) -> PlanChoice:
     """prefer_round_to: a MAC/param/latency budget without curves is planned with this multiple

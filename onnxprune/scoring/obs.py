@@ -28,6 +28,7 @@ from onnxprune.calib.stats import GramStats
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.graph.tracks import map_roots
+from onnxprune.io.types import Feed
 from onnxprune.recovery.layer_weights import LayerWeights, read_layer
 from onnxprune.recovery.layers import matmul_bias, unsupported
 from onnxprune.scoring.calibrated import CalibratedImportance
@@ -36,7 +37,6 @@ from onnxprune.scoring.importance import register_importance
 from onnxprune.scoring.magnitude import WEIGHT_ROLES, Magnitude
 from onnxprune.scoring.surgeon import LayerSurgeon, damped_inverse, greedy_scores
 
-Feed = Mapping[str, np.ndarray]
 DEFAULT_ROUNDS = 16
 DEFAULT_DAMP = 1e-3  # as reconstruction's
 GRAM_CHUNK_BYTES = 1 << 30  # Grams gathered at once in one calibration pass
