@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 from onnxprune.api import PruneResult, prune
 from onnxprune.calib.source import CalibConfig, CalibrationSource
@@ -24,7 +23,7 @@ from onnxprune.cli.options import (
 from onnxprune.errors import OnnxPruneError
 from onnxprune.io.model_io import check_paths, write_json
 from onnxprune.io.progress import rich_progress
-from onnxprune.measure.compare import compare_dict, compare_table
+from onnxprune.measure.compare import compare_dict, print_compare
 from onnxprune.measure.curves import DEFAULT_METRIC, DEFAULT_SAMPLES, METRICS, load_labelled
 from onnxprune.measure.model_stats import model_stats
 from onnxprune.pipeline.decisions import group_decisions
@@ -157,8 +156,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
     before, after = model_stats(dense, shapes=shp), model_stats(result.model, shapes=shp)
     latency_ms = _latency(dense, result, loop, shp, timing)
     result.save(output)
-    console = Console()
-    console.print(compare_table(before, after, latency_ms=latency_ms, title=f"{Path(model).name} -> {Path(output).name}"))
+    print_compare(before, after, latency_ms=latency_ms, title=f"{Path(model).name} -> {Path(output).name}")
     groups = result.dg.groups
     click.echo(f"groups: {len(groups)} found, {len(result.dg.prunable)} prunable, "
                f"{sum(1 for g in groups if g.blocked)} blocked; {result.removed_slots} channel slots removed "

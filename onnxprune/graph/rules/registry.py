@@ -40,11 +40,6 @@ def lookup(op_type: str, opset: int) -> Rule | None:
     return None
 
 
-def known_ops() -> list[str]:
-    _load_families()
-    return sorted(_RULES)
-
-
 _LOADED = False
 
 
