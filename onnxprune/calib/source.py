@@ -126,8 +126,12 @@ class CalibrationSource:
                 return cls(model, lambda: random_batches(model, samples=samples, batch=cfg.batch, seed=cfg.seed,
                                                          shapes=shapes, warn=False),
                            is_real=False, origin=f"{samples} random inputs")
-            calibration_batches(model, cfg)
-            return cls(model, lambda: calibration_batches(model, cfg), is_real=True, origin=str(cfg.path))
+            opened = [calibration_batches(model, cfg)]  # the first read takes it: the file is opened once
+
+            def reopen() -> Iterator[Feed]:
+                return opened.pop() if opened else calibration_batches(model, cfg)
+
+            return cls(model, reopen, is_real=True, origin=str(cfg.path))
         if callable(calibration):
             return cls(model, calibration, is_real=True, origin="the given feed factory")
         feeds = list(calibration)

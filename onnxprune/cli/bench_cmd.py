@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -13,6 +12,7 @@ from rich.table import Table
 from onnxprune.calib.source import CalibrationSource
 from onnxprune.io.inputs import check_shapes, parse_shapes
 from onnxprune.io.model_io import check_paths, load_model, write_json
+from onnxprune.io.types import Shapes
 from onnxprune.measure.bench import (
     DEFAULT_REPEAT,
     DEFAULT_WARMUP,
@@ -26,7 +26,7 @@ from onnxprune.measure.bench import (
 from onnxprune.measure.compare import human_bytes
 
 
-def _shapes_text(batch: int, shapes: Mapping[str, tuple[int, ...]]) -> str:
+def _shapes_text(batch: int, shapes: Shapes) -> str:
     return f"batch {batch}: " + ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items())
 
 

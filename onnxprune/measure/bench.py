@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,7 @@ class BenchResult:
     batch: int
     threads: int                        # 0 = ONNX Runtime default
     warmup: int
-    input_shapes: Mapping[str, tuple[int, ...]]
+    input_shapes: Shapes
     latency: Latency
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,7 +100,7 @@ class ABResult:
     speedup: float                      # median over pairs of t_A / t_B
     speedup_p10: float
     speedup_p90: float
-    input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # of model A
+    input_shapes: Shapes = field(default_factory=dict)  # of model A
 
     def to_dict(self) -> dict[str, Any]:
         return {"batch": self.batch, "threads": self.threads, "warmup": self.warmup, "repeat": self.repeat,
@@ -169,7 +169,7 @@ def _check_counts(warmup: int, repeat: int, threads: int) -> None:
         raise OnnxPruneError(f"--threads must be >= 0 (got {threads})")
 
 
-def _timed(sess: Any, feed: Mapping[str, np.ndarray]) -> float:
+def _timed(sess: Any, feed: Feed) -> float:
     t0 = time.perf_counter()
     sess.run(None, feed)
     return time.perf_counter() - t0

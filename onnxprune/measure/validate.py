@@ -22,7 +22,7 @@ from onnxprune.errors import OnnxPruneError, ThresholdError
 from onnxprune.io import runtime
 from onnxprune.io.inputs import InputSpec, feed_rows, graph_inputs, random_inputs
 from onnxprune.io.npfile import reading
-from onnxprune.io.types import Feed
+from onnxprune.io.types import Feed, Shapes
 
 LABEL_KEY = "y"
 DEFAULT_SAMPLES = 4
@@ -207,7 +207,7 @@ def data_batches(model: onnx.ModelProto, data: Mapping[str, np.ndarray], *, batc
 
 
 def random_batches(model: onnx.ModelProto, *, samples: int = DEFAULT_SAMPLES,
-                   shapes: Mapping[str, tuple[int, ...]] | None = None, batch: int = 1, seed: int = 0) -> list[Feed]:
+                   shapes: Shapes | None = None, batch: int = 1, seed: int = 0) -> list[Feed]:
     if samples < 1:
         raise OnnxPruneError("--samples must be at least 1")
     return [random_inputs(model, shapes=shapes, batch=batch, seed=seed + i) for i in range(samples)]
@@ -336,7 +336,7 @@ def _check_same_inputs(original: onnx.ModelProto, pruned: onnx.ModelProto) -> No
 def validate(original: onnx.ModelProto, pruned: onnx.ModelProto, *,
              data: Mapping[str, np.ndarray] | None = None, feeds: Sequence[Feed] | None = None,
              labels: np.ndarray | None = None,
-             shapes: Mapping[str, tuple[int, ...]] | None = None, samples: int = DEFAULT_SAMPLES,
+             shapes: Shapes | None = None, samples: int = DEFAULT_SAMPLES,
              batch: int | None = None, seed: int = 0, label_output: str | None = None,
              source: str | None = None) -> ValidationReport:
     """Run both models on the same inputs (ORT optimisation off) and compare every output.
