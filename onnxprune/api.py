@@ -12,13 +12,15 @@ steps or thresholds. The flat options are the names of `PruneConfig.create` (onn
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable
 from typing import Any
 
 import onnx
 
-from onnxprune.config import Calibration, PruneConfig
+from onnxprune.calib.source import CalibrationLike, CalibrationSource
+from onnxprune.config import PruneConfig
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.analysis import APPROXIMATE_KINDS, DEFAULT_GROUPED
 from onnxprune.graph.dependency import DependencyGraph
@@ -41,7 +43,7 @@ def _as_model(model: ModelLike) -> onnx.ModelProto:
 
 
 def analyse(model: ModelLike, *, shapes: Shapes | None = None, approximate: Iterable[str] = (),
-            grouped: str = DEFAULT_GROUPED, calibration: Calibration = None) -> DependencyGraph:
+            grouped: str = DEFAULT_GROUPED, calibration: CalibrationLike = None) -> DependencyGraph:
     """Normalise a copy of the model and build its channel dependency graph.
 
     calibration: the user's data (as `prune`); the shape probe runs on its first samples (kept in
@@ -71,7 +73,10 @@ def prune(model: ModelLike, config: PruneConfig | None = None, *, dg: Dependency
     if config is not None and options:
         raise OnnxPruneError(f"give either a PruneConfig or options, not both ({', '.join(options)})")
     cfg = (config or PruneConfig.create(**options)).validate()
-    source = _as_model(model)
+    source = dg.model if dg is not None else _as_model(model)
+    # The user's data is opened once (bad data fails here) and every stage and step reads that source.
+    cfg = dataclasses.replace(cfg, calibration=CalibrationSource.of(cfg.calibration, source,
+                                                                    shapes=cfg.analysis.shapes))
     if cfg.stepped:
         if plan is not None:
             raise OnnxPruneError("--plan replays one plan: it cannot be combined with --steps/--min-cosine/"

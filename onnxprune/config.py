@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from onnxprune.calib.config import CalibConfig
+from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.analysis import APPROXIMATE_KINDS, DEFAULT_GROUPED, GROUPED_MODES
 from onnxprune.io.types import Shapes
@@ -36,8 +36,6 @@ from onnxprune.planning.rounding import RoundingPolicy, RoundTo, rounding_policy
 from onnxprune.planning.steps import SCHEDULES
 from onnxprune.scoring.catalog import criteria
 from onnxprune.verify import DEFAULT_RTOL
-
-Calibration = CalibConfig | str | os.PathLike[str] | None
 
 
 @dataclass(frozen=True)
@@ -104,7 +102,7 @@ class PruneConfig:
     budget: Budget = field(default_factory=Budget)
     rounding: RoundingOptions = field(default_factory=RoundingOptions)
     scoring: ScoringOptions = field(default_factory=ScoringOptions)
-    calibration: Calibration = None
+    calibration: CalibrationLike = None  # api.prune turns it into one CalibrationSource
     analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
     recovery: RecoveryOptions = field(default_factory=RecoveryOptions)
     checks: CheckOptions = field(default_factory=CheckOptions)
@@ -119,10 +117,11 @@ class PruneConfig:
 
     @property
     def real_data(self) -> bool:
-        """Whether the calibration names data (not random inputs)."""
-        if isinstance(self.calibration, CalibConfig):
-            return self.calibration.path is not None
-        return self.calibration is not None
+        """Whether the calibration is the user's data (not random inputs)."""
+        cal = self.calibration
+        if isinstance(cal, CalibrationSource):
+            return cal.is_real
+        return cal is not None and getattr(cal, "path", True) is not None
 
     @property
     def reconstructs(self) -> bool:
@@ -167,7 +166,7 @@ class PruneConfig:
                target_latency: float | None = None, criterion: str = "l2", allocation: str = "uniform",
                sensitivity: SensitivityResult | str | os.PathLike[str] | None = None,
                sensitivity_error: str = DEFAULT_METRIC, round_to: RoundTo | str | None = 1, target: str = "ort",
-               prefer_round_to: int | None = None, time_multiples: bool = False, calibration: Calibration = None,
+               prefer_round_to: int | None = None, time_multiples: bool = False, calibration: CalibrationLike = None,
                shapes: Shapes | None = None, approximate: Sequence[str] = (), grouped: str = DEFAULT_GROUPED,
                keep: Sequence[str] = (), reconstruct: bool | None = None, head_floor: float | None = None,
                verify: bool = False, rtol: float = DEFAULT_RTOL, min_cosine: float | None = None,

@@ -28,10 +28,10 @@ from onnxprune.graph.tracks import map_roots
 from onnxprune.io.inputs import random_inputs
 from onnxprune.io.model_io import check_model, unchecked_ops
 from onnxprune.io.runtime import run, session
+from onnxprune.io.types import Shapes
 from onnxprune.planning.plan import Plan
 
 IR_VERSION = 10
-Shapes = Mapping[str, tuple[int, ...]]
 
 
 @dataclass

@@ -16,7 +16,6 @@ from onnxprune.measure.compare import (
     human_bytes,
     human_count,
     print_compare,
-    stats_table,
 )
 from onnxprune.measure.model_stats import ModelStats
 
@@ -51,7 +50,6 @@ def test_table_renders() -> None:
     buf = io.StringIO()
     console = Console(file=buf, width=120, color_system=None)
     print_compare(BEFORE, AFTER, latency_ms=(10.0, 5.0), console=console)
-    console.print(stats_table(BEFORE, title="model"))
     text = buf.getvalue()
     for word in ("params", "MACs", "size", "latency", "op:Relu", "50.0%", "2.00x faster", "4.00G"):
         assert word in text

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 from onnxprune.api import PruneResult, prune
 from onnxprune.calib.source import CalibConfig
@@ -39,7 +38,7 @@ from onnxprune.config import (
 from onnxprune.io.model_io import check_note, check_paths, write_json
 from onnxprune.io.progress import rich_progress
 from onnxprune.measure.bench import LatencyOptions
-from onnxprune.measure.compare import compare_table
+from onnxprune.measure.compare import print_compare
 from onnxprune.measure.curves import DEFAULT_METRIC, METRICS
 from onnxprune.pipeline.stages import timing_options
 from onnxprune.planning.latency_search import require_sizes
@@ -174,7 +173,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
 
 def _print(result: PruneResult, *, title: str) -> None:
     before, after = result.stats
-    Console().print(compare_table(before, after, latency_ms=result.latency_ms, title=title))
+    print_compare(before, after, latency_ms=result.latency_ms, title=title)
     groups = result.dg.groups
     click.echo(f"groups: {len(groups)} found, {len(result.dg.prunable)} prunable, "
                f"{sum(1 for g in groups if g.blocked)} blocked; {result.removed_slots} channel slots removed "

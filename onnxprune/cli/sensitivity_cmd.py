@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 
 from onnxprune.api import analyse
-from onnxprune.calib.source import CalibConfig
+from onnxprune.calib.source import CalibConfig, CalibrationSource
 from onnxprune.cli.calib_options import calib_options
 from onnxprune.cli.options import (
     approximate_option,
@@ -92,12 +92,13 @@ def command(model: str, ratios: str, criterion: str, round_to: str | None, targe
     check_paths(models={"MODEL": model}, inputs={"--calib": calib.path, "--data": data, "--labels": labels},
                 outputs={"--json": json_out, "--plot": plot})
     proto, shp = model_with_shapes(model, shapes)
-    dg = keep_layers(analyse(proto, shapes=shp, approximate=approximate, grouped=grouped, calibration=calib),
+    source = CalibrationSource.of(calib, proto, shapes=shp)
+    dg = keep_layers(analyse(proto, shapes=shp, approximate=approximate, grouped=grouped, calibration=source),
                      keep)  # kept groups are not measured
     with rich_progress(enabled=progress) as bar:
-        labelled = load_labelled(dg.model, data=data, labels=labels, calibration=calib, samples=samples,
+        labelled = load_labelled(dg.model, data=data, labels=labels, calibration=source, samples=samples,
                                  output=label_output, shapes=shp)
-        result = sensitivity_curves(dg, calibration=calib, ratios=grid, criterion=criterion, samples=samples,
+        result = sensitivity_curves(dg, calibration=source, ratios=grid, criterion=criterion, samples=samples,
                                     round_to=multiple.value, shapes=shp, labelled=labelled, model_name=model,
                                     progress=bar, fill=fill)
     console = Console()

@@ -28,7 +28,7 @@ import contextlib
 import io
 import logging
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,13 +36,14 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxprune.calib.source import CalibrationLike
+from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.deploy.calib_reader import FeedReader
 from onnxprune.deploy.calibrate import tensor_ranges
 from onnxprune.deploy.placement import keep_nodes, residual_adds, score_head_nodes, unquantize_inputs
 from onnxprune.deploy.qdq import WEIGHTED_OPS, Producers, quantized_nodes, weighted_layers
 from onnxprune.errors import OnnxPruneError
 from onnxprune.io import runtime
+from onnxprune.io.types import Shapes
 from onnxprune.passes.base import Pass, PassResult
 from onnxprune.passes.normalize import Normalize
 from onnxprune.sparsity.layout import is_nm_compliant, reduction_axis
@@ -244,18 +245,19 @@ def check_nm_kept(dense: onnx.ModelProto, quantized: onnx.ModelProto, *, n: int 
 
 def quantize(model: onnx.ModelProto, *, calibration: CalibrationLike = None,
              options: QuantizeOptions | None = None,
-             shapes: Mapping[str, tuple[int, ...]] | None = None) -> QuantizeResult:
+             shapes: Shapes | None = None) -> QuantizeResult:
     """A Q/DQ INT8 copy of `model`; the input model is never modified.
 
-    calibration: a CalibConfig or path (None: random inputs, with a CalibrationWarning), a callable
-    returning fresh feed iterators, or ready feeds (`onnxprune.calib.source.feed_factory`).
+    calibration: a CalibrationSource, a CalibConfig or path (None: random inputs, with a
+    CalibrationWarning), a callable returning fresh feed iterators, or ready feeds
+    (`onnxprune.calib.source.CalibrationSource.of`).
     shapes: concrete shapes of dynamic inputs, for random calibration inputs only.
     """
     opts = options or QuantizeOptions()
     refuse_unquantizable(model)
     work = Normalize()(_with_min_opset(model)).model
     runtime.session(work)  # a model ONNX Runtime cannot load gets its one-line error here
-    reader = FeedReader.for_model(work, calibration, shapes=shapes)
+    reader = FeedReader(CalibrationSource.of(calibration, work, shapes=shapes))
     first = reader.get_next()
     reader.rewind()
     shapes = {k: tuple(int(d) for d in v.shape) for k, v in (first or {}).items()}

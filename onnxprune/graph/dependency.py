@@ -15,6 +15,7 @@ from onnxprune.graph.shapes import probe_tensors
 from onnxprune.graph.view import GraphView
 from onnxprune.io.input_values import infer_rules
 from onnxprune.io.inputs import describe_feeds
+from onnxprune.io.types import Shapes
 
 
 @dataclass
@@ -51,7 +52,7 @@ class DependencyGraph:
         return removed_roots - approx
 
 
-def dependency_graph(model: onnx.ModelProto, *, shapes: Mapping[str, tuple[int, ...]] | None = None,
+def dependency_graph(model: onnx.ModelProto, *, shapes: Shapes | None = None,
                      allow_approximate: frozenset[str] = frozenset(),
                      grouped: str = DEFAULT_GROUPED,
                      feeds: Sequence[Mapping[str, np.ndarray]] = (),

@@ -28,6 +28,7 @@ import numpy as np
 import onnx
 
 from onnxprune.graph.view import GraphView, node_attr
+from onnxprune.io.types import Shapes
 
 NORMAL, BOOL, INDEX, MASK, SEQLENS_K, TOTAL_LENGTH, SMALL = (
     "normal", "bool", "index", "mask", "seqlens_k", "total_sequence_length", "small")
@@ -179,7 +180,7 @@ def _table_rows(view: GraphView, data: str, axis: int) -> int | None:
     return int(dims[axis])
 
 
-def past_length(shapes: Mapping[str, tuple[int, ...]]) -> int:
+def past_length(shapes: Shapes) -> int:
     """The past sequence length of a decoder with a KV cache: axis 2 of `past_key_values.*` inputs."""
     for name, shape in shapes.items():
         if name.startswith(PAST_PREFIXES) and len(shape) == 4:
@@ -187,7 +188,7 @@ def past_length(shapes: Mapping[str, tuple[int, ...]]) -> int:
     return 0
 
 
-def sequence_length(shapes: Mapping[str, tuple[int, ...]], rules: Mapping[str, InputRule]) -> int:
+def sequence_length(shapes: Shapes, rules: Mapping[str, InputRule]) -> int:
     """The new tokens' count: axis 1 of `input_ids`, else of the first 2-D index input (1 when none)."""
     candidates = [n for n in shapes if n.endswith("input_ids")] + [
         n for n, r in rules.items() if r.kind == INDEX and len(shapes.get(n, ())) == 2]

@@ -117,30 +117,6 @@ def compare_table(before: ModelStats, after: ModelStats, *,
     return table
 
 
-def stats_table(stats: ModelStats, *, title: str | None = None, top_ops: int = 12) -> Table:
-    """One model: totals, then the most frequent op types with their MACs."""
-    table = Table(title=title)
-    table.add_column("item")
-    table.add_column("value", justify="right")
-    table.add_column("MACs", justify="right")
-    shapes = ", ".join(f"{k}:{'x'.join(map(str, v))}" for k, v in stats.input_shapes.items())
-    table.add_row("params", human_count(stats.params), "")
-    table.add_row("MACs", human_count(stats.macs), "")
-    table.add_row("size", human_bytes(stats.size_bytes), "")
-    table.add_row("nodes", str(stats.num_nodes), "")
-    if shapes:
-        table.add_row("input shapes", shapes, "")
-    if stats.unresolved:
-        table.add_row("MACs unknown for", f"{len(stats.unresolved)} nodes", "")
-    ranked = sorted(stats.op_counts.items(), key=lambda kv: (-stats.macs_by_op.get(kv[0], 0), -kv[1], kv[0]))
-    for op, n in ranked[:top_ops]:
-        m = stats.macs_by_op.get(op, 0)
-        table.add_row(f"op:{op}", str(n), human_count(m) if m else "")
-    if len(ranked) > top_ops:
-        table.add_row(f"... {len(ranked) - top_ops} more op types", "", "")
-    return table
-
-
 def print_compare(before: ModelStats, after: ModelStats, *,
                   latency_ms: tuple[float, float] | None = None,
                   console: Console | None = None, title: str | None = "before / after") -> None:

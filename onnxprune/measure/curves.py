@@ -44,19 +44,20 @@ from typing import Any
 import numpy as np
 import onnx
 
+from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.errors import NothingToPruneError, OnnxPruneError
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.io.inputs import feed_rows
 from onnxprune.io.model_io import write_json
 from onnxprune.io.progress import ProgressFn, report
+from onnxprune.io.types import Feed, Shapes
 from onnxprune.planning.costs import CostModel
 from onnxprune.planning.order import removal_orders
 from onnxprune.planning.rounding import Quota, RoundTo, n_keep, resolve_round_to, too_narrow
-from onnxprune.scoring.calibrated import Calibration
 from onnxprune.scoring.catalog import score_groups
 from onnxprune.scoring.mask_probe import FILLS as PROBE_FILLS
-from onnxprune.scoring.mask_probe import Feed, MaskProbe
+from onnxprune.scoring.mask_probe import MaskProbe
 from onnxprune.scoring.refit_probe import Compensator
 
 SCHEMA = "onnxprune.measure.curves/1"
@@ -68,7 +69,6 @@ METRICS = ("channel_error", "rel_error", "cos_error")
 FILLS = (*PROBE_FILLS, "refit")
 DEFAULT_METRIC = "channel_error"
 NEGLIGIBLE_CHANNEL = 1e-12  # channels with less energy than this share of the output's mean are skipped
-Shapes = Mapping[str, tuple[int, ...]]
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -210,18 +210,6 @@ class LabelledData:
     output: str | None = None
 
 
-def held_feeds(model: onnx.ModelProto, calibration: Calibration, *, samples: int,
-               shapes: Shapes | None = None) -> list[Feed]:
-    """The first batches of the calibration source holding at least `samples` samples."""
-    from onnxprune.calib.source import CalibConfig, calibration_batches, first_samples
-
-    source = calibration if calibration is None or isinstance(calibration, CalibConfig | str) else Path(calibration)
-    held: list[Feed] = list(first_samples(calibration_batches(model, source, shapes=shapes), samples))
-    if not held:
-        raise OnnxPruneError("the calibration source gave no samples")
-    return held
-
-
 def _class_ids(labels: np.ndarray, rows: int, classes: int) -> np.ndarray:
     y = np.asarray(labels)
     if y.ndim == 2 and y.shape[1] == classes:
@@ -345,7 +333,7 @@ def _check_ratios(ratios: Sequence[float]) -> list[float]:
     return out
 
 
-def group_orders(dg: DependencyGraph, criterion: str, *, round_to: int = 1, calibration: Calibration = None,
+def group_orders(dg: DependencyGraph, criterion: str, *, round_to: int = 1, calibration: CalibrationLike = None,
                  shapes: Shapes | None = None, progress: ProgressFn | None = None) -> dict[int, np.ndarray]:
     """Slot indices of every prunable group in removal order (`order.removal_order`, as plans use)."""
 
@@ -369,7 +357,7 @@ def _group_curve(g: Group, order: np.ndarray, counts: list[int], ratios: list[fl
     return GroupCurve(g.id, list(g.sources), g.size, points, g.width)
 
 
-def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
+def sensitivity_curves(dg: DependencyGraph, *, calibration: CalibrationLike = None,
                        ratios: Sequence[float] = DEFAULT_RATIOS, criterion: str = "l2",
                        samples: int = DEFAULT_SAMPLES, round_to: RoundTo = 1, shapes: Shapes | None = None,
                        labelled: LabelledData | None = None, model_name: str = "",
@@ -391,8 +379,9 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
         why = too_narrow(dg, multiple) or (f"at ratios up to {grid[-1]:g} no group loses a whole "
                                            f"{'block of ' + str(multiple) + ' channels' if multiple > 1 else 'slot'}")
         raise NothingToPruneError(f"nothing to measure: {why}")
-    orders = group_orders(dg, criterion, round_to=multiple, calibration=calibration, shapes=shapes, progress=progress)
-    feeds = held_feeds(dg.model, calibration, samples=samples, shapes=shapes)
+    source = CalibrationSource.of(calibration, dg.model, shapes=shapes)
+    orders = group_orders(dg, criterion, round_to=multiple, calibration=source, shapes=shapes, progress=progress)
+    feeds = source.first(samples)
     refit = Compensator(dg, feeds) if fill == "refit" else None
     probe = CurveProbe(dg, feeds, labelled=labelled, fill="zero" if refit is not None else fill,
                        overrides=refit.initializers if refit is not None else ())
@@ -414,7 +403,7 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
 
 
 def load_labelled(model: onnx.ModelProto, *, data: str | None, labels: str | None,
-                  calibration: Calibration = None, samples: int = DEFAULT_SAMPLES, batch: int | None = None,
+                  calibration: CalibrationLike = None, samples: int = DEFAULT_SAMPLES, batch: int | None = None,
                   output: str | None = None, shapes: Shapes | None = None) -> LabelledData | None:
     """Labelled data for accuracy: `data` (.npz with labels under 'y', or with `labels`), or the held
     calibration samples with `labels` (one per calibration sample, in order). None without labels."""
@@ -422,8 +411,8 @@ def load_labelled(model: onnx.ModelProto, *, data: str | None, labels: str | Non
 
     if data is None and labels is None:
         return None
-    feeds, y = load_feeds(data, model, batch=batch) if data else (held_feeds(model, calibration, samples=samples,
-                                                                             shapes=shapes), None)
+    feeds, y = load_feeds(data, model, batch=batch) if data else (
+        CalibrationSource.of(calibration, model, shapes=shapes).first(samples), None)
     if labels is not None:
         y = load_labels(labels)
     if y is None:

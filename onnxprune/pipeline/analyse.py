@@ -9,17 +9,18 @@ from collections.abc import Iterable
 
 import onnx
 
-from onnxprune.calib.source import real_feeds
+from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.graph.dependency import DependencyGraph, dependency_graph
 from onnxprune.io.types import Shapes
 from onnxprune.passes.normalize import Normalize
 
 
 def analyse_model(model: onnx.ModelProto, *, shapes: Shapes | None = None, approximate: Iterable[str] = (),
-                  grouped: str, calibration: object = None) -> DependencyGraph:
+                  grouped: str, calibration: CalibrationLike = None) -> DependencyGraph:
     """Normalise a copy of `model` and build its dependency graph; the shape probe runs on the first
     samples of `calibration` when it names data (kept in `dg.feeds` for the oracle)."""
     normalised = Normalize()(model)
     return dependency_graph(normalised.model, shapes=shapes, allow_approximate=frozenset(approximate),
-                            grouped=grouped, feeds=real_feeds(normalised.model, calibration),  # type: ignore[arg-type]
+                            grouped=grouped,
+                            feeds=CalibrationSource.of(calibration, normalised.model, shapes=shapes).real_samples(),
                             normalised=normalised.notes)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import onnx
 
+from onnxprune.calib.source import CalibrationSource
 from onnxprune.config import PruneConfig
 from onnxprune.errors import NothingToPruneError, OnnxPruneError, ThresholdError
 from onnxprune.io.progress import ProgressFn, report
@@ -37,7 +38,6 @@ from onnxprune.measure.curves import (
     DEFAULT_SAMPLES,
     LabelledData,
     SensitivityResult,
-    held_feeds,
     load_labelled,
     sensitivity_curves,
 )
@@ -90,8 +90,8 @@ def gate_for(model: onnx.ModelProto, config: PruneConfig) -> Gate:
     samples, accuracy on labelled data."""
     c = config.checks
     real = config.real_data
-    feeds = held_feeds(model, config.calibration, samples=DEFAULT_SAMPLES, shapes=config.analysis.shapes) \
-        if real else None
+    source = CalibrationSource.of(config.calibration, model, shapes=config.analysis.shapes)
+    feeds = source.first(DEFAULT_SAMPLES) if real else None
     labelled = load_labelled(model, data=c.data, labels=c.labels, calibration=config.calibration,
                              shapes=config.analysis.shapes)
     if c.max_acc_drop is not None and labelled is None:
@@ -106,7 +106,7 @@ def remeasured(curves: SensitivityResult, model: onnx.ModelProto, config: PruneC
     a = config.analysis
     dg = analyse_model(model, shapes=a.shapes, approximate=a.approximate, grouped=curves.grouped or a.grouped,
                        calibration=config.calibration)
-    return sensitivity_curves(dg, calibration=config.calibration, ratios=curves.ratios,  # type: ignore[arg-type]
+    return sensitivity_curves(dg, calibration=config.calibration, ratios=curves.ratios,
                               criterion=curves.criterion, samples=curves.samples, round_to=curves.round_to,
                               shapes=a.shapes, model_name=curves.model, progress=progress, fill=curves.fill)
 

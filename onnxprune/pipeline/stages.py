@@ -19,7 +19,7 @@ from typing import Protocol
 
 import onnx
 
-from onnxprune.calib.source import real_feeds, timing_feed
+from onnxprune.calib.source import CalibrationSource
 from onnxprune.config import PruneConfig
 from onnxprune.errors import NothingToPruneError, VerifyError
 from onnxprune.graph.dependency import DependencyGraph
@@ -104,7 +104,7 @@ class Score:
     def run(self, state: PruneState) -> None:
         if state.plan is None:
             c = state.config
-            state.scores = score_groups(state.graph, c.scoring.criterion, calibration=c.calibration,  # type: ignore[arg-type]
+            state.scores = score_groups(state.graph, c.scoring.criterion, calibration=c.calibration,
                                         shapes=c.analysis.shapes, progress=state.progress)
 
 
@@ -112,7 +112,8 @@ def timing_options(config: PruneConfig, model: onnx.ModelProto) -> LatencyOption
     """How latency is measured in this run: on the first samples of the user's data when given."""
     opts = config.latency.options
     if config.real_data and opts.feed is None:
-        return dataclasses.replace(opts, feed=timing_feed(model, config.calibration, batch=opts.batch))  # type: ignore[arg-type]
+        source = CalibrationSource.of(config.calibration, model, shapes=config.analysis.shapes)
+        return dataclasses.replace(opts, feed=source.timing_feed(opts.batch))
     return opts
 
 
@@ -181,7 +182,8 @@ class Verify:
         checked = state.model if exact == removed else ApplyPlan(dg, exact)(dg.model).model
         with step(state.progress, "verify"):
             state.verify = verify_pruned(dg, exact, checked, shapes=c.analysis.shapes, rtol=c.checks.rtol,
-                                         feeds=list(dg.feeds) or real_feeds(dg.model, c.calibration))  # type: ignore[arg-type]
+                                         feeds=list(dg.feeds) or CalibrationSource.of(
+                                             c.calibration, dg.model, shapes=c.analysis.shapes).real_samples())
         if exact != removed:
             state.notes.append(f"{len(removed - exact)} channel slots of approximate groups removed: not covered "
                                f"by the exactness check (verified the other {len(exact)})")
@@ -199,7 +201,7 @@ class Reconstruct:
         assert state.model is not None
         with step(state.progress, "reconstruct"):
             state.reconstruction = refit_layers(state.model, dg=state.graph, removed_roots=state.removed,
-                                                batches=c.calibration, shapes=c.analysis.shapes,  # type: ignore[arg-type]
+                                                batches=c.calibration, shapes=c.analysis.shapes,
                                                 head_floor=c.recovery.head_floor)
         state.model = state.reconstruction.model
         state.notes.extend(f"reconstruct: {n}" for n in state.reconstruction.notes)

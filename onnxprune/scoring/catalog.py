@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxprune.calib.source import CalibrationLike
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.io.progress import ProgressFn, report
 from onnxprune.io.types import Shapes
 from onnxprune.scoring import activation, flap, magnitude, obs, sensitivity, wanda  # noqa: F401 - registrations
-from onnxprune.scoring.calibrated import Calibration, DataDriven
+from onnxprune.scoring.calibrated import DataDriven
 from onnxprune.scoring.importance import CRITERIA, Importance
 
 
@@ -27,7 +28,7 @@ def criteria() -> list[str]:
     return sorted(CRITERIA)
 
 
-def score_groups(dg: DependencyGraph, criterion: str, *, calibration: Calibration = None,
+def score_groups(dg: DependencyGraph, criterion: str, *, calibration: CalibrationLike = None,
                  shapes: Shapes | None = None, progress: ProgressFn | None = None) -> dict[int, np.ndarray]:
     """One score array per prunable group (data-driven criteria read `calibration`)."""
     importance = get_importance(criterion)

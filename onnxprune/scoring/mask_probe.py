@@ -29,9 +29,7 @@ from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.masking import mask_dtype, mask_shape, splice_masks
 from onnxprune.graph.tracks import map_roots
 from onnxprune.io import runtime
-
-Feed = Mapping[str, np.ndarray]
-
+from onnxprune.io.types import Feed
 
 FILLS = ("zero", "mean")
 

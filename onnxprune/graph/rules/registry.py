@@ -51,11 +51,6 @@ def lookup(op_type: str, opset: int, domain: str = "") -> Rule | None:
     return None
 
 
-def known_ops(domain: str = "") -> list[str]:
-    _load_families()
-    return sorted(op for d, op in _RULES if d == _domain(domain))
-
-
 _LOADED = False
 
 
