@@ -18,7 +18,7 @@ import onnx
 from onnxprune.allocation import TargetResult
 from onnxprune.calibration import CalibConfig, real_feeds, timing_feed
 from onnxprune.errors import NothingToPruneError, OnnxPruneError, VerifyError
-from onnxprune.graph.analysis import APPROXIMATE_KINDS, DEFAULT_GROUPED
+from onnxprune.graph.analysis import APPROXIMATE_KINDS, DEFAULT_GROUPED, DEFAULT_HEADS
 from onnxprune.graph.engine import DependencyGraph, dependency_graph
 from onnxprune.graph.keep import keep_layers
 from onnxprune.io import load_model, save_model
@@ -45,7 +45,7 @@ def _as_model(model: ModelLike) -> onnx.ModelProto:
 
 
 def analyse(model: ModelLike, *, shapes: Shapes | None = None,
-            approximate: Iterable[str] = (), grouped: str = DEFAULT_GROUPED,
+            approximate: Iterable[str] = (), grouped: str = DEFAULT_GROUPED, heads: str = DEFAULT_HEADS,
             calibration: CalibConfig | str | os.PathLike[str] | None = None) -> DependencyGraph:
     """Normalise a copy of the model and build its channel dependency graph.
 
@@ -56,13 +56,16 @@ def analyse(model: ModelLike, *, shapes: Shapes | None = None,
     grouped: how grouped convolutions lose channels: "index" (the same index in every group, the
     groups stay), "whole" (whole groups with their input channels) or "auto" (whole groups where a
     group holds fewer than 16 channels, index otherwise; onnxprune/graph/rules/conv.py).
+    heads: what an attention loses: "whole" heads (with GQA, a KV head and the query heads sharing it),
+    "dim" (one head_dim index of every head; a RoPE rotate-half pair) or "auto" (whole heads where they
+    can be removed, head_dim elsewhere; onnxprune/graph/rules/reshape.py). `Group.kind` says which.
     """
     kinds = frozenset(approximate)
     unknown = kinds - set(APPROXIMATE_KINDS)
     if unknown:
         raise OnnxPruneError(f"unknown --approximate kind(s) {sorted(unknown)}; known: {list(APPROXIMATE_KINDS)}")
     normalised = Normalize()(_as_model(model)).model
-    return dependency_graph(normalised, shapes=shapes, allow_approximate=kinds, grouped=grouped,
+    return dependency_graph(normalised, shapes=shapes, allow_approximate=kinds, grouped=grouped, heads=heads,
                             feeds=real_feeds(normalised, calibration))
 
 
@@ -98,7 +101,8 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
           sensitivity: SensitivityResult | str | os.PathLike[str] | None = None,
           sensitivity_error: str = DEFAULT_METRIC, progress: ProgressFn | None = None,
           head_floor: float | None = None, prefer_round_to: int | None = None,
-          keep: Sequence[str] = (), grouped: str = DEFAULT_GROUPED, time_multiples: bool = False,
+          keep: Sequence[str] = (), grouped: str = DEFAULT_GROUPED, heads: str = DEFAULT_HEADS,
+          time_multiples: bool = False,
           extra_passes: Sequence[Pass | str] = ()) -> PruneResult:
     """Structured channel pruning. Raises NothingToPruneError if no group can lose a channel, or if
     the plan removes nothing (the message says why: blocks too wide, a ratio below one block, a
@@ -133,7 +137,7 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     progress: a callback for long steps (onnxprune.progress); nothing is printed.
     keep: fnmatch patterns over node names; the channel groups those layers produce are not pruned
     (onnxprune.graph.keep). A pattern that matches no such layer is an error.
-    grouped: as `analyse` (used when `dg` is not given).
+    grouped, heads: as `analyse` (used when `dg` is not given).
     head_floor: with reconstruction, fit the layers that produce a final Sigmoid's logits (a
     detector's class scores) weighted by the sigmoid's slope plus this floor (e.g. 0.01;
     onnxprune.recovery.heads); None fits them like every other layer.
@@ -154,7 +158,7 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     if timed and calibration is not None and (latency is None or latency.feed is None):
         opts = latency or LatencyOptions()
         latency = dataclasses.replace(opts, feed=timing_feed(_as_model(model), calibration, batch=opts.batch))
-    dg = keep_layers(dg or analyse(model, shapes=shapes, approximate=approximate, grouped=grouped,
+    dg = keep_layers(dg or analyse(model, shapes=shapes, approximate=approximate, grouped=grouped, heads=heads,
                                    calibration=calibration), keep)
     dg.require_prunable()
     target: TargetResult | None = None

@@ -26,6 +26,9 @@ class Group:
     # A slot's channels are spread one per part of the tensor (the same index in every conv group or
     # attention head) rather than side by side (a whole conv group): each part keeps `size` slots.
     strided: bool = False
+    # The unit a slot is (UNIT_KINDS): a channel, a whole attention head (with GQA: a KV head and the
+    # query heads sharing it), or one head_dim index of every head (a rotate-half pair with RoPE).
+    kind: str = "channel"
 
     @property
     def size(self) -> int:
@@ -66,6 +69,7 @@ class Group:
             "approximate": self.approximate,
             "channels_per_slot": self.width,
             "strided_slots": self.strided,
+            "kind": self.kind,
             "members": sorted({f"{m.name}[{','.join(map(str, m.track.axes))}]" for m in self.members}),
         }
 
@@ -87,8 +91,21 @@ def _strided(roots: np.ndarray, ids: np.ndarray) -> bool:
     return bool(np.any((spans != counts) & (keys[starts] >= 0)))
 
 
+UNIT_KINDS = ("channel", "head", "head_dim")
+
+
+def _unit_roots(analysis: Analysis) -> dict[str, set[int]]:
+    """The slots that are attention heads, and those that are head_dim indices (analysis.attention)."""
+    out: dict[str, set[int]] = {"head": set(), "head_dim": set()}
+    for name in analysis.attention:
+        kind = "head" if name in analysis.whole_heads else "head_dim"
+        out[kind] |= set(map_roots(analysis.roots, analysis.splits[name]).reshape(-1).tolist()) - {-1}
+    return out
+
+
 def build_groups(analysis: Analysis) -> list[Group]:
     roots = analysis.roots
+    units = _unit_roots(analysis)
     src_uf = UnionFind()
     src_uf.allocate(len(analysis.sources))
     owner: dict[int, int] = {}
@@ -117,7 +134,8 @@ def build_groups(analysis: Analysis) -> list[Group]:
         approx = sorted({a for r in slot_set for a in approximate.get(int(r), [])})
         width = max(_slot_width(roots, analysis.sources[s].ids) for s in members)
         strided = width > 1 and any(_strided(roots, analysis.sources[s].ids) for s in members)
+        kind = next((k for k in ("head", "head_dim") if units[k] & slot_set), "channel")
         g = Group(gi, [analysis.sources[s].node for s in members], slots, reasons[:8],
-                  [m for m, rs in member_roots if rs & slot_set], approx[:8], width, strided)
+                  [m for m, rs in member_roots if rs & slot_set], approx[:8], width, strided, kind)
         groups.append(g)
     return groups
