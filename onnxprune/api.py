@@ -177,6 +177,7 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     removed = plan.removed_roots(dg)
     if not removed:
         raise NothingToPruneError(_why_nothing(dg, plan, ratio=ratio, choice=choice, replayed=choice is None))
+    plan.note_kinds(dg)
     result = ApplyPlan(dg, removed)(dg.model)
     out = PruneResult(result.model, dg, plan, len(removed), notes=list(result.notes), target=target, choice=choice)
     if target is not None:

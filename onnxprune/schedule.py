@@ -36,7 +36,7 @@ from typing import Any
 import onnx
 
 from onnxprune.errors import NothingToPruneError, OnnxPruneError, ThresholdError
-from onnxprune.graph.analysis import DEFAULT_GROUPED
+from onnxprune.graph.analysis import DEFAULT_GROUPED, DEFAULT_HEADS
 from onnxprune.progress import ProgressFn, report
 from onnxprune.scoring.calibrated import Calibration
 from onnxprune.scoring.mask_probe import Feed
@@ -159,13 +159,13 @@ def _step_budget(kind: str, keep_now: float, achieved: float) -> float:
 
 def remeasured(curves: SensitivityResult, model: onnx.ModelProto, *, calibration: Calibration = None,
                shapes: Shapes | None = None, approximate: Iterable[str] = (), grouped: str = DEFAULT_GROUPED,
-               progress: ProgressFn | None = None) -> SensitivityResult:
-    """`curves` measured again on `model`, with the same grid, samples, criterion, round_to, fill and
-    grouped-conv mode (`grouped` when the file does not say)."""
+               heads: str = DEFAULT_HEADS, progress: ProgressFn | None = None) -> SensitivityResult:
+    """`curves` measured again on `model`, with the same grid, samples, criterion, round_to, fill,
+    grouped-conv and heads modes (`grouped`, `heads` when the file does not say)."""
     from onnxprune.api import analyse
 
     dg = analyse(model, shapes=shapes, approximate=approximate, grouped=curves.grouped or grouped,
-                 calibration=calibration)
+                 heads=curves.heads or heads, calibration=calibration)
     return sensitivity_curves(dg, calibration=calibration, ratios=curves.ratios, criterion=curves.criterion,
                               samples=curves.samples, round_to=curves.round_to, shapes=shapes,
                               model_name=curves.model, progress=progress, fill=curves.fill)
@@ -192,6 +192,7 @@ def prune_in_steps(model: onnx.ModelProto, *, steps: int, schedule: str = "geome
     curves = SensitivityResult.coerce(prune_kwargs.pop("sensitivity", None))
     original = analyse(model, shapes=shapes, approximate=prune_kwargs.get("approximate", ()),
                        grouped=prune_kwargs.get("grouped", DEFAULT_GROUPED),
+                       heads=prune_kwargs.get("heads", DEFAULT_HEADS),
                        calibration=prune_kwargs.get("calibration")).model
     base = model_stats(original, shapes=shapes)
     out = StepsResult(None, original, [], schedule, 0)
@@ -204,7 +205,8 @@ def prune_in_steps(model: onnx.ModelProto, *, steps: int, schedule: str = "geome
         if curves is not None and k > 1:
             curves = remeasured(curves, current, calibration=prune_kwargs.get("calibration"), shapes=shapes,
                                 approximate=prune_kwargs.get("approximate", ()),
-                                grouped=prune_kwargs.get("grouped", DEFAULT_GROUPED), progress=progress)
+                                grouped=prune_kwargs.get("grouped", DEFAULT_GROUPED),
+                                heads=prune_kwargs.get("heads", DEFAULT_HEADS), progress=progress)
         try:
             res = prune(current, shapes=shapes, progress=progress, sensitivity=curves, **kw, **prune_kwargs)
         except NothingToPruneError as exc:

@@ -14,6 +14,7 @@ from onnxprune.calibration import CalibConfig, calib_options, timing_feed
 from onnxprune.cli.options import (
     approximate_option,
     grouped_option,
+    heads_option,
     keep_option,
     model_argument,
     model_with_shapes,
@@ -109,11 +110,12 @@ def _loop_options(fn: Any) -> Any:
 @approximate_option
 @keep_option
 @grouped_option
+@heads_option
 def command(model: str, output: str, ratio: float, criterion: str, round_to: str | None, target: str, verify: bool,
             plan_in: str | None, save_plan: str | None, report_path: str | None, shapes: tuple[str, ...],
             allocation: str, target_macs: float | None, target_params: float | None, calib: CalibConfig,
             approximate: tuple[str, ...], reconstruct: bool | None, head_floor: float | None, keep: tuple[str, ...],
-            grouped: str,
+            grouped: str, heads: str,
             **loop: Any) -> None:
     """Remove a fraction of the channels of every prunable group of MODEL."""
     if not 0.0 <= ratio < 1.0:
@@ -137,7 +139,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
             ratio=ratio, criterion=criterion, round_to=multiple.value, prefer_round_to=multiple.prefer, verify=verify,
             shapes=shp, calibration=calib,
             allocation=allocation, target_macs=target_macs, target_params=target_params, approximate=approximate,
-            reconstruct=reconstruct, head_floor=head_floor, keep=keep, grouped=grouped, progress=bar,
+            reconstruct=reconstruct, head_floor=head_floor, keep=keep, grouped=grouped, heads=heads, progress=bar,
             sensitivity=loop["sensitivity"],
             sensitivity_error=loop["sensitivity_error"], target_latency=loop["target_latency"],
             latency=timing, time_multiples=loop["time_multiples"])

@@ -29,6 +29,9 @@ class Group:
     # The unit a slot is (UNIT_KINDS): a channel, a whole attention head (with GQA: a KV head and the
     # query heads sharing it), or one head_dim index of every head (a rotate-half pair with RoPE).
     kind: str = "channel"
+    # Head slots of grouped-query attention: a KV head with the query heads sharing it (the sources
+    # hold different numbers of channels per slot).
+    shared_kv: bool = False
 
     @property
     def size(self) -> int:
@@ -70,6 +73,7 @@ class Group:
             "channels_per_slot": self.width,
             "strided_slots": self.strided,
             "kind": self.kind,
+            "shared_kv": self.shared_kv,
             "members": sorted({f"{m.name}[{','.join(map(str, m.track.axes))}]" for m in self.members}),
         }
 
@@ -132,10 +136,12 @@ def build_groups(analysis: Analysis) -> list[Group]:
                     reasons.append(reason)
         slot_set = set(slots.tolist())
         approx = sorted({a for r in slot_set for a in approximate.get(int(r), [])})
-        width = max(_slot_width(roots, analysis.sources[s].ids) for s in members)
+        widths = [_slot_width(roots, analysis.sources[s].ids) for s in members]
+        width = max(widths)
         strided = width > 1 and any(_strided(roots, analysis.sources[s].ids) for s in members)
         kind = next((k for k in ("head", "head_dim") if units[k] & slot_set), "channel")
         g = Group(gi, [analysis.sources[s].node for s in members], slots, reasons[:8],
-                  [m for m, rs in member_roots if rs & slot_set], approx[:8], width, strided, kind)
+                  [m for m, rs in member_roots if rs & slot_set], approx[:8], width, strided, kind,
+                  kind == "head" and len(set(widths)) > 1)
         groups.append(g)
     return groups

@@ -1,8 +1,13 @@
 """Normalise real exports so that every weight is an initializer.
 
 - Constant nodes (Paddle, dynamo exports) become initializers.
-- Constant subgraphs (ConstantOfShape, Cast, Transpose of a weight, Shape of a static tensor,
-  Shape->Gather/Slice of static dims) are folded by running them once in ONNX Runtime.
+- Constant subgraphs (ConstantOfShape, Cast, Transpose of a weight, Shape of a static tensor) are
+  folded by running them once in ONNX Runtime. A Shape read moved by Cast/Gather/Slice/Squeeze/
+  Unsqueeze/Concat (a Reshape target built from Shape) becomes a constant where every element it
+  reads is a dim that ONNX shape inference proves static: inference is symbolic, so such a dim is
+  the same at every input size (a head_dim, a hidden width), and folding it changes no result.
+  Dynamic dims (batch, sequence) stay computed; a channel count inference cannot prove (behind a
+  Reshape with -1) stays a run-time read, which the analysis follows (graph/rules/shape_ops.py).
 - Weights listed as graph inputs (IR < 4) stop being inputs.
 - A Concat building the target of several Reshapes is copied for each (pruning rewrites its entries per Reshape).
 - Nodes without names get unique names. Control-flow subgraphs and custom-domain ops are kept as they are.
@@ -203,22 +208,11 @@ def _shape_fold(node: onnx.NodeProto, view: GraphView, static: dict[str, list[in
 
 class FoldConstants(Pass):
     """Evaluate every node whose inputs are all constant, in one ONNX Runtime session; Shape reads of
-    dims ONNX shape inference proves static become constants too (`_shape_fold`). Folding can let
-    inference prove more dims (a Reshape target now constant), so it runs again until nothing changes."""
+    dims ONNX shape inference proves static become constants too (`_shape_fold`)."""
 
     name = "fold-constants"
-    ROUNDS = 4
 
     def call(self, model: onnx.ModelProto) -> PassResult:
-        notes: list[str] = []
-        for _ in range(self.ROUNDS):
-            result = self._once(model)
-            if not result.modified:
-                break
-            notes.extend(result.notes)
-        return PassResult(model, bool(notes), notes)
-
-    def _once(self, model: onnx.ModelProto) -> PassResult:
         view = GraphView(model)
         static, types = _inferred(model)
         known: set[str] = set(view.initializers)

@@ -127,20 +127,38 @@ def _contract(ctx: RuleContext, a_in: list[Track], b_in: list[Track], a_k: int |
     ta, tb = a_out[a_k], b_out[b_k]
     a_rest = [x for x in ta.axes if x != ro - 1]
     b_rest = [x for x in tb.axes if x != ro - 2]
-    if a_rest != b_rest or any(x >= ro - 2 for x in a_rest) or ta.ids.shape != tb.ids.shape:
+    rest = sorted(set(a_rest) | set(b_rest))
+    sizes: dict[int, int] = {}
+    for t, t_rest in ((ta, a_rest), (tb, b_rest)):
+        for pos, x in enumerate(t_rest):
+            sizes.setdefault(x, t.ids.shape[pos])
+    if (any(x >= ro - 2 for x in rest) or ta.ids.shape[-1] != tb.ids.shape[-1]
+            or any(t.ids.shape[pos] != sizes[x] for t, t_rest in ((ta, a_rest), (tb, b_rest))
+                   for pos, x in enumerate(t_rest))):
         ctx.block([ta, tb], "contracted channel grids of the two operands do not line up")
         return None
-    ctx.union(ta.ids, tb.ids, reason="MatMul contraction couples operands")
+    # A grid without one of the head axes holds the same ids along it (one K shared by every query head).
+    wa, wb = (_widened(t.ids, t_rest, rest, sizes) for t, t_rest in ((ta, a_rest), (tb, b_rest)))
+    ctx.union(wa, wb, reason="MatMul contraction couples operands")
     ctx.consume(0, a_in[a_k])
     ctx.consume(1, b_in[b_k])
-    if len(a_rest) == 1:
-        rows = planes(ctx.roots_now(ta.ids), 0)
+    for t, t_rest, other_rest in ((ta, a_rest, b_rest), (tb, b_rest, a_rest)):
+        for pos, x in enumerate(t_rest):
+            if x not in other_rest:
+                _must_stay(ctx, t, pos, [ta, tb])
+    if len(rest) == 1:
+        rows = planes(ctx.roots_now(wa), 0)
         if all(len(set(r[r >= 0].tolist())) == 1 for r in rows):  # whole heads: one slot per head
-            reps = planes(ta.ids, 0)
-            return Track((a_rest[0],), np.array([r[r >= 0][0] for r in reps], dtype=np.int64))
+            return Track((rest[0],), np.array([r[r >= 0][0] for r in planes(wa, 0)], dtype=np.int64))
     for pos in range(len(a_rest)):
         _must_stay(ctx, ta, pos, [ta, tb])
     return None
+
+
+def _widened(ids: np.ndarray, own: list[int], rest: list[int], sizes: dict[int, int]) -> np.ndarray:
+    """Ids over the head axes `own` and K, broadcast to the head axes `rest` and K."""
+    shaped = ids.reshape([ids.shape[own.index(x)] if x in own else 1 for x in rest] + [ids.shape[-1]])
+    return np.broadcast_to(shaped, [sizes[x] for x in rest] + [ids.shape[-1]])
 
 
 def _batch_axes(ctx: RuleContext, sided: list[tuple[Track, str]], extent: dict[str, list[int]],
