@@ -46,11 +46,11 @@ class Plan:
             g = by_id.get(gid)
             if g is None:
                 raise OnnxPruneError(f"plan names group {gid}, which this model does not have")
-            if gid in self.signatures and self.signatures[gid] != g.sources:
-                raise OnnxPruneError(f"plan group {gid} was made for another model (sources differ)")
             if gid in self.kinds and self.kinds[gid] != g.kind:
                 raise OnnxPruneError(f"plan group {gid} removes {self.kinds[gid]} units, but this analysis makes "
                                      f"its slots {g.kind} units: replay it with the --heads mode it was made with")
+            if gid in self.signatures and self.signatures[gid] != g.sources:
+                raise OnnxPruneError(f"plan group {gid} was made for another model (sources differ)")
             if not g.prunable and idx:
                 raise OnnxPruneError(f"plan removes channels of group {gid}, which is blocked: {g.blocked[:1]}")
             if any(i < 0 or i >= g.size for i in idx):

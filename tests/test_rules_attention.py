@@ -3,32 +3,40 @@ RoPE's rotate-half pairs, repeat_kv, Shape-derived targets, written-out scaled d
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from cli_run import invoke, one_line_error
 from graphs import Graph, checked_prune, exercise, group_of, init, node_const, outputs_of, reasons
 
 from onnxprune.api import analyse
+from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.engine import DependencyGraph
 from onnxprune.graph.tracks import map_roots
 from onnxprune.inputs import random_inputs
 from onnxprune.plan import Plan
+from onnxprune.sensitivity import SensitivityResult, sensitivity_curves
 
 INT_MAX = np.iinfo(np.int64).max
 
 
 def attention_block(*, heads: int = 4, kv_heads: int | None = None, head_dim: int = 4, seq: int = 5,
                     rope: str | None = None, dynamic: bool = False, kv_count_from_shape: bool = False,
-                    opset: int = 17) -> onnx.ModelProto:
+                    position_bias: bool = False, width_from_shape: bool = False, opset: int = 17) -> onnx.ModelProto:
     """x -> q/k/v projections -> heads -> [RoPE] -> [repeat_kv] -> softmax(q·kᵀ·scale)·v -> merge -> o.
 
     dynamic: batch and sequence are dynamic and every reshape target is built from Shape(x) (the
     head count as -1, which ONNX inference cannot resolve). rope: None, "const" (cos/sin tables as
     constants) or "computed" (cos/sin from the positions at run time; needs dynamic). kv_heads < heads:
     grouped-query attention, K and V repeated by Unsqueeze -> Expand -> Reshape; kv_count_from_shape
-    reads the KV head count from Shape(k) at run time for those targets, as the TorchScript export does."""
+    reads the KV head count from Shape(k) at run time for those targets, as the TorchScript export does.
+    position_bias: one learned value per head and key position added to the scores (T5; needs dynamic).
+    width_from_shape: the merge target's last entry is ReduceProd(Shape(o)[2:4]), heads times head_dim
+    read at run time (tf2onnx; needs dynamic)."""
     kv = kv_heads or heads
     rep, d, half = heads // kv, heads * head_dim, head_dim // 2
     g = Graph(opset=opset)
@@ -97,9 +105,22 @@ def attention_block(*, heads: int = 4, kv_heads: int | None = None, head_dim: in
         k, v = repeat(k, "k"), repeat(v, "v")
     s = g.node("MatMul", [q, g.node("Transpose", [k], name="k_t", perm=[0, 1, 3, 2])], name="qk")
     s = g.node("Mul", [s, g.const("scale", np.array(head_dim ** -0.5, dtype=np.float32))], name="scaled")
+    if position_bias:
+        pos = g.node("Range", [g.const("zero", np.array(0, dtype=np.int64)),
+                               g.node("Squeeze", [t, g.ints("sq0", [0])], name="t_scalar"),
+                               g.const("one", np.array(1, dtype=np.int64))], name="positions")
+        table = g.rand("bias_table", (16, heads))
+        bias = g.node("Transpose", [g.node("Gather", [table, pos], name="bias_rows", axis=0)], name="bias_t", perm=[1, 0])
+        s = g.node("Add", [s, g.node("Unsqueeze", [bias, g.ints("ax02", [0, 2])], name="bias")], name="biased")
     p = g.node("Softmax", [s], name="softmax", axis=-1)
     o = g.node("Transpose", [g.node("MatMul", [p, v], name="pv")], name="o_t", perm=[0, 2, 1, 3])
-    merge = target("merge_target", b, t, [-1]) if dynamic else g.ints("merge_target", [1, seq, d])
+    if width_from_shape:
+        hd = g.node("Slice", [g.node("Shape", [o], name="o_shape"), g.ints("s2", [2]), g.ints("e4", [4])], name="o_hd")
+        merge = target("merge_target", b, t, g.node("ReduceProd", [hd], name="o_width", keepdims=1))
+    elif dynamic:
+        merge = target("merge_target", b, t, [-1])
+    else:
+        merge = g.ints("merge_target", [1, seq, d])
     o = g.node("Reshape", [o, merge], name="merge")
     g.output(g.matmul(o, d, d, bias=True, name="out"))
     return g.build()
@@ -185,7 +206,7 @@ def test_gqa_kv_group_is_one_slot(dynamic: bool) -> None:
     exercise(model, shapes=shapes)
     dim = analyse(model, heads="dim", shapes=shapes)
     assert group_of(dim, "q").kind == "head_dim" and sorted(group_of(dim, "q").sources) == ["k", "q"]
-    exercise(model, shapes=shapes, grouped="auto")
+    exercise(model, shapes=shapes, heads="dim")
 
 
 def test_kv_head_count_read_at_run_time_follows_the_heads() -> None:
@@ -242,6 +263,31 @@ def test_rope_leaves_the_tables_alone_when_whole_heads_go(rope: str) -> None:
     exercise(model, shapes=shapes)
 
 
+def test_a_position_bias_per_head_goes_with_its_head() -> None:
+    """T5 adds a learned value per head to the scores, computed at run time: with whole heads the
+    removed head's row is cut (a Gather); with head_dim units the bias is untouched."""
+    model = attention_block(dynamic=True, position_bias=True)
+    dg = analyse(model, heads="whole", shapes=SHAPES)
+    assert group_of(dg, "q").kind == "head" and group_of(dg, "q").prunable
+    r = checked_prune(model, dg=dg, plan=head_plan(dg, "q", cols([2], 4)), shapes=SHAPES)
+    cut = next(n for n in r.model.graph.node if n.op_type == "Gather" and n.input[0] == "bias")
+    np.testing.assert_array_equal(init(r.model, cut.input[1]), [0, 1, 3])
+    exercise(model, shapes=SHAPES)
+    exercise(model, shapes=SHAPES, heads="dim")
+
+
+@pytest.mark.parametrize("heads", ["whole", "dim"])
+def test_heads_times_head_dim_read_at_run_time_follows_either_unit(heads: str) -> None:
+    """tf2onnx merges the heads with ReduceProd(Shape(o)[2:4]): a product of two channel counts, right
+    for the pruned model as long as one of the two axes never shrinks (head_dim under whole heads,
+    the heads under head_dim)."""
+    model = attention_block(dynamic=True, width_from_shape=True)
+    dg = analyse(model, heads=heads, shapes=SHAPES)
+    assert any(n.op_type == "ReduceProd" for n in dg.model.graph.node)
+    assert group_of(dg, "v").prunable and group_of(dg, "v").kind == ("head" if heads == "whole" else "head_dim")
+    exercise(model, shapes=SHAPES, heads=heads)
+
+
 def test_a_head_axis_the_other_operand_cannot_follow_blocks_whole_heads() -> None:
     """V comes from the input without a projection, so its heads carry no channels: whole heads of q/k
     cannot go (the scores' head axis must stay as wide as V's). Auto falls back to head_dim."""
@@ -263,16 +309,49 @@ def test_a_head_axis_the_other_operand_cannot_follow_blocks_whole_heads() -> Non
     exercise(model)
 
 
-def test_plan_records_and_checks_the_unit_kind(tmp_path: object) -> None:
-    from pathlib import Path
-
+def test_plan_records_and_checks_the_unit_kind(tmp_path: Path) -> None:
     model = attention_block()
     dg = analyse(model)
     r = checked_prune(model, dg=dg, plan=head_plan(dg, "q", cols([0], 4)))
-    path = Path(str(tmp_path)) / "plan.json"
+    path = tmp_path / "plan.json"
     r.plan.save(path)
     loaded = Plan.load(path)
     assert loaded.kinds == {group_of(dg, "q").id: "head"}
     dim = analyse(model, heads="dim")
-    with pytest.raises(Exception, match="--heads mode it was made with|another model"):
+    with pytest.raises(OnnxPruneError, match="--heads mode it was made with|another model"):
         loaded.removed_roots(dim)
+
+
+def test_cli_heads_option_on_inspect_prune_and_plan_replay(tmp_path: Path) -> None:
+    """`--heads` reaches the analysis; inspect names the unit kinds, the saved plan records them, and a
+    plan replayed under another mode is refused with one line (exit 2)."""
+    src = tmp_path / "attn.onnx"
+    onnx.save(attention_block(), str(src))
+    code, out, _ = invoke("inspect", str(src), "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["summary"]["heads"] == "auto" and data["summary"]["prunable_by_unit"]["head"] == 1
+    assert {g["kind"] for g in data["groups"]} == {"head", "channel"}
+    code, out, _ = invoke("inspect", str(src), "--heads", "dim")
+    assert code == 0 and "head_dim slots" in out and "--heads dim: prunable attention groups by unit: 2 head_dim" in out
+    plan, report = tmp_path / "plan.json", tmp_path / "report.json"
+    code, out, err = invoke("prune", str(src), "-o", str(tmp_path / "p.onnx"), "--ratio", "0.5", "--round-to", "1",
+                            "--heads", "whole", "--save-plan", str(plan), "--report", str(report))
+    assert code == 0, err
+    assert [g["kind"] for g in json.loads(plan.read_text())["groups"]] == ["head"]
+    decisions = json.loads(report.read_text())["groups"]
+    assert {d["kind"] for d in decisions} == {"head", "channel"}
+    code, _, err = invoke("prune", str(src), "-o", str(tmp_path / "q.onnx"), "--plan", str(plan), "--heads", "dim")
+    assert code == 2 and "--heads" in one_line_error(err)
+    code, _, err = invoke("prune", str(src), "-o", str(tmp_path / "q.onnx"), "--plan", str(plan), "--heads", "whole")
+    assert code == 0, err
+
+
+def test_sensitivity_curves_name_the_heads_mode(tmp_path: Path) -> None:
+    model = attention_block()
+    curves = sensitivity_curves(analyse(model, heads="dim"), ratios=(0.5,), samples=2)
+    assert curves.heads == "dim"
+    path = tmp_path / "s.json"
+    curves.save(path)
+    with pytest.raises(OnnxPruneError, match="measured with --heads dim, this run uses auto"):
+        SensitivityResult.load(path).curves_for(analyse(model))

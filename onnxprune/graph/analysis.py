@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,13 +64,30 @@ DEFAULT_HEADS = "auto"
 @dataclass(frozen=True)
 class DimRef:
     """One entry of an integer tensor computed from `Shape` of a channel-carrying tensor: `mult` times
-    the number of positions left along position `pos` of `track` (rules/shape_ops.py). `exact` is
-    False once arithmetic other than a constant factor (Equal, Where, Add...) touched the value."""
+    the number of positions left along position `pos` of `track` (rules/shape_ops.py), times those
+    along the grid positions in `times` (a ReduceProd of heads and head_dim). `exact` is False once
+    arithmetic other than a product (Equal, Where, Add...) touched the value."""
 
     track: Track
     pos: int
     mult: int = 1
     exact: bool = True
+    times: tuple[tuple[Track, int], ...] = ()
+
+    def axes(self) -> list[tuple[Track, int]]:
+        return [(self.track, self.pos), *self.times]
+
+
+def counted(uf: UnionFind, e: DimRef) -> tuple[Track, int, int] | None:
+    """After the walk: the one axis `e` counts that can shrink and its constant factor (the other axes
+    never shrink, so they are their sizes), as (track, pos, factor); None when two of them can."""
+    axes = e.axes()
+    moving = [i for i, (t, p) in enumerate(axes) if not fixed_axis(uf, t, p)]
+    if len(moving) > 1:
+        return None
+    i = moving[0] if moving else 0
+    factor = e.mult * math.prod(t.ids.shape[p] for k, (t, p) in enumerate(axes) if k != i)
+    return axes[i][0], axes[i][1], factor
 
 
 @dataclass
@@ -105,6 +123,8 @@ class Analysis:
     splits: dict[str, np.ndarray] = field(default_factory=dict)
     split_of: dict[int, str] = field(default_factory=dict)
     attention: dict[str, int] = field(default_factory=dict)
+    # Ids of whole heads on the head axis of attention scores (rules/linear.py).
+    head_ids: set[int] = field(default_factory=set)
     # Integer tensors computed from Shape reads of channel axes: one entry per element (rules/shape_ops.py).
     dim_values: dict[str, list[DimRef | None]] = field(default_factory=dict)
     # Checks that need every coupling: run once after the walk.
@@ -231,8 +251,8 @@ class RuleContext:
         """Channel counts read at run time flow somewhere that changes with them (arithmetic on the
         data, a size of another axis): block their channels unless that axis can never shrink."""
         def check(e: DimRef) -> None:
-            if not self.fixed(e.track, e.pos):
-                self.block(e.track, f"the channel count is read at run time (Shape) and {reason}")
+            if not all(self.fixed(t, p) for t, p in e.axes()):
+                self.block([t for t, _ in e.axes()], f"the channel count is read at run time (Shape) and {reason}")
 
         for e in entries or []:
             if e is not None:
@@ -388,8 +408,9 @@ def _block_boundaries(state: Analysis) -> None:
             _block_ids(state, t.ids, f"read inside a subgraph ('{name}')")
     for name in view.graph_outputs | view.captured:
         for e in state.dim_values.get(name, []):
-            if e is not None and not fixed_axis(state.uf, e.track, e.pos):
-                _block_ids(state, e.track.ids, f"its channel count is read at run time and reaches '{name}'")
+            for t, p in e.axes() if e is not None else []:
+                if not fixed_axis(state.uf, t, p):
+                    _block_ids(state, t.ids, f"its channel count is read at run time and reaches '{name}'")
 
 
 def _block_ids(state: Analysis, ids: np.ndarray, reason: str) -> None:

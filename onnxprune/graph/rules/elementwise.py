@@ -4,7 +4,8 @@ Unary activations pass tracks through. Broadcasting ops (Add, Mul, Where, PRelu,
 ids of operands that share a tracked axis, slice constant operands along it, and block a channel
 that meets an untracked activation (it could not be removed from that operand). An operand that
 covers some axes of a channel grid and broadcasts over the others (RoPE's cos/sin tables: one value
-per head_dim index, the same for every head) is cut along the axes it covers when they shrink.
+per head_dim index, the same for every head) is cut along the axes it covers when they shrink, and
+so is an activation with one value per head of attention scores (a position bias).
 """
 
 from __future__ import annotations
@@ -89,12 +90,17 @@ def _couple(ctx: RuleContext, t: Track, names: list[str], ranks: list[int], out_
                 ctx.union(t.ids, other.ids, reason=f"{ctx.node.op_type} couples operands")
             continue
         covered = [pos for pos, d in enumerate(dims) if d != 1]
+        cuts = [(pos, t.axes[pos] - off) for pos in covered]
         if list(dims) != list(t.ids.shape) and all(dims[pos] == t.ids.shape[pos] for pos in covered):
-            _cut_operand(ctx, list(ctx.node.input).index(x), t, [(pos, t.axes[pos] - off) for pos in covered])
+            _cut_operand(ctx, list(ctx.node.input).index(x), t, cuts)
         elif list(dims) != list(t.ids.shape):
             ctx.block(t, f"operand {x} broadcasts partially along the channel axis")
         elif ctx.is_const(x):
             ctx.member(x, Track(tuple(a - off for a in t.axes), t.ids), ROLE_PARAM)
+        elif t.any_tracked() and set(t.ids[t.ids >= 0].tolist()) <= ctx.state.head_ids:
+            # One value per head added to the attention scores (T5's position bias): a removed
+            # head's value goes with it.
+            _cut_operand(ctx, list(ctx.node.input).index(x), t, cuts)
         else:
             ctx.block(t, f"{ctx.node.op_type} with an activation that carries no prunable channels")
     return t

@@ -149,7 +149,9 @@ def _contract(ctx: RuleContext, a_in: list[Track], b_in: list[Track], a_k: int |
     if len(rest) == 1:
         rows = planes(ctx.roots_now(wa), 0)
         if all(len(set(r[r >= 0].tolist())) == 1 for r in rows):  # whole heads: one slot per head
-            return Track((rest[0],), np.array([r[r >= 0][0] for r in planes(wa, 0)], dtype=np.int64))
+            heads = np.array([r[r >= 0][0] for r in planes(wa, 0)], dtype=np.int64)
+            ctx.state.head_ids.update(heads.tolist())
+            return Track((rest[0],), heads)
     for pos in range(len(a_rest)):
         _must_stay(ctx, ta, pos, [ta, tb])
     return None

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxprune.graph.analysis import DimRef, RuleContext
+from onnxprune.graph.analysis import DimRef, RuleContext, counted
 from onnxprune.graph.apply import ApplyContext
 from onnxprune.graph.rules.registry import register
 from onnxprune.graph.tracks import Track, planes
@@ -165,11 +165,12 @@ def _check_read(ctx: RuleContext, t: Track, pos: int, e: DimRef | None, what: st
     right once channels leave: the run-time count of the same positions (times a constant), or any
     value when neither axis can shrink."""
     def check() -> None:
-        if ctx.fixed(t, pos) and (e is None or ctx.fixed(e.track, e.pos)):
+        if ctx.fixed(t, pos) and (e is None or all(ctx.fixed(x, p) for x, p in e.axes())):
             return
-        if e is not None and e.exact and _line_counts(ctx, t, pos) == _line_counts(ctx, e.track, e.pos, e.mult):
+        count = counted(ctx.state.uf, e) if e is not None and e.exact else None
+        if count is not None and _line_counts(ctx, t, pos) == _line_counts(ctx, *count):
             return
-        ctx.block([t] if e is None else [t, e.track], what)
+        ctx.block([t] if e is None else [t, *(x for x, _ in e.axes())], what)
 
     ctx.defer(check)
 

@@ -4,12 +4,14 @@ Normalisation folds the dims it can prove static into constants. A `Shape` node 
 dynamic dim (batch, sequence: harmless), or a channel axis whose size ONNX inference could not prove
 (a head count behind a Reshape with -1). Such a read does not block by itself: every element of the
 integer tensors computed from it carries a `DimRef` (the channel axis it counts, times a constant
-factor), moved by `carry_dims` through Gather/Slice/Concat/Squeeze/Unsqueeze/Cast/Reshape and
-multiplied by constants. Where it ends decides:
+factor), moved by `carry_dims` through Gather/Slice/Concat/Squeeze/Unsqueeze/Cast/Reshape,
+multiplied by constants or by other channel counts (tf2onnx's ReduceProd of heads and head_dim).
+Where it ends decides:
 
 - a Reshape target entry for a channel axis with the same positions (or a constant multiple of them,
-  as a GQA repeat makes): the pruned model reads the pruned size and reshapes correctly at every
-  input size, nothing to rewrite (rules/reshape.py checks this after the walk);
+  as a GQA repeat makes, or their product with axes that never shrink): the pruned model reads the
+  pruned size and reshapes correctly at every input size, nothing to rewrite (rules/reshape.py
+  checks this after the walk);
 - an Expand target entry for a channel axis: the rule makes those entries 1 (rules/reshape.py);
 - anywhere else (a scale sqrt(head_dim), the size of another axis, Range, a graph output): the
   model's computation would change with the channel count, so those channels are blocked, unless
@@ -17,6 +19,9 @@ multiplied by constants. Where it ends decides:
 """
 
 from __future__ import annotations
+
+import dataclasses
+import math
 
 import numpy as np
 
@@ -114,10 +119,24 @@ def _carried(ctx: RuleContext, ins: list[list[DimRef | None] | None], free: list
         if factor.dtype.kind not in "iu" or factor.size != 1 or int(factor.reshape(-1)[0]) < 1:
             return None
         k = int(factor.reshape(-1)[0])
-        return [None if e is None else DimRef(e.track, e.pos, e.mult * k, e.exact) for e in entries]
+        return [None if e is None else dataclasses.replace(e, mult=e.mult * k) for e in entries]
+    if op == "Mul" and free == [0, 1] and n_out == 1:
+        return _product([*entries, *(ins[1] or [])])
+    if op == "ReduceProd" and free == [0] and n_out == 1:  # a 1-D vector to its product
+        return _product(entries)
     if op in TAINTS and all(i in free or ctx.is_const(x) or not x for i, x in enumerate(node.input)):
         return _tainted(ins, n_out)
     return None
+
+
+def _product(entries: list[DimRef | None]) -> list[DimRef | None] | None:
+    """One entry: the product of channel counts (heads times head_dim); None if a factor is another dim."""
+    if not entries or any(e is None for e in entries):
+        return None
+    first, *rest = [e for e in entries if e is not None]
+    times = first.times + tuple(a for e in rest for a in e.axes())
+    return [dataclasses.replace(first, mult=math.prod(e.mult for e in (first, *rest)), times=times,
+                                exact=all(e.exact for e in (first, *rest)))]
 
 
 def _sliced(ctx: RuleContext, n: int) -> list[int] | None:
@@ -143,5 +162,5 @@ def _tainted(ins: list[list[DimRef | None] | None], n_out: int) -> list[DimRef |
         for k in range(n_out):
             e = entries[0 if len(entries) == 1 else k]
             if e is not None and out[k] is None:
-                out[k] = DimRef(e.track, e.pos, e.mult, exact=False)
+                out[k] = dataclasses.replace(e, exact=False)
     return out
