@@ -355,3 +355,19 @@ def test_sensitivity_curves_name_the_heads_mode(tmp_path: Path) -> None:
     curves.save(path)
     with pytest.raises(OnnxPruneError, match="measured with --heads dim, this run uses auto"):
         SensitivityResult.load(path).curves_for(analyse(model))
+
+
+def test_a_fused_attention_op_without_a_rule_blocks_only_its_inputs() -> None:
+    """ONNX's own `Attention` (opset 23) has no channel rule (no committed model uses it): the Q/K/V
+    projections feeding it are blocked with its name, the FFN after it still prunes."""
+    g = Graph(opset=23)
+    x = g.input("x", (1, 5, 16))
+    q, k, v = (g.matmul(x, 16, 16, name=n) for n in "qkv")
+    o = g.node("Attention", [q, k, v], name="attn", q_num_heads=4, kv_num_heads=4)
+    g.output(g.matmul(g.relu(g.matmul(o, 16, 32, name="up")), 32, 16, name="down"))
+    model = g.build(ir_version=11)
+    dg = analyse(model)
+    for name in "qkv":
+        assert reasons(dg, name) == "Attention 'attn': no channel rule for Attention (opset 23)"
+    assert group_of(dg, "up").prunable
+    exercise(model)

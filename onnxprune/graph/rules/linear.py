@@ -172,7 +172,8 @@ def _batch_axes(ctx: RuleContext, sided: list[tuple[Track, str]], extent: dict[s
         on = [(t, side) for t, side in sided if j in t.axes]
         single = [(t, side) for t, side in on if t.is_single]
         grids = [(t, side) for t, side in on if not t.is_single]
-        if len(on) == 2 and len(single) == 1 and len(grids) == 1 and single[0][1] != grids[0][1]:
+        if len(on) == 2 and len(single) == 1 and len(grids) == 1 and single[0][1] != grids[0][1] \
+                and single[0][0].ids.size == grids[0][0].ids.shape[grids[0][0].axes.index(j)]:
             s, (g, _) = single[0][0], grids[0]
             for sid, row in zip(s.ids.tolist(), planes(g.ids, g.axes.index(j)), strict=True):
                 ctx.union(np.full(row.shape, sid, dtype=np.int64), row, reason="MatMul batch axis couples heads")
