@@ -31,13 +31,13 @@ sys.path.insert(0, str(ROOT / "models" / "transformers"))
 from zookit import lm_perplexity  # type: ignore[import-not-found]  # noqa: E402
 
 from onnxprune.api import analyse, prune  # noqa: E402
-from onnxprune.bench import interleaved_latency  # noqa: E402
-from onnxprune.calibration import CalibConfig  # noqa: E402
-from onnxprune.graph.engine import DependencyGraph  # noqa: E402
-from onnxprune.plan import Plan, n_keep  # noqa: E402
-from onnxprune.planner import score_groups  # noqa: E402
-from onnxprune.runtime import session  # noqa: E402
-from onnxprune.stats import model_stats  # noqa: E402
+from onnxprune.calib.source import CalibConfig  # noqa: E402
+from onnxprune.graph.dependency import DependencyGraph  # noqa: E402
+from onnxprune.io.runtime import session  # noqa: E402
+from onnxprune.measure.bench import interleaved_latency  # noqa: E402
+from onnxprune.measure.model_stats import model_stats  # noqa: E402
+from onnxprune.planning.plan import Plan, n_keep  # noqa: E402
+from onnxprune.planning.planner import score_groups  # noqa: E402
 
 TRANSFORMERS = ROOT / "models" / "transformers"
 DIGITS = ROOT / "models" / "digits"

@@ -10,7 +10,7 @@ rows are given for both placements: `--for ort` (what the latency column runs) a
 (measured here with ONNX Runtime executing the Q/DQ graph, as TensorRT's INT8 arithmetic is
 simulated by it; no GPU on this machine). Latency: ONNX Runtime CPU, graph optimisation on (Q/DQ
 fused into QLinearConv etc.), 1 intra-op thread, each model interleaved with the dense FP32 one
-(`onnxprune.bench.interleaved_latency`), speedup = median of the per-pair ratios.
+(`onnxprune.measure.bench.interleaved_latency`), speedup = median of the per-pair ratios.
 
 `--modelopt-dir DIR`: also evaluate NVIDIA ModelOpt's INT8 models that benchmarks/modelopt_quantize.py
 wrote into DIR (it runs in a ModelOpt venv; `--export-calib DIR` writes the calibration arrays it reads).
@@ -41,9 +41,9 @@ from _acc_common import (  # noqa: E402
 )
 from _readme import replace_block  # noqa: E402
 
-from onnxprune.bench import interleaved_latency  # noqa: E402
-from onnxprune.calibration import CalibConfig  # noqa: E402
+from onnxprune.calib.source import CalibConfig  # noqa: E402
 from onnxprune.deploy.quantize import QuantizeOptions, quantize  # noqa: E402
+from onnxprune.measure.bench import interleaved_latency  # noqa: E402
 from onnxprune.passes.sparsify import sparsify  # noqa: E402
 
 BEGIN, END = "<!-- quantize:begin -->", "<!-- quantize:end -->"
@@ -111,7 +111,7 @@ def real_variants(case: object, calib: CalibConfig, *, pruned: bool = True) -> l
     import _acc_real as R
     from _acc_prune import StructuredPruner
 
-    from onnxprune.sensitivity import sensitivity_curves
+    from onnxprune.measure.curves import sensitivity_curves
 
     model = onnx.load(str(case.path))  # type: ignore[attr-defined]
     dense = [Variant("dense FP32", model, "1.00"),

@@ -15,11 +15,11 @@ from graphs import Graph, checked_prune, exercise, group_of, init, node_const, o
 
 from onnxprune.api import analyse
 from onnxprune.errors import OnnxPruneError
-from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.tracks import map_roots
-from onnxprune.inputs import random_inputs
-from onnxprune.plan import Plan
-from onnxprune.sensitivity import SensitivityResult, sensitivity_curves
+from onnxprune.io.inputs import random_inputs
+from onnxprune.measure.curves import SensitivityResult, sensitivity_curves
+from onnxprune.planning.plan import Plan
 
 INT_MAX = np.iinfo(np.int64).max
 

@@ -12,10 +12,10 @@ from onnx import numpy_helper
 from zoo import ZooEntry, entry_ids, zoo_entries
 
 from onnxprune.api import analyse, prune
-from onnxprune.graph.engine import DependencyGraph
-from onnxprune.inputs import random_inputs
-from onnxprune.plan import Plan, enforce_min_channels
-from onnxprune.runtime import run, session
+from onnxprune.graph.dependency import DependencyGraph
+from onnxprune.io.inputs import random_inputs
+from onnxprune.io.runtime import run, session
+from onnxprune.planning.plan import Plan, enforce_min_channels
 from onnxprune.verify import verify_pruned
 
 ENTRIES = zoo_entries(("transformers",))

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from onnxprune.api import analyse
-from onnxprune.calibration import CalibConfig, calib_options
+from onnxprune.calib.source import CalibConfig, calib_options
 from onnxprune.cli.options import (
     approximate_option,
     grouped_option,
@@ -19,7 +19,7 @@ from onnxprune.cli.options import (
     shapes_option,
 )
 from onnxprune.graph.groups import UNIT_KINDS, Group
-from onnxprune.input_values import describe_rules, infer_rules
+from onnxprune.io.input_values import describe_rules, infer_rules
 
 
 def unit_count(g: Group) -> str:

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from onnxprune.calibration import CalibConfig, calib_options
+from onnxprune.calib.source import CalibConfig, calib_options
 from onnxprune.cli.options import keep_option, model_with_shapes, shapes_option
 from onnxprune.deploy.quantize import (
     DEFAULT_PERCENTILE,
@@ -18,7 +18,7 @@ from onnxprune.deploy.quantize import (
     QuantizeResult,
     quantize,
 )
-from onnxprune.io import check_paths, save_model, write_json
+from onnxprune.io.model_io import check_paths, save_model, write_json
 
 
 def _table(result: QuantizeResult, title: str) -> Table:
