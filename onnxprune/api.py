@@ -22,7 +22,7 @@ import onnx
 from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.config import PruneConfig
 from onnxprune.errors import OnnxPruneError
-from onnxprune.graph.analysis import APPROXIMATE_KINDS, DEFAULT_GROUPED
+from onnxprune.graph.analysis import APPROXIMATE_KINDS, DEFAULT_GROUPED, DEFAULT_HEADS
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.io.model_io import load_model
 from onnxprune.io.progress import ProgressFn
@@ -43,19 +43,22 @@ def _as_model(model: ModelLike) -> onnx.ModelProto:
 
 
 def analyse(model: ModelLike, *, shapes: Shapes | None = None, approximate: Iterable[str] = (),
-            grouped: str = DEFAULT_GROUPED, calibration: CalibrationLike = None) -> DependencyGraph:
+            grouped: str = DEFAULT_GROUPED, heads: str = DEFAULT_HEADS,
+            calibration: CalibrationLike = None) -> DependencyGraph:
     """Normalise a copy of the model and build its channel dependency graph.
 
     calibration: the user's data (as `prune`); the shape probe runs on its first samples (kept in
     `dg.feeds` for the oracle) instead of random inputs (`onnxprune.io.inputs.random_inputs`).
     approximate: opt-in rules that cannot be proven exact, e.g. ("layernorm",); those groups are
     marked approximate. grouped: how grouped convolutions lose channels ("index", "whole" or "auto";
-    onnxprune/graph/rules/conv.py).
+    onnxprune/graph/rules/conv.py). heads: what an attention loses: "whole" heads (with GQA, a KV head
+    and the query heads sharing it), "dim" (one head_dim index of every head; a RoPE rotate-half pair)
+    or "auto" (whole heads where they can be removed, head_dim elsewhere); `Group.kind` says which.
     """
     unknown = set(approximate) - set(APPROXIMATE_KINDS)
     if unknown:
         raise OnnxPruneError(f"unknown --approximate kind(s) {sorted(unknown)}; known: {list(APPROXIMATE_KINDS)}")
-    return analyse_model(_as_model(model), shapes=shapes, approximate=approximate, grouped=grouped,
+    return analyse_model(_as_model(model), shapes=shapes, approximate=approximate, grouped=grouped, heads=heads,
                          calibration=calibration)
 
 

@@ -25,7 +25,13 @@ from typing import Any
 
 from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.errors import OnnxPruneError
-from onnxprune.graph.analysis import APPROXIMATE_KINDS, DEFAULT_GROUPED, GROUPED_MODES
+from onnxprune.graph.analysis import (
+    APPROXIMATE_KINDS,
+    DEFAULT_GROUPED,
+    DEFAULT_HEADS,
+    GROUPED_MODES,
+    HEADS_MODES,
+)
 from onnxprune.io.types import Shapes
 from onnxprune.measure.bench import LatencyOptions
 from onnxprune.measure.curves import DEFAULT_METRIC, METRICS, SensitivityResult
@@ -44,6 +50,7 @@ class AnalysisOptions:
     approximate: tuple[str, ...] = ()  # opt-in approximate kinds (graph/analysis.py: APPROXIMATE_KINDS)
     grouped: str = DEFAULT_GROUPED  # how grouped convolutions lose channels (graph/rules/conv.py)
     keep: tuple[str, ...] = ()  # fnmatch patterns of layers whose output channels stay (graph/keep.py)
+    heads: str = DEFAULT_HEADS  # what an attention loses: whole heads, head_dim, or auto (graph/analysis.py)
 
 
 @dataclass(frozen=True)
@@ -146,6 +153,8 @@ class PruneConfig:
         unknown = set(a.approximate) - set(APPROXIMATE_KINDS)
         if unknown:
             raise OnnxPruneError(f"unknown --approximate kind(s) {sorted(unknown)}; known: {list(APPROXIMATE_KINDS)}")
+        if a.heads not in HEADS_MODES:
+            raise OnnxPruneError(f"unknown --heads mode {a.heads!r}; choose one of: {', '.join(HEADS_MODES)}")
         if a.grouped not in GROUPED_MODES:
             raise OnnxPruneError(f"unknown --grouped-conv mode {a.grouped!r}; choose one of: {', '.join(GROUPED_MODES)}")
         if self.recovery.head_floor is not None and self.recovery.head_floor < 0:
@@ -168,7 +177,7 @@ class PruneConfig:
                sensitivity_error: str = DEFAULT_METRIC, round_to: RoundTo | str | None = 1, target: str = "ort",
                prefer_round_to: int | None = None, time_multiples: bool = False, calibration: CalibrationLike = None,
                shapes: Shapes | None = None, approximate: Sequence[str] = (), grouped: str = DEFAULT_GROUPED,
-               keep: Sequence[str] = (), reconstruct: bool | None = None, head_floor: float | None = None,
+               keep: Sequence[str] = (), heads: str = DEFAULT_HEADS, reconstruct: bool | None = None, head_floor: float | None = None,
                verify: bool = False, rtol: float = DEFAULT_RTOL, min_cosine: float | None = None,
                max_acc_drop: float | None = None, data: str | None = None, labels: str | None = None,
                steps: int = 1, schedule: str = "geometric", latency: LatencyOptions | None = None,
@@ -180,7 +189,7 @@ class PruneConfig:
             rounding=RoundingOptions(round_to, target, prefer_round_to, time_multiples),
             scoring=ScoringOptions(criterion, allocation, sensitivity, sensitivity_error),
             calibration=calibration,
-            analysis=AnalysisOptions(dict(shapes) if shapes else None, tuple(approximate), grouped, tuple(keep)),
+            analysis=AnalysisOptions(dict(shapes) if shapes else None, tuple(approximate), grouped, tuple(keep), heads),
             recovery=RecoveryOptions(reconstruct, head_floor),
             checks=CheckOptions(verify, rtol, min_cosine, max_acc_drop, data, labels),
             steps=StepOptions(steps, schedule),

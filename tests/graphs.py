@@ -293,9 +293,10 @@ def checked_prune(model: onnx.ModelProto, *, dg: DependencyGraph | None = None, 
 
 
 def exercise(model: onnx.ModelProto, *, ratios: Sequence[float] = (0.3, 0.5), plans: int = 2,
-             shapes: Shapes | None = None, seed: int = 0, grouped: str = "auto") -> list[PruneResult]:
+             shapes: Shapes | None = None, seed: int = 0, grouped: str = "auto",
+             heads: str = "auto") -> list[PruneResult]:
     """Prune at each ratio and with `plans` random explicit plans; every run passes every check."""
-    dg = analyse(model, shapes=shapes, grouped=grouped)
+    dg = analyse(model, shapes=shapes, grouped=grouped, heads=heads)
     assert dg.prunable, [(g.sources, g.blocked) for g in dg.groups]
     results = []
     for r in ratios:

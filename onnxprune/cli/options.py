@@ -50,6 +50,16 @@ def grouped_option(fn: F) -> F:
                              "same index elsewhere (auto).")(fn)
 
 
+def heads_option(fn: F) -> F:
+    from onnxprune.graph.analysis import DEFAULT_HEADS, HEADS_MODES
+
+    return click.option("--heads", "heads", type=click.Choice(HEADS_MODES), default=DEFAULT_HEADS, show_default=True,
+                        help="What an attention loses: whole heads (with grouped-query attention, a KV head and "
+                             "the query heads sharing it), the same head_dim index of every head (dim; RoPE's "
+                             "rotate-half pairs together), or whole heads where they can be removed and head_dim "
+                             "elsewhere (auto).")(fn)
+
+
 def keep_option(fn: F) -> F:
     return click.option("--keep", "keep", multiple=True, metavar="PATTERN",
                         help="Never remove the output channels of layers whose node name matches this fnmatch "

@@ -16,6 +16,7 @@ from onnxprune.cli.calib_options import calib_options
 from onnxprune.cli.options import (
     approximate_option,
     grouped_option,
+    heads_option,
     keep_option,
     model_argument,
     model_with_shapes,
@@ -55,7 +56,7 @@ SECTIONS = {
                          "scale"),
     "Recovery": ("reconstruct", "head_floor"),
     "Checks and steps": ("verify", "steps", "schedule", "min_cosine", "max_acc_drop", "data", "labels"),
-    "Analysis": ("shapes", "approximate", "keep", "grouped"),
+    "Analysis": ("shapes", "approximate", "keep", "grouped", "heads"),
     "Latency": ("latency_batch", "latency_threads", "latency_repeat", "measure_latency"),
     "Output": ("output", "plan_in", "save_plan", "report_path", "progress"),
 }
@@ -134,11 +135,12 @@ def _loop_options(fn: Any) -> Any:
 @approximate_option
 @keep_option
 @grouped_option
+@heads_option
 def command(model: str, output: str, ratio: float, criterion: str, round_to: str | None, target: str, verify: bool,
             plan_in: str | None, save_plan: str | None, report_path: str | None, shapes: tuple[str, ...],
             allocation: str, target_macs: float | None, target_params: float | None, calib: CalibConfig,
             approximate: tuple[str, ...], reconstruct: bool | None, head_floor: float | None, keep: tuple[str, ...],
-            grouped: str, **loop: Any) -> None:
+            grouped: str, heads: str, **loop: Any) -> None:
     """Remove a fraction of the channels of every prunable group of MODEL."""
     check_paths(models={"MODEL": model},
                 inputs={"--plan": plan_in, "--sensitivity": loop["sensitivity"], "--calib": calib.path,
@@ -158,7 +160,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
                                              repeat=loop["latency_repeat"]), loop["measure_latency"]),
     )
     original, shp = model_with_shapes(model, shapes)
-    config = config.replace(analysis=AnalysisOptions(shp, approximate, grouped, keep))
+    config = config.replace(analysis=AnalysisOptions(shp, approximate, grouped, keep, heads))
     if config.latency.measure:
         require_sizes(original, shp, option="--measure-latency", feed=timing_options(config, original).feed)
     with rich_progress(enabled=loop["progress"]) as bar:

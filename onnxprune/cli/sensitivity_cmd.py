@@ -13,6 +13,7 @@ from onnxprune.cli.calib_options import calib_options
 from onnxprune.cli.options import (
     approximate_option,
     grouped_option,
+    heads_option,
     keep_option,
     model_argument,
     model_with_shapes,
@@ -77,10 +78,11 @@ def parse_ratios(text: str) -> list[float]:
 @approximate_option
 @keep_option
 @grouped_option
+@heads_option
 def command(model: str, ratios: str, criterion: str, round_to: str | None, target: str, samples: int,
             data: str | None, labels: str | None, label_output: str | None, error: str, json_out: str | None, plot: str | None,
             fill: str, progress: bool, calib: CalibConfig, shapes: tuple[str, ...], approximate: tuple[str, ...],
-            keep: tuple[str, ...], grouped: str) -> None:
+            keep: tuple[str, ...], grouped: str, heads: str) -> None:
     """Measure, for every prunable group of MODEL alone, the output error at each pruning ratio."""
     grid = parse_ratios(ratios)
     multiple = rounding_policy(round_to, target=target)
@@ -93,8 +95,8 @@ def command(model: str, ratios: str, criterion: str, round_to: str | None, targe
                 outputs={"--json": json_out, "--plot": plot})
     proto, shp = model_with_shapes(model, shapes)
     source = CalibrationSource.of(calib, proto, shapes=shp)
-    dg = keep_layers(analyse(proto, shapes=shp, approximate=approximate, grouped=grouped, calibration=source),
-                     keep)  # kept groups are not measured
+    dg = keep_layers(analyse(proto, shapes=shp, approximate=approximate, grouped=grouped, heads=heads,
+                             calibration=source), keep)  # kept groups are not measured
     with rich_progress(enabled=progress) as bar:
         labelled = load_labelled(dg.model, data=data, labels=labels, calibration=source, samples=samples,
                                  output=label_output, shapes=shp)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,7 +14,7 @@ import onnx
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.apply import ApplyContext
 from onnxprune.graph.layernorm_chains import find_layernorm_chains
-from onnxprune.graph.tracks import UNTRACKED, Track, UnionFind, map_roots, root_table
+from onnxprune.graph.tracks import UNTRACKED, Track, UnionFind, map_roots, planes, root_table
 from onnxprune.graph.view import GraphView, has_subgraph
 
 # Roles of constant members, used by scoring.
@@ -53,6 +55,40 @@ ApplyHook = Callable[[ApplyContext, onnx.NodeProto], None]  # (context, the node
 
 GROUPED_MODES = ("auto", "index", "whole")
 DEFAULT_GROUPED = "auto"
+# The unit an attention loses: whole heads (with GQA, a KV head and the query heads sharing it), the
+# same index of every head ("dim": head_dim, rotate-half pairs together), or "auto" (whole heads where
+# they are prunable, head_dim elsewhere; engine.dependency_graph). See rules/reshape.py.
+HEADS_MODES = ("auto", "whole", "dim")
+DEFAULT_HEADS = "auto"
+
+
+@dataclass(frozen=True)
+class DimRef:
+    """One entry of an integer tensor computed from `Shape` of a channel-carrying tensor: `mult` times
+    the number of positions left along position `pos` of `track` (rules/shape_ops.py), times those
+    along the grid positions in `times` (a ReduceProd of heads and head_dim). `exact` is False once
+    arithmetic other than a product (Equal, Where, Add...) touched the value."""
+
+    track: Track
+    pos: int
+    mult: int = 1
+    exact: bool = True
+    times: tuple[tuple[Track, int], ...] = ()
+
+    def axes(self) -> list[tuple[Track, int]]:
+        return [(self.track, self.pos), *self.times]
+
+
+def counted(uf: UnionFind, e: DimRef) -> tuple[Track, int, int] | None:
+    """After the walk: the one axis `e` counts that can shrink and its constant factor (the other axes
+    never shrink, so they are their sizes), as (track, pos, factor); None when two of them can."""
+    axes = e.axes()
+    moving = [i for i, (t, p) in enumerate(axes) if not fixed_axis(uf, t, p)]
+    if len(moving) > 1:
+        return None
+    i = moving[0] if moving else 0
+    factor = e.mult * math.prod(t.ids.shape[p] for k, (t, p) in enumerate(axes) if k != i)
+    return axes[i][0], axes[i][1], factor
 
 
 @dataclass
@@ -79,6 +115,21 @@ class Analysis:
     index_convs: frozenset[str] = frozenset()
     # First track given to each (weight, axes): later members of a shared weight couple to it.
     member_index: dict[tuple[str, tuple[int, ...]], Track] = field(default_factory=dict)
+    # Attention heads (rules/reshape.py, rules/linear.py). `splits`: Reshapes that cut one channel axis
+    # into a grid, and the grid; `attention`: the splits whose grid reached a MatMul of two activations
+    # on a batch axis (attention heads), with the grid position of that head axis; `whole_heads`: the
+    # splits this analysis couples as whole heads (the others lose the same index in every head).
+    heads: str = DEFAULT_HEADS
+    whole_heads: dict[str, int] = field(default_factory=dict)
+    splits: dict[str, np.ndarray] = field(default_factory=dict)
+    split_of: dict[int, str] = field(default_factory=dict)
+    attention: dict[str, int] = field(default_factory=dict)
+    # Ids of whole heads on the head axis of attention scores (rules/linear.py).
+    head_ids: set[int] = field(default_factory=set)
+    # Integer tensors computed from Shape reads of channel axes: one entry per element (rules/shape_ops.py).
+    dim_values: dict[str, list[DimRef | None]] = field(default_factory=dict)
+    # Checks that need every coupling: run once after the walk.
+    deferred: list[Callable[[], None]] = field(default_factory=list)
 
     def blocked_roots(self) -> dict[int, list[str]]:
         return _by_root(self.blocked, self.roots)
@@ -164,13 +215,49 @@ class RuleContext:
 
     def union_along(self, track: Track, keep_axis_pos: int) -> None:
         """Make removal rectangular: couple all ids that share an index on track.axes[keep_axis_pos]."""
-        moved = np.moveaxis(track.ids, keep_axis_pos, 0).reshape(track.ids.shape[keep_axis_pos], -1)
-        for row in moved:
+        for row in planes(track.ids, keep_axis_pos):
             valid = row[row >= 0]
             if valid.size and valid.size != row.size:
                 self.block(valid, "grouped channels mix tracked and untracked positions")
             for x in valid[1:].tolist():
                 self.state.uf.union(int(valid[0]), x)
+
+    def roots_now(self, ids: np.ndarray) -> np.ndarray:
+        return roots_now(self.state.uf, ids)
+
+    def coupled_along(self, track: Track) -> int | None:
+        """A grid position p whose every hyperplane is one class already (removal takes whole
+        hyperplanes along p, so the grid stays rectangular), or None."""
+        roots = self.roots_now(track.ids)
+        for p in range(roots.ndim):
+            if all(len(set(row[row >= 0].tolist())) <= 1 for row in planes(roots, p)):
+                return p
+        return None
+
+    def fixed(self, track: Track, pos: int) -> bool:
+        return fixed_axis(self.state.uf, track, pos)
+
+    def defer(self, fn: Callable[[], None]) -> None:
+        """Run fn after the walk, when every coupling is known."""
+        self.state.deferred.append(fn)
+
+    def dims(self, name: str) -> list[DimRef | None] | None:
+        return self.state.dim_values.get(name) if name else None
+
+    def set_dims(self, name: str, entries: list[DimRef | None]) -> None:
+        if name and any(e is not None for e in entries):
+            self.state.dim_values[name] = entries
+
+    def escape(self, entries: list[DimRef | None] | None, reason: str) -> None:
+        """Channel counts read at run time flow somewhere that changes with them (arithmetic on the
+        data, a size of another axis): block their channels unless that axis can never shrink."""
+        def check(e: DimRef) -> None:
+            if not all(self.fixed(t, p) for t, p in e.axes()):
+                self.block([t for t, _ in e.axes()], f"the channel count is read at run time (Shape) and {reason}")
+
+        for e in entries or []:
+            if e is not None:
+                self.defer(functools.partial(check, e))
 
     def block(self, ids: np.ndarray | Track | list[Track], reason: str) -> None:
         arrays: list[np.ndarray]
@@ -222,6 +309,22 @@ class RuleContext:
         self.state.hooks.setdefault(node or self.node.name, []).append(fn)
 
 
+def roots_now(uf: UnionFind, ids: np.ndarray) -> np.ndarray:
+    """The union-find class of every id as coupled so far (-1 stays -1). Coupling only merges
+    classes, so what is one class now stays one class."""
+    return np.array([uf.find(int(i)) if i >= 0 else UNTRACKED for i in ids.reshape(-1).tolist()],
+                    dtype=np.int64).reshape(ids.shape)
+
+
+def fixed_axis(uf: UnionFind, track: Track, pos: int) -> bool:
+    """Whether the axis at `pos` of `track` can never shrink: every hyperplane along it holds every
+    class of the grid, so any removal leaves each hyperplane a position (a grid is never emptied:
+    plan.enforce_min_channels)."""
+    roots = roots_now(uf, track.ids)
+    every = set(roots[roots >= 0].tolist())
+    return all(set(row[row >= 0].tolist()) == every for row in planes(roots, pos))
+
+
 def untracked(n: int) -> np.ndarray:
     return np.full(n, UNTRACKED, dtype=np.int64)
 
@@ -229,16 +332,32 @@ APPROXIMATE_KINDS = ("layernorm",)
 
 
 def analyse(view: GraphView, *, allow_approximate: frozenset[str] = frozenset(),
-            grouped: str = DEFAULT_GROUPED) -> Analysis:
+            grouped: str = DEFAULT_GROUPED, heads: str = DEFAULT_HEADS,
+            whole_heads: dict[str, int] | None = None) -> Analysis:
     """Build layouts, sources, members, consume edges and blocks for the main graph.
 
     grouped="auto" runs again with the index rule for the grouped convs whose whole groups ended up
-    coupled into a single slot (nothing left to remove), until none does."""
+    coupled into a single slot (nothing left to remove), until none does.
+    heads: "dim" analyses every head split with the head_dim rule. "whole" and "auto" first find the
+    attention head splits that way, then analyse again with those splits coupled as whole heads
+    (`whole_heads`, when given, names them instead: engine.dependency_graph narrows it for "auto")."""
     if grouped not in GROUPED_MODES:
         raise OnnxPruneError(f"unknown grouped-conv mode {grouped!r}; choose one of: {', '.join(GROUPED_MODES)}")
+    if heads not in HEADS_MODES:
+        raise OnnxPruneError(f"unknown heads mode {heads!r}; choose one of: {', '.join(HEADS_MODES)}")
+    if whole_heads is None:
+        found = _analyse_grouped(view, allow_approximate, grouped, {}, heads)
+        if heads == "dim" or not found.attention:
+            return found
+        whole_heads = dict(found.attention)
+    return _analyse_grouped(view, allow_approximate, grouped, whole_heads, heads)
+
+
+def _analyse_grouped(view: GraphView, allow_approximate: frozenset[str], grouped: str,
+                     whole_heads: dict[str, int], heads: str) -> Analysis:
     index_convs: frozenset[str] = frozenset()
     while True:
-        state = _analyse_once(view, allow_approximate, grouped, index_convs)
+        state = _analyse_once(view, allow_approximate, grouped, index_convs, whole_heads, heads)
         collapsed = {name for name, ids in state.whole_convs.items()
                      if len(set(map_roots(state.roots, ids).tolist()) - {UNTRACKED}) < 2}
         if grouped != "auto" or not collapsed:
@@ -247,11 +366,11 @@ def analyse(view: GraphView, *, allow_approximate: frozenset[str] = frozenset(),
 
 
 def _analyse_once(view: GraphView, allow_approximate: frozenset[str], grouped: str,
-                  index_convs: frozenset[str]) -> Analysis:
-    from onnxprune.graph.rules import norm, registry
+                  index_convs: frozenset[str], whole_heads: dict[str, int], heads: str) -> Analysis:
+    from onnxprune.graph.rules import norm, registry, shape_ops
 
     state = Analysis(view, UnionFind(), {}, [], [], [], {}, {}, allow_approximate=allow_approximate, grouped=grouped,
-                     index_convs=index_convs)
+                     index_convs=index_convs, heads=heads, whole_heads=dict(whole_heads))
     # A LayerNorm written out op by op (kept below opset 17) is read as one norm, at its last node.
     chains = {c.nodes[-1]: c for c in find_layernorm_chains(view, lambda t: len(view.shape(t) or ()) or None)}
     inside = {name for c in chains.values() for name in c.nodes[:-1]}
@@ -263,20 +382,27 @@ def _analyse_once(view: GraphView, allow_approximate: frozenset[str], grouped: s
             norm.layernorm_chain(ctx, chains[node.name])
             continue
         tracked_in = any(state.layouts.get(x) for x in node.input if x)
+        read = [state.dim_values[x] for x in node.input if x in state.dim_values]
         rule = registry.lookup(node.op_type, view.opset_of(node.domain), node.domain)
-        if rule is None and node.domain not in ("", "ai.onnx"):
-            ctx.block_inputs(f"custom op of domain '{node.domain}' has no channel rule")
+        custom = rule is None and node.domain not in ("", "ai.onnx")
+        if custom or has_subgraph(node):
+            why = (f"custom op of domain '{node.domain}' has no channel rule" if custom
+                   else "control flow with subgraphs is kept intact")
+            ctx.block_inputs(why)
+            for entries in read:
+                ctx.escape(entries, f"reaches {node.op_type} '{node.name}' ({why})")
             continue
-        if has_subgraph(node):
-            ctx.block_inputs("control flow with subgraphs is kept intact")
-            continue
+        runs = rule is not None and (tracked_in or rule.source)
+        if read:
+            shape_ops.carry_dims(ctx, rule_runs=runs)
         if rule is None:
             if tracked_in:
                 ctx.block_inputs(f"no channel rule for {node.op_type} (opset {view.opset})")
             continue
-        if not tracked_in and not rule.source:
-            continue
-        rule.fn(ctx)
+        if runs:
+            rule.fn(ctx)
+    for fn in state.deferred:
+        fn()
     _block_boundaries(state)
     state.roots = root_table(state.uf)
     return state
@@ -290,6 +416,11 @@ def _block_boundaries(state: Analysis) -> None:
     for name in view.captured:
         for t in state.layouts.get(name, []):
             _block_ids(state, t.ids, f"read inside a subgraph ('{name}')")
+    for name in view.graph_outputs | view.captured:
+        for e in state.dim_values.get(name, []):
+            for t, p in e.axes() if e is not None else []:
+                if not fixed_axis(state.uf, t, p):
+                    _block_ids(state, t.ids, f"its channel count is read at run time and reaches '{name}'")
 
 
 def _block_ids(state: Analysis, ids: np.ndarray, reason: str) -> None:

@@ -131,13 +131,15 @@ class SensitivityResult:
     seconds: float = 0.0
     fill: str = "zero"  # what a masked channel read while measuring (scoring.mask_probe)
     grouped: str | None = None  # the --grouped-conv mode of the analysis (None: a file from before it was kept)
+    heads: str | None = None  # the --heads mode of the analysis (None: a file from before it was kept)
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "model": self.model, "criterion": self.criterion, "round_to": self.round_to,
                 "ratios": self.ratios, "samples": self.samples, "accuracy_samples": self.accuracy_samples,
                 "dense_accuracy": self.dense_accuracy, "label_output": self.label_output, "macs": self.macs,
                 "params": self.params, "input_shapes": self.input_shapes, "seconds": self.seconds,
-                "fill": self.fill, "grouped": self.grouped, "groups": [c.to_json() for c in self.curves]}
+                "fill": self.fill, "grouped": self.grouped, "heads": self.heads,
+                "groups": [c.to_json() for c in self.curves]}
 
     def save(self, path: str | os.PathLike[str]) -> None:
         write_json(path, self.to_json())
@@ -159,7 +161,7 @@ class SensitivityResult:
                    [float(r) for r in data["ratios"]], int(data["samples"]), int(data["macs"]),
                    int(data["params"]), curves, data.get("dense_accuracy"), data.get("accuracy_samples"),
                    data.get("label_output"), dict(data.get("input_shapes") or {}), float(data.get("seconds", 0.0)),
-                   str(data.get("fill", "zero")), data.get("grouped"))
+                   str(data.get("fill", "zero")), data.get("grouped"), data.get("heads"))
 
     @classmethod
     def coerce(cls, curves: SensitivityResult | str | os.PathLike[str] | None) -> SensitivityResult | None:
@@ -184,9 +186,11 @@ class SensitivityResult:
         for c in self.curves:
             g = by_id.get(c.group)
             if g is None or g.sources != c.sources or g.size != c.slots:
-                mode = dg.analysis.grouped
+                mode, heads = dg.analysis.grouped, dg.analysis.heads
                 hint = (f"the curves were measured with --grouped-conv {self.grouped}, this run uses {mode}"
                         if self.grouped is not None and self.grouped != mode
+                        else f"the curves were measured with --heads {self.heads}, this run uses {heads}"
+                        if self.heads is not None and self.heads != heads
                         else "were the curves measured on another model?")
                 raise OnnxPruneError(f"sensitivity group {c.group} ({', '.join(c.sources[:2])}) does not match this "
                                      f"model: {hint}")
@@ -391,7 +395,7 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: CalibrationLike = No
                                accuracy_samples=None if probe.labels is None else int(probe.labels.shape[0]),
                                label_output=probe.label_output,
                                input_shapes={k: list(v.shape) for k, v in feeds[0].items()}, fill=fill,
-                               grouped=dg.analysis.grouped)
+                               grouped=dg.analysis.grouped, heads=dg.analysis.heads)
     tick = report(progress)
     total = len(dg.prunable)
     tick("sensitivity", 0, total)

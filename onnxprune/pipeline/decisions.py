@@ -4,7 +4,7 @@ summary, the curves' predicted error, the oracle's verdict and the re-fit errors
 `group_decisions(dg, plan, ...)` returns one JSON-ready dict per group of `dg` (blocked groups
 too, with their reasons):
 
-    {"id", "sources", "channels", "slots", "channels_per_slot", "prunable", "blocked": [reasons],
+    {"id", "sources", "channels", "slots", "channels_per_slot", "kind", "prunable", "blocked": [reasons],
      "approximate": [reasons], "removed", "kept", "ratio", "criterion",
      "scores": {"min", "mean", "max", "max_removed", "min_kept"} | null,
      "predicted_error": e | null          (sensitivity curves: the group's error at its count),
@@ -15,7 +15,8 @@ A layer's re-fit belongs to a group when the layer produces the group's channels
 
 "channels", "removed" and "kept" count channels of one producer; a slot (the unit a plan removes)
 holds "channels_per_slot" of them (several where coupling ties channels together, e.g. a whole
-conv group).
+conv group). "kind" is the unit a slot is: "channel", an attention "head" (a KV group with GQA), or
+"head_dim" (one index of every head).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def group_decisions(dg: DependencyGraph, plan: Plan, *, choice: PlanChoice | Non
         nodes = set(g.sources) | consumers.get(g.id, set())
         out.append({
             "id": g.id, "sources": list(g.sources), "channels": g.channels, "slots": g.size,
-            "channels_per_slot": g.width, "prunable": g.prunable,
+            "channels_per_slot": g.width, "kind": g.kind, "prunable": g.prunable,
             "blocked": list(g.blocked), "approximate": list(g.approximate),
             "removed": len(idx) * g.width, "kept": (g.size - len(idx)) * g.width,
             "ratio": len(idx) / g.size if g.size else 0.0,

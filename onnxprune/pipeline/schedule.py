@@ -101,10 +101,11 @@ def gate_for(model: onnx.ModelProto, config: PruneConfig) -> Gate:
 
 def remeasured(curves: SensitivityResult, model: onnx.ModelProto, config: PruneConfig, *,
                progress: ProgressFn | None = None) -> SensitivityResult:
-    """`curves` measured again on `model`, with the same grid, samples, criterion, round_to, fill and
-    grouped-conv mode (the config's when the file does not say)."""
+    """`curves` measured again on `model`, with the same grid, samples, criterion, round_to, fill,
+    grouped-conv and heads modes (the config's when the file does not say)."""
     a = config.analysis
     dg = analyse_model(model, shapes=a.shapes, approximate=a.approximate, grouped=curves.grouped or a.grouped,
+                       heads=curves.heads or a.heads,
                        calibration=config.calibration)
     return sensitivity_curves(dg, calibration=config.calibration, ratios=curves.ratios,
                               criterion=curves.criterion, samples=curves.samples, round_to=curves.round_to,
@@ -119,7 +120,7 @@ def prune_in_steps(model: onnx.ModelProto, config: PruneConfig, *, gate: Gate | 
     steps = config.steps.steps
     fractions = kept_fractions(final_kept(budget), steps, config.steps.schedule)
     a = config.analysis
-    original = analyse_model(model, shapes=shapes, approximate=a.approximate, grouped=a.grouped,
+    original = analyse_model(model, shapes=shapes, approximate=a.approximate, grouped=a.grouped, heads=a.heads,
                              calibration=config.calibration).model
     g = gate or (gate_for(original, config) if config.stepped else Gate())
     curves = SensitivityResult.coerce(config.scoring.sensitivity)

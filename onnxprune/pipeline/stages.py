@@ -93,6 +93,7 @@ class Analyse:
         a = state.config.analysis
         if state.dg is None:
             state.dg = analyse_model(state.source, shapes=a.shapes, approximate=a.approximate, grouped=a.grouped,
+                                     heads=a.heads,
                                      calibration=state.config.calibration)
         state.dg = keep_layers(state.dg, a.keep)
         state.dg.require_prunable()
@@ -164,6 +165,7 @@ class Apply:
         state.removed = state.plan.removed_roots(dg)
         if not state.removed:
             raise NothingToPruneError(why_nothing(dg, state.plan, state.config, choice=state.choice))
+        state.plan.note_kinds(dg)  # after removed_roots checked a replayed plan's kinds against this analysis
         applied = ApplyPlan(dg, state.removed)(dg.model)
         state.model = applied.model
         state.notes[:0] = applied.notes

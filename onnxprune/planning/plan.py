@@ -1,4 +1,7 @@
-"""A plan is data: which channel slots of which group to remove. It can be saved, edited, replayed."""
+"""A plan is data: which channel slots of which group to remove. It can be saved, edited, replayed.
+
+The JSON names each group's sources and unit kind ("channel", "head", "head_dim": graph.groups.Group.kind);
+replaying it on an analysis that cut the group into other units (another --heads mode) is an error."""
 
 from __future__ import annotations
 
@@ -23,6 +26,12 @@ class Plan:
     criterion: str | None = None
     round_to: int = 1
     signatures: dict[int, list[str]] = field(default_factory=dict)  # group id -> source nodes
+    kinds: dict[int, str] = field(default_factory=dict)  # group id -> unit kind of its slots
+
+    def note_kinds(self, dg: DependencyGraph) -> None:
+        """Record the unit kind of every group the plan touches (what `to_json` writes)."""
+        by_id = {g.id: g for g in dg.groups}
+        self.kinds.update({gid: by_id[gid].kind for gid in self.removals if gid in by_id})
 
     def removed_roots(self, dg: DependencyGraph) -> set[int]:
         out: set[int] = set()
@@ -31,6 +40,9 @@ class Plan:
             g = by_id.get(gid)
             if g is None:
                 raise OnnxPruneError(f"plan names group {gid}, which this model does not have")
+            if gid in self.kinds and self.kinds[gid] != g.kind:
+                raise OnnxPruneError(f"plan group {gid} removes {self.kinds[gid]} units, but this analysis makes "
+                                     f"its slots {g.kind} units: replay it with the --heads mode it was made with")
             if gid in self.signatures and self.signatures[gid] != g.sources:
                 raise OnnxPruneError(f"plan group {gid} was made for another model (sources differ)")
             if not g.prunable and idx:
@@ -45,7 +57,8 @@ class Plan:
             "ratio": self.ratio,
             "criterion": self.criterion,
             "round_to": self.round_to,
-            "groups": [{"id": gid, "sources": self.signatures.get(gid, []), "remove": sorted(idx)}
+            "groups": [{"id": gid, "sources": self.signatures.get(gid, []), "remove": sorted(idx),
+                        **({"kind": self.kinds[gid]} if gid in self.kinds else {})}
                        for gid, idx in sorted(self.removals.items())],
         }
 
@@ -58,9 +71,10 @@ class Plan:
             data = json.loads(Path(path).read_text())
             removals = {int(g["id"]): [int(i) for i in g["remove"]] for g in data["groups"]}
             sigs = {int(g["id"]): list(g.get("sources", [])) for g in data["groups"]}
+            kinds = {int(g["id"]): str(g["kind"]) for g in data["groups"] if "kind" in g}
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise OnnxPruneError(f"{path}: not a valid plan file ({exc})") from None
-        return cls(removals, data.get("ratio"), data.get("criterion"), int(data.get("round_to", 1)), sigs)
+        return cls(removals, data.get("ratio"), data.get("criterion"), int(data.get("round_to", 1)), sigs, kinds)
 
 
 def removed_channels(dg: DependencyGraph, plan: Plan) -> tuple[int, int]:
