@@ -22,7 +22,7 @@ import onnx
 from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.config import PruneConfig
 from onnxprune.errors import OnnxPruneError
-from onnxprune.graph.analysis import APPROXIMATE_KINDS, DEFAULT_GROUPED, DEFAULT_HEADS
+from onnxprune.graph.context import APPROXIMATE_KINDS, DEFAULT_GROUPED, DEFAULT_HEADS
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.io.model_io import load_model
 from onnxprune.io.progress import ProgressFn

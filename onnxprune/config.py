@@ -25,7 +25,7 @@ from typing import Any
 
 from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.errors import OnnxPruneError
-from onnxprune.graph.analysis import (
+from onnxprune.graph.context import (
     APPROXIMATE_KINDS,
     DEFAULT_GROUPED,
     DEFAULT_HEADS,

@@ -32,7 +32,7 @@ def model_argument(fn: F) -> F:
 
 
 def approximate_option(fn: F) -> F:
-    from onnxprune.graph.analysis import APPROXIMATE_KINDS
+    from onnxprune.graph.context import APPROXIMATE_KINDS
 
     return click.option("--approximate", "approximate", multiple=True, type=click.Choice(APPROXIMATE_KINDS),
                         help="Also prune through ops that cannot be proven exact (layernorm: LayerNorm over "
@@ -40,7 +40,7 @@ def approximate_option(fn: F) -> F:
 
 
 def grouped_option(fn: F) -> F:
-    from onnxprune.graph.analysis import DEFAULT_GROUPED, GROUPED_MODES
+    from onnxprune.graph.context import DEFAULT_GROUPED, GROUPED_MODES
 
     return click.option("--grouped-conv", "grouped", type=click.Choice(GROUPED_MODES), default=DEFAULT_GROUPED,
                         show_default=True,
@@ -51,7 +51,7 @@ def grouped_option(fn: F) -> F:
 
 
 def heads_option(fn: F) -> F:
-    from onnxprune.graph.analysis import DEFAULT_HEADS, HEADS_MODES
+    from onnxprune.graph.context import DEFAULT_HEADS, HEADS_MODES
 
     return click.option("--heads", "heads", type=click.Choice(HEADS_MODES), default=DEFAULT_HEADS, show_default=True,
                         help="What an attention loses: whole heads (with grouped-query attention, a KV head and "

@@ -9,7 +9,8 @@ import numpy as np
 import onnx
 
 from onnxprune.errors import NothingToPruneError
-from onnxprune.graph.analysis import DEFAULT_GROUPED, DEFAULT_HEADS, Analysis, analyse
+from onnxprune.graph.analysis import analyse
+from onnxprune.graph.context import DEFAULT_GROUPED, DEFAULT_HEADS, Analysis
 from onnxprune.graph.groups import Group, build_groups
 from onnxprune.graph.shapes import probe_tensors
 from onnxprune.graph.tracks import map_roots

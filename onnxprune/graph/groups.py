@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from onnxprune.graph.analysis import Analysis, ConstMember
+from onnxprune.graph.context import Analysis, ConstMember
 from onnxprune.graph.tracks import UnionFind, map_roots
 
 

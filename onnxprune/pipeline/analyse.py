@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import onnx
 
 from onnxprune.calib.source import CalibrationLike, CalibrationSource
-from onnxprune.graph.analysis import DEFAULT_HEADS
+from onnxprune.graph.context import DEFAULT_HEADS
 from onnxprune.graph.dependency import DependencyGraph, dependency_graph
 from onnxprune.io.types import Shapes
 from onnxprune.passes.normalize import Normalize

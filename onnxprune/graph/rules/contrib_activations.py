@@ -7,7 +7,7 @@ channels).
 
 from __future__ import annotations
 
-from onnxprune.graph.analysis import RuleContext
+from onnxprune.graph.context import RuleContext
 from onnxprune.graph.rules.elementwise import couple_operands, unary
 from onnxprune.graph.rules.registry import CONTRIB, register
 

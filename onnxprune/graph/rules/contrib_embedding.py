@@ -10,7 +10,7 @@ The ids the op looks up are valid inputs by onnxprune.io.input_values.
 
 from __future__ import annotations
 
-from onnxprune.graph.analysis import ROLE_NORM_SCALE, ROLE_PARAM, ROLE_WEIGHT_OUT, RuleContext
+from onnxprune.graph.context import ROLE_NORM_SCALE, ROLE_PARAM, ROLE_WEIGHT_OUT, RuleContext
 from onnxprune.graph.rules.norm import normalised
 from onnxprune.graph.rules.registry import CONTRIB, register
 from onnxprune.graph.tracks import Track

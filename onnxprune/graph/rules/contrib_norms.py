@@ -10,7 +10,7 @@ registered in the default domain (rules/norm.py), where ONNX Runtime defines it.
 
 from __future__ import annotations
 
-from onnxprune.graph.analysis import ROLE_NORM_SCALE, ROLE_PARAM, RuleContext
+from onnxprune.graph.context import ROLE_NORM_SCALE, ROLE_PARAM, RuleContext
 from onnxprune.graph.rules.elementwise import couple_operands
 from onnxprune.graph.rules.norm import LAYERNORM_REASON, normalised
 from onnxprune.graph.rules.registry import CONTRIB, register

@@ -7,7 +7,7 @@ are listed as blocked sources, so that `inspect` names the op: prune before quan
 
 from __future__ import annotations
 
-from onnxprune.graph.analysis import RuleContext
+from onnxprune.graph.context import RuleContext
 from onnxprune.graph.rules.registry import CONTRIB, register
 from onnxprune.graph.tracks import Track
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.graph.analysis import RuleContext
+from onnxprune.graph.context import RuleContext
 from onnxprune.graph.rules.contrib_attention import count_hook, whole_rows
 from onnxprune.graph.rules.registry import CONTRIB, register
 from onnxprune.graph.tracks import Track

@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxprune.graph.analysis import ROLE_PARAM, RuleContext
 from onnxprune.graph.apply import ApplyContext
+from onnxprune.graph.context import ROLE_PARAM, RuleContext
 from onnxprune.graph.rules.registry import register
 from onnxprune.graph.tracks import Track
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.graph.analysis import ROLE_PARAM, ROLE_WEIGHT_IN, ROLE_WEIGHT_OUT, RuleContext
+from onnxprune.graph.context import ROLE_PARAM, ROLE_WEIGHT_IN, ROLE_WEIGHT_OUT, RuleContext
 from onnxprune.graph.rules.registry import register
 from onnxprune.graph.tracks import Track, planes, track_at
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import onnx
 
-from onnxprune.graph.analysis import ROLE_NORM_SCALE, ROLE_PARAM, RuleContext
 from onnxprune.graph.apply import ApplyContext
+from onnxprune.graph.context import ROLE_NORM_SCALE, ROLE_PARAM, RuleContext
 from onnxprune.graph.layernorm_chains import LayerNormChain
 from onnxprune.graph.rules.registry import register
 from onnxprune.graph.tracks import Track, track_at

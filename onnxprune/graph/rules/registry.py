@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from onnxprune.graph.analysis import RuleContext
+from onnxprune.graph.context import RuleContext
 
 RuleFn = Callable[[RuleContext], None]
 
@@ -44,36 +44,9 @@ def register(*op_types: str, since: int = 1, until: int | None = None, source: b
 
 def lookup(op_type: str, opset: int, domain: str = "") -> Rule | None:
     """The rule for `op_type` of `domain` at that domain's opset version `opset`, or None."""
-    _load_families()
     for rule in _RULES.get((_domain(domain), op_type), []):
         if rule.since <= opset and (rule.until is None or opset <= rule.until):
             return rule
     return None
 
 
-_LOADED = False
-
-
-def _load_families() -> None:
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    from onnxprune.graph.rules import (  # noqa: F401 - imported for their registrations
-        concat_split,
-        contrib_activations,
-        contrib_attention,
-        contrib_embedding,
-        contrib_norms,
-        contrib_quantized,
-        contrib_rotary,
-        conv,
-        elementwise,
-        linear,
-        norm,
-        pooling,
-        reduce,
-        reshape,
-        rnn,
-        shape_ops,
-    )

@@ -24,8 +24,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxprune.graph.analysis import DimRef, RuleContext, counted
 from onnxprune.graph.apply import ApplyContext
+from onnxprune.graph.context import DimRef, RuleContext, counted
 from onnxprune.graph.rules.registry import register
 from onnxprune.graph.tracks import Track, planes
 from onnxprune.graph.view import node_attr

@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from onnxprune.graph.analysis import DimRef, RuleContext
+from onnxprune.graph.context import DimRef, RuleContext
 from onnxprune.graph.rules.registry import register
 from onnxprune.graph.tracks import track_at
 
