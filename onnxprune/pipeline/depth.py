@@ -1,0 +1,105 @@
+"""The depth stage: drop whole residual blocks (opt-in, approximate), after the width part is applied
+and verified, before the re-fit.
+
+Blocks are found on the analysed dense model (graph/blocks.py), ranked on calibration data by block
+influence (scoring/block_influence.py), and the `--drop-blocks N` lowest are dropped from the
+width-pruned model with the chosen fill (passes/drop_blocks.py). A replayed plan names its blocks.
+The oracle has already checked the width part; this part is measured instead: the outputs of the
+model after it against the dense model's, on the calibration data. The re-fit stage then re-fits the
+layers after each dropped block (`changed`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+
+from onnxprune.calib.source import CalibrationSource
+from onnxprune.config import PruneConfig
+from onnxprune.errors import NothingToPruneError, OnnxPruneError
+from onnxprune.graph.blocks import Block, find_blocks
+from onnxprune.graph.dependency import DependencyGraph
+from onnxprune.io.progress import ProgressFn, step
+from onnxprune.passes.drop_blocks import DropBlocks, changed_tensors
+from onnxprune.planning.depth import DepthPlan, lowest_blocks
+from onnxprune.planning.plan import Plan
+from onnxprune.recovery.fidelity import Fidelity, compare_outputs
+from onnxprune.scoring.block_influence import block_stats, measured_influence
+
+MEASURED_SAMPLES = 32  # held calibration samples the "measured" score compares outputs on
+
+
+@dataclass
+class DepthResult:
+    found: int  # removable residual blocks in the model
+    plan: DepthPlan
+    influence: dict[str, float] = field(default_factory=dict)  # every found block's score (empty: replayed)
+    fidelity: dict[str, Fidelity] = field(default_factory=dict)  # after width and depth, before the re-fit
+    changed: list[str] = field(default_factory=list)  # tensors the re-fit treats as changed
+
+    def describe(self) -> str:
+        fid = "; ".join(f"{n}: {f.describe()}" for n, f in self.fidelity.items())
+        how = f"lowest {self.plan.score} score" if self.plan.score else "replayed plan"
+        return (f"depth (approximate, not covered by the oracle): dropped {len(self.plan.blocks)} of {self.found} "
+                f"residual blocks ({self.plan.fill} fill, {how}): {', '.join(self.plan.blocks)}; before the re-fit, "
+                f"on the calibration data vs the original: {fid or 'no float outputs'}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.plan.to_json(), "found": self.found, "influence": self.influence,
+                "fidelity": {n: {"cosine": f.cosine, "rel_error": f.rel_error, "agreement": f.agreement}
+                             for n, f in self.fidelity.items()}}
+
+
+def requested(config: PruneConfig, plan: Plan | None, *, replayed: bool) -> bool:
+    """Whether this run drops blocks: a replayed plan decides (refused with --drop-blocks when it
+    drops none), else --drop-blocks."""
+    asked = config.depth.blocks
+    if plan is None or not replayed:
+        return asked > 0
+    if plan.depth is None and asked > 0:
+        raise OnnxPruneError("--drop-blocks with --plan: the plan file decides which blocks are dropped, and this "
+                             "one drops none")
+    return plan.depth is not None and bool(plan.depth.blocks)
+
+
+def _fills(blocks: list[Block], means: dict[str, np.ndarray], fill: str) -> dict[str, np.ndarray | None]:
+    return {b.name: means[b.name] if fill == "mean" else None for b in blocks}
+
+
+def drop_depth(model: onnx.ModelProto, *, dg: DependencyGraph, config: PruneConfig, plan: Plan,
+               progress: ProgressFn | None = None) -> tuple[onnx.ModelProto, DepthResult, list[str]]:
+    """`model` (the width-pruned form of `dg.model`) with the plan's blocks dropped, or the
+    --drop-blocks lowest-scored ones (recorded in `plan.depth`); what was done; notes."""
+    view = dg.analysis.view
+    found = find_blocks(dg.model, shape=view.shape, view=view)
+    if not found:
+        raise NothingToPruneError("nothing to drop: no removable residual block (an Add whose other operand "
+                                  "is its branch's own input, with a weighted layer in the branch)")
+    d = config.depth
+    source = CalibrationSource.of(config.calibration, dg.model, shapes=config.analysis.shapes)
+    influence: dict[str, float] = {}
+    notes: list[str] = []
+    if plan.depth is None:  # a fresh plan: rank the blocks on the dense model
+        with step(progress, "block influence"):
+            stats = block_stats(dg.model, found, source.batches())
+            influence = stats.influence
+            if d.score == "measured":
+                influence = measured_influence(dg.model, found, _fills(found, stats.means, d.fill),
+                                               source.first(MEASURED_SAMPLES))
+        chosen = lowest_blocks(found, influence, d.blocks)
+        plan.depth = DepthPlan([b.name for b in chosen], d.fill, d.score)
+        if len(chosen) < d.blocks:
+            notes.append(f"depth: only {len(chosen)} of the {d.blocks} requested blocks can be dropped together "
+                         f"({len(found)} found, some inside others)")
+    chosen = plan.depth.resolve(found)
+    # The fill is the branch's mean in the model it goes into (the width part may have narrowed it).
+    means = block_stats(model, chosen, source.batches()).means if plan.depth.fill == "mean" else {}
+    fills = _fills(chosen, means, plan.depth.fill)
+    dropped = DropBlocks(chosen, fills=fills)(model).model
+    result = DepthResult(len(found), plan.depth, influence, changed=changed_tensors(chosen, fills))
+    with step(progress, "depth fidelity"):
+        result.fidelity = compare_outputs(dg.model, [dropped], source.batches())[0]
+    return dropped, result, [*notes, result.describe()]
