@@ -223,3 +223,24 @@ def test_resnet_width_and_depth_end_to_end(tmp_path: Path) -> None:
     code, _, stderr = invoke("prune", str(RESNET), "-o", str(tmp_path / "o3.onnx"), "--plan", str(bare),
                              "--drop-blocks", "1", "--no-progress")
     assert code == EXIT_USAGE and "--drop-blocks with --plan" in one_line_error(stderr)
+
+
+def test_measured_score_is_each_blocks_own_output_error() -> None:
+    model = residual_mlp()
+    r = prune(model, ratio=0.0, drop_blocks=1, block_fill="identity", block_score="measured", calibration=feeds(),
+              reconstruct=False)
+    assert r.depth is not None and r.plan.depth is not None and r.plan.depth.score == "measured"
+    for name, err in r.depth.influence.items():
+        alone = DropBlocks([b for b in find_blocks(model) if b.name == name], fills={name: None})(model).model
+        got = np.concatenate([run(session(alone), f)["head"] for f in feeds()])
+        want = np.concatenate([run(session(model), f)["head"] for f in feeds()])
+        assert err == pytest.approx(np.linalg.norm(got - want) / np.linalg.norm(want), rel=1e-4)
+
+
+def test_depth_options_are_checked_once() -> None:
+    with pytest.raises(OnnxPruneError, match="--target-\\* budget"):
+        prune(residual_mlp(), target_macs=0.5, drop_blocks=1)
+    with pytest.raises(OnnxPruneError, match="unknown block fill"):
+        prune(residual_mlp(), drop_blocks=1, block_fill="zero")
+    with pytest.raises(OnnxPruneError, match="--steps"):
+        prune(residual_mlp(), drop_blocks=1, steps=2)

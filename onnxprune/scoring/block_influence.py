@@ -10,7 +10,7 @@ Two scores, lowest first to drop:
   ‖y − y_dense‖ / ‖y_dense‖ averaged over the float outputs: one model per block, compared with the
   dense one on the held calibration samples (as measure/curves.py does for channel groups).
 
-Which is the default and why: benchmarks/README.md ("Depth") and docs/depth.md.
+`bi` is the default: one pass over the data, where `measured` runs the model once per block (docs/depth.md).
 """
 
 from __future__ import annotations
