@@ -183,9 +183,9 @@ class PruneConfig:
             raise OnnxPruneError(f"unknown block fill {d.fill!r}; choose one of: {', '.join(BLOCK_FILLS)}")
         if d.score not in BLOCK_SCORES:
             raise OnnxPruneError(f"unknown block score {d.score!r}; choose one of: {', '.join(BLOCK_SCORES)}")
-        if d.blocks and self.budget.is_target:  # the budget would not count the dropped blocks' MACs
-            raise OnnxPruneError("--drop-blocks cannot be combined with a --target-* budget yet: give --ratio for "
-                                 "the width part")
+        if d.blocks and self.budget.kind == "latency":  # the latency search times width-pruned models only
+            raise OnnxPruneError("--drop-blocks cannot be combined with --target-latency yet: give --target-macs, "
+                                 "--target-params or --ratio")
         if d.blocks and self.stepped:
             raise OnnxPruneError("--drop-blocks cannot be combined with --steps/--min-cosine/--max-acc-drop")
         c = self.checks

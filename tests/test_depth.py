@@ -238,9 +238,18 @@ def test_measured_score_is_each_blocks_own_output_error() -> None:
 
 
 def test_depth_options_are_checked_once() -> None:
-    with pytest.raises(OnnxPruneError, match="--target-\\* budget"):
-        prune(residual_mlp(), target_macs=0.5, drop_blocks=1)
+    with pytest.raises(OnnxPruneError, match="--target-latency"):
+        prune(residual_mlp(), target_latency=1.0, drop_blocks=1)
     with pytest.raises(OnnxPruneError, match="unknown block fill"):
         prune(residual_mlp(), drop_blocks=1, block_fill="zero")
     with pytest.raises(OnnxPruneError, match="--steps"):
         prune(residual_mlp(), drop_blocks=1, steps=2)
+
+
+def test_a_mac_budget_counts_the_dropped_blocks() -> None:
+    r = prune(str(RESNET), target_macs=0.5, drop_blocks=1, round_to=1, time_multiples=False)
+    assert r.target is not None and r.target.ok and r.plan.depth is not None
+    kept = model_stats(r.model).macs / model_stats(onnx.load(str(RESNET))).macs
+    assert abs(kept - 0.5) <= 0.03 * 0.5 and kept == pytest.approx(r.target.achieved, rel=1e-3)
+    width_only = prune(str(RESNET), target_macs=0.5, round_to=1, time_multiples=False)
+    assert r.removed_slots < width_only.removed_slots  # the blocks paid for part of the budget

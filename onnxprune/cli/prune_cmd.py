@@ -137,7 +137,7 @@ def _loop_options(fn: Any) -> Any:
               help="Also drop the N residual blocks (a transformer layer's attention or MLP, a ResNet block) "
                    "with the lowest block influence on the calibration data. Approximate: the oracle checks "
                    "the width part only; the report gives the fidelity on the calibration data. "
-                   "--ratio 0 drops blocks alone.")
+                   "--ratio 0 drops blocks alone; --target-macs/--target-params count the dropped blocks.")
 @click.option("--block-fill", type=click.Choice(BLOCK_FILLS), default="mean", show_default=True,
               help="What replaces a dropped block's branch: its per-channel calibration mean, or nothing.")
 @click.option("--block-score", type=click.Choice(BLOCK_SCORES), default="bi", show_default=True,

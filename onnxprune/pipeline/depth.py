@@ -1,9 +1,10 @@
-"""The depth stage: drop whole residual blocks (opt-in, approximate), after the width part is applied
-and verified, before the re-fit.
+"""Depth: drop whole residual blocks (opt-in, approximate).
 
-Blocks are found on the analysed dense model (graph/blocks.py), ranked on calibration data by block
-influence (scoring/block_influence.py), and the `--drop-blocks N` lowest are dropped from the
-width-pruned model with the chosen fill (passes/drop_blocks.py). A replayed plan names its blocks.
+The plan stage chooses them: blocks found on the analysed dense model (graph/blocks.py), ranked on
+calibration data by block influence (scoring/block_influence.py), the `--drop-blocks N` lowest kept
+in `plan.depth` (a replayed plan names its own); a --target-macs/params budget counts them
+(`finish_for`). The depth stage, after the width part is applied and verified, drops them from the
+width-pruned model with the chosen fill (passes/drop_blocks.py).
 The oracle has already checked the width part; this part is measured instead: the outputs of the
 model after it against the dense model's, on the calibration data. The re-fit stage then re-fits the
 layers after each dropped block (`changed`).
@@ -25,6 +26,7 @@ from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.io.progress import ProgressFn, step
 from onnxprune.passes.drop_blocks import DropBlocks, changed_tensors
 from onnxprune.planning.depth import DepthPlan, lowest_blocks
+from onnxprune.planning.landing import Finish
 from onnxprune.planning.plan import Plan
 from onnxprune.recovery.fidelity import Fidelity, compare_outputs
 from onnxprune.scoring.block_influence import block_stats, measured_influence
@@ -69,37 +71,57 @@ def _fills(blocks: list[Block], means: dict[str, np.ndarray], fill: str) -> dict
     return {b.name: means[b.name] if fill == "mean" else None for b in blocks}
 
 
-def drop_depth(model: onnx.ModelProto, *, dg: DependencyGraph, config: PruneConfig, plan: Plan,
-               progress: ProgressFn | None = None) -> tuple[onnx.ModelProto, DepthResult, list[str]]:
-    """`model` (the width-pruned form of `dg.model`) with the plan's blocks dropped, or the
-    --drop-blocks lowest-scored ones (recorded in `plan.depth`); what was done; notes."""
+def found_blocks(dg: DependencyGraph) -> list[Block]:
+    """The removable residual blocks of the analysed model (none: exit 3, with why)."""
     view = dg.analysis.view
     found = find_blocks(dg.model, shape=view.shape, view=view)
     if not found:
         raise NothingToPruneError("nothing to drop: no removable residual block (an Add whose other operand "
                                   "is its branch's own input, with a weighted layer in the branch)")
+    return found
+
+
+def choose_blocks(dg: DependencyGraph, *, config: PruneConfig,
+                  progress: ProgressFn | None = None) -> tuple[DepthPlan, dict[str, float], list[str]]:
+    """The --drop-blocks lowest-scored blocks of the dense model (the plan stage's depth part), every
+    block's score, and notes."""
     d = config.depth
+    found = found_blocks(dg)
     source = CalibrationSource.of(config.calibration, dg.model, shapes=config.analysis.shapes)
-    influence: dict[str, float] = {}
-    notes: list[str] = []
-    if plan.depth is None:  # a fresh plan: rank the blocks on the dense model
-        with step(progress, "block influence"):
-            stats = block_stats(dg.model, found, source.batches())
-            influence = stats.influence
-            if d.score == "measured":
-                influence = measured_influence(dg.model, found, _fills(found, stats.means, d.fill),
-                                               source.first(MEASURED_SAMPLES))
-        chosen = lowest_blocks(found, influence, d.blocks)
-        plan.depth = DepthPlan([b.name for b in chosen], d.fill, d.score)
-        if len(chosen) < d.blocks:
-            notes.append(f"depth: only {len(chosen)} of the {d.blocks} requested blocks can be dropped together "
-                         f"({len(found)} found, some inside others)")
-    chosen = plan.depth.resolve(found)
+    with step(progress, "block influence"):
+        stats = block_stats(dg.model, found, source.batches())
+        influence = stats.influence
+        if d.score == "measured":
+            influence = measured_influence(dg.model, found, _fills(found, stats.means, d.fill),
+                                           source.first(MEASURED_SAMPLES))
+    chosen = lowest_blocks(found, influence, d.blocks)
+    notes = [] if len(chosen) == d.blocks else [
+        f"depth: only {len(chosen)} of the {d.blocks} requested blocks can be dropped together ({len(found)} "
+        f"found, some inside others)"]
+    return DepthPlan([b.name for b in chosen], d.fill, d.score), influence, notes
+
+
+def finish_for(dg: DependencyGraph, depth: DepthPlan) -> Finish:
+    """What the depth stage will do to the width-pruned model, for a budget to count: the blocks
+    dropped (identity: a mean fill's constants weigh one value per channel, left out)."""
+    blocks = depth.resolve(found_blocks(dg))
+    identity: dict[str, np.ndarray | None] = {b.name: None for b in blocks}
+    return lambda model: DropBlocks(blocks, fills=identity)(model).model
+
+
+def drop_depth(model: onnx.ModelProto, *, dg: DependencyGraph, config: PruneConfig, depth: DepthPlan,
+               influence: dict[str, float] | None = None,
+               progress: ProgressFn | None = None) -> tuple[onnx.ModelProto, DepthResult]:
+    """`model` (the width-pruned form of `dg.model`) with the blocks of `depth` dropped, and what was
+    done (`influence`: the scores the blocks were chosen by, None for a replayed plan)."""
+    found = found_blocks(dg)
+    chosen = depth.resolve(found)
+    source = CalibrationSource.of(config.calibration, dg.model, shapes=config.analysis.shapes)
     # The fill is the branch's mean in the model it goes into (the width part may have narrowed it).
-    means = block_stats(model, chosen, source.batches()).means if plan.depth.fill == "mean" else {}
-    fills = _fills(chosen, means, plan.depth.fill)
+    means = block_stats(model, chosen, source.batches()).means if depth.fill == "mean" else {}
+    fills = _fills(chosen, means, depth.fill)
     dropped = DropBlocks(chosen, fills=fills)(model).model
-    result = DepthResult(len(found), plan.depth, influence, changed=changed_tensors(chosen, fills))
+    result = DepthResult(len(found), depth, influence or {}, changed=changed_tensors(chosen, fills))
     with step(progress, "depth fidelity"):
         result.fidelity = compare_outputs(dg.model, [dropped], source.batches())[0]
-    return dropped, result, [*notes, result.describe()]
+    return dropped, result

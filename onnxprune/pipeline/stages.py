@@ -33,7 +33,7 @@ from onnxprune.passes.prune import ApplyPlan
 from onnxprune.passes.reconstruct import ReconstructResult
 from onnxprune.passes.reconstruct import reconstruct as refit_layers
 from onnxprune.pipeline.analyse import analyse_model
-from onnxprune.pipeline.depth import DepthResult, drop_depth, requested
+from onnxprune.pipeline.depth import DepthResult, choose_blocks, drop_depth, finish_for, requested
 from onnxprune.pipeline.result import PruneResult
 from onnxprune.planning.choice import PlanChoice
 from onnxprune.planning.costs import Scores
@@ -62,6 +62,7 @@ class PruneState:
     verify: VerifyResult | None = None
     reconstruction: ReconstructResult | None = None
     depth: DepthResult | None = None  # residual blocks dropped (opt-in, approximate)
+    block_scores: dict[str, float] | None = None  # every block's score, when this run chose the blocks
     notes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
 
@@ -144,11 +145,17 @@ class Choose:
             return
         c = state.config
         req = _request(state)
+        depth = None
+        if c.depth.blocks:  # the blocks first: a MAC / parameter budget counts them
+            depth, state.block_scores, notes = choose_blocks(state.graph, config=c, progress=state.progress)
+            state.notes.extend(notes)
+            req.finish = finish_for(state.graph, depth) if c.budget.is_target else None
         state.choice = choose_plan(req, c.budget, allocation=c.scoring.allocation, rounding=c.rounding.policy())
         if c.rounding.time_multiples:
             tune_multiples(req, c.budget, state.choice, rounding=c.rounding.policy(), allocation=c.scoring.allocation,
                            options=req.latency or c.latency.options)
         state.plan = state.choice.plan
+        state.plan.depth = depth
         for note in _choice_notes(state.choice):
             state.notes.append(note)
 
@@ -214,9 +221,11 @@ class DropDepth:
         if not state.drops_blocks:
             return
         assert state.model is not None and state.plan is not None
-        state.model, state.depth, notes = drop_depth(state.model, dg=state.graph, config=state.config,
-                                                     plan=state.plan, progress=state.progress)
-        state.notes.extend(notes)
+        assert state.plan.depth is not None, "the plan stage chose the blocks"
+        state.model, state.depth = drop_depth(state.model, dg=state.graph, config=state.config,
+                                              depth=state.plan.depth, influence=state.block_scores,
+                                              progress=state.progress)
+        state.notes.append(state.depth.describe())
 
 
 class Reconstruct:
