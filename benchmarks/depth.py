@@ -6,14 +6,17 @@
    layer output) on the calibration data, replayed as a plan) and after `--drop-blocks N` (the N
    lowest-influence blocks, attention and MLP alike), with identity and mean fill, with and without
    the re-fit, on 64 calibration samples (lm_calib.npz). Width stays dense (--ratio 0).
-2. models/digits/digits_resnet.onnx (residual CNN, 8x8 digits): test accuracy (models/digits/test.npz),
+2. lm_llama under a parameter budget (--target-params 0.8 and 0.7, re-fit on, l2 criterion): the width
+   part alone (`--drop-blocks 0`) against `--drop-blocks auto` (the budget split between depth and
+   width by the output error on 32 held calibration samples after the re-fit).
+3. models/digits/digits_resnet.onnx (residual CNN, 8x8 digits): test accuracy (models/digits/test.npz),
    MACs kept and the ONNX Runtime speedup at batch 1 (runs interleaved with the dense model's, one
    thread; median of the pair ratios) after `--drop-blocks N` (mean fill, re-fit), alone and on top
    of --ratio 0.5, calibration on models/digits/calib.npz (256 images).
 
 Depth is approximate: no row is verified by the oracle (the width rows' width part is). Needs no torch.
 
-    python benchmarks/depth.py [--quick]
+    python benchmarks/depth.py [--quick] [--only llama|budget|digits]
 """
 
 from __future__ import annotations
@@ -116,6 +119,27 @@ def llama(*, quick: bool) -> None:
                            f"{after.macs / base.macs:.3f}"]), flush=True)
 
 
+def llama_budget(*, quick: bool) -> None:
+    path = TRANSFORMERS / "lm_llama.onnx"
+    calib = CalibConfig(path=TRANSFORMERS / "lm_calib.npz", samples=64)
+    shapes = {"input_ids": (1, 128)}
+    dg = analyse(str(path), calibration=calib, shapes=shapes)
+    base = model_stats(dg.model, shapes=shapes)
+    ppl0 = perplexity(dg.model)
+    print("\n" + row(["params budget", "depth", "blocks dropped", "perplexity", "× dense", "params kept", "MACs kept"]))
+    print(row(["---"] * 7))
+    for value in (0.8,) if quick else (0.8, 0.7):
+        for blocks in (0, "auto"):
+            r = prune(dg.model, dg=dg, target_params=value, drop_blocks=blocks, calibration=calib, reconstruct=True,
+                      shapes=shapes, verify=True)
+            assert r.verify is not None and r.verify.ok
+            after = model_stats(r.model, shapes=shapes)
+            ppl = perplexity(r.model)
+            dropped = len(r.plan.depth.blocks) if r.plan.depth is not None else 0
+            print(row([value, "width only" if blocks == 0 else "auto", dropped, f"{ppl:.4f}", f"{ppl / ppl0:.2f}",
+                       f"{after.params / base.params:.3f}", f"{after.macs / base.macs:.3f}"]), flush=True)
+
+
 def digits(*, quick: bool) -> None:
     path = str(DIGITS / "digits_resnet.onnx")
     calib = CalibConfig(path=DIGITS / "calib.npz")
@@ -141,10 +165,12 @@ def digits(*, quick: bool) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="A few rows only (the smoke test).")
+    ap.add_argument("--only", choices=("llama", "budget", "digits"), help="One table only.")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
-    llama(quick=args.quick)
-    digits(quick=args.quick)
+    for name, table in (("llama", llama), ("budget", llama_budget), ("digits", digits)):
+        if args.only in (None, name):
+            table(quick=args.quick)
 
 
 if __name__ == "__main__":

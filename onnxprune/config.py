@@ -77,7 +77,7 @@ class ScoringOptions:
 
 @dataclass(frozen=True)
 class DepthOptions:
-    blocks: int = 0  # residual blocks to drop, the lowest-scored first (0: none)
+    blocks: int | str = 0  # residual blocks to drop, the lowest-scored first (0: none; "auto": the budget splits)
     fill: str = "mean"  # what replaces a dropped branch: its calibration mean, or nothing ("identity")
     score: str = "bi"  # ShortGPT's block influence, or the measured output error ("measured")
 
@@ -177,8 +177,12 @@ class PruneConfig:
         if self.steps.steps > 1 and self.budget.kind == "latency":
             raise OnnxPruneError("target-latency cannot be combined with steps (it describes the original model only)")
         d = self.depth
-        if d.blocks < 0:
-            raise OnnxPruneError(f"--drop-blocks must be >= 0, got {d.blocks}")
+        if d.blocks == "auto":
+            if self.budget.kind not in ("macs", "params"):
+                raise OnnxPruneError("--drop-blocks auto needs a --target-macs or --target-params budget to split "
+                                     "between depth and width")
+        elif not isinstance(d.blocks, int) or d.blocks < 0:
+            raise OnnxPruneError(f"--drop-blocks must be a count >= 0 or auto, got {d.blocks!r}")
         if d.fill not in BLOCK_FILLS:
             raise OnnxPruneError(f"unknown block fill {d.fill!r}; choose one of: {', '.join(BLOCK_FILLS)}")
         if d.score not in BLOCK_SCORES:
@@ -200,7 +204,7 @@ class PruneConfig:
                sensitivity_error: str = DEFAULT_METRIC, round_to: RoundTo | str | None = 1, target: str = "ort",
                prefer_round_to: int | None = None, time_multiples: bool = False, calibration: CalibrationLike = None,
                shapes: Shapes | None = None, approximate: Sequence[str] = (), grouped: str = DEFAULT_GROUPED,
-               keep: Sequence[str] = (), heads: str = DEFAULT_HEADS, drop_blocks: int = 0,
+               keep: Sequence[str] = (), heads: str = DEFAULT_HEADS, drop_blocks: int | str = 0,
                block_fill: str = "mean", block_score: str = "bi", reconstruct: bool | None = None, head_floor: float | None = None,
                verify: bool = False, rtol: float = DEFAULT_RTOL, min_cosine: float | None = None,
                max_acc_drop: float | None = None, data: str | None = None, labels: str | None = None,

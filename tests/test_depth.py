@@ -253,3 +253,25 @@ def test_a_mac_budget_counts_the_dropped_blocks() -> None:
     assert abs(kept - 0.5) <= 0.03 * 0.5 and kept == pytest.approx(r.target.achieved, rel=1e-3)
     width_only = prune(str(RESNET), target_macs=0.5, round_to=1, time_multiples=False)
     assert r.removed_slots < width_only.removed_slots  # the blocks paid for part of the budget
+
+
+def test_auto_splits_a_budget_between_depth_and_width_by_measured_error() -> None:
+    model = residual_mlp(blocks=3, width=16)
+    cal = feeds(4, width=16)
+    r = prune(model, target_params=0.6, drop_blocks="auto", round_to=1, time_multiples=False, calibration=cal,
+              reconstruct=False)
+    note = next(n for n in r.notes if n.startswith("depth auto"))
+    tried = note.split("tried ")[1].split("; ")
+    assert tried[0].startswith("0 blocks: error") and len(tried) >= 2
+    errors = {int(t.split(" ")[0]): float(t.split("error ")[1].split(" ")[0]) for t in tried if "error" in t}
+    k = len(r.plan.depth.blocks) if r.plan.depth is not None else 0
+    assert errors[k] == min(errors.values())  # the split kept is the one measured closest
+    kept = model_stats(r.model).params / model_stats(model).params
+    assert abs(kept - 0.6) <= 0.03 * 0.6
+
+
+def test_auto_needs_a_mac_or_parameter_budget() -> None:
+    with pytest.raises(OnnxPruneError, match="auto needs a --target-macs or --target-params"):
+        prune(residual_mlp(), ratio=0.3, drop_blocks="auto")
+    code, _, stderr = invoke("prune", str(RESNET), "-o", "/nonexistent/o.onnx", "--drop-blocks", "some")
+    assert code == EXIT_USAGE and "not a count" in stderr

@@ -66,6 +66,20 @@ SECTIONS = {
 }
 
 
+class BlockCount(click.ParamType):
+    """--drop-blocks: a count >= 0, or auto."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        text = str(value).strip().lower()
+        if text == "auto":
+            return text
+        if text.isdigit():
+            return int(text)
+        self.fail(f"{value!r} is not a count >= 0 or auto", param, ctx)
+
+
 def _loop_options(fn: Any) -> Any:
     for deco in reversed([
         click.option("--sensitivity", "sensitivity", type=click.Path(dir_okay=False), default=None, metavar="S.json",
@@ -133,11 +147,13 @@ def _loop_options(fn: Any) -> Any:
 @click.option("--head-floor", type=click.FloatRange(0.0), default=None, metavar="F",
               help="Re-fit the layers producing a final Sigmoid's logits (a detector's class scores) weighted by "
                    "the sigmoid's slope plus F, e.g. 0.01: rows near the decision threshold count most.")
-@click.option("--drop-blocks", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+@click.option("--drop-blocks", type=BlockCount(), default="0", show_default=True, metavar="N|auto",
               help="Also drop the N residual blocks (a transformer layer's attention or MLP, a ResNet block) "
                    "with the lowest block influence on the calibration data. Approximate: the oracle checks "
                    "the width part only; the report gives the fidelity on the calibration data. "
-                   "--ratio 0 drops blocks alone; --target-macs/--target-params count the dropped blocks.")
+                   "--ratio 0 drops blocks alone; --target-macs/--target-params count the dropped blocks. "
+                   "auto (with --target-macs/--target-params): try 0, 1, 2, ... blocks, the width part landing "
+                   "the rest, and keep the split whose outputs stay closest on the calibration data.")
 @click.option("--block-fill", type=click.Choice(BLOCK_FILLS), default="mean", show_default=True,
               help="What replaces a dropped block's branch: its per-channel calibration mean, or nothing.")
 @click.option("--block-score", type=click.Choice(BLOCK_SCORES), default="bi", show_default=True,
@@ -154,7 +170,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
             plan_in: str | None, save_plan: str | None, report_path: str | None, shapes: tuple[str, ...],
             allocation: str, target_macs: float | None, target_params: float | None, calib: CalibConfig,
             approximate: tuple[str, ...], reconstruct: bool | None, head_floor: float | None, keep: tuple[str, ...],
-            grouped: str, heads: str, drop_blocks: int, block_fill: str, block_score: str, **loop: Any) -> None:
+            grouped: str, heads: str, drop_blocks: int | str, block_fill: str, block_score: str, **loop: Any) -> None:
     """Remove a fraction of the channels of every prunable group of MODEL."""
     check_paths(models={"MODEL": model},
                 inputs={"--plan": plan_in, "--sensitivity": loop["sensitivity"], "--calib": calib.path,
@@ -234,7 +250,7 @@ def _print(result: PruneResult, *, title: str) -> None:
     if result.reconstruction is not None:
         click.echo(result.reconstruction.describe())
     for note in result.notes:
-        if "approximate" in note:
+        if "approximate" in note or note.startswith("depth"):
             click.echo(f"note: {note}")
 
 

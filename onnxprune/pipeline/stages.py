@@ -33,7 +33,14 @@ from onnxprune.passes.prune import ApplyPlan
 from onnxprune.passes.reconstruct import ReconstructResult
 from onnxprune.passes.reconstruct import reconstruct as refit_layers
 from onnxprune.pipeline.analyse import analyse_model
-from onnxprune.pipeline.depth import DepthResult, choose_blocks, drop_depth, finish_for, requested
+from onnxprune.pipeline.depth import (
+    DepthResult,
+    auto_depth,
+    choose_blocks,
+    drop_depth,
+    finish_for,
+    requested,
+)
 from onnxprune.pipeline.result import PruneResult
 from onnxprune.planning.choice import PlanChoice
 from onnxprune.planning.costs import Scores
@@ -146,11 +153,16 @@ class Choose:
         c = state.config
         req = _request(state)
         depth = None
-        if c.depth.blocks:  # the blocks first: a MAC / parameter budget counts them
-            depth, state.block_scores, notes = choose_blocks(state.graph, config=c, progress=state.progress)
+        if c.depth.blocks == "auto":  # the budget splits between depth and width
+            state.choice, depth, state.block_scores, notes = auto_depth(req, config=c, progress=state.progress)
             state.notes.extend(notes)
-            req.finish = finish_for(state.graph, depth) if c.budget.is_target else None
-        state.choice = choose_plan(req, c.budget, allocation=c.scoring.allocation, rounding=c.rounding.policy())
+        else:
+            if c.depth.blocks:  # the blocks first: a MAC / parameter budget counts them
+                depth, state.block_scores, notes = choose_blocks(state.graph, config=c, progress=state.progress)
+                state.notes.extend(notes)
+                req.finish = finish_for(state.graph, depth) if c.budget.is_target else None
+            state.choice = choose_plan(req, c.budget, allocation=c.scoring.allocation,
+                                       rounding=c.rounding.policy())
         if c.rounding.time_multiples:
             tune_multiples(req, c.budget, state.choice, rounding=c.rounding.policy(), allocation=c.scoring.allocation,
                            options=req.latency or c.latency.options)
