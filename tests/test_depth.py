@@ -157,6 +157,8 @@ def test_lowest_blocks_skips_a_block_inside_a_chosen_one() -> None:
     assert [b.name for b in chosen] == ["outer"]
     with pytest.raises(InternalError):
         DropBlocks(blocks, fills={})
+    with pytest.raises(OnnxPruneError, match="inside another"):  # a hand-edited plan is bad input
+        DepthPlan(["inner", "outer"]).resolve(blocks)
 
 
 def test_the_layer_after_a_dropped_block_is_refitted() -> None:
@@ -275,3 +277,11 @@ def test_auto_needs_a_mac_or_parameter_budget() -> None:
         prune(residual_mlp(), ratio=0.3, drop_blocks="auto")
     code, _, stderr = invoke("prune", str(RESNET), "-o", "/nonexistent/o.onnx", "--drop-blocks", "some")
     assert code == EXIT_USAGE and "not a count" in stderr
+
+
+def test_inspect_lists_the_residual_blocks() -> None:
+    code, stdout, stderr = invoke("inspect", str(RESNET), "--json")
+    assert code == 0, stderr
+    data = json.loads(stdout)
+    assert data["summary"]["residual_blocks"] == len(data["blocks"]) == 2
+    assert data["blocks"][0]["name"] == "/layer1/layer1.0/Add" and len(data["blocks"][0]["layers"]) == 2

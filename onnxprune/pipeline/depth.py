@@ -78,10 +78,15 @@ def _fills(blocks: list[Block], means: dict[str, np.ndarray], fill: str) -> dict
     return {b.name: means[b.name] if fill == "mean" else None for b in blocks}
 
 
+def analysed_blocks(dg: DependencyGraph) -> list[Block]:
+    """The removable residual blocks of the analysed model (shapes from its probe)."""
+    view = dg.analysis.view
+    return find_blocks(dg.model, shape=view.shape, view=view)
+
+
 def found_blocks(dg: DependencyGraph) -> list[Block]:
     """The removable residual blocks of the analysed model (none: exit 3, with why)."""
-    view = dg.analysis.view
-    found = find_blocks(dg.model, shape=view.shape, view=view)
+    found = analysed_blocks(dg)
     if not found:
         raise NothingToPruneError("nothing to drop: no removable residual block (an Add whose other operand "
                                   "is its branch's own input, with a weighted layer in the branch)")

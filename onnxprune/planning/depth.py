@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.graph.blocks import Block
+from onnxprune.graph.blocks import Block, compatible
 
 FILLS = ("mean", "identity")  # what replaces a dropped branch: its calibration mean, or nothing
 SCORES = ("bi", "measured")  # how blocks are ranked (scoring/block_influence.py)
@@ -40,7 +40,10 @@ class DepthPlan:
         if missing:
             raise OnnxPruneError(f"plan drops block {missing[0]!r}, which is not a removable residual block of "
                                  f"this model ({len(blocks)} found)")
-        return [by_name[n] for n in self.blocks]
+        chosen = [by_name[n] for n in self.blocks]
+        if len(set(self.blocks)) != len(self.blocks) or not compatible(chosen):
+            raise OnnxPruneError("plan drops a block twice, or a block inside another one it drops")
+        return chosen
 
 
 def lowest_blocks(blocks: Sequence[Block], scores: Mapping[str, float], n: int) -> list[Block]:
