@@ -3,7 +3,8 @@
 The plan stage chooses them: blocks found on the analysed dense model (graph/blocks.py), ranked on
 calibration data by block influence (scoring/block_influence.py), the `--drop-blocks N` lowest kept
 in `plan.depth` (a replayed plan names its own); a --target-macs/params budget counts them
-(`finish_for`). The depth stage, after the width part is applied and verified, drops them from the
+(`finish_for`), and with `--drop-blocks auto` splits itself between depth and width (`auto_depth`).
+The depth stage, after the width part is applied and verified, drops them from the
 width-pruned model with the chosen fill (passes/drop_blocks.py).
 The oracle has already checked the width part; this part is measured instead: the outputs of the
 model after it against the dense model's, on the calibration data. The re-fit stage then re-fits the

@@ -111,8 +111,8 @@ class Analyse:
                                      heads=a.heads,
                                      calibration=state.config.calibration)
         state.dg = keep_layers(state.dg, a.keep)
-        if not state.config.depth.blocks:  # depth alone needs no prunable channel group
-            state.dg.require_prunable()
+        if not requested(state.config, state.plan, replayed=state.plan is not None):
+            state.dg.require_prunable()  # depth alone needs no prunable channel group
 
 
 class Score:
