@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import onnx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,3 +150,18 @@ def test_transformers_benchmark_runs_one_file() -> None:
     ours = rows[0].split(" | ")
     assert ours[1] == "onnxprune" and " heads" in ours[2] and "oracle PASS" in ours[2] and ours[5] == "yes"
     assert ours[2].endswith("num_heads 2/2") and ours[3] == "69.7%"  # whole fused heads, at 0.7 of the params
+
+
+def test_depth_benchmark_pairs_decoder_layers_and_scores_them() -> None:
+    from bench_scripts import load_script
+
+    from onnxprune.calib.source import CalibConfig
+    from onnxprune.graph.blocks import find_blocks
+
+    depth = load_script("depth")
+    model = onnx.load(str(ROOT / "models" / "transformers" / "lm_llama.onnx"))
+    layers = depth.decoder_layers(find_blocks(model))
+    assert [a.name.split("/")[-2] for a, _ in layers] == [f"layers.{i}" for i in range(4)]
+    calib = CalibConfig(path=ROOT / "models" / "transformers" / "lm_calib.npz", samples=4)
+    bi = depth.layer_influence(model, layers, calib)
+    assert len(bi) == 4 and all(0.0 < v < 2.0 for v in bi)

@@ -28,6 +28,7 @@ from onnxprune.cli.options import (
 from onnxprune.config import (
     AnalysisOptions,
     CheckOptions,
+    DepthOptions,
     LatencyConfig,
     PruneConfig,
     RecoveryOptions,
@@ -42,6 +43,8 @@ from onnxprune.measure.bench import LatencyOptions
 from onnxprune.measure.compare import print_compare
 from onnxprune.measure.curves import DEFAULT_METRIC, METRICS
 from onnxprune.pipeline.stages import timing_options
+from onnxprune.planning.depth import FILLS as BLOCK_FILLS
+from onnxprune.planning.depth import SCORES as BLOCK_SCORES
 from onnxprune.planning.latency_search import require_sizes
 from onnxprune.planning.plan import Plan
 from onnxprune.planning.planner import ALLOCATIONS
@@ -54,12 +57,27 @@ SECTIONS = {
     "Rounding for the runtime": ("round_to", "target", "time_multiples"),
     "Calibration data": ("calib_path", "calib_samples", "calib_batch", "image_size", "mean", "std", "bgr", "nhwc",
                          "scale"),
+    "Depth (approximate)": ("drop_blocks", "block_fill", "block_score"),
     "Recovery": ("reconstruct", "head_floor"),
     "Checks and steps": ("verify", "steps", "schedule", "min_cosine", "max_acc_drop", "data", "labels"),
     "Analysis": ("shapes", "approximate", "keep", "grouped", "heads"),
     "Latency": ("latency_batch", "latency_threads", "latency_repeat", "measure_latency"),
     "Output": ("output", "plan_in", "save_plan", "report_path", "progress"),
 }
+
+
+class BlockCount(click.ParamType):
+    """--drop-blocks: a count >= 0, or auto."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        text = str(value).strip().lower()
+        if text == "auto":
+            return text
+        if text.isdigit():
+            return int(text)
+        self.fail(f"{value!r} is not a count >= 0 or auto", param, ctx)
 
 
 def _loop_options(fn: Any) -> Any:
@@ -129,6 +147,18 @@ def _loop_options(fn: Any) -> Any:
 @click.option("--head-floor", type=click.FloatRange(0.0), default=None, metavar="F",
               help="Re-fit the layers producing a final Sigmoid's logits (a detector's class scores) weighted by "
                    "the sigmoid's slope plus F, e.g. 0.01: rows near the decision threshold count most.")
+@click.option("--drop-blocks", type=BlockCount(), default="0", show_default=True, metavar="N|auto",
+              help="Also drop the N residual blocks (a transformer layer's attention or MLP, a ResNet block) "
+                   "with the lowest block influence on the calibration data. Approximate: the oracle checks "
+                   "the width part only; the report gives the fidelity on the calibration data. "
+                   "--ratio 0 drops blocks alone; --target-macs/--target-params count the dropped blocks. "
+                   "auto (with --target-macs/--target-params): try 0, 1, 2, ... blocks, the width part landing "
+                   "the rest, and keep the split whose outputs stay closest on the calibration data.")
+@click.option("--block-fill", type=click.Choice(BLOCK_FILLS), default="mean", show_default=True,
+              help="What replaces a dropped block's branch: its per-channel calibration mean, or nothing.")
+@click.option("--block-score", type=click.Choice(BLOCK_SCORES), default="bi", show_default=True,
+              help="bi: ShortGPT's block influence, 1 - cos(block input, block output); measured: the output "
+                   "error with that block alone dropped (one run per block).")
 @_loop_options
 @calib_options
 @shapes_option
@@ -140,7 +170,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
             plan_in: str | None, save_plan: str | None, report_path: str | None, shapes: tuple[str, ...],
             allocation: str, target_macs: float | None, target_params: float | None, calib: CalibConfig,
             approximate: tuple[str, ...], reconstruct: bool | None, head_floor: float | None, keep: tuple[str, ...],
-            grouped: str, heads: str, **loop: Any) -> None:
+            grouped: str, heads: str, drop_blocks: int | str, block_fill: str, block_score: str, **loop: Any) -> None:
     """Remove a fraction of the channels of every prunable group of MODEL."""
     check_paths(models={"MODEL": model},
                 inputs={"--plan": plan_in, "--sensitivity": loop["sensitivity"], "--calib": calib.path,
@@ -152,6 +182,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
         rounding=RoundingOptions(round_to, target, None, loop["time_multiples"]),
         scoring=ScoringOptions(criterion, allocation, loop["sensitivity"], loop["sensitivity_error"]),
         calibration=calib,
+        depth=DepthOptions(drop_blocks, block_fill, block_score),
         recovery=RecoveryOptions(reconstruct, head_floor),
         checks=CheckOptions(verify, min_cosine=loop["min_cosine"], max_acc_drop=loop["max_acc_drop"],
                             data=loop["data"], labels=loop["labels"]),
@@ -213,15 +244,16 @@ def _print(result: PruneResult, *, title: str) -> None:
             click.echo(f"step {rec.step}: MACs {rec.macs_kept:.1%}, params {rec.params_kept:.1%} of the original"
                        f"{cos}{acc}{'' if rec.passed else ' — FAILED'}")
         click.echo(steps.describe())
-    if result.verify is not None:
-        click.echo(result.verify.describe())
+    verdict = result.verify_line()
+    if verdict is not None:
+        click.echo(verdict)
     checked = check_note(result.model)
     if checked:
         click.echo(f"written after {checked}")
     if result.reconstruction is not None:
         click.echo(result.reconstruction.describe())
     for note in result.notes:
-        if "approximate" in note:
+        if "approximate" in note or note.startswith("depth"):
             click.echo(f"note: {note}")
 
 

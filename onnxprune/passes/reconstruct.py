@@ -17,7 +17,7 @@ dense model's than without reconstruction. The input models are never modified.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -197,7 +197,8 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
                 propagate: bool = True, max_rows: int | None = DEFAULT_MAX_ROWS, seed: int = 0,
                 max_gram_bytes: int = DEFAULT_MAX_GRAM_BYTES, check_outputs: bool = True,
                 shapes: Shapes | None = None,
-                cache_bytes: int = DEFAULT_CACHE_BYTES, head_floor: float | None = None) -> ReconstructResult:
+                cache_bytes: int = DEFAULT_CACHE_BYTES, head_floor: float | None = None,
+                changed: Collection[str] = ()) -> ReconstructResult:
     """Re-fit the layers of `pruned` (made by ApplyPlan(dg, removed_roots)) to the dense model's outputs.
 
     dense: the reference model with the same node and tensor names (default: `dg.model`, the
@@ -210,7 +211,9 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
     feeds of one dense pass in memory up to this size (else the dense model runs in every wave).
     head_floor: opt-in; layers producing a final Sigmoid's logits weight each row by the dense
     sigmoid's slope plus this floor (onnxprune.recovery.heads, e.g. DEFAULT_FLOOR = 0.01); None
-    (default) fits them unweighted like every other layer.
+    (default) fits them unweighted like every other layer. changed: tensors of `pruned` that differ
+    from the dense model's for another reason (the outputs of dropped residual blocks, named in
+    `dense` too): the layers after them are re-fitted as direct ones.
     """
     start = time.perf_counter()
     dense = dense if dense is not None else dg.model
@@ -219,7 +222,7 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
     calibration = CalibrationSource.of(batches, dense, shapes=shapes)
     work = onnx.ModelProto()
     work.CopyFrom(pruned)
-    layers, skipped = plan_layers(work, dg, removed_roots, propagate=propagate)
+    layers, skipped = plan_layers(work, dg, removed_roots, propagate=propagate, changed=changed)
     result = ReconstructResult(work, skipped=skipped)
     if not layers:
         result.seconds = time.perf_counter() - start

@@ -1,6 +1,6 @@
 """The main path: a pass manager over one state object.
 
-    analyse ─► score ─► plan ─► tune ─► apply ─► verify ─► reconstruct ─► passes ─► annotate
+    analyse ─► score ─► plan ─► tune ─► apply ─► verify ─► depth ─► reconstruct ─► passes ─► annotate
 
 Each stage is an object with a name that reads the run's `PruneConfig` and the state, and writes
 its product into the state. `Pipeline` runs them in order; `default_pipeline()` is the list above,
@@ -33,6 +33,14 @@ from onnxprune.passes.prune import ApplyPlan
 from onnxprune.passes.reconstruct import ReconstructResult
 from onnxprune.passes.reconstruct import reconstruct as refit_layers
 from onnxprune.pipeline.analyse import analyse_model
+from onnxprune.pipeline.depth import (
+    DepthResult,
+    auto_depth,
+    choose_blocks,
+    drop_depth,
+    finish_for,
+    requested,
+)
 from onnxprune.pipeline.result import PruneResult
 from onnxprune.planning.choice import PlanChoice
 from onnxprune.planning.costs import Scores
@@ -60,6 +68,8 @@ class PruneState:
     model: onnx.ModelProto | None = None  # the pruned model, once applied
     verify: VerifyResult | None = None
     reconstruction: ReconstructResult | None = None
+    depth: DepthResult | None = None  # residual blocks dropped (opt-in, approximate)
+    block_scores: dict[str, float] | None = None  # every block's score, when this run chose the blocks
     notes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
 
@@ -77,7 +87,12 @@ class PruneState:
         return PruneResult(self.model, self.graph, self.plan, len(self.removed), self.config, self.graph.model,
                            verify=self.verify, seconds=time.perf_counter() - self.started, notes=self.notes,
                            target=self.choice.target if self.choice is not None else None,
-                           reconstruction=self.reconstruction, choice=self.choice)
+                           reconstruction=self.reconstruction, choice=self.choice, depth=self.depth)
+
+    @property
+    def drops_blocks(self) -> bool:
+        """Whether this run drops residual blocks (after the plan stage)."""
+        return requested(self.config, self.plan, replayed=self.choice is None)
 
 
 class Stage(Protocol):
@@ -96,7 +111,8 @@ class Analyse:
                                      heads=a.heads,
                                      calibration=state.config.calibration)
         state.dg = keep_layers(state.dg, a.keep)
-        state.dg.require_prunable()
+        if not requested(state.config, state.plan, replayed=state.plan is not None):
+            state.dg.require_prunable()  # depth alone needs no prunable channel group
 
 
 class Score:
@@ -136,11 +152,22 @@ class Choose:
             return
         c = state.config
         req = _request(state)
-        state.choice = choose_plan(req, c.budget, allocation=c.scoring.allocation, rounding=c.rounding.policy())
+        depth = None
+        if c.depth.blocks == "auto":  # the budget splits between depth and width
+            state.choice, depth, state.block_scores, notes = auto_depth(req, config=c, progress=state.progress)
+            state.notes.extend(notes)
+        else:
+            if c.depth.blocks:  # the blocks first: a MAC / parameter budget counts them
+                depth, state.block_scores, notes = choose_blocks(state.graph, config=c, progress=state.progress)
+                state.notes.extend(notes)
+                req.finish = finish_for(state.graph, depth) if c.budget.is_target else None
+            state.choice = choose_plan(req, c.budget, allocation=c.scoring.allocation,
+                                       rounding=c.rounding.policy())
         if c.rounding.time_multiples:
             tune_multiples(req, c.budget, state.choice, rounding=c.rounding.policy(), allocation=c.scoring.allocation,
                            options=req.latency or c.latency.options)
         state.plan = state.choice.plan
+        state.plan.depth = depth
         for note in _choice_notes(state.choice):
             state.notes.append(note)
 
@@ -163,6 +190,10 @@ class Apply:
         assert state.plan is not None
         dg = state.graph
         state.removed = state.plan.removed_roots(dg)
+        if not state.removed and state.drops_blocks:  # depth only: the width part is the dense model
+            state.model = onnx.ModelProto()
+            state.model.CopyFrom(dg.model)
+            return
         if not state.removed:
             raise NothingToPruneError(why_nothing(dg, state.plan, state.config, choice=state.choice))
         state.plan.note_kinds(dg)  # after removed_roots checked a replayed plan's kinds against this analysis
@@ -176,7 +207,7 @@ class Verify:
 
     def run(self, state: PruneState) -> None:
         c = state.config
-        if not c.checks.verify:
+        if not c.checks.verify or not state.removed:  # depth alone: nothing the oracle can prove
             return
         assert state.model is not None
         dg, removed = state.graph, state.removed
@@ -193,6 +224,22 @@ class Verify:
             raise VerifyError(state.verify.describe() + " (pruned model not written)")
 
 
+class DropDepth:
+    """Residual blocks dropped from the verified width-pruned model (pipeline/depth.py)."""
+
+    name = "depth"
+
+    def run(self, state: PruneState) -> None:
+        if not state.drops_blocks:
+            return
+        assert state.model is not None and state.plan is not None
+        assert state.plan.depth is not None, "the plan stage chose the blocks"
+        state.model, state.depth = drop_depth(state.model, dg=state.graph, config=state.config,
+                                              depth=state.plan.depth, influence=state.block_scores,
+                                              progress=state.progress)
+        state.notes.append(state.depth.describe())
+
+
 class Reconstruct:
     name = "reconstruct"
 
@@ -204,7 +251,8 @@ class Reconstruct:
         with step(state.progress, "reconstruct"):
             state.reconstruction = refit_layers(state.model, dg=state.graph, removed_roots=state.removed,
                                                 batches=c.calibration, shapes=c.analysis.shapes,
-                                                head_floor=c.recovery.head_floor)
+                                                head_floor=c.recovery.head_floor,
+                                                changed=state.depth.changed if state.depth is not None else ())
         state.model = state.reconstruction.model
         state.notes.extend(f"reconstruct: {n}" for n in state.reconstruction.notes)
 
@@ -253,7 +301,7 @@ class Pipeline:
 
 
 def default_pipeline() -> Pipeline:
-    return Pipeline([Analyse(), Score(), Choose(), Apply(), Verify(), Reconstruct(), RunPasses(), Annotate()])
+    return Pipeline([Analyse(), Score(), Choose(), Apply(), Verify(), DropDepth(), Reconstruct(), RunPasses(), Annotate()])
 
 
 def why_nothing(dg: DependencyGraph, plan: Plan, config: PruneConfig, *, choice: PlanChoice | None) -> str:

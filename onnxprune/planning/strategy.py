@@ -24,7 +24,7 @@ from onnxprune.io.progress import ProgressFn
 from onnxprune.io.types import Shapes
 from onnxprune.measure.bench import LatencyOptions
 from onnxprune.planning.costs import CostModel, Scores
-from onnxprune.planning.landing import TargetResult, land_target
+from onnxprune.planning.landing import Finish, TargetResult, land_target
 from onnxprune.planning.plan import Plan
 from onnxprune.planning.registry import Registry
 
@@ -44,6 +44,7 @@ class PlanRequest:
     curves_error: str = "rel_error"  # which error of the curves the allocation minimises
     latency: LatencyOptions | None = None  # how a latency budget measures
     progress: ProgressFn | None = None
+    finish: Finish | None = None  # later stages' change to the model a target counts (dropped blocks)
 
     @cached_property
     def costs(self) -> CostModel:
@@ -59,7 +60,7 @@ class PlanRequest:
         if total <= 0:
             raise OnnxPruneError(f"the model has no {metric} to reduce")
         result = land_target(self.dg, self.costs, strategy.searcher(self, metric, round_to=round_to),
-                             metric=metric, target=value, shapes=self.shapes)
+                             metric=metric, target=value, shapes=self.shapes, finish=self.finish)
         result.plan.criterion = self.criterion
         result.plan.round_to = round_to
         return result

@@ -77,7 +77,7 @@ def tune_multiples(req: PlanRequest, budget: Budget, choice: PlanChoice, *, roun
                            round_to=rounding.value)
     else:
         other = complete_plan(req.dg, req.scores, choice.tried[prefer], round_to=rounding.value,
-                              criterion=req.criterion, shapes=req.shapes)
+                              criterion=req.criterion, shapes=req.shapes, finish=req.finish)
     if not other.ok:
         choice.race_skipped = f"{other.label} does not land the budget"
     elif same_channels(req.dg, res, other):
