@@ -65,6 +65,11 @@ def streams(model: onnx.ModelProto) -> bool:
     return any(is_external(t) for t in model.graph.initializer)
 
 
+def is_stub(t: TensorProto) -> bool:
+    """Whether `t` is a stub made by `keep` (its data file was checked when the model was loaded)."""
+    return is_external(t) and any(e.key == "location" and e.value in _known for e in t.external_data)
+
+
 def keep(t: TensorProto, path: Path, offset: int, length: int) -> None:
     """Make `t` a stub read from `path` (absolute, already checked by the caller) at offset/length."""
     _known.add(str(path))
@@ -318,7 +323,7 @@ def on_disk(model: onnx.ModelProto, *, spill: bool = False) -> Iterator[Path]:
             path = workdir / "model.onnx"
             names = _link_into(workdir, files)
         out = shell(model)
-        spill: BinaryIO | None = None
+        spill_file: BinaryIO | None = None
         spill_path = path.with_name(path.name + ".data")
         for t in model.graph.initializer:
             stub = out.graph.initializer.add()
@@ -328,12 +333,12 @@ def on_disk(model: onnx.ModelProto, *, spill: bool = False) -> Iterator[Path]:
                 for key, value in (("location", names[src]), ("offset", str(offset)), ("length", str(length))):
                     stub.external_data.add(key=key, value=value)
             elif spill and t.HasField("raw_data") and len(t.raw_data) >= EXTERNAL_MIN_BYTES:
-                if spill is None:
+                if spill_file is None:
                     made.append(spill_path)
-                    spill = open(spill_path, "wb")  # noqa: SIM115 - closed below
-                spill.write(b"\0" * (-spill.tell() % EXTERNAL_ALIGN))
-                offset = spill.tell()
-                spill.write(t.raw_data)
+                    spill_file = open(spill_path, "wb")  # noqa: SIM115 - closed below
+                spill_file.write(b"\0" * (-spill_file.tell() % EXTERNAL_ALIGN))
+                offset = spill_file.tell()
+                spill_file.write(t.raw_data)
                 copy_fields(t, stub, skip="raw_data")
                 stub.data_location = TensorProto.EXTERNAL
                 for key, value in (("location", spill_path.name), ("offset", str(offset)),
@@ -341,8 +346,8 @@ def on_disk(model: onnx.ModelProto, *, spill: bool = False) -> Iterator[Path]:
                     stub.external_data.add(key=key, value=value)
             else:
                 stub.CopyFrom(t)
-        if spill is not None:
-            spill.close()
+        if spill_file is not None:
+            spill_file.close()
         path.write_bytes(out.SerializeToString())
         yield path
     finally:

@@ -104,28 +104,32 @@ def external_bytes(model: onnx.ModelProto) -> int:
 def _keep_on_disk(model: onnx.ModelProto, path: Path) -> None:
     """Initializers stay in their data files (checked to be there, whole); other external tensors
     (subgraph initializers, Constant values) are loaded."""
-    main = {id(t) for t in model.graph.initializer}
-    for what, t in all_tensors(model.graph):
-        if t.data_location != TensorProto.EXTERNAL:
-            continue
-        if id(t) not in main:
+    for t in model.graph.initializer:
+        if t.data_location == TensorProto.EXTERNAL:
+            _keep_one(t, path)
+    # what is left external lies outside the top-level initializers (protobuf wrappers have no stable id)
+    for _, t in all_tensors(model.graph):
+        if t.data_location == TensorProto.EXTERNAL and not external.is_stub(t):
             onnx.external_data_helper.load_external_data_for_tensor(t, str(path.parent))
             t.data_location = TensorProto.DEFAULT
             del t.external_data[:]
-            continue
-        info = {e.key: e.value for e in t.external_data}
-        data = (path.parent / info["location"]).resolve()
-        size = data.stat().st_size  # FileNotFoundError: reported as a missing data file
-        offset = int(info.get("offset", 0))
-        length = int(info["length"]) if "length" in info else size - offset
-        want = raw_bytes(t)
-        if offset < 0 or length < 0 or offset + length > size:
-            raise OnnxPruneError(f"{path}: {what}: its external data ({length} bytes at offset {offset}) lies "
-                                 f"beyond the end of {data.name} ({size} bytes)")
-        if want is not None and want != length:
-            raise OnnxPruneError(f"{path}: {what} holds {length} bytes of external data, its dims "
-                                 f"{[int(d) for d in t.dims]} need {want}")
-        external.keep(t, data, offset, length)
+
+
+def _keep_one(t: TensorProto, path: Path) -> None:
+    what = f"initializer {t.name!r}"
+    info = {e.key: e.value for e in t.external_data}
+    data = (path.parent / info["location"]).resolve()
+    size = data.stat().st_size  # FileNotFoundError: reported as a missing data file
+    offset = int(info.get("offset", 0))
+    length = int(info["length"]) if "length" in info else size - offset
+    want = raw_bytes(t)
+    if offset < 0 or length < 0 or offset + length > size:
+        raise OnnxPruneError(f"{path}: {what}: its external data ({length} bytes at offset {offset}) lies "
+                             f"beyond the end of {data.name} ({size} bytes)")
+    if want is not None and want != length:
+        raise OnnxPruneError(f"{path}: {what} holds {length} bytes of external data, its dims "
+                             f"{[int(d) for d in t.dims]} need {want}")
+    external.keep(t, data, offset, length)
 
 
 def model_size_bytes(model: onnx.ModelProto) -> int:
