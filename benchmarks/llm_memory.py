@@ -11,16 +11,22 @@ Each size runs `onnxprune prune MODEL -o OUT --ratio 0.3 --verify --no-progress`
 subprocess; the wall time and the child's peak RSS (`os.wait4`'s ru_maxrss: resident pages,
 file-backed mmapped pages included) are recorded. `--stages` instead runs the same pipeline in
 process and reports the peak RSS of each stage (VmHWM, reset before each), for profiling.
+`--source DIR --label NAME` runs the CLI from another source tree (an older commit unpacked with
+`git archive COMMIT onnxprune | tar -x -C DIR`), and `--before JSON` puts such runs beside these in
+the table, for a before/after.
 
     python benchmarks/llm_memory.py                        # 0.5, 2 and 6 GiB, writes the README block
     python benchmarks/llm_memory.py --sizes 2 --no-write   # one size, print only
     python benchmarks/llm_memory.py --sizes 2 --stages     # where the memory goes, stage by stage
     python benchmarks/llm_memory.py --quick                # a ~20 MiB model, print only (smoke test)
+    python benchmarks/llm_memory.py --sizes 0.5 --source /tmp/old --label "main abc123" --no-write --json old.json
+    python benchmarks/llm_memory.py --before old.json      # this tree's runs with the old ones beside
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -30,9 +36,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 from onnx import TensorProto, helper
@@ -48,6 +55,7 @@ GIB = 1 << 30
 ALIGN = 4096
 ROWS = 256  # rows of a weight generated at a time
 OPSET = 20  # Gelu
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -66,20 +74,19 @@ class Decoder:
         return Decoder(max(1, round(gib * GIB / per_layer)), hidden, ffn)
 
 
-def _write_tensor(f: object, name: str, shape: tuple[int, ...], scale: float,
+def _write_tensor(fh: BinaryIO, name: str, shape: tuple[int, ...], scale: float,
                   rng: np.random.Generator, location: str) -> TensorProto:
     """Append a normal(0, scale) float32 tensor to the open data file, block by block."""
-    fh = f  # an open binary file
-    fh.write(b"\0" * (-fh.tell() % ALIGN))  # type: ignore[attr-defined]
-    offset = fh.tell()  # type: ignore[attr-defined]
+    fh.write(b"\0" * (-fh.tell() % ALIGN))
+    offset = fh.tell()
     rows = shape[0] if len(shape) > 1 else 1
     cols = int(np.prod(shape[1:])) if len(shape) > 1 else shape[0]
     for start in range(0, rows, ROWS):
         block = rng.standard_normal((min(ROWS, rows - start), cols), dtype=np.float32)
         block *= scale
-        fh.write(block.tobytes())  # type: ignore[attr-defined]
+        fh.write(block.tobytes())
     t = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=list(shape), data_location=TensorProto.EXTERNAL)
-    length = fh.tell() - offset  # type: ignore[attr-defined]
+    length = fh.tell() - offset
     for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
         t.external_data.add(key=key, value=value)
     return t
@@ -139,6 +146,7 @@ class Run:
     exit_code: int
     output_bytes: int
     tail: str
+    code: str = "this tree"
 
     @property
     def ratio(self) -> float:
@@ -157,11 +165,15 @@ def prune_args(model: Path, out: Path) -> list[str]:
     return ["prune", str(model), "-o", str(out), "--ratio", "0.3", "--verify", "--no-progress"]
 
 
-def measure(model: Path, out: Path, gib: float, layers: int) -> Run:
-    """One `onnxprune prune` in a subprocess: wall time and the child's peak RSS."""
+def measure(model: Path, out: Path, gib: float, layers: int, *, source: Path = ROOT, code: str = "this tree") -> Run:
+    """One `onnxprune prune` in a subprocess (run from `source`'s onnxprune): wall time and the
+    child's peak RSS."""
+    env = {**os.environ, "PYTHONPATH": str(source)}
     start = time.perf_counter()
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(cli(*prune_args(model, out)), stdout=log, stderr=subprocess.STDOUT)
+        # cwd too: `python -c` puts the working folder first on sys.path
+        proc = subprocess.Popen(cli(*prune_args(model, out)), stdout=log, stderr=subprocess.STDOUT, cwd=source,
+                                env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -170,7 +182,7 @@ def measure(model: Path, out: Path, gib: float, layers: int) -> Run:
     tail = " / ".join(ln.strip() for ln in text.strip().splitlines()[-3:])
     written = on_disk(out) if out.exists() else 0
     rss = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    return Run(gib, layers, on_disk(model), seconds, rss, proc.returncode, written, tail)
+    return Run(gib, layers, on_disk(model), seconds, rss, proc.returncode, written, tail, code)
 
 
 def stage_profile(model: Path, out: Path) -> list[tuple[str, float, int, int]]:
@@ -183,10 +195,10 @@ def stage_profile(model: Path, out: Path) -> list[tuple[str, float, int, int]]:
 
     rows: list[tuple[str, float, int, int]] = []
 
-    def probe(name: str, fn: object) -> object:
+    def probe(name: str, fn: Callable[[], T]) -> T:
         _reset_linux_peak()
         t0 = time.perf_counter()
-        got = fn()  # type: ignore[operator]
+        got = fn()
         rows.append((name, time.perf_counter() - t0, _proc_status_bytes("VmHWM") or 0, _proc_status_bytes("VmRSS") or 0))
         print(f"  {rows[-1][0]:12s} {rows[-1][1]:7.1f} s  peak {rows[-1][2] / GIB:6.2f} GiB  "
               f"after {rows[-1][3] / GIB:6.2f} GiB", flush=True)
@@ -195,9 +207,9 @@ def stage_profile(model: Path, out: Path) -> list[tuple[str, float, int, int]]:
     proto = probe("load", lambda: load_model(model))
     cfg = PruneConfig.create(ratio=0.3, verify=True).validate()
     cfg = cfg.replace(calibration=CalibrationSource.of(None, proto))
-    state = PruneState(cfg, proto)  # type: ignore[arg-type]
+    state = PruneState(cfg, proto)
     for stage in default_pipeline().stages:
-        probe(stage.name, lambda s=stage: s.run(state))
+        probe(stage.name, functools.partial(stage.run, state))
     result = state.result()
     probe("stats", lambda: result.stats)
     probe("save", lambda: result.save(out))
@@ -205,12 +217,12 @@ def stage_profile(model: Path, out: Path) -> list[tuple[str, float, int, int]]:
 
 
 def table(runs: Sequence[Run]) -> str:
-    lines = ["| model | layers | on disk | time | peak RSS | RSS / size | bound 1.5×size+1 GiB | s per GiB | result |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in runs:
+    lines = ["| code | model | layers | on disk | time | peak RSS | RSS / size | bound 1.5×size+1 GiB | s per GiB | result |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(runs, key=lambda r: (r.gib, r.code != "this tree")):
         ok = "ok" if r.exit_code == 0 else f"exit {r.exit_code}"
         within = "within" if r.peak_rss <= r.bound else "**over**"
-        lines.append(f"| {r.gib:g} GiB | {r.layers} | {r.model_bytes / GIB:.2f} GiB | {r.seconds:.0f} s | "
+        lines.append(f"| {r.code} | {r.gib:g} GiB | {r.layers} | {r.model_bytes / GIB:.2f} GiB | {r.seconds:.0f} s | "
                      f"{r.peak_rss / GIB:.2f} GiB | {r.ratio:.2f}× | {r.bound / GIB:.2f} GiB ({within}) | "
                      f"{r.seconds / (r.model_bytes / GIB):.1f} | {ok} |")
     return "\n".join(lines)
@@ -227,6 +239,16 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM"
 
 
+def _before_note(before: Sequence[Run]) -> str:
+    if not before:
+        return ""
+    labels = ", ".join(sorted({r.code for r in before}))
+    sizes = ",".join(sorted({f"{r.gib:g}" for r in before}))
+    return (f" Rows labelled {labels}: the same command run from that commit's source tree "
+            f"(`git archive COMMIT onnxprune | tar -x -C DIR`, then `--sizes {sizes} --source DIR --label LABEL "
+            f"--json FILE`), shown here with `--before FILE`.")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="0.5,2,6", help="model sizes in GiB, comma-separated")
@@ -238,6 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="one ~20 MiB model (hidden 256, ffn 1024), print only")
     ap.add_argument("--no-write", action="store_true", help="print the table, leave README.md alone")
     ap.add_argument("--json", type=Path, default=None, help="also write the runs as JSON here")
+    ap.add_argument("--source", type=Path, default=ROOT, help="source tree whose onnxprune runs (default: this one)")
+    ap.add_argument("--label", default="this tree", help="what --source is, in the table")
+    ap.add_argument("--before", type=Path, default=None, help="runs of older code (--json of a --source run) "
+                                                             "to show beside these")
     args = ap.parse_args(argv)
     hidden, ffn = (256, 1024) if args.quick else (args.hidden, args.ffn)
     sizes = [0.02] if args.quick else [float(s) for s in args.sizes.split(",")]
@@ -258,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{model.name}: stage by stage", flush=True)
                 stage_profile(model, out)
             else:
-                run = measure(model, out, gib, spec.layers)
+                run = measure(model, out, gib, spec.layers, source=args.source.resolve(), code=args.label)
                 runs.append(run)
                 print(f"{model.name}: {run.seconds:.1f} s, peak RSS {run.peak_rss / GIB:.2f} GiB "
                       f"({run.ratio:.2f}× the model), exit {run.exit_code}: {run.tail}", flush=True)
@@ -272,7 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(scratch, ignore_errors=True)
     if not runs:
         return 0
-    text = table(runs)
+    before = [Run(**r) for r in json.loads(args.before.read_text())] if args.before else []
+    text = table(runs + before)
     print(text)
     if args.json is not None:
         args.json.write_text(json.dumps([asdict(r) for r in runs], indent=1) + "\n")
@@ -282,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                  f"`python benchmarks/llm_memory.py --sizes {args.sizes}` (hidden {hidden}, ffn {ffn}, fp32; "
                  f"each model pruned by `onnxprune {' '.join(prune_args(Path('MODEL'), Path('OUT')))}` in its own "
                  f"process; peak RSS is the child's ru_maxrss, file-backed mapped pages included; "
-                 f"this script's own peak: {own / GIB:.2f} GiB).\n\n{text}")
+                 f"this script's own peak: {own / GIB:.2f} GiB).{_before_note(before)}\n\n{text}")
         replace_block(README, BEGIN, END, inner, "LLM-scale models in memory (`benchmarks/llm_memory.py`)")
         print(f"wrote {README}")
     return 0 if all(r.exit_code == 0 for r in runs) else 1

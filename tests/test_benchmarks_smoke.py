@@ -149,3 +149,16 @@ def test_transformers_benchmark_runs_one_file() -> None:
     ours = rows[0].split(" | ")
     assert ours[1] == "onnxprune" and " heads" in ours[2] and "oracle PASS" in ours[2] and ours[5] == "yes"
     assert ours[2].endswith("num_heads 2/2") and ours[3] == "69.7%"  # whole fused heads, at 0.7 of the params
+
+
+def test_llm_memory_quick_measures_a_child_process() -> None:
+    readme = ROOT / "benchmarks" / "README.md"
+    before = readme.read_text()
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "llm_memory.py"), "--quick"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| this tree | 0.02 GiB |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[5].split()[0]) > 0.05, "the child's peak RSS, not a placeholder"  # GiB
+    assert cells[-1] == "ok"
+    assert readme.read_text() == before

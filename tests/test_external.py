@@ -136,3 +136,22 @@ def test_a_stub_from_an_unknown_file_is_refused() -> None:
     t.external_data.add(key="length", value="16")
     with pytest.raises(external.OnnxPruneError, match="not loaded with the model"):
         external.tensor_array(t)
+
+
+@pytest.mark.usefixtures("streaming")
+def test_the_benchmark_decoder_prunes_with_its_weights_on_disk(tmp_path: Path) -> None:
+    """benchmarks/llm_memory.py's synthetic decoder (RMSNorm, MLP, residual), tiny, through the API."""
+    from bench_scripts import load_script
+
+    from onnxprune.api import prune
+
+    bench = load_script("llm_memory")
+    src = bench.write_decoder(tmp_path / "d.onnx", bench.Decoder(layers=2, hidden=64, ffn=256))
+    model = load_model(src)
+    assert external.streams(model)
+    result = prune(model, ratio=0.3, verify=True)
+    assert result.verify is not None and result.verify.ok
+    result.save(tmp_path / "out.onnx")
+    pruned = onnx.load(str(tmp_path / "out.onnx"))
+    ffn = {t.name: list(t.dims) for t in pruned.graph.initializer}
+    assert ffn["layer0.up.weight"][1] < 256
