@@ -152,13 +152,10 @@ def test_transformers_benchmark_runs_one_file() -> None:
 
 
 def test_llm_memory_quick_measures_a_child_process() -> None:
-    readme = ROOT / "benchmarks" / "README.md"
-    before = readme.read_text()
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "llm_memory.py"), "--quick"],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    row = next(line for line in proc.stdout.splitlines() if line.startswith("| this tree | 0.02 GiB |"))
+    from bench_scripts import run_quick
+
+    row = next(line for line in run_quick("llm_memory", "--quick").splitlines()
+               if line.startswith("| this tree | 0.02 GiB |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert float(cells[5].split()[0]) > 0.05, "the child's peak RSS, not a placeholder"  # GiB
     assert cells[-1] == "ok"
-    assert readme.read_text() == before

@@ -30,7 +30,7 @@ from onnxprune.graph.view import GraphView, has_subgraph, node_attr
 from onnxprune.io import skeleton
 from onnxprune.io.external import new_tensor, streams
 from onnxprune.io.runtime import run, session
-from onnxprune.passes.base import Pass, PassResult
+from onnxprune.passes.base import Pass, PassResult, runs_within
 
 NONDETERMINISTIC = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
                     "Bernoulli", "Dropout"}
@@ -291,20 +291,13 @@ class FoldConstants(Pass):
 
 def _batches(names: list[str], static: dict[str, list[int | None]], types: dict[str, int]) -> Iterator[list[str]]:
     """`names` in order, in runs of at most FOLD_BATCH_BYTES by their inferred sizes (unknown: alone)."""
-    batch: list[str] = []
-    size = 0
-    for name in names:
+    def nbytes(name: str) -> int:
         dims = static.get(name)
-        known = dims is not None and None not in dims
-        nbytes = math.prod(int(d or 0) for d in dims or []) * helper.tensor_dtype_to_np_dtype(types[name]).itemsize \
-            if known else FOLD_BATCH_BYTES
-        if batch and size + nbytes > FOLD_BATCH_BYTES:
-            yield batch
-            batch, size = [], 0
-        batch.append(name)
-        size += nbytes
-    if batch:
-        yield batch
+        if dims is None or None in dims:
+            return FOLD_BATCH_BYTES
+        return math.prod(int(d or 0) for d in dims) * helper.tensor_dtype_to_np_dtype(types[name]).itemsize
+
+    return runs_within(names, nbytes, FOLD_BATCH_BYTES)
 
 
 class RemoveUnused(Pass):
