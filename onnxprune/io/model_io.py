@@ -102,8 +102,8 @@ def external_bytes(model: onnx.ModelProto) -> int:
 
 
 def _keep_on_disk(model: onnx.ModelProto, path: Path) -> None:
-    """Initializers stay in their data files (checked to be there, whole); other external tensors
-    (subgraph initializers, Constant values) are loaded."""
+    """Initializers of external.SMALL_BYTES or more stay in their data files (checked to be there,
+    whole); smaller ones and other external tensors (subgraph initializers, Constant values) are loaded."""
     for t in model.graph.initializer:
         if t.data_location == TensorProto.EXTERNAL:
             _keep_one(t, path)
@@ -130,6 +130,8 @@ def _keep_one(t: TensorProto, path: Path) -> None:
         raise OnnxPruneError(f"{path}: {what} holds {length} bytes of external data, its dims "
                              f"{[int(d) for d in t.dims]} need {want}")
     external.keep(t, data, offset, length)
+    if length < external.SMALL_BYTES:  # shape tensors among them: ONNX Runtime reads those while loading
+        t.CopyFrom(external.inline(t))
 
 
 def model_size_bytes(model: onnx.ModelProto) -> int:
