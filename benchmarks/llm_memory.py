@@ -262,6 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the runs as JSON here")
     ap.add_argument("--source", type=Path, default=ROOT, help="source tree whose onnxprune runs (default: this one)")
     ap.add_argument("--label", default="this tree", help="what --source is, in the table")
+    ap.add_argument("--stop-over", type=float, default=1.5,
+                    help="skip the larger sizes once a run's peak RSS exceeds this many times its model size "
+                         "(the machine is shared: a 6 GiB model at 8x would not fit)")
     ap.add_argument("--before", type=Path, default=None, help="runs of older code (--json of a --source run) "
                                                              "to show beside these")
     args = ap.parse_args(argv)
@@ -270,8 +273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="onnxprune-llm-"))
     scratch.mkdir(parents=True, exist_ok=True)
     runs: list[Run] = []
+    skip = False
     try:
         for gib in sizes:
+            if skip:
+                break
             spec = Decoder.of_size(gib, hidden=hidden, ffn=ffn)
             model = scratch / f"decoder_{gib:g}g.onnx"
             if not model.exists():
@@ -288,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runs.append(run)
                 print(f"{model.name}: {run.seconds:.1f} s, peak RSS {run.peak_rss / GIB:.2f} GiB "
                       f"({run.ratio:.2f}× the model), exit {run.exit_code}: {run.tail}", flush=True)
+                if run.ratio > args.stop_over:
+                    print(f"peak RSS over {args.stop_over}× the model: the larger sizes are skipped", flush=True)
+                    skip = True
             for p in scratch.glob(out.name + "*"):
                 p.unlink()
             if not args.keep:
@@ -306,7 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.quick or args.no_write):
         own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         inner = (f"Run of {time.strftime('%Y-%m-%d')} on {machine()}: "
-                 f"`python benchmarks/llm_memory.py --sizes {args.sizes}` (hidden {hidden}, ffn {ffn}, fp32; "
+                 f"`python benchmarks/llm_memory.py --sizes {args.sizes}{' --before FILE' if before else ''}` "
+                 f"(hidden {hidden}, ffn {ffn}, fp32; "
                  f"each model pruned by `onnxprune {' '.join(prune_args(Path('MODEL'), Path('OUT')))}` in its own "
                  f"process; peak RSS is the child's ru_maxrss, file-backed mapped pages included; "
                  f"this script's own peak: {own / GIB:.2f} GiB).{_before_note(before)}\n\n{text}")
