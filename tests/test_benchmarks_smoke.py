@@ -165,3 +165,11 @@ def test_depth_benchmark_pairs_decoder_layers_and_scores_them() -> None:
     calib = CalibConfig(path=ROOT / "models" / "transformers" / "lm_calib.npz", samples=4)
     bi = depth.layer_influence(model, layers, calib)
     assert len(bi) == 4 and all(0.0 < v < 2.0 for v in bi)
+def test_llm_memory_quick_measures_a_child_process() -> None:
+    from bench_scripts import run_quick
+
+    row = next(line for line in run_quick("llm_memory", "--quick").splitlines()
+               if line.startswith("| this tree | 0.02 GiB |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[5].split()[0]) > 0.05, "the child's peak RSS, not a placeholder"  # GiB
+    assert cells[-1] == "ok"

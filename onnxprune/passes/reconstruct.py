@@ -17,7 +17,7 @@ dense model's than without reconstruction. The input models are never modified.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +28,7 @@ from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.io.types import Shapes
+from onnxprune.passes.base import runs_within
 from onnxprune.recovery.fidelity import Fidelity, compare_outputs
 from onnxprune.recovery.heads import DEFAULT_FLOOR, SlopeWeight, logit_mask, logit_roots
 from onnxprune.recovery.layer_weights import LayerWeights, read_layer, write_layer
@@ -126,20 +127,6 @@ def _gram_bytes(model: onnx.ModelProto, layer: FitLayer) -> int:
     return 8 * (d + 1) ** 2 * (group if layer.op_type in ("Conv", "ConvTranspose") else 1)
 
 
-def _chunks(model: onnx.ModelProto, wave: list[FitLayer], budget: int) -> Iterator[list[FitLayer]]:
-    chunk: list[FitLayer] = []
-    used = 0
-    for layer in wave:
-        size = _gram_bytes(model, layer)
-        if chunk and used + size > budget:
-            yield chunk
-            chunk, used = [], 0
-        chunk.append(layer)
-        used += size
-    if chunk:
-        yield chunk
-
-
 def _fit_layer(work: onnx.ModelProto, layer: FitLayer, lg: LayerGram, damp: float) -> LayerFit:
     node = next(n for n in work.graph.node if n.name == layer.node)
     bias_add = None
@@ -234,7 +221,7 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
     result.waves = len(stages)
     fits: dict[str, LayerFit] = {}
     for stage in stages:
-        for chunk in _chunks(work, stage, max_gram_bytes):
+        for chunk in runs_within(stage, lambda layer: _gram_bytes(work, layer), max_gram_bytes):
             st = source.stats(work, [layer.node for layer in chunk], max_rows=max_rows, seed=seed,
                               row_weights={x.node: weights[x.node] for x in chunk if x.node in weights})
             result.samples = st.samples
