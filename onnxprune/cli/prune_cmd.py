@@ -184,6 +184,9 @@ def _print(result: PruneResult, *, title: str) -> None:
     choice, steps = result.choice, result.steps
     click.echo(f"channel counts rounded to multiples of {result.plan.round_to}: {result.round_to_reason()}"
                if choice is not None else f"replayed plan (made with round-to {result.plan.round_to})")
+    short = _short_of_ratio(result.removal(), result.plan.round_to)
+    if short:
+        click.echo(short)
     if choice is not None and choice.race is not None:
         click.echo(choice.race.describe())
     elif choice is not None and choice.race_skipped is not None:
@@ -220,6 +223,15 @@ def _print(result: PruneResult, *, title: str) -> None:
     for note in result.notes:
         if "approximate" in note:
             click.echo(f"note: {note}")
+
+
+def _short_of_ratio(r: dict[str, Any], round_to: int) -> str:
+    """Why a --ratio run removed clearly less than asked: whole blocks do not fit narrow groups."""
+    asked = r["channels_requested"]
+    if asked is None or round_to <= 1 or r["steps"] or r["channels_achieved"] >= asked - 0.05:
+        return ""
+    return (f"note: groups too narrow to lose a whole block of {round_to} channels and keep one keep all of theirs; "
+            f"--round-to {round_to // 2 if round_to > 2 else 1} or 1 removes closer to the request")
 
 
 def _removal_line(r: dict[str, Any]) -> str:

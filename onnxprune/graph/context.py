@@ -125,6 +125,8 @@ class Analysis:
     attention: dict[str, int] = field(default_factory=dict)
     # Ids of whole heads on the head axis of attention scores (rules/linear.py).
     head_ids: set[int] = field(default_factory=set)
+    # Ids that fused attention ops (com.microsoft, rules/contrib_attention.py) cut as whole heads.
+    fused_heads: list[np.ndarray] = field(default_factory=list)
     # Integer tensors computed from Shape reads of channel axes: one entry per element (rules/shape_ops.py).
     dim_values: dict[str, list[DimRef | None]] = field(default_factory=dict)
     # Checks that need every coupling: run once after the walk.

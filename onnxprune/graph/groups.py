@@ -108,6 +108,8 @@ def _unit_roots(analysis: Analysis) -> dict[str, set[int]]:
     for name in analysis.attention:
         kind = "head" if name in analysis.whole_heads else "head_dim"
         out[kind] |= set(map_roots(analysis.roots, analysis.splits[name]).reshape(-1).tolist()) - {-1}
+    for ids in analysis.fused_heads:
+        out["head"] |= set(map_roots(analysis.roots, ids).tolist()) - {-1}
     return out
 
 

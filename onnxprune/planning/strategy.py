@@ -26,6 +26,7 @@ from onnxprune.measure.bench import LatencyOptions
 from onnxprune.planning.costs import CostModel, Scores
 from onnxprune.planning.landing import TargetResult, land_target
 from onnxprune.planning.plan import Plan
+from onnxprune.planning.registry import Registry
 
 if TYPE_CHECKING:
     from onnxprune.measure.curves import SensitivityResult
@@ -72,19 +73,7 @@ class Strategy(Protocol):
     def searcher(self, req: PlanRequest, metric: str, *, round_to: int) -> Callable[[float], Plan]: ...
 
 
-_STRATEGIES: dict[str, Strategy] = {}
-
-
-def register_strategy(strategy: Strategy) -> Strategy:
-    _STRATEGIES[strategy.name] = strategy
-    return strategy
-
-
-def registered_strategy(name: str) -> Strategy:
-    if name not in _STRATEGIES:
-        raise OnnxPruneError(f"unknown allocation {name!r}; choose one of: {', '.join(_STRATEGIES)}")
-    return _STRATEGIES[name]
-
-
-def strategy_names() -> tuple[str, ...]:
-    return tuple(_STRATEGIES)
+STRATEGIES: Registry[Strategy] = Registry("allocation")
+register_strategy = STRATEGIES.add
+registered_strategy = STRATEGIES.get
+strategy_names = STRATEGIES.names
