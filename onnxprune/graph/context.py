@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -338,4 +338,11 @@ def untracked(n: int) -> np.ndarray:
 # Opt-in approximate kinds, named after the ops they let channels through: LayerNorm (also ORT's
 # SkipLayerNormalization / EmbedLayerNormalization) and RMSNorm (RMSNormalization, ORT's
 # (Skip)SimplifiedLayerNormalization, and both written out op by op).
-APPROXIMATE_KINDS = ("layernorm", "rmsnorm")
+# "rotate" prunes through RMSNorms too, after rotating the residual stream (passes/rotate.py).
+APPROXIMATE_KINDS = ("layernorm", "rmsnorm", "rotate")
+
+
+def allowed_kinds(kinds: Iterable[str]) -> frozenset[str]:
+    """The rules a set of --approximate kinds opens: "rotate" slices through RMSNorms like "rmsnorm"."""
+    out = frozenset(kinds)
+    return out | {"rmsnorm"} if "rotate" in out else out

@@ -146,15 +146,10 @@ def _match(view: GraphView, rank_of: RankOf, mean: onnx.NodeProto,
     if w.take(var) is None:
         return None
     assert var is not None
-    add = w.const_reader(var.output[0], "Add")
-    eps = w.scalar(add[1]) if add is not None else None
-    if add is None or eps is None:
+    root = _root(w, var.output[0])
+    if root is None:
         return None
-    w.take(add[0])
-    sqrt = w.take(w.reader(add[0].output[0], "Sqrt"))
-    if sqrt is None:
-        return None
-    s = sqrt.output[0]
+    _, eps, s = root
     div = w.reader(s, "Div", d)
     if div is not None and list(div.input) == [d, s]:
         w.take(div)
@@ -184,15 +179,10 @@ def _match_rms(view: GraphView, rank_of: RankOf, mean: onnx.NodeProto,
         return None
     w.take(sq)
     w.take(mean)
-    add = w.const_reader(mean.output[0], "Add")
-    eps = w.scalar(add[1]) if add is not None else None
-    if add is None or eps is None:
+    root = _root(w, mean.output[0])
+    if root is None:
         return None
-    w.take(add[0])
-    sqrt = w.take(w.reader(add[0].output[0], "Sqrt"))
-    if sqrt is None:
-        return None
-    s = sqrt.output[0]
+    add, eps, s = root
     div = w.reader(s, "Div", x)
     if div is not None and list(div.input) == [x, s]:
         n = w.take(div)
@@ -222,6 +212,17 @@ def _match_rms(view: GraphView, rank_of: RankOf, mean: onnx.NodeProto,
     if chain is None:
         return None
     return dataclasses.replace(chain, centered=False, eps_input=(add[1], add[0].name))
+
+
+def _root(w: _Walk, var: str) -> tuple[tuple[onnx.NodeProto, str], float, str] | None:
+    """sqrt(var + eps): ((the Add, eps's name), eps, the Sqrt's output)."""
+    add = w.const_reader(var, "Add")
+    eps = w.scalar(add[1]) if add is not None else None
+    if add is None or eps is None:
+        return None
+    w.take(add[0])
+    sqrt = w.take(w.reader(add[0].output[0], "Sqrt"))
+    return None if sqrt is None else (add, eps, sqrt.output[0])
 
 
 def _only_reader(view: GraphView, tensor: str, op: str) -> onnx.NodeProto | None:

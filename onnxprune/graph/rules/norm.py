@@ -167,9 +167,9 @@ def layernorm_chain(ctx: RuleContext, chain: LayerNormChain) -> None:
                     RuleContext(ctx.state, nodes[found[1]]).member(
                         found[0], Track((len(ctx.shape(found[0]) or ()) - 1,), t.ids), role)
     ctx.set_layout(chain.output, passed)
-    t = hidden_track(passed, rank)
-    if not chain.centered and t is not None:
-        _chain_rms_hook(ctx, chain, t, nodes)
+    hidden = hidden_track(passed, rank)
+    if not chain.centered and hidden is not None:
+        _chain_rms_hook(ctx, chain, hidden, nodes)
 
 
 def _chain_rms_hook(ctx: RuleContext, chain: LayerNormChain, t: Track, nodes: dict[str, onnx.NodeProto]) -> None:
