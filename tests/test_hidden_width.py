@@ -36,13 +36,17 @@ def _rms_chain(g: Graph, x: str, gamma: str, name: str) -> str:
     return g.node("Mul", [n, gamma], name=name)
 
 
+# RMSNorm as one op: ONNX's (opset 23), and ONNX Runtime's in the default domain (GenAI exports).
+FUSED = {"rmsnorm_op": "RMSNormalization", "simplified": "SimplifiedLayerNormalization"}
+
+
 def _norm(g: Graph, x: str, kind: str, name: str) -> str:
     gamma = g.rand(f"{name}.gamma", (HIDDEN,), low=0.5, scale=1.0)
     if kind == "layernorm":
         return g.node("LayerNormalization", [x, gamma, g.rand(f"{name}.beta", (HIDDEN,), scale=0.1)], name=name,
                       axis=-1, epsilon=1e-5)
-    if kind == "rmsnorm_op":
-        return g.node("RMSNormalization", [x, gamma], name=name, axis=-1, epsilon=1e-6)
+    if kind in FUSED:
+        return g.node(FUSED[kind], [x, gamma], name=name, axis=-1, epsilon=1e-6)
     return _rms_chain(g, x, gamma, name)
 
 
@@ -62,7 +66,7 @@ def pre_norm_lm(kind: str, *, stream_relu: bool = False) -> onnx.ModelProto:
     return g.build()
 
 
-KINDS = {"layernorm": "layernorm", "rmsnorm": "rmsnorm", "rmsnorm_op": "rmsnorm"}
+KINDS = {"layernorm": "layernorm", "rmsnorm": "rmsnorm", "rmsnorm_op": "rmsnorm", "simplified": "rmsnorm"}
 
 
 @pytest.mark.parametrize("model_kind", list(KINDS))
@@ -209,7 +213,7 @@ def token_feeds(n: int = 8) -> list[dict[str, np.ndarray]]:
     return [{"ids": rng.integers(0, VOCAB, (1, SEQ)).astype(np.int64)} for _ in range(n)]
 
 
-@pytest.mark.parametrize("model_kind", ["rmsnorm", "rmsnorm_op"])
+@pytest.mark.parametrize("model_kind", ["rmsnorm", "rmsnorm_op", "simplified"])
 def test_rotation_keeps_the_model_and_orders_directions_by_variance(model_kind: str) -> None:
     model = low_rank_lm(model_kind)
     dg = analyse(model, approximate=["rotate"])
@@ -222,7 +226,7 @@ def test_rotation_keeps_the_model_and_orders_directions_by_variance(model_kind: 
     assert not np.allclose(init(rotation.model, "emb"), init(dg.model, "emb"))
 
 
-@pytest.mark.parametrize("model_kind", ["rmsnorm", "rmsnorm_op"])
+@pytest.mark.parametrize("model_kind", ["rmsnorm", "rmsnorm_op", "simplified"])
 def test_rotate_slices_the_empty_directions_where_rmsnorm_must_drop_channels(model_kind: str) -> None:
     model = low_rank_lm(model_kind)
     common = {"calibration": token_feeds(), "ratio": (HIDDEN - RANK) / HIDDEN, "round_to": 1, "keep": ["up*"],
