@@ -256,6 +256,28 @@ def test_fidelity_of_a_run_in_steps_is_measured_against_the_original() -> None:
     assert r.fidelity.min_cosine == pytest.approx(direct.min_cosine, abs=1e-9)
 
 
+def _sharing(model: onnx.ModelProto, node: str, weight: str) -> onnx.ModelProto:
+    """The model with `node` reading `weight` instead of its own (tied weights)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    next(n for n in out.graph.node if n.name == node).input[1] = weight
+    return out
+
+
+def test_rotation_carries_tied_writers_once_and_refuses_to_fold_a_scale_into_a_tied_reader() -> None:
+    tied_writers = _sharing(low_rank_lm("rmsnorm"), "down1", "down0.w")
+    dg = analyse(tied_writers, approximate=["rotate"])
+    rotation = rotate_hidden(dg, calibration=token_feeds())
+    assert rotation.scores
+    feed = token_feeds(1)[0]
+    (want,), (got,) = outputs_of(dg.model, feed).values(), outputs_of(rotation.model, feed).values()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # up0 and up1 reading one weight: norm0's and norm1's scales cannot both be folded into it.
+    tied_readers = _sharing(low_rank_lm("rmsnorm"), "up1", "up0.w")
+    rotation = rotate_hidden(analyse(tied_readers, approximate=["rotate"]), calibration=token_feeds())
+    assert not rotation.scores and "read by more than MatMuls with constant weights" in rotation.notes[0]
+
+
 def test_rotate_needs_calibration_data() -> None:
     with pytest.raises(OnnxPruneError, match="rotate needs --calib"):
         prune(pre_norm_lm("rmsnorm"), approximate=["rotate"], ratio=0.25)

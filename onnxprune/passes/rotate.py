@@ -102,6 +102,7 @@ def _stream(dg: DependencyGraph, g: Group) -> _Stream | str:
     norm_nodes |= {n.name for n in view.graph.node if n.op_type in FUSED_RMS}
     members: dict[str, tuple[ConstMember, np.ndarray]] = {}
     scales: list[tuple[ConstMember, np.ndarray]] = []
+    holders: dict[str, set[str]] = {}  # initializer -> the nodes that hold it as a member of this group
     for m in an.members:
         if not set(map_roots(an.roots, m.track.ids).reshape(-1).tolist()) & slots:
             continue
@@ -116,6 +117,11 @@ def _stream(dg: DependencyGraph, g: Group) -> _Stream | str:
             return f"constant {m.name} is shared along different orders of the hidden channels"
         else:
             members[m.name] = (m, pos)
+        holders.setdefault(m.name, set()).add(m.node)
+    for name in members:
+        others = {n.name for n, _ in view.consumers.get(name, [])} - holders[name]
+        if others:
+            return f"constant {name} is also read by '{sorted(others)[0]}', which the rotation would change"
     hidden: dict[str, np.ndarray] = {}
     for t, layout in an.layouts.items():
         for tr in layout:
@@ -124,7 +130,7 @@ def _stream(dg: DependencyGraph, g: Group) -> _Stream | str:
                 if pos is None or tr.axes != (len(view.shape(t) or ()) - 1,):
                     return f"tensor {t} holds the hidden channels off its last axis or with others"
                 hidden[t] = pos
-    readers = {m.node for m, _ in members.values() if m.role == ROLE_WEIGHT_IN}
+    readers = {n for name, (m, _) in members.items() if m.role == ROLE_WEIGHT_IN for n in holders[name]}
     for t in hidden:
         for node, i in view.consumers.get(t, []):
             ok = node.name in norm_nodes or node.op_type == "Shape" or \
@@ -137,7 +143,7 @@ def _stream(dg: DependencyGraph, g: Group) -> _Stream | str:
     for m, pos in scales:
         node = next(n for n in view.graph.node if n.name == m.node)
         into = [c.input[1] for c, _ in view.consumers.get(node.output[0], []) if c.op_type != "Shape"]
-        if not all(w in members and members[w][0].role == ROLE_WEIGHT_IN for w in into):
+        if not all(w in members and members[w][0].role == ROLE_WEIGHT_IN and len(holders[w]) == 1 for w in into):
             return f"the output of norm '{m.node}' is read by more than MatMuls with constant weights"
         folded.append((m, pos, into))
     stream = {t: pos for t, pos in hidden.items() if _residual(view, t)}
