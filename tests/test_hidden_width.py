@@ -23,6 +23,7 @@ from onnxprune.passes.rotate import rotate_hidden
 VOCAB, HIDDEN, FFN, SEQ = 20, 12, 16, 5
 REMOVED = [1, 7, 10]
 MODELS = Path(__file__).resolve().parent.parent / "models" / "transformers"
+MS = "com.microsoft"
 
 
 def _rms_chain(g: Graph, x: str, gamma: str, name: str) -> str:
@@ -194,6 +195,41 @@ def test_bert_hidden_width_reaches_its_output_and_stays() -> None:
 
 
 RANK = 8
+
+
+def skip_norm_lm() -> onnx.ModelProto:
+    """pre_norm_lm as ONNX Runtime's transformer optimizer fuses it: the first norm a
+    SimplifiedLayerNormalization, then SkipSimplifiedLayerNormalization adds each layer's output to
+    the stream (with a bias), returns the sum (output 3) and normalises it."""
+    g = Graph(opset=17)
+    ids = g.input("ids", (1, SEQ), onnx.TensorProto.INT64)
+    stream = g.node("Gather", [g.rand("emb", (VOCAB, HIDDEN), scale=1.0), ids], name="embed")
+    n = _norm(g, stream, "simplified", "norm0")
+    for layer in range(2):
+        h = g.matmul(g.relu(g.matmul(n, HIDDEN, FFN, name=f"up{layer}")), FFN, HIDDEN, name=f"down{layer}")
+        gamma = g.rand(f"skip{layer}.gamma", (HIDDEN,), low=0.5, scale=1.0)
+        outs = g.node_multi("SkipSimplifiedLayerNormalization",
+                            [h, stream, gamma, g.rand(f"skip{layer}.bias", (HIDDEN,), scale=0.1)],
+                            name=f"skip{layer}", domain=MS, n_out=4 if layer == 0 else 1, epsilon=1e-6)
+        n = outs[0]
+        stream = outs[-1]
+    g.output(g.matmul(n, HIDDEN, VOCAB, name="head"))
+    return g.build()
+
+
+def test_rotation_goes_through_onnx_runtime_skip_norms() -> None:
+    model = skip_norm_lm()
+    dg = analyse(model, approximate=["rotate"])
+    assert group_of(dg, "embed").prunable and group_of(dg, "embed").kind == "hidden"
+    rotation = rotate_hidden(dg, calibration=token_feeds())
+    assert rotation.scores and "2 residual-stream tensors" in rotation.notes[0]  # the embedding and skip0's sum
+    assert not np.allclose(init(rotation.model, "emb"), init(dg.model, "emb"))
+    for feed in token_feeds(3):
+        (want,), (got,) = outputs_of(dg.model, feed).values(), outputs_of(rotation.model, feed).values()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    r = prune(model, approximate=["rotate"], calibration=token_feeds(), ratio=0.25, round_to=1, keep=["up*"],
+              verify=True, reconstruct=False)
+    assert r.verify is not None and r.verify.ok and r.verify.unproven == 3 and r.fidelity is not None
 
 
 def low_rank_lm(kind: str) -> onnx.ModelProto:

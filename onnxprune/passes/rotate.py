@@ -9,8 +9,9 @@ uncentred covariance on calibration data, largest first, slicing the hidden widt
 directions instead of whole channels; the slots' scores are the eigenvalues (pipeline/stages.py).
 One Q serves the whole stream (every layer), so no extra matrices enter the residual path.
 
-Only a stream whose every reader is a norm, a MatMul with a constant weight, a residual Add, a Cast or
-a Shape read is rotated; anything else (a gating Mul, an activation on the stream, a LayerNorm's mean) is not
+Only a stream whose every reader is an RMSNorm (also ORT's SkipSimplifiedLayerNormalization, whose
+bias is carried like a residual bias), a MatMul with a constant weight, a residual Add, a Cast or a
+Shape read is rotated; anything else (a gating Mul, an activation on the stream, a LayerNorm's mean) is not
 invariant under Q: that group is left unrotated and the reason noted (it is still sliced, as `rmsnorm`).
 """
 
@@ -33,7 +34,9 @@ from onnxprune.graph.view import GraphView
 from onnxprune.io import runtime
 from onnxprune.io.types import Shapes
 
-FUSED_RMS = ("RMSNormalization", "SimplifiedLayerNormalization")
+SKIP_RMS = "SkipSimplifiedLayerNormalization"  # ONNX Runtime's: RMSNorm of input + skip (+ bias)
+FUSED_RMS = ("RMSNormalization", "SimplifiedLayerNormalization", SKIP_RMS)
+SKIP_SUM = 3  # SKIP_RMS's output input + skip + bias: the residual stream goes on
 LINEAR_ROLES = (ROLE_WEIGHT_OUT, ROLE_WEIGHT_IN, ROLE_PARAM)
 
 
@@ -111,7 +114,7 @@ def _stream(dg: DependencyGraph, g: Group) -> _Stream | str:
             return f"constant {m.name} holds the hidden channels with others"
         if m.role == ROLE_NORM_SCALE and m.node in norm_nodes:
             scales.append((m, pos))
-        elif m.role not in LINEAR_ROLES or m.role == ROLE_PARAM and _op(dg, m.node) != "Add":
+        elif m.role not in LINEAR_ROLES or m.role == ROLE_PARAM and _op(dg, m.node) not in ("Add", SKIP_RMS):
             return f"constant {m.name} of {_op(dg, m.node)} '{m.node}' scales the hidden channels one by one"
         elif m.name in members and not np.array_equal(members[m.name][1], pos):
             return f"constant {m.name} is shared along different orders of the hidden channels"
@@ -155,10 +158,14 @@ def _op(dg: DependencyGraph, node: str) -> str:
 
 
 def _residual(view: GraphView, t: str) -> bool:
-    """A point of the residual stream: an embedding lookup or a sum of two activations."""
+    """A point of the residual stream: an embedding lookup or a sum of two activations (an Add, or
+    the sum a skip norm also returns)."""
     node = view.producer.get(t, (None,))[0]
-    return node is not None and (node.op_type == "Gather" or node.op_type == "Add" and
-                                 not any(view.is_const(x) for x in node.input))
+    if node is None:
+        return False
+    if node.op_type == SKIP_RMS:
+        return len(node.output) > SKIP_SUM and node.output[SKIP_SUM] == t
+    return node.op_type == "Gather" or node.op_type == "Add" and not any(view.is_const(x) for x in node.input)
 
 
 def _covariances(model: onnx.ModelProto, streams: list[_Stream], calibration: CalibrationLike,
