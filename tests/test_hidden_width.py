@@ -317,3 +317,18 @@ def test_rotation_carries_tied_writers_once_and_refuses_to_fold_a_scale_into_a_t
 def test_rotate_needs_calibration_data() -> None:
     with pytest.raises(OnnxPruneError, match="rotate needs --calib"):
         prune(pre_norm_lm("rmsnorm"), approximate=["rotate"], ratio=0.25)
+
+
+def test_t5_relative_position_bias_tables_are_cut_with_the_heads_not_read_as_embeddings() -> None:
+    """T5's relative position bias is a Gather of a [buckets, heads] table by run-time ids, like an
+    embedding; its columns meet the attention heads, so it stays a constant each layer's heads cut
+    (graph/analysis.py), and only the token embeddings are sources."""
+    from onnxprune.planning.plan import Plan
+
+    dg = analyse(str(MODELS.parent / "zoo" / "t5_dynamo.onnx"))
+    assert dg.analysis.bias_tables == {"node_embedding_1", "node_embedding_3"}
+    assert sorted(dg.analysis.tables) == ["node_embedding", "node_embedding_2"]
+    heads = [g for g in dg.prunable if g.kind == "head"]
+    assert len(heads) == 6
+    r = prune(dg.model, dg=dg, plan=Plan({g.id: [1] for g in heads}), verify=True)
+    assert r.verify is not None and r.verify.ok and r.verify.masked_edges > 0
