@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from cli_run import invoke
+from cli_run import invoke, one_line_error
 from graphs import Graph, group_of, init, outputs_of, plan_removing, reasons, set_init
 
 from onnxprune.api import analyse, prune
@@ -141,6 +141,8 @@ def test_cli_names_the_kinds_marks_approximate_and_reports_fidelity(tmp_path: Pa
     assert "[layernorm|rmsnorm|rotate]" in out
     code, out, err = invoke("prune", str(src), "-o", str(tmp_path / "x.onnx"), "--approximate", "softmax")
     assert code == 2 and all(k in err for k in ("layernorm", "rmsnorm", "rotate"))
+    code, out, err = invoke("prune", str(src), "-o", str(tmp_path / "x.onnx"), "--approximate", "rotate")
+    assert code == 2 and "rotate needs --calib" in one_line_error(err) and not (tmp_path / "x.onnx").exists()
     code, out, err = invoke("inspect", str(src), "--approximate", "rmsnorm", "--json")
     assert code == 0, err
     (hidden,) = [g for g in json.loads(out)["groups"] if g["kind"] == "hidden"]
