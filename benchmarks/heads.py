@@ -37,7 +37,7 @@ from onnxprune.io.runtime import session  # noqa: E402
 from onnxprune.measure.bench import interleaved_latency  # noqa: E402
 from onnxprune.measure.model_stats import model_stats  # noqa: E402
 from onnxprune.planning.plan import Plan, n_keep  # noqa: E402
-from onnxprune.planning.planner import score_groups  # noqa: E402
+from onnxprune.scoring.catalog import score_groups  # noqa: E402
 
 TRANSFORMERS = ROOT / "models" / "transformers"
 DIGITS = ROOT / "models" / "digits"

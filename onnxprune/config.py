@@ -164,6 +164,9 @@ class PruneConfig:
         unknown = set(a.approximate) - set(APPROXIMATE_KINDS)
         if unknown:
             raise OnnxPruneError(f"unknown --approximate kind(s) {sorted(unknown)}; known: {list(APPROXIMATE_KINDS)}")
+        if "rotate" in a.approximate and not self.real_data:
+            raise OnnxPruneError("--approximate rotate needs --calib: the rotation is the PCA of the hidden width's "
+                                 "activations on real inputs")
         if a.heads not in HEADS_MODES:
             raise OnnxPruneError(f"unknown --heads mode {a.heads!r}; choose one of: {', '.join(HEADS_MODES)}")
         if a.grouped not in GROUPED_MODES:

@@ -51,17 +51,21 @@ class VerifyResult:
     samples: int  # feeds compared
     inputs: str = ""  # what they were: "4 calibration samples and 2 random inputs (input_ids: index below 300)"
     unverifiable: str | None = None  # why nothing could be compared (then ok is False)
+    # Removed slots of approximate groups: outside the proof (ok speaks for the exact groups only).
+    unproven: int = 0
 
     def describe(self) -> str:
         if self.unverifiable is not None:
             return f"cannot verify: {self.unverifiable}"
         state = "PASS" if self.ok else "FAIL"
-        return (f"verify {state}: max relative error {self.max_rel_error:.2e} over {len(self.per_output)} tensors, "
-                f"{self.inputs}, {self.masked_edges} masked consumer edges")
+        scope = "" if not self.unproven else \
+            f" (exact groups only: {self.unproven} removed slots of approximate groups are not proven)"
+        return (f"verify {state}{scope}: max relative error {self.max_rel_error:.2e} over {len(self.per_output)} "
+                f"tensors, {self.inputs}, {self.masked_edges} masked consumer edges")
 
     def to_json(self) -> dict[str, object]:
         return {"ok": self.ok, "max_rel_error": self.max_rel_error, "inputs": self.inputs,
-                "samples": self.samples, "cannot_verify": self.unverifiable}
+                "samples": self.samples, "cannot_verify": self.unverifiable, "approximate_slots_unproven": self.unproven}
 
 
 def masked_model(dg: DependencyGraph, removed_roots: set[int]) -> tuple[onnx.ModelProto, int]:

@@ -25,9 +25,9 @@ from onnxprune.pipeline.depth import analysed_blocks
 
 
 def unit_count(g: Group) -> str:
-    """"64", "64 (16 slots × 4)", "64 (4 heads × 16)": a group's channels and what one slot holds."""
-    if g.width == 1 and g.kind == "channel":
-        return str(g.size)
+    """"64", "96 hidden", "64 (16 slots × 4)", "64 (4 heads × 16)": a group's channels and what one slot holds."""
+    if g.width == 1 and g.kind in ("channel", "hidden"):
+        return str(g.size) + (" hidden" if g.kind == "hidden" else "")
     unit = "KV groups" if g.shared_kv else {"head": "heads", "head_dim": "head_dim slots"}.get(g.kind, "slots")
     return f"{g.channels} ({g.size} {unit} × {g.width})"
 

@@ -252,6 +252,11 @@ def _print(result: PruneResult, *, title: str) -> None:
         click.echo(f"written after {checked}")
     if result.reconstruction is not None:
         click.echo(result.reconstruction.describe())
+    if result.fidelity is not None:
+        f = result.fidelity
+        worst = max((o.rel_l2_error for o in f.outputs), default=0.0)
+        click.echo(f"fidelity (approximate groups, not proven): against the dense model on {f.num_samples} "
+                   f"{f.source} samples, min output cosine {f.min_cosine:.4f}, max relative L2 error {worst:.2e}")
     for note in result.notes:
         if "approximate" in note or note.startswith("depth"):
             click.echo(f"note: {note}")

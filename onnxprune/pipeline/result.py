@@ -16,6 +16,7 @@ from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.io.model_io import save_model
 from onnxprune.measure.bench import LatencyOptions, interleaved_latency
 from onnxprune.measure.model_stats import ModelStats, model_stats
+from onnxprune.measure.validate import ValidationReport
 from onnxprune.passes.reconstruct import ReconstructResult
 from onnxprune.pipeline.decisions import group_decisions
 from onnxprune.pipeline.depth import DepthResult
@@ -45,6 +46,8 @@ class PruneResult:
     steps: StepsResult | None = None  # set when the run went in steps or checked thresholds
     latency_ms: tuple[float, float] | None = None  # (dense, pruned), measured interleaved
     depth: DepthResult | None = None  # residual blocks dropped (approximate: the oracle covers the width part)
+    # Approximate groups removed: the pruned model against the dense one on calibration samples.
+    fidelity: ValidationReport | None = None
 
     @property
     def channels(self) -> tuple[int, int]:
@@ -140,6 +143,7 @@ class PruneResult:
             self.verify.to_json() | {"covers": "width" if self.depth is not None else "all"},
             "depth": None if self.depth is None else self.depth.to_json(),
             "reconstruct": None if self.reconstruction is None else self.reconstruction.to_json(),
+            "fidelity": None if self.fidelity is None else self.fidelity.to_dict(),
             "plan": self.plan.to_json(),
             "groups": [g.to_json() | d for g, d in zip(self.dg.groups, self.decisions(), strict=True)],
             "latency_ms": None if self.latency_ms is None else {"before": self.latency_ms[0],

@@ -1,6 +1,6 @@
 """The main path: a pass manager over one state object.
 
-    analyse ─► score ─► plan ─► tune ─► apply ─► verify ─► depth ─► reconstruct ─► passes ─► annotate
+    analyse ─► score ─► plan ─► tune ─► apply ─► verify ─► depth ─► reconstruct ─► fidelity ─► passes ─► annotate
 
 Each stage is an object with a name that reads the run's `PruneConfig` and the state, and writes
 its product into the state. `Pipeline` runs them in order; `default_pipeline()` is the list above,
@@ -27,11 +27,13 @@ from onnxprune.graph.keep import keep_layers
 from onnxprune.io.progress import ProgressFn, step
 from onnxprune.measure.bench import LatencyOptions
 from onnxprune.measure.curves import SensitivityResult
+from onnxprune.measure.validate import ValidationReport, validate
 from onnxprune.passes.annotate import AnnotateShapes
 from onnxprune.passes.base import PassManager, resolve_passes
 from onnxprune.passes.prune import ApplyPlan
 from onnxprune.passes.reconstruct import ReconstructResult
 from onnxprune.passes.reconstruct import reconstruct as refit_layers
+from onnxprune.passes.rotate import Rotation, rotate_hidden
 from onnxprune.pipeline.analyse import analyse_model
 from onnxprune.pipeline.depth import (
     DepthResult,
@@ -52,6 +54,8 @@ from onnxprune.planning.tuning import tune_multiples
 from onnxprune.scoring.catalog import score_groups
 from onnxprune.verify import VerifyResult, verify_pruned
 
+FIDELITY_SAMPLES = 16
+
 
 @dataclass
 class PruneState:
@@ -70,6 +74,9 @@ class PruneState:
     reconstruction: ReconstructResult | None = None
     depth: DepthResult | None = None  # residual blocks dropped (opt-in, approximate)
     block_scores: dict[str, float] | None = None  # every block's score, when this run chose the blocks
+    fidelity: ValidationReport | None = None  # set when approximate groups lost slots
+    rotation: Rotation | None = None  # --approximate rotate (passes/rotate.py)
+    reference: onnx.ModelProto | None = None  # the dense model before a rotation (dg.model is rotated)
     notes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
 
@@ -84,10 +91,12 @@ class PruneState:
 
     def result(self) -> PruneResult:
         assert self.plan is not None and self.model is not None
-        return PruneResult(self.model, self.graph, self.plan, len(self.removed), self.config, self.graph.model,
+        dense = self.reference if self.reference is not None else self.graph.model
+        return PruneResult(self.model, self.graph, self.plan, len(self.removed), self.config, dense,
                            verify=self.verify, seconds=time.perf_counter() - self.started, notes=self.notes,
                            target=self.choice.target if self.choice is not None else None,
-                           reconstruction=self.reconstruction, choice=self.choice, depth=self.depth)
+                           reconstruction=self.reconstruction, choice=self.choice, depth=self.depth,
+                           fidelity=self.fidelity)
 
     @property
     def drops_blocks(self) -> bool:
@@ -113,6 +122,15 @@ class Analyse:
         state.dg = keep_layers(state.dg, a.keep)
         if not requested(state.config, state.plan, replayed=state.plan is not None):
             state.dg.require_prunable()  # depth alone needs no prunable channel group
+        if "rotate" in a.approximate and state.rotation is None:
+            with step(state.progress, "rotate"):
+                state.rotation = rotate_hidden(state.dg, calibration=state.config.calibration, shapes=a.shapes)
+            state.notes.extend(state.rotation.notes)
+            if state.rotation.scores:
+                state.reference = state.dg.model
+                state.dg = keep_layers(analyse_model(state.rotation.model, shapes=a.shapes, approximate=a.approximate,
+                                                     grouped=a.grouped, heads=a.heads,
+                                                     calibration=state.config.calibration), a.keep)
 
 
 class Score:
@@ -123,6 +141,11 @@ class Score:
             c = state.config
             state.scores = score_groups(state.graph, c.scoring.criterion, calibration=c.calibration,
                                         shapes=c.analysis.shapes, progress=state.progress)
+            if state.rotation is not None:  # a rotated stream loses its weakest directions, whatever the criterion
+                for g in state.graph.groups:
+                    variance = state.rotation.scores.get(tuple(g.sources))
+                    if variance is not None and variance.size == g.size:
+                        state.scores[g.id] = variance
 
 
 def timing_options(config: PruneConfig, model: onnx.ModelProto) -> LatencyOptions:
@@ -217,9 +240,7 @@ class Verify:
             state.verify = verify_pruned(dg, exact, checked, shapes=c.analysis.shapes, rtol=c.checks.rtol,
                                          feeds=list(dg.feeds) or CalibrationSource.of(
                                              c.calibration, dg.model, shapes=c.analysis.shapes).real_samples())
-        if exact != removed:
-            state.notes.append(f"{len(removed - exact)} channel slots of approximate groups removed: not covered "
-                               f"by the exactness check (verified the other {len(exact)})")
+        state.verify = dataclasses.replace(state.verify, unproven=len(removed - exact))
         if not state.verify.ok:
             raise VerifyError(state.verify.describe() + " (pruned model not written)")
 
@@ -255,6 +276,30 @@ class Reconstruct:
                                                 changed=state.depth.changed if state.depth is not None else ())
         state.model = state.reconstruction.model
         state.notes.extend(f"reconstruct: {n}" for n in state.reconstruction.notes)
+
+
+class Fidelity:
+    """With approximate groups removed, which the oracle cannot prove: how close the pruned model stays
+    to the dense one (cosine and relative L2 error of every output) on calibration samples."""
+
+    name = "fidelity"
+
+    def run(self, state: PruneState) -> None:
+        dg = state.graph
+        if dg.exact_roots(state.removed) == state.removed:
+            return
+        assert state.model is not None
+        with step(state.progress, "fidelity"):
+            dense = state.reference if state.reference is not None else dg.model
+            state.fidelity = fidelity_of(dense, state.model, state.config)
+
+
+def fidelity_of(dense: onnx.ModelProto, pruned: onnx.ModelProto, config: PruneConfig) -> ValidationReport:
+    """`pruned` against `dense` on the first calibration samples (random inputs without data)."""
+    shapes = config.analysis.shapes
+    feeds = CalibrationSource.of(config.calibration, dense, shapes=shapes).real_samples(FIDELITY_SAMPLES)
+    return validate(dense, pruned, feeds=feeds or None, shapes=shapes, samples=FIDELITY_SAMPLES,
+                    source="calibration" if feeds else "random")
 
 
 class RunPasses:
@@ -301,7 +346,8 @@ class Pipeline:
 
 
 def default_pipeline() -> Pipeline:
-    return Pipeline([Analyse(), Score(), Choose(), Apply(), Verify(), DropDepth(), Reconstruct(), RunPasses(), Annotate()])
+    return Pipeline([Analyse(), Score(), Choose(), Apply(), Verify(), DropDepth(), Reconstruct(), Fidelity(),
+                     RunPasses(), Annotate()])
 
 
 def why_nothing(dg: DependencyGraph, plan: Plan, config: PruneConfig, *, choice: PlanChoice | None) -> str:

@@ -1,8 +1,9 @@
 """A plan is data: which channel slots of which group to remove. It can be saved, edited, replayed.
 
-The JSON names each group's sources and unit kind ("channel", "head", "head_dim": graph.groups.Group.kind);
-replaying it on an analysis that cut the group into other units (another --heads mode) is an error.
-A plan may also drop whole residual blocks ("depth": planning/depth.py), recorded by name and approximate."""
+The JSON names each group's sources and unit kind ("channel", "head", "head_dim", "hidden":
+graph.groups.Group.kind); replaying it on an analysis that cut the group into other units (another
+--heads mode) is an error. A plan may also drop whole residual blocks ("depth": planning/depth.py),
+recorded by name and approximate."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ class Plan:
             g = by_id.get(gid)
             if g is None:
                 raise OnnxPruneError(f"plan names group {gid}, which this model does not have")
-            if gid in self.kinds and self.kinds[gid] != g.kind:
+            # "hidden" names where a channel lives (plans made before that kind record "channel").
+            if gid in self.kinds and self.kinds[gid] != g.kind and {self.kinds[gid], g.kind} != {"channel", "hidden"}:
                 raise OnnxPruneError(f"plan group {gid} removes {self.kinds[gid]} units, but this analysis makes "
                                      f"its slots {g.kind} units: replay it with the --heads mode it was made with")
             if gid in self.signatures and self.signatures[gid] != g.sources:
