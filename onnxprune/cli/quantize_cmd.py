@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from onnxprune.calibration import CalibConfig, calib_options
-from onnxprune.cli.options import keep_option, model_with_shapes, shapes_option
+from onnxprune.cli.options import model_with_shapes, shapes_option
 from onnxprune.deploy.quantize import (
     DEFAULT_PERCENTILE,
     METHODS,
@@ -52,15 +52,18 @@ def _table(result: QuantizeResult, title: str) -> Table:
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               help="Write the per-layer INT8 / FP32 report as JSON.")
-@keep_option
+@click.option("--keep", "keep", multiple=True, metavar="PATTERN",
+              help="Leave FP32 the nodes whose name matches this fnmatch pattern (repeatable), e.g. "
+                   "'/model.0/*'. A pattern matching no node is an error.")
 @shapes_option
 @calib_options
 def command(model: str, output: str, target: str, method: str, percentile: float, quantize_heads: bool,
             keep_sensitive: int, progress: bool, report_path: str | None, keep: tuple[str, ...], shapes: tuple[str, ...], calib: CalibConfig) -> None:
     """Quantize MODEL to static INT8 (per-channel symmetric weights, Q/DQ nodes) and write OUTPUT.
 
-    --keep PATTERN leaves matching nodes FP32 (fnmatch over node names). Calibration reads the same
-    sources as prune and sparsify (--calib); without it, random inputs (a warning, poor ranges).
+    Layers stay FP32 by name (--keep), as a detector's score heads, or measured (--keep-sensitive).
+    Calibration reads the same sources as prune and sparsify (--calib); without it, random inputs (a
+    warning, poor ranges).
     """
     check_paths(models={"MODEL": model}, inputs={"--calib": calib.path},
                 outputs={"-o": output, "--report": report_path})

@@ -9,8 +9,7 @@ Targets:
 - `ort` (ONNX Runtime CPU): Conv/ConvTranspose/Gemm/MatMul with Q/DQ on their inputs and outputs,
   which ONNX Runtime fuses into QLinearConv / QLinearMatMul; activations UINT8 asymmetric (U8S8, what
   its x86 VNNI kernels run). Elementwise ops, Concat, pooling, Sigmoid stay FP32: quantizing every
-  op ONNX Runtime can (its default) measured no faster on YOLOv8n and lost boxes (F1 0.72 against
-  0.85 for the weighted layers alone; benchmarks/README.md).
+  op ONNX Runtime can (its default) measured no faster on YOLOv8n and lost boxes (benchmarks/README.md).
 - `tensorrt`: TensorRT's explicit-quantization placement (what NVIDIA ModelOpt does, with the same
   quantizer underneath): activations INT8 symmetric (TensorRT needs zero points of 0), Q/DQ on the
   inputs of Conv/ConvTranspose/Gemm/MatMul only, FP32 biases, no Q/DQ on layer outputs, and on a

@@ -9,8 +9,8 @@ The layers whose FP32 precision lowers that error most are the ones worth their 
 together with those already taken (`choose`: errors of single layers do not add up), so the result
 is never worse on those samples than all INT8.
 
-One quantizer run and one pass over the held samples per layer: on YOLOv8n at 320x320 (60 layers,
-16 samples) a few minutes on 2 cores, hence opt-in.
+It costs one quantizer run and one pass over the held samples per layer (minutes for a detector on
+a small CPU), hence opt-in.
 """
 
 from __future__ import annotations
