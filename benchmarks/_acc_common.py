@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from _readme import replace_block
 
-from onnxprune.runtime import run, session
+from onnxprune.io.runtime import run, session
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "models" / "digits"

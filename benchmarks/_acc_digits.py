@@ -10,9 +10,9 @@ import onnx
 from _acc_common import DIGITS_SHAPES, Digits, acc_cell, accuracy, blas_threads, md_table, pct
 from _acc_prune import MAGNITUDE, StructuredPruner, calibrated_criteria, missing_features
 
-from onnxprune.calibration import CalibConfig
+from onnxprune.calib.source import CalibConfig
+from onnxprune.measure.model_stats import MAC_OPS
 from onnxprune.passes.sparsify import sparsify
-from onnxprune.stats import MAC_OPS
 
 TARGETS = (0.75, 0.5, 0.25, 0.15)
 CALIB_SAMPLES = 128

@@ -2,7 +2,7 @@
 
 `onnxsim.pruning.apply_structured_pruning(model, sparsity=s)` and
 `apply_structured_wanda_pruning(model, calibration_data=..., sparsity=s)` at a few sparsities;
-MACs kept from onnxprune.stats, test accuracy from ONNX Runtime.
+MACs kept from onnxprune.measure.model_stats, test accuracy from ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import onnx
 from _acc_common import DIGITS_SHAPES, Digits, acc_cell, accuracy
 from _acc_digits import CALIB_BATCH, CALIB_SAMPLES
 
-from onnxprune.stats import model_stats
+from onnxprune.measure.model_stats import model_stats
 
 SPARSITIES = (0.25, 0.5, 0.75)
 

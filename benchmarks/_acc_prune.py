@@ -2,7 +2,7 @@
 
 Features are read from `inspect.signature(prune).parameters` at run time:
 - `target_macs=` present: asked for directly (fraction of the dense MACs), checked afterwards
-  with `onnxprune.stats.model_stats` (a miss beyond MACS_TOL is noted in the cell);
+  with `onnxprune.measure.model_stats.model_stats` (a miss beyond MACS_TOL is noted in the cell);
 - otherwise the uniform `ratio` is bisected until `model_stats(...).macs` is within MACS_TOL of
   the target (the closest step when channel granularity cannot get closer);
 - `calibration=`, `reconstruct=` (always explicit: prune() turns it on by itself when given
@@ -21,10 +21,10 @@ from typing import Any
 import onnx
 
 from onnxprune.api import analyse, prune
-from onnxprune.calibration import CalibConfig
-from onnxprune.graph.engine import DependencyGraph
-from onnxprune.scoring.base import criteria
-from onnxprune.stats import model_stats
+from onnxprune.calib.source import CalibConfig
+from onnxprune.graph.dependency import DependencyGraph
+from onnxprune.measure.model_stats import model_stats
+from onnxprune.scoring.importance import criteria
 
 MAGNITUDE = ("l1", "l2", "bn-scale")
 EXPECTED_CALIBRATED = ("wanda", "activation", "apoz", "flap", "sensitivity")
@@ -60,7 +60,7 @@ def missing_features(criterion: str, *, reconstruct: bool, allocation: str) -> l
 
 def _has_steps() -> bool:
     try:
-        from onnxprune.schedule import prune_in_steps  # noqa: F401
+        from onnxprune.pipeline.schedule import prune_in_steps  # noqa: F401
     except ImportError:
         return False
     return True
@@ -115,12 +115,12 @@ class StructuredPruner:
     def at_macs(self, target: float, criterion: str, *, reconstruct: bool = False,
                 allocation: str = "uniform", sensitivity: Any = None, head_floor: float | None = None,
                 steps: int = 1) -> Outcome:
-        """`sensitivity`: curves (onnxprune.sensitivity) that split the MAC budget into per-group ratios.
+        """`sensitivity`: curves (onnxprune.measure.curves) that split the MAC budget into per-group ratios.
         `head_floor`: weighted re-fit of a final Sigmoid's logit layers (prune(head_floor=)).
-        `steps`: more than 1 prunes in steps (onnxprune.schedule.prune_in_steps; curves re-measured)."""
+        `steps`: more than 1 prunes in steps (onnxprune.pipeline.schedule.prune_in_steps; curves re-measured)."""
         why = missing_features(criterion, reconstruct=reconstruct, allocation=allocation)
         if steps > 1 and not _has_steps():
-            why.append("onnxprune.schedule.prune_in_steps missing")
+            why.append("onnxprune.pipeline.schedule.prune_in_steps missing")
         if sensitivity is not None and not {"sensitivity", "target_macs"} <= prune_params():
             why.append("prune(sensitivity=, target_macs=) missing")
         if head_floor is not None and "head_floor" not in prune_params():
@@ -145,7 +145,7 @@ class StructuredPruner:
         return Outcome(model, kept, how="target_macs", note=note)
 
     def _stepped(self, target: float, steps: int, kw: Mapping[str, Any]) -> Outcome:
-        from onnxprune.schedule import prune_in_steps
+        from onnxprune.pipeline.schedule import prune_in_steps
 
         res = prune_in_steps(self.dg.model, steps=steps, target_macs=target, **{k: v for k, v in kw.items()
                                                                                 if k != "dg"})

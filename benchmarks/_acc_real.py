@@ -28,7 +28,7 @@ from _acc_common import REAL, md_table, outputs
 from _acc_metrics import box_agreement, mask_iou, pooled_cosine, score_drift
 from _acc_prune import StructuredPruner, calibrated_criteria, missing_features
 
-from onnxprune.calibration import CalibConfig
+from onnxprune.calib.source import CalibConfig
 
 TARGET = 0.7
 HEAD_FLOOR = 0.01  # onnxprune.recovery.heads.DEFAULT_FLOOR
@@ -198,10 +198,10 @@ def sensitivity_rows(case: RealCase, pruner: StructuredPruner, dense: Sequence[n
                      inputs: Sequence[np.ndarray], calibration: CalibConfig) -> list[list[str]]:
     """Per-group ratios from sensitivity curves measured on the calibration images, then re-fitted."""
     try:
-        from onnxprune.sensitivity import DEFAULT_METRIC, sensitivity_curves
+        from onnxprune.measure.curves import DEFAULT_METRIC, sensitivity_curves
     except ImportError:
         return [[case.name, "l2 + sensitivity allocation + reconstruction", "n/a", "n/a", "n/a",
-                 "onnxprune.sensitivity missing"]]
+                 "onnxprune.measure.curves missing"]]
     start = time.perf_counter()
     curves = sensitivity_curves(pruner.dg, calibration=calibration, samples=CURVE_SAMPLES, ratios=CURVE_RATIOS,
                                 shapes=case.shapes)

@@ -23,7 +23,7 @@ from _acc_common import blas_threads, load_digits, md_table, write_block  # noqa
 from _acc_digits import TARGETS, sparsity_table, structured_table, timing_row  # noqa: E402
 from _acc_prune import prune_params  # noqa: E402
 
-from onnxprune.scoring.base import criteria  # noqa: E402
+from onnxprune.scoring.importance import criteria  # noqa: E402
 
 SECTIONS = ("structured", "global", "torch", "onnxsim", "sparsity", "real", "timing")
 COMMAND = "/work/benchvenv/bin/python benchmarks/accuracy.py"
@@ -79,7 +79,7 @@ def real_section() -> str:
 
 
 DIGITS_NOTES = """\
-Cells: test accuracy @ MACs actually kept (onnxprune.stats for onnxprune, `tp.utils.count_ops_and_params`
+Cells: test accuracy @ MACs actually kept (onnxprune.measure.model_stats for onnxprune, `tp.utils.count_ops_and_params`
 for Torch-Pruning, whose count also includes BatchNorm and pooling: +0.7 % on the dense model). Without `target_macs=` the uniform
 ratio is bisected to the closest achievable MACs (channel granularity: within 0.03 of the target where
 possible). Calibration: 128 samples of `models/digits/calib.npz`. `bn-scale` on this ONNX file equals

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import latency as latency_bench  # noqa: E402
 from _readme import replace_block  # noqa: E402
 
-from onnxprune import runtime  # noqa: E402
-from onnxprune.bench import bench_feed  # noqa: E402
+from onnxprune.io import runtime  # noqa: E402
+from onnxprune.measure.bench import bench_feed  # noqa: E402
 
 BEGIN, END = "<!-- fixed-cost:begin -->", "<!-- fixed-cost:end -->"
 FIT_SIZES = (16, 24, 32, 48, 64, 96)

@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "models" / "digits"))
 
 from onnxprune.api import analyse, prune  # noqa: E402
-from onnxprune.calibration import CalibConfig  # noqa: E402
-from onnxprune.stats import model_stats  # noqa: E402
+from onnxprune.calib.source import CalibConfig  # noqa: E402
+from onnxprune.measure.model_stats import model_stats  # noqa: E402
 
 TARGETS = (0.5, 0.25, 0.15)
 DIGITS = ROOT / "models" / "digits"

@@ -5,7 +5,7 @@ pruned to `--target-macs 0.5` (uniform allocation, l2, no reconstruction: it doe
 shapes) with `--round-to` 1, 8 and 16 (the one `--round-to auto` picks for this budget on this CPU
 is marked: ONNX Runtime's NCHWc block, or on AVX2 16 when 16 lands the budget; where it picks the
 16 plan completed with blocks of 8, that plan has its own row), and the original and pruned models
-run in ONNX Runtime on the CPU as interleaved A/B pairs (`onnxprune.bench.interleaved_latency`, graph optimisation on). The speedup
+run in ONNX Runtime on the CPU as interleaved A/B pairs (`onnxprune.measure.bench.interleaved_latency`, graph optimisation on). The speedup
 (median of per-pair ratios) is compared with the project's target 0.85 × (1 / MACs kept), at batch 1
 and batch 8 (a static-batch-1 export is measured at batch 8 on `batch_free` copies: its batch axis made
 dynamic; n/a when that copy does not run). Two sets of models: the committed
@@ -47,13 +47,13 @@ from _readme import replace_block  # noqa: E402
 from zoo import ZooEntry, zoo_entry  # noqa: E402
 
 from onnxprune.api import PruneResult, analyse, prune  # noqa: E402
-from onnxprune.bench import interleaved_latency, latency  # noqa: E402
-from onnxprune.graph.engine import DependencyGraph  # noqa: E402
-from onnxprune.inputs import graph_inputs  # noqa: E402
-from onnxprune.latency_budget import LatencyOptions  # noqa: E402
-from onnxprune.runtime_profile import channel_multiple, cpu_name, ort_cpu_profile  # noqa: E402
-from onnxprune.sensitivity import sensitivity_curves  # noqa: E402
-from onnxprune.stats import model_stats  # noqa: E402
+from onnxprune.graph.dependency import DependencyGraph  # noqa: E402
+from onnxprune.io.inputs import graph_inputs  # noqa: E402
+from onnxprune.measure.bench import interleaved_latency, latency  # noqa: E402
+from onnxprune.measure.curves import sensitivity_curves  # noqa: E402
+from onnxprune.measure.model_stats import model_stats  # noqa: E402
+from onnxprune.planning.cpu_profile import channel_multiple, cpu_name, ort_cpu_profile  # noqa: E402
+from onnxprune.planning.latency_search import LatencyOptions  # noqa: E402
 
 BEGIN, END = "<!-- latency:begin -->", "<!-- latency:end -->"
 KEPT = "Kept from the previous run"
@@ -128,7 +128,7 @@ def batch_free(model: onnx.ModelProto) -> onnx.ModelProto | None:
 def runtime_outputs(model: onnx.ModelProto, *, batch: int) -> None:
     import onnxruntime as ort
 
-    from onnxprune.bench import bench_feed
+    from onnxprune.measure.bench import bench_feed
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 4  # a copy that does not run is an expected answer, not an error to print

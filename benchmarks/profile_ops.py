@@ -24,7 +24,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxprune.api import prune
-from onnxprune.stats import model_stats
+from onnxprune.measure.model_stats import model_stats
 
 CONV_KERNELS = frozenset({"Conv", "FusedConv", "NchwcConv"})
 

@@ -12,7 +12,7 @@ optimisation on: what the latency column runs), and `--for tensorrt`, its Q/DQ g
 (TensorRT's INT8 arithmetic simulated in FP32; no GPU here). `--keep-sensitive` rows leave the
 KEEP_SENSITIVE layers FP32 whose quantization harms the output most (measured on calibration samples).
 Latency: ONNX Runtime CPU, 1 intra-op thread, each model interleaved with the dense FP32 one
-(`onnxprune.bench.interleaved_latency`), speedup = median of the per-pair ratios; the 1-minute load
+(`onnxprune.measure.bench.interleaved_latency`), speedup = median of the per-pair ratios; the 1-minute load
 average of the machine is read before and after each row. Then ONNX Runtime's per-op kernel times
 (benchmarks/profile_ops.py) of dense FP32 against dense INT8, where the INT8 time goes.
 
@@ -47,9 +47,9 @@ from _acc_common import (  # noqa: E402
 )
 from _readme import replace_block  # noqa: E402
 
-from onnxprune.bench import interleaved_latency  # noqa: E402
-from onnxprune.calibration import CalibConfig  # noqa: E402
+from onnxprune.calib.source import CalibConfig  # noqa: E402
 from onnxprune.deploy.quantize import QuantizeOptions, QuantizeResult, quantize  # noqa: E402
+from onnxprune.measure.bench import interleaved_latency  # noqa: E402
 from onnxprune.passes.sparsify import sparsify  # noqa: E402
 
 BEGIN, END = "<!-- quantize:begin -->", "<!-- quantize:end -->"
@@ -149,7 +149,7 @@ def real_variants(case: object, calib: CalibConfig, *, pruned: bool = True) -> l
     import _acc_real as R
     from _acc_prune import StructuredPruner
 
-    from onnxprune.sensitivity import sensitivity_curves
+    from onnxprune.measure.curves import sensitivity_curves
 
     model = onnx.load(str(case.path))  # type: ignore[attr-defined]
     out = [Variant("dense FP32", model, "1.00"), int8("dense INT8", model, calib, "1.00"),

@@ -7,7 +7,7 @@ with the score heads weighted (head_floor 0.01). Each variant changes one thing:
 * ``cap-0.5`` / ``cap-0.4``: the same curves cut at ratio 0.5 / 0.4 (no group loses more);
 * ``fine-grid``: curves measured at ratios 0.05, 0.10, ..., 0.60 instead of 0.1, ..., 0.6;
 * ``two-steps`` / ``three-steps``: the product's ``prune --steps K --sensitivity S.json``
-  (`onnxprune.schedule.prune_in_steps`): 0.837x then 0.7x (0.888x, 0.788x, 0.7x), each later
+  (`onnxprune.pipeline.schedule.prune_in_steps`): 0.837x then 0.7x (0.888x, 0.788x, 0.7x), each later
   step's curves re-measured on the previous step's re-fitted model, each step re-fitted to its
   own input model;
 * ``obs-global``: no curves; one obs ranking over all groups (``allocation="global"``);
@@ -48,10 +48,10 @@ from _acc_real import (
 )
 
 from onnxprune.api import analyse, prune
-from onnxprune.calibration import CalibConfig
-from onnxprune.schedule import prune_in_steps
-from onnxprune.sensitivity import SensitivityResult, sensitivity_curves
-from onnxprune.stats import model_stats
+from onnxprune.calib.source import CalibConfig
+from onnxprune.measure.curves import SensitivityResult, sensitivity_curves
+from onnxprune.measure.model_stats import model_stats
+from onnxprune.pipeline.schedule import prune_in_steps
 
 FINE_RATIOS = tuple(round(0.05 * i, 2) for i in range(1, 13))
 KEEP_CV3 = ("/model.22/cv3.*",)  # the class-score branch of the detect head: scores are thresholded directly

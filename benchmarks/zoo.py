@@ -36,13 +36,13 @@ from _readme import replace_block  # noqa: E402
 from zoo import ZooEntry, zoo_entries  # noqa: E402
 
 from onnxprune.api import analyse, prune  # noqa: E402
-from onnxprune.bench import interleaved_latency  # noqa: E402
 from onnxprune.errors import OnnxPruneError  # noqa: E402
-from onnxprune.graph.engine import DependencyGraph  # noqa: E402
-from onnxprune.inputs import random_inputs  # noqa: E402
-from onnxprune.runtime import run  # noqa: E402
-from onnxprune.runtime_profile import CPU_ENV, PROFILES, ort_cpu_profile  # noqa: E402
-from onnxprune.stats import model_stats  # noqa: E402
+from onnxprune.graph.dependency import DependencyGraph  # noqa: E402
+from onnxprune.io.inputs import random_inputs  # noqa: E402
+from onnxprune.io.runtime import run  # noqa: E402
+from onnxprune.measure.bench import interleaved_latency  # noqa: E402
+from onnxprune.measure.model_stats import model_stats  # noqa: E402
+from onnxprune.planning.cpu_profile import CPU_ENV, PROFILES, ort_cpu_profile  # noqa: E402
 
 RATIO = 0.3
 BEGIN, END = "<!-- zoo:begin -->", "<!-- zoo:end -->"

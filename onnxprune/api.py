@@ -15,25 +15,25 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from onnxprune.allocation import TargetResult
-from onnxprune.calibration import CalibConfig, real_feeds, timing_feed
+from onnxprune.calib.source import CalibConfig, real_feeds, timing_feed
 from onnxprune.errors import NothingToPruneError, OnnxPruneError, VerifyError
 from onnxprune.graph.analysis import APPROXIMATE_KINDS, DEFAULT_GROUPED
-from onnxprune.graph.engine import DependencyGraph, dependency_graph
+from onnxprune.graph.dependency import DependencyGraph, dependency_graph
 from onnxprune.graph.keep import keep_layers
-from onnxprune.io import load_model, save_model
-from onnxprune.latency_budget import LatencyOptions
+from onnxprune.io.model_io import load_model, save_model
+from onnxprune.io.progress import ProgressFn, step
+from onnxprune.measure.curves import DEFAULT_METRIC, SensitivityResult
+from onnxprune.passes.annotate import AnnotateShapes
 from onnxprune.passes.base import Pass, PassManager, resolve_passes
 from onnxprune.passes.normalize import Normalize
 from onnxprune.passes.prune import ApplyPlan
 from onnxprune.passes.reconstruct import ReconstructResult
 from onnxprune.passes.reconstruct import reconstruct as refit_layers
-from onnxprune.passes.shapes import AnnotateShapes
-from onnxprune.plan import Plan, enforce_min_channels, n_keep, removed_channels, too_narrow
-from onnxprune.planner import Budget, PlanChoice, choose_plan
-from onnxprune.progress import ProgressFn, step
-from onnxprune.runtime_profile import RoundTo, channel_multiple
-from onnxprune.sensitivity import DEFAULT_METRIC, SensitivityResult
+from onnxprune.planning.allocation import TargetResult
+from onnxprune.planning.cpu_profile import RoundTo, channel_multiple
+from onnxprune.planning.latency_search import LatencyOptions
+from onnxprune.planning.plan import Plan, enforce_min_channels, n_keep, removed_channels, too_narrow
+from onnxprune.planning.planner import Budget, PlanChoice, choose_plan
 from onnxprune.verify import DEFAULT_RTOL, VerifyResult, verify_pruned
 
 ModelLike = onnx.ModelProto | str | os.PathLike[str]
@@ -50,7 +50,7 @@ def analyse(model: ModelLike, *, shapes: Shapes | None = None,
     """Normalise a copy of the model and build its channel dependency graph.
 
     calibration: the user's data (as `prune`); the shape probe runs on its first samples (kept in
-    `dg.feeds` for the oracle) instead of random inputs (`onnxprune.inputs.random_inputs`).
+    `dg.feeds` for the oracle) instead of random inputs (`onnxprune.io.inputs.random_inputs`).
     approximate: opt-in rules that cannot be proven exact, e.g. ("layernorm",): LayerNorm over the
     channel axis then lets channels through; those groups are marked approximate.
     grouped: how grouped convolutions lose channels: "index" (the same index in every group, the
@@ -110,27 +110,27 @@ def prune(model: ModelLike, *, ratio: float = 0.3, criterion: str = "l2", round_
     when it names data (the oracle on random inputs as well; onnxprune.verify).
     allocation: "uniform" (every group loses `ratio`) or "global" (one ranking over all groups).
     target_macs / target_params: keep this fraction of the original MACs / parameters (within 3 %)
-    instead of removing `ratio`; see onnxprune.allocation.
+    instead of removing `ratio`; see onnxprune.planning.allocation.
     reconstruct: re-fit the affected layers by least squares to the dense model's outputs on the
     calibration data (onnxprune.passes.reconstruct). None: on when `calibration` names data (a path,
     or a CalibConfig with a path), off otherwise. The oracle (`verify`) runs on the pruned model
     before re-fitting; the re-fit's fidelity to the dense model is in `result.reconstruction`.
     target_latency: milliseconds in ONNX Runtime (measured with `latency` options); the MAC target is
-    searched (onnxprune.latency_budget). sensitivity: curves (onnxprune.sensitivity, or their JSON
-    file) that choose per-group ratios for a MAC/param/latency target (onnxprune.budget).
+    searched (onnxprune.planning.latency_search). sensitivity: curves (onnxprune.measure.curves, or their JSON
+    file) that choose per-group ratios for a MAC/param/latency target (onnxprune.planning.curves_budget).
     round_to: kept channel counts are multiples of this (at least one channel); "auto": the ONNX
-    Runtime CPU NCHWc block of this machine (onnxprune.runtime_profile: 16 with AVX-512F, 8 with AVX2,
+    Runtime CPU NCHWc block of this machine (onnxprune.planning.cpu_profile: 16 with AVX-512F, 8 with AVX2,
     or the profile ONNXPRUNE_CPU forces; on AVX2 a MAC/param/latency budget tries 16 first and keeps
     it when it lands within 3 %). A ratio is rounded to whole blocks as near to `ratio` of all
-    prunable channels as they allow (onnxprune.rounding); `result.channels` says what was removed.
+    prunable channels as they allow (onnxprune.planning.rounding); `result.channels` says what was removed.
     prefer_round_to: a wider multiple a budget tries first (what "auto" sets on AVX2); `result.plan.round_to`
     is the one used. time_multiples: where both the preferred multiple and round_to land a MAC/param
     budget, build both plans, time them against each other in ONNX Runtime (`latency` options) and
     keep the preferred one unless the other runs more than 5 % faster; where only round_to lands,
     time its plan the same way against the preferred multiple's plan completed with blocks of
-    round_to (onnxprune.multiple_race; the CLI does this by default). Off: the preferred multiple
+    round_to (onnxprune.planning.multiple_race; the CLI does this by default). Off: the preferred multiple
     where it lands, else round_to, untimed and reproducible.
-    progress: a callback for long steps (onnxprune.progress); nothing is printed.
+    progress: a callback for long steps (onnxprune.io.progress); nothing is printed.
     keep: fnmatch patterns over node names; the channel groups those layers produce are not pruned
     (onnxprune.graph.keep). A pattern that matches no such layer is an error.
     grouped: as `analyse` (used when `dg` is not given).

@@ -29,10 +29,10 @@ import onnx
 from onnx import numpy_helper
 
 from onnxprune.graph.apply import ApplyContext
-from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.masking import mask_dtype, mask_shape, splice_masks
-from onnxprune.inputs import describe_feeds, feed_shapes, random_inputs
-from onnxprune.runtime import InferenceSession, run, session
+from onnxprune.io.inputs import describe_feeds, feed_shapes, random_inputs
+from onnxprune.io.runtime import InferenceSession, run, session
 
 DEFAULT_RTOL = 1e-4
 ABS_FLOOR = 1e-6  # float32 noise on outputs that are ~0 everywhere (saturated sigmoids)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from onnxprune.runtime_profile import CPU_ENV, PROFILES
+from onnxprune.planning.cpu_profile import CPU_ENV, PROFILES
 
 # The suite runs under one forced CPU profile when ONNXPRUNE_CPU is set (`ONNXPRUNE_CPU=avx2 make test`),
 # else under a CPU without NCHWc kernels: never under this machine's /proc/cpuinfo.

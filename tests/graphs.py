@@ -22,12 +22,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.api import PruneResult, analyse, prune
 from onnxprune.errors import NothingToPruneError
-from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.graph.tracks import map_roots
-from onnxprune.inputs import random_inputs
-from onnxprune.plan import Plan
-from onnxprune.runtime import run, session
+from onnxprune.io.inputs import random_inputs
+from onnxprune.io.runtime import run, session
+from onnxprune.planning.plan import Plan
 
 IR_VERSION = 10
 Shapes = Mapping[str, tuple[int, ...]]

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.activations import channel_axis_for, collect_channel_stats, collect_grams, collect_stats
+from onnxprune.calib.collect import channel_axis_for, collect_channel_stats, collect_grams, collect_stats
 from onnxprune.calib.im2col import ConvGeometry
 from onnxprune.errors import OnnxPruneError
 

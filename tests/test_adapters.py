@@ -12,11 +12,11 @@ import onnx
 import pytest
 
 from onnxprune.api import prune
-from onnxprune.calibration import CalibConfig
+from onnxprune.calib.source import CalibConfig
 from onnxprune.deploy.qdq import int8_layers
 from onnxprune.errors import OnnxPruneError
+from onnxprune.io.runtime import run
 from onnxprune.passes.base import ENTRY_POINT_GROUP, plugin_passes
-from onnxprune.runtime import run
 from onnxprune.sparsity.layout import is_nm_compliant
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,8 +11,8 @@ import onnx
 import pytest
 
 from onnxprune.deploy.qdq import int8_layers
-from onnxprune.runtime import run
-from onnxprune.stats import model_stats
+from onnxprune.io.runtime import run
+from onnxprune.measure.model_stats import model_stats
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "models" / "digits"

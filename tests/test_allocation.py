@@ -11,7 +11,11 @@ from click.testing import CliRunner
 from graphs import Graph
 from onnx import numpy_helper
 
-from onnxprune.allocation import (
+from onnxprune.api import analyse, prune
+from onnxprune.cli import main
+from onnxprune.errors import OnnxPruneError
+from onnxprune.measure.model_stats import model_stats
+from onnxprune.planning.allocation import (
     CostModel,
     _block_moves,
     _closer_by_blocks,
@@ -19,12 +23,8 @@ from onnxprune.allocation import (
     group_scores,
     make_plan,
 )
-from onnxprune.api import analyse, prune
-from onnxprune.cli import main
-from onnxprune.errors import OnnxPruneError
-from onnxprune.plan import n_keep
+from onnxprune.planning.plan import n_keep
 from onnxprune.scoring import get_importance
-from onnxprune.stats import model_stats
 
 ROOT = Path(__file__).resolve().parent.parent
 RESNET = ROOT / "models" / "zoo" / "resnet_ts.onnx"

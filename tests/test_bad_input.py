@@ -125,7 +125,7 @@ def test_links_and_other_inputs_are_inputs_too(tmp_path: Path, model: Path) -> N
 
 
 def test_the_external_data_of_an_input_model_is_an_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import onnxprune.io as io
+    import onnxprune.io.model_io as io
 
     monkeypatch.setattr(io, "EXTERNAL_DATA_THRESHOLD", 10_000)
     src = tmp_path / "src.onnx"

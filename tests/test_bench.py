@@ -14,8 +14,15 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.bench import ABResult, BenchResult, interleaved_latency, latency, model_file_size, peak_memory
 from onnxprune.errors import OnnxPruneError
+from onnxprune.measure.bench import (
+    ABResult,
+    BenchResult,
+    interleaved_latency,
+    latency,
+    model_file_size,
+    peak_memory,
+)
 
 F = TensorProto.FLOAT
 

@@ -70,7 +70,7 @@ def test_yolo_variants_cap_drops_the_points_above_it() -> None:
     from yolo_variants import capped
 
     from onnxprune.api import analyse, prune
-    from onnxprune.sensitivity import sensitivity_curves
+    from onnxprune.measure.curves import sensitivity_curves
 
     dg = analyse(ROOT / "models" / "zoo" / "resnet_ts.onnx")
     with warnings.catch_warnings():
@@ -95,7 +95,7 @@ def test_accuracy_pruner_in_steps_reaches_the_budget() -> None:
     import onnx
     from _acc_prune import StructuredPruner
 
-    from onnxprune.sensitivity import sensitivity_curves
+    from onnxprune.measure.curves import sensitivity_curves
 
     pruner = StructuredPruner(onnx.load(str(ROOT / "models" / "zoo" / "resnet_ts.onnx")), None, None)
     with warnings.catch_warnings():

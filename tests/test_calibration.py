@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
-from onnxprune.calibration import (
+from onnxprune.calib.source import (
     CalibConfig,
     CalibrationWarning,
     ImageOptions,

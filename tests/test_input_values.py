@@ -1,4 +1,4 @@
-"""Valid values for integer inputs, inferred from the graph (onnxprune.input_values, inputs.random_inputs)."""
+"""Valid values for integer inputs, inferred from the graph (onnxprune.io.input_values, inputs.random_inputs)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from graphs import Graph, outputs_of
 from onnx import TensorProto, helper
 from zoo import zoo_entry
 
-from onnxprune.input_values import describe_rules, infer_rules
-from onnxprune.inputs import concrete_shapes, graph_inputs, random_inputs
+from onnxprune.io.input_values import describe_rules, infer_rules
+from onnxprune.io.inputs import concrete_shapes, graph_inputs, random_inputs
 
 INT = TensorProto.INT64
 

@@ -13,11 +13,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import onnxprune.io as io
+import onnxprune.io.model_io as io
 from onnxprune.api import prune
 from onnxprune.errors import OnnxPruneError
-from onnxprune.inputs import random_inputs
-from onnxprune.runtime import run
+from onnxprune.io.inputs import random_inputs
+from onnxprune.io.runtime import run
 
 RESNET = Path(__file__).resolve().parent.parent / "models" / "zoo" / "resnet_ts.onnx"
 

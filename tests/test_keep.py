@@ -13,7 +13,7 @@ from graphs import Graph, group_of, node_const
 from onnxprune.api import analyse, prune
 from onnxprune.cli import main
 from onnxprune.errors import OnnxPruneError
-from onnxprune.sensitivity import sensitivity_curves
+from onnxprune.measure.curves import sensitivity_curves
 
 
 def _model() -> onnx.ModelProto:

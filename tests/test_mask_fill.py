@@ -14,9 +14,9 @@ from onnx import numpy_helper
 from onnxprune.api import analyse
 from onnxprune.cli import main
 from onnxprune.errors import OnnxPruneError
-from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.dependency import DependencyGraph
+from onnxprune.measure.curves import SensitivityResult, sensitivity_curves
 from onnxprune.scoring.mask_probe import MaskProbe
-from onnxprune.sensitivity import SensitivityResult, sensitivity_curves
 
 
 def _offset_model() -> Graph:

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.model_check import model_problem, tensor_problem
+from onnxprune.io.model_check import model_problem, tensor_problem
 
 
 def _relu_chain(order: list[int]) -> onnx.ModelProto:

@@ -1,4 +1,4 @@
-"""Timing the two channel multiples that both land a budget (onnxprune.multiple_race)."""
+"""Timing the two channel multiples that both land a budget (onnxprune.planning.multiple_race)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner
 from graphs import Graph
 
-import onnxprune.bench as bench
+import onnxprune.measure.bench as bench
 from onnxprune.api import prune
 from onnxprune.cli import main
-from onnxprune.multiple_race import timeable
-from onnxprune.runtime_profile import ChannelMultiple
+from onnxprune.planning.cpu_profile import ChannelMultiple
+from onnxprune.planning.multiple_race import timeable
 
 ROOT = Path(__file__).resolve().parent.parent
 VGG = ROOT / "models" / "zoo" / "vgg_ts.onnx"
@@ -55,7 +55,7 @@ def test_the_other_multiple_wins_only_when_more_than_5_percent_faster(fake_timin
 
 
 def test_untimed_by_default_and_when_sizes_are_unknown(fake_timing: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import onnxprune.planner as planner
+    import onnxprune.planning.planner as planner
 
     fake = fake_timing(2.0)
     assert prune(VGG, target_macs=0.5, round_to=8, prefer_round_to=16).plan.round_to == 16 and fake.calls == 0

@@ -18,8 +18,8 @@ from zoo import zoo_entry
 from onnxprune.api import analyse, prune
 from onnxprune.cli import main
 from onnxprune.errors import EXIT_VERIFY_FAILED, VerifyError
-from onnxprune.inputs import random_inputs
-from onnxprune.plan import Plan
+from onnxprune.io.inputs import random_inputs
+from onnxprune.planning.plan import Plan
 from onnxprune.verify import DEFAULT_RTOL, relative_error, verify_pruned
 
 NAN, INF = float("nan"), float("inf")

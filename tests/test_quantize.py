@@ -10,12 +10,12 @@ import pytest
 from graphs import Graph
 from onnx import numpy_helper
 
-from onnxprune.calibration import CalibConfig
+from onnxprune.calib.source import CalibConfig
 from onnxprune.deploy.qdq import Producers, int8_layers, quantized_weight
 from onnxprune.deploy.quantize import QuantizeOptions, quantize
 from onnxprune.errors import OnnxPruneError
+from onnxprune.io.runtime import run
 from onnxprune.passes.sparsify import sparsify
-from onnxprune.runtime import run
 from onnxprune.sparsity.layout import is_nm_compliant
 
 ROOT = Path(__file__).resolve().parent.parent

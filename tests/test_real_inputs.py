@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 from zoo import zoo_entry
 
-import onnxprune.bench as bench
+import onnxprune.measure.bench as bench
 from onnxprune.api import analyse, prune
 from onnxprune.cli import main
-from onnxprune.latency_budget import LatencyOptions
+from onnxprune.planning.latency_search import LatencyOptions
 
 BERT3 = zoo_entry("bert3_ts").path
 SEQ = 12  # the data's sequence length; random inputs would use 64

@@ -9,12 +9,12 @@ from graphs import Graph, get_node, set_init, source_roots
 from onnx import numpy_helper
 
 from onnxprune.api import analyse
-from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.dependency import DependencyGraph
+from onnxprune.io.runtime import run
 from onnxprune.passes.prune import ApplyPlan
 from onnxprune.passes.reconstruct import ReconstructPass, reconstruct
-from onnxprune.plan import Plan
+from onnxprune.planning.plan import Plan
 from onnxprune.recovery.layers import plan_layers, waves
-from onnxprune.runtime import run
 
 
 def _feeds(name: str, shape: tuple[int, ...], n: int = 4, seed: int = 0) -> list[dict[str, np.ndarray]]:

@@ -10,15 +10,15 @@ import pytest
 from graphs import Graph, get_node, set_init, source_roots
 from onnx import numpy_helper
 
-from onnxprune.activations import collect_grams
 from onnxprune.api import analyse
+from onnxprune.calib.collect import collect_grams
 from onnxprune.calib.convtranspose import padded_input, transpose_geometry, transpose_rows
+from onnxprune.io.runtime import run
 from onnxprune.passes.prune import ApplyPlan
 from onnxprune.passes.reconstruct import reconstruct
+from onnxprune.recovery.layer_weights import LayerWeights, read_layer, write_layer
 from onnxprune.recovery.layers import plan_layers
 from onnxprune.recovery.solve import squared_error
-from onnxprune.recovery.weights import LayerWeights, read_layer, write_layer
-from onnxprune.runtime import run
 
 # name -> (input shape [N, C, spatial...], ConvTranspose keyword arguments for Graph.conv_transpose)
 GEOMETRIES: dict[str, tuple[tuple[int, ...], dict[str, object]]] = {

@@ -10,11 +10,11 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from onnxprune import runtime
 from onnxprune.api import analyse, prune
-from onnxprune.calibration import CalibConfig
+from onnxprune.calib.source import CalibConfig
 from onnxprune.cli import main
-from onnxprune.stats import model_stats
+from onnxprune.io import runtime
+from onnxprune.measure.model_stats import model_stats
 
 DIGITS = Path(__file__).resolve().parents[1] / "models" / "digits"
 MODEL, CALIB = DIGITS / "digits_resnet.onnx", DIGITS / "calib.npz"

@@ -11,17 +11,17 @@ from click.testing import CliRunner
 from graphs import Graph, source_roots
 from onnx import numpy_helper
 
-from onnxprune.activations import expose_outputs
 from onnxprune.api import analyse, prune
+from onnxprune.calib.collect import expose_outputs
 from onnxprune.calib.stats import GramStats
 from onnxprune.cli import main
 from onnxprune.errors import OnnxPruneError
+from onnxprune.io.runtime import run
 from onnxprune.passes.prune import ApplyPlan
 from onnxprune.passes.reconstruct import head_weights, reconstruct
-from onnxprune.plan import Plan
+from onnxprune.planning.plan import Plan
 from onnxprune.recovery.heads import SlopeWeight, final_sigmoids, logit_mask, logit_roots
 from onnxprune.recovery.layers import plan_layers
-from onnxprune.runtime import run
 
 
 def test_row_weights_equal_rows_scaled_by_their_root() -> None:

@@ -12,11 +12,11 @@ from graphs import Graph, group_of, plan_removing, set_init
 from test_scoring_calibrated import calib_file
 
 from onnxprune.api import analyse
+from onnxprune.measure.curves import CurveProbe, sensitivity_curves
 from onnxprune.passes.prune import ApplyPlan
 from onnxprune.passes.reconstruct import reconstruct
 from onnxprune.recovery.fidelity import compare_outputs
 from onnxprune.scoring.refit_probe import Compensator
-from onnxprune.sensitivity import CurveProbe, sensitivity_curves
 
 
 def _chain() -> onnx.ModelProto:

@@ -1,5 +1,5 @@
 """`--ratio R` removes R of the prunable channels, or as near as whole blocks allow, on every CPU profile
-(onnxprune/rounding.py): each group is rounded to its nearest block, what is left is spread over the
+(onnxprune/planning/rounding.py): each group is rounded to its nearest block, what is left is spread over the
 groups that can take it, and a run that removes nothing says why (exit 3)."""
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ import pytest
 from click.testing import CliRunner
 from graphs import Graph, group_of
 
-from onnxprune.allocation import global_plan, group_scores
 from onnxprune.api import analyse, prune
 from onnxprune.cli import main
 from onnxprune.errors import NothingToPruneError
-from onnxprune.plan import n_keep, ratio_counts, removed_channels
-from onnxprune.rounding import Quota, round_counts
-from onnxprune.runtime_profile import resolve_round_to
-from onnxprune.scoring.base import get_importance
-from onnxprune.sensitivity import removal_counts, sensitivity_curves
+from onnxprune.measure.curves import removal_counts, sensitivity_curves
+from onnxprune.planning.allocation import global_plan, group_scores
+from onnxprune.planning.cpu_profile import resolve_round_to
+from onnxprune.planning.plan import n_keep, ratio_counts, removed_channels
+from onnxprune.planning.rounding import Quota, round_counts
+from onnxprune.scoring.importance import get_importance
 
 ROOT = Path(__file__).resolve().parent.parent
 RESNET = ROOT / "models" / "zoo" / "resnet_ts.onnx"  # groups of 16, 16, 32, 32, 64, 16, 16, 16, 16 channels

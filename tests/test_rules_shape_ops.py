@@ -18,7 +18,7 @@ from graphs import (
 )
 
 from onnxprune.api import analyse
-from onnxprune.graph.engine import dependency_graph
+from onnxprune.graph.dependency import dependency_graph
 
 SHAPES = {"x": (2, 4, 6, 6)}
 

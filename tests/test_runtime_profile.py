@@ -10,11 +10,12 @@ import pytest
 from click.testing import CliRunner
 from graphs import Graph, group_of
 
-from onnxprune import runtime_profile
 from onnxprune.api import analyse, prune
 from onnxprune.cli import main
 from onnxprune.errors import OnnxPruneError
-from onnxprune.runtime_profile import (
+from onnxprune.measure.curves import SensitivityResult, sensitivity_curves
+from onnxprune.planning import cpu_profile as runtime_profile
+from onnxprune.planning.cpu_profile import (
     CPU_ENV,
     channel_multiple,
     cpu_flags,
@@ -23,7 +24,6 @@ from onnxprune.runtime_profile import (
     ort_cpu_profile,
     resolve_round_to,
 )
-from onnxprune.sensitivity import SensitivityResult, sensitivity_curves
 
 AVX512 = "fpu sse2 avx avx2 fma avx512f avx512bw avx512vl"
 AVX2 = "fpu sse2 avx avx2 fma"

@@ -11,8 +11,8 @@ from graphs import Graph
 from onnx import numpy_helper
 
 from onnxprune.api import analyse
-from onnxprune.calibration import CalibConfig, CalibrationWarning
-from onnxprune.graph.engine import DependencyGraph
+from onnxprune.calib.source import CalibConfig, CalibrationWarning
+from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.graph.tracks import map_roots
 from onnxprune.scoring import calibrated, get_importance
@@ -94,7 +94,7 @@ def test_flap_is_variance_times_column_energy(tmp_path: Path) -> None:
     cfg = calib_file(tmp_path, (1, 3, 6, 6))
     dg = analyse(model)
     s = channel_scores(dg, "flap", "c1", cfg)
-    from onnxprune.activations import collect_stats
+    from onnxprune.calib.collect import collect_stats
 
     st = collect_stats(dg.model, [{"x": np.load(cfg.path)["x"]}], channels={"c1": 1}).channels["c1"]  # type: ignore[arg-type]
     want = st.var * (get_init(model, "c2.w") ** 2).sum(axis=(0, 2, 3))

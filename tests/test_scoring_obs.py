@@ -11,7 +11,7 @@ from graphs import Graph, outputs_of, plan_removing, set_init
 from test_scoring_calibrated import calib_file, channel_scores
 
 from onnxprune.api import analyse, prune
-from onnxprune.calibration import CalibConfig
+from onnxprune.calib.source import CalibConfig
 from onnxprune.scoring import get_importance
 from onnxprune.scoring.calibrated import DataDriven
 from onnxprune.scoring.obs import SurgeonImportance, fit_nodes

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from onnxprune.api import analyse
 from onnxprune.cli import main
 from onnxprune.errors import OnnxPruneError
-from onnxprune.sensitivity import (
+from onnxprune.measure.curves import (
     SCHEMA,
     LabelledData,
     OutputSums,
@@ -20,7 +20,7 @@ from onnxprune.sensitivity import (
     removal_counts,
     sensitivity_curves,
 )
-from onnxprune.validate import load_feeds
+from onnxprune.measure.validate import load_feeds
 
 ROOT = Path(__file__).resolve().parent.parent
 RESNET = ROOT / "models" / "zoo" / "resnet_ts.onnx"

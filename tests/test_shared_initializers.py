@@ -20,7 +20,7 @@ from onnxprune.api import analyse, prune
 from onnxprune.cli import main
 from onnxprune.errors import EXIT_INTERNAL, InternalError
 from onnxprune.graph.apply import ApplyContext
-from onnxprune.inputs import random_inputs
+from onnxprune.io.inputs import random_inputs
 from onnxprune.passes.prune import ApplyPlan
 
 CONV = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}

@@ -9,12 +9,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.calibration import CalibrationWarning
+from onnxprune.calib.source import CalibrationWarning
 from onnxprune.errors import OnnxPruneError
 from onnxprune.passes.sparsify import SparsifyPass, parse_pattern, sparsify
+from onnxprune.sparsity.compliance import nm_report, report_json, report_table
 from onnxprune.sparsity.layout import is_nm_compliant, weight_sites
 from onnxprune.sparsity.masks import nm_mask, unstructured_mask, wanda_score
-from onnxprune.sparsity.report import nm_report, report_json, report_table
 
 
 def weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.cli import main
+from onnxprune.sparsity.compliance import nm_report
 from onnxprune.sparsity.layout import is_nm_compliant
-from onnxprune.sparsity.report import nm_report
 
 
 @pytest.fixture

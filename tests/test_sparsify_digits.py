@@ -13,10 +13,10 @@ import numpy as np
 import onnx
 import pytest
 
-from onnxprune import runtime
-from onnxprune.calibration import CalibConfig
+from onnxprune.calib.source import CalibConfig
+from onnxprune.io import runtime
 from onnxprune.passes.sparsify import sparsify
-from onnxprune.sparsity.report import nm_report, report_json
+from onnxprune.sparsity.compliance import nm_report, report_json
 
 DIGITS = Path(__file__).resolve().parents[1] / "models" / "digits"
 pytestmark = pytest.mark.skipif(not (DIGITS / "digits_resnet.onnx").exists(), reason="digits model not built")

@@ -7,15 +7,15 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune import runtime
-from onnxprune.activations import collect_stats, stream_tensors
+from onnxprune.calib.collect import collect_stats, stream_tensors
+from onnxprune.io import runtime
 from onnxprune.passes.sparsify import sparsify
 from onnxprune.sparsity.colnorms import column_norms
 from onnxprune.sparsity.masks import wanda_column_score
 from onnxprune.sparsity.refit import refit_rows
 from onnxprune.sparsity.sites import select_targets
 from onnxprune.sparsity.sparsegpt import sparsegpt
-from onnxprune.sparsity.targets import with_bias_free_outputs
+from onnxprune.sparsity.xw_targets import with_bias_free_outputs
 
 
 def two_layer_model(rng: np.random.Generator, *, group: int = 1, gemm_trans_b: int = 1) -> onnx.ModelProto:

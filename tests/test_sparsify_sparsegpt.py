@@ -7,8 +7,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune import runtime
 from onnxprune.calib.im2col import conv_geometry, im2col_rows, patch_view, sample_positions
+from onnxprune.io import runtime
 from onnxprune.passes.sparsify import sparsify
 from onnxprune.sparsity.masks import nm_mask, unstructured_mask
 from onnxprune.sparsity.sparsegpt import reconstruction_error, sparsegpt

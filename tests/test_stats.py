@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.stats import ModelStats, macs_kept, model_stats, node_keys, serialized_size
+from onnxprune.measure.model_stats import ModelStats, macs_kept, model_stats, node_keys, serialized_size
 
 F = TensorProto.FLOAT
 

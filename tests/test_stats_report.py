@@ -8,7 +8,7 @@ from types import MappingProxyType
 
 from rich.console import Console
 
-from onnxprune.report import (
+from onnxprune.measure.compare import (
     changed_op_counts,
     compare_dict,
     compare_rows,
@@ -18,7 +18,7 @@ from onnxprune.report import (
     print_compare,
     stats_table,
 )
-from onnxprune.stats import ModelStats
+from onnxprune.measure.model_stats import ModelStats
 
 
 def _stats(params: int, macs: int, size: int, ops: dict[str, int]) -> ModelStats:

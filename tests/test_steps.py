@@ -11,15 +11,15 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from onnxprune import schedule
 from onnxprune.api import analyse, prune
 from onnxprune.cli import main
 from onnxprune.errors import OnnxPruneError, ThresholdError
-from onnxprune.io import load_model
-from onnxprune.schedule import Gate, kept_fractions, prune_in_steps
-from onnxprune.sensitivity import LabelledData, SensitivityResult, sensitivity_curves
-from onnxprune.stats import model_stats
-from onnxprune.validate import load_feeds
+from onnxprune.io.model_io import load_model
+from onnxprune.measure.curves import LabelledData, SensitivityResult, sensitivity_curves
+from onnxprune.measure.model_stats import model_stats
+from onnxprune.measure.validate import load_feeds
+from onnxprune.pipeline import schedule
+from onnxprune.pipeline.schedule import Gate, kept_fractions, prune_in_steps
 
 ROOT = Path(__file__).resolve().parent.parent
 RESNET = ROOT / "models" / "zoo" / "resnet_ts.onnx"

@@ -16,9 +16,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxprune.deploy.tensorrt.build_options import ShapeRange
+from onnxprune.deploy.tensorrt.engine import (
+    EngineBuildError,
+    TensorRTMissingError,
+    build_engine,
+    require_tensorrt,
+)
 from onnxprune.errors import OnnxPruneError
-from onnxprune.tensorrt.engine import EngineBuildError, TensorRTMissingError, build_engine, require_tensorrt
-from onnxprune.tensorrt.options import ShapeRange
 
 FIXED = ShapeRange((1, 64, 16, 16), (1, 64, 16, 16), (1, 64, 16, 16))
 

@@ -6,9 +6,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.tensorrt.findings import Severity
-from onnxprune.tensorrt.preflight import check_trt
-from onnxprune.tensorrt.support import support_matrix
+from onnxprune.deploy.tensorrt.findings import Severity
+from onnxprune.deploy.tensorrt.preflight import check_trt
+from onnxprune.deploy.tensorrt.support import support_matrix
 
 
 def _model(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], x_shape: list[int],

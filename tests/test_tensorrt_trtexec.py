@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from onnxprune.errors import OnnxPruneError
-from onnxprune.tensorrt.options import (
+from onnxprune.deploy.tensorrt.build_options import (
     BuildOptions,
     ModelPrecision,
     ShapeRange,
     parse_shape_ranges,
     plan_build,
 )
-from onnxprune.tensorrt.trtexec import trtexec_command
+from onnxprune.deploy.tensorrt.trtexec import trtexec_command
+from onnxprune.errors import OnnxPruneError
 
 FP32 = ModelPrecision(has_fp16=False, has_qdq=False)
 

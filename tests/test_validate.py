@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.errors import EXIT_THRESHOLD, OnnxPruneError, ThresholdError
-from onnxprune.validate import (
+from onnxprune.measure.validate import (
     check_thresholds,
     classification_metrics,
     compare_arrays,
@@ -203,7 +203,7 @@ def test_cli_bad_input_one_line_error(tmp_path: Path, args: list[str]) -> None:
 
 
 def test_load_feeds_formats(tmp_path: Path) -> None:
-    from onnxprune.validate import load_feeds
+    from onnxprune.measure.validate import load_feeds
 
     model = _classifier(W)
     x = np.arange(80, dtype=np.float32).reshape(10, 8)

@@ -13,14 +13,14 @@ import onnx
 import pytest
 from zoo import ZooEntry, entry_ids, zoo_entries
 
-from onnxprune.allocation import complete_plan
 from onnxprune.api import analyse, prune
 from onnxprune.errors import OnnxPruneError
-from onnxprune.graph.engine import DependencyGraph
-from onnxprune.order import group_pieces, piece_block
-from onnxprune.plan import Plan, enforce_min_channels
-from onnxprune.planner import score_groups
-from onnxprune.stats import model_stats
+from onnxprune.graph.dependency import DependencyGraph
+from onnxprune.measure.model_stats import model_stats
+from onnxprune.planning.allocation import complete_plan
+from onnxprune.planning.order import group_pieces, piece_block
+from onnxprune.planning.plan import Plan, enforce_min_channels
+from onnxprune.planning.planner import score_groups
 
 # Light models whose fully-connected weights are hundreds of MB once folded: too slow for the
 # test budget on 2 cores. The benchmark (benchmarks/zoo.py) covers them.
@@ -50,8 +50,8 @@ def random_plan(dg: DependencyGraph, seed: int) -> Plan:
 
 
 def _output_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None) -> dict[str, tuple[int, ...]]:
-    from onnxprune.inputs import random_inputs
-    from onnxprune.runtime import run
+    from onnxprune.io.inputs import random_inputs
+    from onnxprune.io.runtime import run
 
     return {k: v.shape for k, v in run(model, random_inputs(model, shapes=shapes)).items()}
 
@@ -137,7 +137,7 @@ SPLIT_ENTRIES = [e for e in ENTRIES if e.kind != "onnx-light"]
 @pytest.mark.parametrize("entry", SPLIT_ENTRIES, ids=entry_ids(SPLIT_ENTRIES))
 def test_rounded_budget_plan_matches_oracle(entry: ZooEntry, multiple: int) -> None:
     """`--round-to 8` / `16` at half the MACs (the block-move search of allocation.py included):
-    the block order inside Split pieces (onnxprune/order.py) is exact, and every piece of a
+    the block order inside Split pieces (onnxprune/planning/order.py) is exact, and every piece of a
     Split-cut group loses a multiple of its block."""
     dg = _dg(entry)
     if not dg.prunable:

@@ -9,7 +9,7 @@ Three kinds of entries:
 * ``"real"``: real pretrained exports in ``models/real/`` fetched by ``make models``; listed only
   when present.
 
-Usage (the feeds are onnxprune's own, ``onnxprune.inputs.random_inputs``)::
+Usage (the feeds are onnxprune's own, ``onnxprune.io.inputs.random_inputs``)::
 
     from zoo import zoo_entries, random_inputs
     for entry in zoo_entries():
@@ -125,8 +125,8 @@ def entry_ids(entries: list[ZooEntry]) -> list[str]:
 
 
 def random_inputs(entry: ZooEntry, seed: int = 0) -> dict[str, np.ndarray]:
-    """Deterministic random feeds for ``entry``, as onnxprune makes them (``onnxprune.inputs.random_inputs``:
+    """Deterministic random feeds for ``entry``, as onnxprune makes them (``onnxprune.io.inputs.random_inputs``:
     standard normal floats, integer inputs valid for the graph: token ids below the vocabulary, masks of ones)."""
-    from onnxprune.inputs import random_inputs as feeds
+    from onnxprune.io.inputs import random_inputs as feeds
 
     return feeds(onnx.load(str(entry.path), load_external_data=False), shapes=entry.shapes, seed=seed)

@@ -1,5 +1,5 @@
 """Olive data components over onnxprune's calibration sources; Olive imports this file as a user script
-(`onnxprune.adapters.olive.data_config`). The batches are `onnxprune.calibration.feed_factory`'s, so an
+(`onnxprune.adapters.olive.data_config`). The batches are `onnxprune.calib.source.feed_factory`'s, so an
 Olive quantization pass reads exactly what onnxprune's steps read."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 import onnx
 from olive.data.registry import Registry
 
-from onnxprune.calibration import Feed, feed_factory
+from onnxprune.calib.source import Feed, feed_factory
 
 
 @Registry.register_dataset("onnxprune_calibration")

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.inputs import InputSpec, feed_rows
+from onnxprune.io.inputs import InputSpec, feed_rows
 
 Feed = dict[str, np.ndarray]
 

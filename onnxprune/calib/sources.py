@@ -14,8 +14,8 @@ import numpy as np
 
 from onnxprune.calib.images import ImageOptions, list_images, load_image
 from onnxprune.errors import OnnxPruneError
-from onnxprune.inputs import InputSpec
-from onnxprune.npfile import reading
+from onnxprune.io.inputs import InputSpec
+from onnxprune.io.npfile import reading
 
 Chunk = dict[str, np.ndarray]
 

@@ -10,7 +10,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from onnxprune.bench import (
+from onnxprune.calib.source import timing_feed
+from onnxprune.io.inputs import check_shapes, parse_shapes
+from onnxprune.io.model_io import check_paths, load_model, write_json
+from onnxprune.measure.bench import (
     DEFAULT_REPEAT,
     DEFAULT_WARMUP,
     MemoryResult,
@@ -20,10 +23,7 @@ from onnxprune.bench import (
     peak_memory,
     same_inputs,
 )
-from onnxprune.calibration import timing_feed
-from onnxprune.inputs import check_shapes, parse_shapes
-from onnxprune.io import check_paths, load_model, write_json
-from onnxprune.report import human_bytes
+from onnxprune.measure.compare import human_bytes
 
 
 def _shapes_text(batch: int, shapes: Mapping[str, tuple[int, ...]]) -> str:

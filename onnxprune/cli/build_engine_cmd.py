@@ -6,17 +6,17 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from onnxprune.errors import OnnxPruneError
-from onnxprune.io import check_paths, load_model, write_json
-from onnxprune.tensorrt.engine import EngineReport, build_engine, dense_plan_path, require_tensorrt
-from onnxprune.tensorrt.options import (
+from onnxprune.deploy.tensorrt.build_options import (
     BuildOptions,
     check_shape_ranges,
     model_precision,
     parse_shape_ranges,
     parse_version,
 )
-from onnxprune.tensorrt.trtexec import DEFAULT_TRT_VERSION, format_command, trtexec_command
+from onnxprune.deploy.tensorrt.engine import EngineReport, build_engine, dense_plan_path, require_tensorrt
+from onnxprune.deploy.tensorrt.trtexec import DEFAULT_TRT_VERSION, format_command, trtexec_command
+from onnxprune.errors import OnnxPruneError
+from onnxprune.io.model_io import check_paths, load_model, write_json
 
 
 def _emit_trtexec(model: str, output: str, options: BuildOptions, trt_version: str | None) -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
+from onnxprune.deploy.tensorrt.build_options import parse_version
+from onnxprune.deploy.tensorrt.preflight import DEFAULT_MIN_MACS, check_trt
 from onnxprune.errors import EXIT_VERIFY_FAILED
-from onnxprune.io import check_paths, load_model, write_atomic
-from onnxprune.tensorrt.options import parse_version
-from onnxprune.tensorrt.preflight import DEFAULT_MIN_MACS, check_trt
+from onnxprune.io.model_io import check_paths, load_model, write_atomic
 
 
 @click.command("check-trt")

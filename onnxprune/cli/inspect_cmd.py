@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from onnxprune.api import analyse
-from onnxprune.calibration import CalibConfig, calib_options
+from onnxprune.calib.source import CalibConfig, calib_options
 from onnxprune.cli.options import (
     approximate_option,
     grouped_option,
@@ -17,7 +17,7 @@ from onnxprune.cli.options import (
     model_with_shapes,
     shapes_option,
 )
-from onnxprune.input_values import describe_rules, infer_rules
+from onnxprune.io.input_values import describe_rules, infer_rules
 
 
 @click.command("inspect")

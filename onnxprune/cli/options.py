@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 import click
 import onnx
 
-from onnxprune.inputs import check_shapes, parse_shapes
-from onnxprune.io import load_model
+from onnxprune.io.inputs import check_shapes, parse_shapes
+from onnxprune.io.model_io import load_model
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -8,9 +8,8 @@ from typing import Any
 import click
 from rich.console import Console
 
-from onnxprune.allocation import ALLOCATIONS
 from onnxprune.api import PruneResult, prune
-from onnxprune.calibration import CalibConfig, calib_options, timing_feed
+from onnxprune.calib.source import CalibConfig, calib_options, timing_feed
 from onnxprune.cli.options import (
     approximate_option,
     grouped_option,
@@ -21,18 +20,19 @@ from onnxprune.cli.options import (
     shapes_option,
     target_option,
 )
-from onnxprune.decisions import group_decisions
 from onnxprune.errors import OnnxPruneError
-from onnxprune.io import check_paths, write_json
-from onnxprune.latency_budget import LatencyOptions, require_sizes
-from onnxprune.plan import Plan
-from onnxprune.progress import rich_progress
-from onnxprune.report import compare_dict, compare_table
-from onnxprune.runtime_profile import channel_multiple
-from onnxprune.schedule import SCHEDULES, Gate, StepsResult, prune_in_steps
-from onnxprune.scoring.base import criteria
-from onnxprune.sensitivity import DEFAULT_METRIC, DEFAULT_SAMPLES, METRICS, held_feeds, load_labelled
-from onnxprune.stats import model_stats
+from onnxprune.io.model_io import check_paths, write_json
+from onnxprune.io.progress import rich_progress
+from onnxprune.measure.compare import compare_dict, compare_table
+from onnxprune.measure.curves import DEFAULT_METRIC, DEFAULT_SAMPLES, METRICS, held_feeds, load_labelled
+from onnxprune.measure.model_stats import model_stats
+from onnxprune.pipeline.decisions import group_decisions
+from onnxprune.pipeline.schedule import SCHEDULES, Gate, StepsResult, prune_in_steps
+from onnxprune.planning.allocation import ALLOCATIONS
+from onnxprune.planning.cpu_profile import channel_multiple
+from onnxprune.planning.latency_search import LatencyOptions, require_sizes
+from onnxprune.planning.plan import Plan
+from onnxprune.scoring.importance import criteria
 
 
 def _loop_options(fn: Any) -> Any:
@@ -292,7 +292,7 @@ def _latency(dense: Any, result: Any, loop: dict[str, Any], shapes: Any,
              timing: LatencyOptions) -> tuple[float, float] | None:
     """(before, after) ms: the latency search's measurements, or an interleaved A/B with --measure-latency."""
     if loop["measure_latency"]:
-        from onnxprune.bench import interleaved_latency
+        from onnxprune.measure.bench import interleaved_latency
 
         ab = interleaved_latency(dense, result.model, batch=timing.batch, threads=timing.threads,
                                  repeat=timing.repeat, shapes=shapes, feed=timing.feed)

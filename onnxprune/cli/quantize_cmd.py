@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from onnxprune.calibration import CalibConfig, calib_options
+from onnxprune.calib.source import CalibConfig, calib_options
 from onnxprune.cli.options import model_with_shapes, shapes_option
 from onnxprune.deploy.quantize import (
     DEFAULT_PERCENTILE,
@@ -19,8 +19,8 @@ from onnxprune.deploy.quantize import (
     quantize,
 )
 from onnxprune.deploy.sensitive import DEFAULT_SAMPLES
-from onnxprune.io import check_paths, save_model, write_json
-from onnxprune.progress import rich_progress
+from onnxprune.io.model_io import check_paths, save_model, write_json
+from onnxprune.io.progress import rich_progress
 
 
 def _table(result: QuantizeResult, title: str) -> Table:

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 
 from onnxprune.api import analyse
-from onnxprune.calibration import CalibConfig, calib_options
+from onnxprune.calib.source import CalibConfig, calib_options
 from onnxprune.cli.options import (
     approximate_option,
     grouped_option,
@@ -21,13 +21,10 @@ from onnxprune.cli.options import (
 )
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.keep import keep_layers
-from onnxprune.io import check_paths
-from onnxprune.plan import finer_round_to
-from onnxprune.progress import rich_progress
-from onnxprune.report import sensitivity_table
-from onnxprune.runtime_profile import channel_multiple
-from onnxprune.scoring.base import criteria
-from onnxprune.sensitivity import (
+from onnxprune.io.model_io import check_paths
+from onnxprune.io.progress import rich_progress
+from onnxprune.measure.compare import sensitivity_table
+from onnxprune.measure.curves import (
     DEFAULT_METRIC,
     DEFAULT_RATIOS,
     DEFAULT_SAMPLES,
@@ -36,6 +33,9 @@ from onnxprune.sensitivity import (
     load_labelled,
     sensitivity_curves,
 )
+from onnxprune.planning.cpu_profile import channel_multiple
+from onnxprune.planning.plan import finer_round_to
+from onnxprune.scoring.importance import criteria
 
 
 def parse_ratios(text: str) -> list[float]:
@@ -115,7 +115,7 @@ def command(model: str, ratios: str, criterion: str, round_to: str | None, targe
         result.save(json_out)
         click.echo(f"curves written to {json_out} (use: onnxprune prune MODEL --sensitivity {json_out} --target-macs F)")
     if plot:
-        from onnxprune.sensitivity_plot import plot_curves
+        from onnxprune.measure.curves_plot import plot_curves
 
         plot_curves(result, plot, error=error)
         click.echo(f"plot written to {plot}")

@@ -7,13 +7,13 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from onnxprune.calibration import CalibConfig, calib_options
+from onnxprune.calib.source import CalibConfig, calib_options
+from onnxprune.deploy.tensorrt.profile import tensorrt_profile
 from onnxprune.errors import OnnxPruneError
-from onnxprune.io import check_paths, load_model, save_model, write_json
+from onnxprune.io.model_io import check_paths, load_model, save_model, write_json
 from onnxprune.passes.sparsify import DEFAULT_MIN_REDUCTION, SparsifyPass, parse_pattern
+from onnxprune.sparsity.compliance import nm_report, report_json, report_table
 from onnxprune.sparsity.methods import METHODS
-from onnxprune.sparsity.report import nm_report, report_json, report_table
-from onnxprune.tensorrt.profile import tensorrt_profile
 
 
 @click.command("sparsify")

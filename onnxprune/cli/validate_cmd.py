@@ -7,9 +7,9 @@ from rich.console import Console
 from rich.table import Table
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.inputs import check_shapes, parse_shapes
-from onnxprune.io import check_paths, load_model, write_json
-from onnxprune.validate import (
+from onnxprune.io.inputs import check_shapes, parse_shapes
+from onnxprune.io.model_io import check_paths, load_model, write_json
+from onnxprune.measure.validate import (
     DEFAULT_SAMPLES,
     LabelReport,
     ValidationReport,

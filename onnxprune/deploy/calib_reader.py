@@ -2,7 +2,7 @@
 
 ONNX Runtime's `quantize_static` pulls feeds through a `CalibrationDataReader` (`get_next()` until
 None); Olive's data configs and ModelOpt take the same feeds. `FeedReader` serves the batches of
-`onnxprune.calibration.feed_factory` (npz / npy / folders of .npy files or images / token npz, or
+`onnxprune.calib.source.feed_factory` (npz / npy / folders of .npy files or images / token npz, or
 random inputs with a CalibrationWarning), so every step of prune -> sparsify -> quantize reads the
 same samples.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader
 
-from onnxprune.calibration import CalibrationLike, Feed, FeedLike, feed_factory
+from onnxprune.calib.source import CalibrationLike, Feed, FeedLike, feed_factory
 from onnxprune.errors import OnnxPruneError
 
 

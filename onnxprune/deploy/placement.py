@@ -23,7 +23,7 @@ import onnx
 
 from onnxprune.deploy.qdq import WEIGHTED_OPS, Producers
 from onnxprune.errors import OnnxPruneError
-from onnxprune.graph.engine import dependency_graph
+from onnxprune.graph.dependency import dependency_graph
 from onnxprune.recovery.heads import final_sigmoids, logit_mask, logit_roots
 
 # Between a Conv and the tensor it hands on, ops TensorRT fuses into the Conv (bias, BN, activation).

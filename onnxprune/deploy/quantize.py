@@ -1,7 +1,7 @@
 """Static INT8 quantization with explicit Q/DQ nodes, by ONNX Runtime's `quantize_static`.
 
 onnxprune does not quantize by itself: it hands ONNX Runtime's quantizer (a well-kept one) the
-calibration batches of `onnxprune.calibration` through `FeedReader`, tells it what to leave FP32,
+calibration batches of `onnxprune.calib.source` through `FeedReader`, tells it what to leave FP32,
 and checks what comes out. Weights are always per-channel symmetric INT8 (zero point 0: a zero weight
 stays exactly 0, so 2:4 sparse weights stay 2:4 — checked on every weight after quantization).
 
@@ -31,17 +31,17 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxprune import runtime
-from onnxprune.calibration import CalibrationLike, first_samples
+from onnxprune.calib.source import CalibrationLike, first_samples
 from onnxprune.deploy.calib_reader import FeedReader
 from onnxprune.deploy.ort_quantizer import OrtQuantizer
 from onnxprune.deploy.placement import keep_nodes, score_head_nodes
 from onnxprune.deploy.qdq import WEIGHTED_OPS, Producers, quantized_nodes, weighted_layers
 from onnxprune.deploy.sensitive import DEFAULT_SAMPLES, Sensitive, find_sensitive
 from onnxprune.errors import OnnxPruneError
+from onnxprune.io import runtime
+from onnxprune.io.progress import ProgressFn
 from onnxprune.passes.base import Pass, PassResult
 from onnxprune.passes.normalize import Normalize
-from onnxprune.progress import ProgressFn
 from onnxprune.sparsity.layout import is_nm_compliant, reduction_axis
 
 TARGETS = ("ort", "tensorrt")
@@ -191,7 +191,7 @@ def quantize(model: onnx.ModelProto, *, calibration: CalibrationLike = None,
     """A Q/DQ INT8 copy of `model`; the input model is never modified.
 
     calibration: a CalibConfig or path (None: random inputs, with a CalibrationWarning), a callable
-    returning fresh feed iterators, or ready feeds (`onnxprune.calibration.feed_factory`).
+    returning fresh feed iterators, or ready feeds (`onnxprune.calib.source.feed_factory`).
     shapes: concrete shapes of dynamic inputs, for random calibration inputs only.
     """
     opts = options or QuantizeOptions()

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxprune.calibration import Feed
-from onnxprune.progress import ProgressFn, step
-from onnxprune.runtime import run, session
-from onnxprune.sensitivity import OutputSums
+from onnxprune.calib.source import Feed
+from onnxprune.io.progress import ProgressFn, step
+from onnxprune.io.runtime import run, session
+from onnxprune.measure.curves import OutputSums
 
 DEFAULT_SAMPLES = 16
 METRIC = "channel_error"

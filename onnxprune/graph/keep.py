@@ -15,7 +15,7 @@ import fnmatch
 from collections.abc import Sequence
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.dependency import DependencyGraph
 
 
 def keep_layers(dg: DependencyGraph, patterns: Sequence[str]) -> DependencyGraph:

@@ -13,7 +13,7 @@ import onnx
 from onnx import helper
 
 from onnxprune.graph.analysis import ConsumeEdge
-from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.dependency import DependencyGraph
 
 
 def mask_shape(dg: DependencyGraph, edge: ConsumeEdge) -> tuple[int, ...]:

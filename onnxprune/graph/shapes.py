@@ -13,8 +13,8 @@ from collections.abc import Mapping
 import numpy as np
 import onnx
 
-from onnxprune.inputs import feed_shapes, random_inputs
-from onnxprune.runtime import run, session
+from onnxprune.io.inputs import feed_shapes, random_inputs
+from onnxprune.io.runtime import run, session
 
 
 def probe_tensors(model: onnx.ModelProto, *, shapes: Mapping[str, tuple[int, ...]] | None = None,

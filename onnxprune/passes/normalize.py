@@ -16,10 +16,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxprune import skeleton
 from onnxprune.graph.view import GraphView, has_subgraph, node_attr
+from onnxprune.io import skeleton
+from onnxprune.io.runtime import run, session
 from onnxprune.passes.base import Pass, PassResult
-from onnxprune.runtime import run, session
 
 NONDETERMINISTIC = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
                     "Bernoulli", "Dropout"}

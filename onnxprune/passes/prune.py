@@ -9,10 +9,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxprune import skeleton
 from onnxprune.graph.apply import ApplyContext
-from onnxprune.graph.engine import DependencyGraph
-from onnxprune.io import is_large
+from onnxprune.graph.dependency import DependencyGraph
+from onnxprune.io import skeleton
+from onnxprune.io.model_io import is_large
 from onnxprune.passes.base import Pass, PassConditionError, PassResult
 from onnxprune.passes.normalize import RemoveUnused
 

@@ -25,17 +25,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from onnxprune.activations import DEFAULT_MAX_ROWS, LayerGram
-from onnxprune.calibration import CalibConfig, batch_factory
+from onnxprune.calib.collect import DEFAULT_MAX_ROWS, LayerGram
+from onnxprune.calib.source import CalibConfig, batch_factory
 from onnxprune.errors import OnnxPruneError
-from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.passes.base import Pass, PassConditionError, PassResult
 from onnxprune.recovery.fidelity import Fidelity, compare_outputs
 from onnxprune.recovery.heads import DEFAULT_FLOOR, SlopeWeight, logit_mask, logit_roots
+from onnxprune.recovery.layer_weights import LayerWeights, read_layer, write_layer
 from onnxprune.recovery.layers import FitLayer, plan_layers, target_model, waves
 from onnxprune.recovery.solve import ridge_fit, squared_error
 from onnxprune.recovery.targets import DEFAULT_CACHE_BYTES, Targets
-from onnxprune.recovery.weights import LayerWeights, read_layer, write_layer
 
 Feed = Mapping[str, np.ndarray]
 Calibration = Callable[[], Iterable[Feed]] | Sequence[Feed] | CalibConfig | str | os.PathLike[str] | None

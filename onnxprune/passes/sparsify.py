@@ -14,15 +14,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 import numpy as np
 import onnx
 
-from onnxprune.activations import DEFAULT_MAX_ROWS, collect_stats
-from onnxprune.calibration import CalibConfig, CalibrationLike, feed_factory
+from onnxprune.calib.collect import DEFAULT_MAX_ROWS, collect_stats
+from onnxprune.calib.source import CalibConfig, CalibrationLike, feed_factory
 from onnxprune.errors import OnnxPruneError
+from onnxprune.io.runtime import session
 from onnxprune.passes.base import Pass, PassConditionError, PassResult
-from onnxprune.runtime import session
 from onnxprune.sparsity.colnorms import column_norms
 from onnxprune.sparsity.methods import METHODS, gram_weight, mask_weight
 from onnxprune.sparsity.sites import Target, read_weight, select_targets, write_weight
-from onnxprune.sparsity.targets import with_bias_free_outputs
+from onnxprune.sparsity.xw_targets import with_bias_free_outputs
 
 Feed = Mapping[str, np.ndarray]
 Calibration = CalibrationLike

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from onnxprune import runtime
+from onnxprune.io import runtime
 
 Feed = Mapping[str, np.ndarray]
 

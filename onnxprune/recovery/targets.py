@@ -15,9 +15,9 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxprune import runtime
-from onnxprune.activations import ActivationStats, collect_stats, expose_outputs
-from onnxprune.calib.layers import RowWeight
+from onnxprune.calib.collect import ActivationStats, collect_stats, expose_outputs
+from onnxprune.calib.layer_grams import RowWeight
+from onnxprune.io import runtime
 
 Feed = Mapping[str, np.ndarray]
 DEFAULT_CACHE_BYTES = 256 << 20

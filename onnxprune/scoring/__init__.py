@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from onnxprune.scoring.base import Importance, get_importance, register_importance
+from onnxprune.scoring.importance import Importance, get_importance, register_importance
 
 __all__ = ["Importance", "get_importance", "register_importance"]

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
-from onnxprune.scoring.base import register_importance
 from onnxprune.scoring.calibrated import CalibratedImportance, normalised_sum
 from onnxprune.scoring.edge_stats import group_edges, per_slot
+from onnxprune.scoring.importance import register_importance
 from onnxprune.scoring.magnitude import WEIGHT_ROLES, Magnitude
 
 

@@ -16,7 +16,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from onnxprune.calib.config import CalibConfig
-from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.scoring.edge_stats import EdgeStats, collect_edge_stats
 
@@ -52,7 +52,7 @@ class CalibratedImportance:
         self._cache.clear()
 
     def batches(self, dg: DependencyGraph) -> Iterator[Feed]:
-        from onnxprune.calibration import calibration_batches
+        from onnxprune.calib.source import calibration_batches
 
         cal = self.calibration
         source = cal if cal is None or isinstance(cal, CalibConfig | str) else Path(cal)

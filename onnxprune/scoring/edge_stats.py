@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from onnxprune.activations import stream_tensors
+from onnxprune.calib.collect import stream_tensors
 from onnxprune.calib.stats import ChannelStats
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.analysis import ROLE_WEIGHT_OUT, ConstMember, ConsumeEdge
-from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.graph.tracks import Track, map_roots
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from onnxprune.graph.analysis import ROLE_WEIGHT_IN
-from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
-from onnxprune.scoring.base import register_importance
 from onnxprune.scoring.calibrated import CalibratedImportance, normalised_sum
 from onnxprune.scoring.edge_stats import group_edges
+from onnxprune.scoring.importance import register_importance
 from onnxprune.scoring.magnitude import WEIGHT_ROLES, Magnitude
 from onnxprune.scoring.weights import weight_per_position, weighted_slots
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from onnxprune.graph.analysis import ROLE_NORM_SCALE, ROLE_WEIGHT_IN, ROLE_WEIGHT_OUT, ConstMember
-from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.graph.tracks import map_roots
-from onnxprune.scoring.base import register_importance
+from onnxprune.scoring.importance import register_importance
 
 WEIGHT_ROLES = (ROLE_WEIGHT_OUT, ROLE_WEIGHT_IN, ROLE_NORM_SCALE)
 

@@ -22,13 +22,13 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from onnx import helper
 
-from onnxprune import runtime
-from onnxprune.activations import stream_tensors
+from onnxprune.calib.collect import stream_tensors
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.analysis import ConsumeEdge
-from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.masking import mask_dtype, mask_shape, splice_masks
 from onnxprune.graph.tracks import map_roots
+from onnxprune.io import runtime
 
 Feed = Mapping[str, np.ndarray]
 

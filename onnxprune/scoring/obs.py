@@ -22,17 +22,17 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from onnxprune.activations import DEFAULT_MAX_ROWS, collect_stats
-from onnxprune.calib.layers import node_key
+from onnxprune.calib.collect import DEFAULT_MAX_ROWS, collect_stats
+from onnxprune.calib.layer_grams import node_key
 from onnxprune.calib.stats import GramStats
-from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.graph.tracks import map_roots
+from onnxprune.recovery.layer_weights import LayerWeights, read_layer
 from onnxprune.recovery.layers import matmul_bias, unsupported
-from onnxprune.recovery.weights import LayerWeights, read_layer
-from onnxprune.scoring.base import register_importance
 from onnxprune.scoring.calibrated import CalibratedImportance
 from onnxprune.scoring.edge_stats import group_edges
+from onnxprune.scoring.importance import register_importance
 from onnxprune.scoring.magnitude import WEIGHT_ROLES, Magnitude
 from onnxprune.scoring.surgeon import LayerSurgeon, damped_inverse, greedy_scores
 

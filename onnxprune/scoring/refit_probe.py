@@ -20,10 +20,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from onnxprune.activations import DEFAULT_MAX_ROWS
-from onnxprune.graph.engine import DependencyGraph
+from onnxprune.calib.collect import DEFAULT_MAX_ROWS
+from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
-from onnxprune.recovery.weights import LayerWeights, layer_arrays
+from onnxprune.recovery.layer_weights import LayerWeights, layer_arrays
 from onnxprune.scoring.obs import (
     DEFAULT_DAMP,
     ConsumerSurgeon,

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
-from onnxprune.scoring.base import register_importance
 from onnxprune.scoring.calibrated import CalibratedImportance
+from onnxprune.scoring.importance import register_importance
 from onnxprune.scoring.magnitude import WEIGHT_ROLES, Magnitude
 from onnxprune.scoring.mask_probe import Feed, MaskProbe
 

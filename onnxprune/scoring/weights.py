@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxprune.graph.analysis import ConstMember
-from onnxprune.graph.engine import DependencyGraph
+from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.graph.tracks import Track
 from onnxprune.scoring.edge_stats import per_slot

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import onnx
 
-from onnxprune.activations import stream_tensors
+from onnxprune.calib.collect import stream_tensors
 from onnxprune.calib.im2col import conv_geometry, patch_view
-from onnxprune.calib.layers import linear_rows
+from onnxprune.calib.layer_grams import linear_rows
 from onnxprune.errors import OnnxPruneError
 from onnxprune.sparsity.sites import Target
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.calib.layers import LayerGram
+from onnxprune.calib.layer_grams import LayerGram
 from onnxprune.calib.stats import ChannelStats
 from onnxprune.sparsity.masks import magnitude_score, make_mask, wanda_column_score, wanda_score
 from onnxprune.sparsity.refit import refit_rows, ridge_solve

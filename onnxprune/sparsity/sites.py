@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxprune.model_check import all_nodes
+from onnxprune.io.model_check import all_nodes
 from onnxprune.sparsity.layout import WeightSite, weight_sites
 
 OPS = ("Conv", "Gemm", "MatMul")

@@ -1,0 +1,355 @@
+"""The one I/O layer: load and check, save with external data, atomic writes, output path checks.
+
+Every file a command writes goes through here: `check_paths` before any work, then `save_model`
+(models) or `write_json` / `write_atomic` (side outputs). Writes go to a temp name beside the
+destination, `.onnxprune-tmp-<host>-<pid>-<random>`, renamed into place when complete; a run killed
+before the rename leaves that temp behind, and the next write into the same folder removes it once
+its process is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import TensorProto
+
+from onnxprune.errors import OnnxPruneError
+from onnxprune.io.model_check import all_tensors, model_problem
+
+# Protobuf cannot serialise a message of 2 GiB or more; stay well below it.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+EXTERNAL_MIN_BYTES = 1024  # smaller initializers stay inside the .onnx
+EXTERNAL_ALIGN = 4096  # tensor offsets in the data file, so that ONNX Runtime can map them
+TEMP_TAG = ".onnxprune-tmp-"
+# A temp whose pid is not running here is left alone this long: its writer may live in another pid
+# namespace under the same host name (containers), where its pid means nothing.
+STALE_SECONDS = 60
+
+PathArg = str | os.PathLike[str] | None
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+def external_locations(model: onnx.ModelProto) -> set[str]:
+    """The `location` of every tensor stored outside the .onnx file (read without loading the data)."""
+    out = set()
+    for _, t in all_tensors(model.graph):
+        if t.data_location == TensorProto.EXTERNAL:
+            out.add(next((e.value for e in t.external_data if e.key == "location"), ""))
+    return out
+
+
+def _check_locations(model: onnx.ModelProto, path: Path) -> None:
+    """External data must lie in the model's folder: no absolute path, `..` escape or outward symlink."""
+    folder = path.parent.resolve()
+    for loc in sorted(external_locations(model)):
+        if not loc:
+            raise OnnxPruneError(f"{path}: a tensor's external data has no location")
+        if os.path.isabs(loc) or not (path.parent / loc).resolve().is_relative_to(folder):
+            raise OnnxPruneError(f"{path}: external data location {loc!r} lies outside the model's folder "
+                                 f"{path.parent.resolve()}; refusing to read it")
+
+
+def load_model(path: str | os.PathLike[str], *, load_external_data: bool = True) -> onnx.ModelProto:
+    """Load an ONNX model with its external data, or raise a one-line OnnxPruneError.
+
+    The model is checked before use (`model_check`); external data locations are checked before
+    any of them is read.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise OnnxPruneError(f"{p}: no such file")
+    if not p.is_file():
+        raise OnnxPruneError(f"{p}: not a file")
+    if p.stat().st_size == 0:
+        raise OnnxPruneError(f"{p}: empty file, not an ONNX model")
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+        _check_locations(model, p)
+        if load_external_data:
+            onnx.load_external_data_for_model(model, str(p.parent))
+    except DecodeError as exc:
+        raise OnnxPruneError(f"{p}: not a valid ONNX model (protobuf decode failed: {exc})") from None
+    except FileNotFoundError as exc:
+        raise OnnxPruneError(f"{p}: external data file missing ({exc.filename})") from None
+    except (OSError, ValueError, onnx.onnx_cpp2py_export.checker.ValidationError) as exc:  # type: ignore[attr-defined]
+        raise OnnxPruneError(f"{p}: cannot load ({type(exc).__name__}: {exc})") from None
+    if not model.graph.node:
+        raise OnnxPruneError(f"{p}: not an ONNX model (no graph nodes; truncated or another format?)")
+    if not model.opset_import:
+        raise OnnxPruneError(f"{p}: ONNX model declares no opset")
+    problem = model_problem(model)
+    if problem is not None:
+        raise OnnxPruneError(f"{p}: {problem}")
+    return model
+
+
+def model_size_bytes(model: onnx.ModelProto) -> int:
+    """Serialized size, counting initializer payloads without serialising the model."""
+    total = 0
+    for t in model.graph.initializer:
+        total += len(t.raw_data) if t.HasField("raw_data") else t.ByteSize()
+    return total + sum(n.ByteSize() for n in model.graph.node)
+
+
+def is_large(model: onnx.ModelProto) -> bool:
+    """Too big for one protobuf message: must go through external data."""
+    return model_size_bytes(model) > EXTERNAL_DATA_THRESHOLD
+
+
+# -- output paths ---------------------------------------------------------------------------------
+
+def _model_data_files(path: Path) -> set[Path]:
+    """The external data files an existing model file refers to (nothing if it cannot be read)."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not a model, or a broken one: load_model reports it later
+        return set()
+    return {(path.parent / loc).resolve() for loc in external_locations(model) if loc}
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a == b:
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _is_data_file_of(candidate: Path, output: Path) -> bool:
+    """`out.onnx.data` or `out.onnx.<digest>.data`: where a model saved as `output` keeps its tensors."""
+    return candidate.parent == output.parent and candidate.name.startswith(output.name + ".") \
+        and candidate.name.endswith(".data")
+
+
+def _check_folder(flag: str, out: Path) -> None:
+    if out.is_dir():
+        raise OnnxPruneError(f"{flag} {out}: is a folder, give a file path")
+    folder = out.parent
+    if not folder.exists():
+        raise OnnxPruneError(f"{flag} {out}: folder {folder} does not exist")
+    if not folder.is_dir():
+        raise OnnxPruneError(f"{flag} {out}: {folder} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=_temp_prefix(), dir=folder)
+    except OSError as exc:
+        raise OnnxPruneError(f"{flag} {out}: folder {folder} is not writable ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_paths(*, models: Mapping[str, PathArg] | None = None, inputs: Mapping[str, PathArg] | None = None,
+                outputs: Mapping[str, PathArg], writable: bool = True) -> None:
+    """Before any work: every output must differ from every input (an input model's external data
+    included) and from every other output (and its external data), and lie in an existing, writable
+    folder (`writable=False`: the paths are for another machine, only compared). Keys are the flags
+    or arguments named in the error."""
+    sources: list[tuple[str, Path, str]] = []  # (label, resolved path, what it is)
+    for label, p in (models or {}).items():
+        if p is not None:
+            path = Path(p).resolve()
+            sources.append((label, path, "the input model"))
+            sources.extend((label, d, "the external data of the input model") for d in sorted(_model_data_files(path)))
+    sources.extend((label, Path(p).resolve(), "an input") for label, p in (inputs or {}).items() if p is not None)
+    seen: list[tuple[str, Path]] = []
+    for flag, p in outputs.items():
+        if p is None:
+            continue
+        out = Path(p).resolve()
+        for label, src, what in sources:
+            if _same_file(out, src):
+                raise OnnxPruneError(f"{flag} {p} is {what} ({label}); choose another path "
+                                     f"(inputs are never modified)")
+        for other, prev in seen:
+            if _same_file(out, prev) or _is_data_file_of(out, prev) or _is_data_file_of(prev, out):
+                raise OnnxPruneError(f"{flag} {p} would overwrite the output of {other}; give each output its own path")
+        seen.append((flag, out))
+        if writable:
+            _check_folder(flag, Path(p))
+
+
+# -- temp files -----------------------------------------------------------------------------------
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
+def _temp_prefix() -> str:
+    return f"{TEMP_TAG}{_host()}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def clean_stale_temps(folder: Path) -> list[Path]:
+    """Remove temps this host's dead processes left in `folder` (killed mid-write); returns them."""
+    own = f"{TEMP_TAG}{_host()}-"
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            if not entry.name.startswith(own):
+                continue
+            pid_text = entry.name[len(own):].split("-", 1)[0]
+            try:
+                old = time.time() - entry.lstat().st_mtime > STALE_SECONDS
+            except OSError:
+                continue
+            if not pid_text.isdigit() or _alive(int(pid_text)) or not old:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def _folder_of(dst: Path) -> Path:
+    if dst.is_dir():
+        raise OnnxPruneError(f"{dst}: is a folder, give a file path")
+    parent = dst.parent if str(dst.parent) else Path(".")
+    if not parent.is_dir():
+        raise OnnxPruneError(f"{parent}: output folder does not exist")
+    clean_stale_temps(parent)
+    return parent
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
+    """Write a whole file under a temp name in its folder, then rename it into place."""
+    dst = Path(path)
+    parent = _folder_of(dst)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(), dir=parent)
+    except OSError as exc:
+        raise OnnxPruneError(f"cannot write {dst}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OnnxPruneError(f"cannot write {dst}: {exc.strerror or exc}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike[str], doc: Any) -> None:
+    """A JSON side output (report, plan, curves), written atomically."""
+    write_atomic(path, json.dumps(doc, indent=1) + "\n")
+
+
+# -- saving models --------------------------------------------------------------------------------
+
+def _copy_fields(src: Any, dst: Any, *, skip: str) -> None:
+    """Copy every set field of a protobuf message except `skip` (no deep copy of what is skipped)."""
+    for fd, value in src.ListFields():
+        if fd.name == skip:
+            continue
+        if fd.is_repeated:
+            getattr(dst, fd.name).extend(value)
+        elif fd.message_type is not None:
+            getattr(dst, fd.name).CopyFrom(value)
+        else:
+            setattr(dst, fd.name, value)
+
+
+def _write_external(model: onnx.ModelProto, onnx_path: Path, stem: str) -> str:
+    """Write the initializers of `model` above EXTERNAL_MIN_BYTES to `<stem>.<digest>.data` and the rest
+    to `onnx_path` (both in onnx_path's folder; `model` is not modified). Returns the data file name.
+
+    The digest (of the data) makes the name new whenever the data is: a data file is never
+    overwritten with other bytes, so an older .onnx always finds the data it was written with."""
+    shell = onnx.ModelProto()
+    _copy_fields(model, shell, skip="graph")
+    _copy_fields(model.graph, shell.graph, skip="initializer")
+    partial = onnx_path.parent / f"{stem}.partial"
+    digest = hashlib.sha256()
+    placed: list[tuple[TensorProto, int, int]] = []
+    with open(partial, "wb") as f:
+        for t in model.graph.initializer:
+            if not t.HasField("raw_data") or len(t.raw_data) < EXTERNAL_MIN_BYTES:
+                shell.graph.initializer.append(t)
+                continue
+            f.write(b"\0" * (-f.tell() % EXTERNAL_ALIGN))
+            offset, data = f.tell(), t.raw_data
+            f.write(data)
+            digest.update(data)
+            stub = shell.graph.initializer.add()
+            _copy_fields(t, stub, skip="raw_data")
+            placed.append((stub, offset, len(data)))
+        f.flush()
+        os.fsync(f.fileno())  # on disk before any .onnx naming it can be renamed into place
+    name = f"{stem}.{digest.hexdigest()[:16]}.data"
+    os.replace(partial, onnx_path.parent / name)
+    for stub, offset, length in placed:
+        stub.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", name), ("offset", str(offset)), ("length", str(length))):
+            stub.external_data.add(key=key, value=value)
+    onnx_path.write_bytes(shell.SerializeToString())
+    return name
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, check: bool = True) -> Path:
+    """Write atomically: a temp folder beside the destination, the ONNX checker, then rename.
+
+    Models above ~1.8 GB keep their tensors in `<name>.<digest>.data` beside the file. The data file
+    is moved in first under its new name, then the .onnx replaces the old one, then the data file the
+    old .onnx used (if it was named after it) is deleted: a crash at any point leaves the old or the
+    new model, each with its own data.
+    """
+    dst = Path(path)
+    parent = _folder_of(dst)
+    old_data = _model_data_files(dst) if any(parent.glob(glob.escape(dst.name) + ".*data")) else set()
+    try:
+        tmpdir = Path(tempfile.mkdtemp(prefix=_temp_prefix(), dir=parent))
+    except OSError as exc:
+        raise OnnxPruneError(f"cannot write {dst}: {exc.strerror or exc}") from None
+    data_name = None
+    try:
+        tmp = tmpdir / dst.name
+        if is_large(model):
+            data_name = _write_external(model, tmp, dst.name)
+        else:
+            tmp.write_bytes(model.SerializeToString())
+        if check:
+            try:
+                onnx.checker.check_model(str(tmp))
+            except onnx.checker.ValidationError as exc:
+                raise OnnxPruneError(f"refusing to write {dst}: result fails the ONNX checker: "
+                                     f"{str(exc).splitlines()[0]}") from None
+        if data_name is not None:
+            os.replace(tmpdir / data_name, parent / data_name)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        raise OnnxPruneError(f"cannot write {dst}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    new_data = (parent / data_name).resolve() if data_name else None
+    for old in old_data:
+        if old != new_data and _is_data_file_of(old, dst.resolve()):
+            with contextlib.suppress(OSError):
+                old.unlink()
+    return dst

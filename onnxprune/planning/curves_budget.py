@@ -1,0 +1,172 @@
+"""Per-group ratios from sensitivity curves, allocated globally under a MAC or parameter budget.
+
+Each group g has levels n = channels removed (0, then every count that leaves a multiple of
+`round_to` channels, up to the floor `n_keep(size, MAX_GROUP_RATIO, round_to)` and to the last
+measured ratio of its curve). Its cost saving
+c_g(n) and error e_g(n) come from its curve (`sensitivity.GroupCurve`, measured with that group
+alone pruned), linear between the measured ratios. The total error is taken as additive,
+E = Σ_g e_g(n_g), and the budget as Σ_g c_g(n_g) (first order).
+
+Greedy over the marginal error per MAC (or parameter) saved: the lower convex hull of each group's
+(c_g(n), e_g(n)) points is split into segments, and all segments of all groups are taken in order
+of increasing slope Δe / Δc (a group's hull slopes increase, so its segments come in order). For
+convex curves this is the optimal fractional knapsack; on non-convex curves the hull lets a group
+jump past a bump when the whole jump is cheaper per MAC than anything else. The segments are
+unrolled level by level into one removal *path*; the budget is then landed exactly on that path:
+bisection over the path position on the exact `allocation.CostModel` estimate, then the applied
+model is measured with `stats.model_stats` and re-aimed (`allocation.land_target`), so the result
+is within 3 % of the target like the other allocations. Inside each group the lowest-scored slots
+(by the prune criterion) go first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxprune.errors import OnnxPruneError
+from onnxprune.graph.dependency import DependencyGraph
+from onnxprune.measure.curves import DEFAULT_METRIC, METRICS, GroupCurve, SensitivityResult
+from onnxprune.planning.allocation import CostModel, Scores, TargetResult, land_target
+from onnxprune.planning.order import removal_orders
+from onnxprune.planning.plan import MAX_GROUP_RATIO, Plan, enforce_min_channels, n_keep
+from onnxprune.planning.rounding import Quota
+
+Shapes = Mapping[str, tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class Segment:
+    slope: float  # Δerror / Δsaving
+    group: int
+    levels: tuple[int, ...]  # removal counts reached one after the other
+
+
+def levels(size: int, round_to: int) -> list[int]:
+    """Allowed removal counts: 0, then counts that keep a multiple of round_to, down to the floor."""
+    floor = n_keep(size, MAX_GROUP_RATIO, round_to)
+    return [0, *(size - k for k in reversed(Quota(size, round_to).kept_options()) if floor <= k < size)]
+
+
+def _saving(curve: GroupCurve, n: float, metric: str) -> float:
+    key = "macs_kept" if metric == "macs" else "params_kept"
+    xs = [0.0, *(float(p.removed) for p in curve.points)]
+    ys = [0.0, *(1.0 - float(getattr(p, key)) for p in curve.points)]
+    return float(np.interp(n, xs, ys))
+
+
+def hull_segments(curve: GroupCurve, *, round_to: int, metric: str, error: str) -> list[Segment]:
+    """The lower convex hull of (saving, error) over the group's levels, as segments of rising slope."""
+    last = max((p.removed for p in curve.points), default=0)
+    ns = [n for n in levels(curve.slots, round_to) if n <= last]  # the curve says nothing beyond its last point
+    pts = [(_saving(curve, n, metric), curve.error_at(n, error), n) for n in ns]
+    hull: list[tuple[float, float, int]] = [pts[0]]
+    for p in pts[1:]:
+        if p[0] <= hull[-1][0] + 1e-15:  # no extra saving: only worth it on the way to a later point
+            continue
+        while len(hull) >= 2:
+            (x1, y1, _), (x2, y2, _) = hull[-2], hull[-1]
+            if (y2 - y1) * (p[0] - x1) >= (p[1] - y1) * (x2 - x1):  # hull[-1] lies on or above the chord
+                hull.pop()
+            else:
+                break
+        hull.append(p)
+    out: list[Segment] = []
+    for (x1, y1, n1), (x2, y2, n2) in zip(hull, hull[1:], strict=False):
+        out.append(Segment((y2 - y1) / (x2 - x1), curve.group, tuple(n for n in ns if n1 < n <= n2)))
+    return out
+
+
+def removal_path(curves: Mapping[int, GroupCurve], *, round_to: int, metric: str,
+                 error: str, multiples: Mapping[int, int] | None = None) -> list[tuple[int, int]]:
+    """(group, removal count) steps, cheapest marginal error per saving first."""
+    if error not in METRICS:
+        raise OnnxPruneError(f"unknown sensitivity error {error!r}; choose one of: {', '.join(METRICS)}")
+    # multiples: a group's own multiple of slots (Group.multiple), round_to where not given
+    segments = [s for c in curves.values() for s in hull_segments(
+        c, round_to=(multiples or {}).get(c.group, round_to), metric=metric, error=error)]
+    segments.sort(key=lambda s: (s.slope, s.group, s.levels[0]))
+    return [(s.group, n) for s in segments for n in s.levels]
+
+
+@dataclass
+class SensitivityAllocation:
+    """Removal counts of a plan and the error the curves predict for them (additive)."""
+
+    counts: dict[int, int]
+    predicted_error: float
+    error: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"counts": {str(k): v for k, v in sorted(self.counts.items())},
+                "predicted_error": self.predicted_error, "error": self.error}
+
+
+def predicted(sens: SensitivityResult, dg: DependencyGraph, plan: Plan, *,
+              error: str = DEFAULT_METRIC) -> SensitivityAllocation:
+    curves = sens.curves_for(dg)
+    counts = {gid: len(idx) for gid, idx in plan.removals.items()}
+    return SensitivityAllocation(counts, math.fsum(curves[g].error_at(n, error) for g, n in counts.items()), error)
+
+
+class PathPlanner:
+    """Plans along a removal path: `plan_at(k)` removes the first k steps' slots (`order.removal_order`)."""
+
+    def __init__(self, dg: DependencyGraph, path: list[tuple[int, int]], scores: Scores, *, criterion: str | None,
+                 round_to: int) -> None:
+        self.dg, self.path, self.criterion, self.round_to = dg, path, criterion, round_to
+        self.orders = removal_orders(dg, scores, round_to=round_to)
+        self.sources = {g.id: list(g.sources) for g in dg.groups}
+
+    def counts_at(self, k: int) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for gid, n in self.path[:k]:
+            counts[gid] = n
+        return counts
+
+    def plan_at(self, k: int) -> Plan:
+        plan = Plan(criterion=self.criterion, round_to=self.round_to)
+        for gid, n in self.counts_at(k).items():
+            if n > 0:
+                plan.removals[gid] = sorted(int(i) for i in self.orders[gid][:n])
+                plan.signatures[gid] = self.sources[gid]
+        enforce_min_channels(self.dg, plan)
+        return plan
+
+
+def sensitivity_plan(dg: DependencyGraph, sens: SensitivityResult, scores: Scores, *, metric: str, target: float,
+                     round_to: int = 1, criterion: str | None = None, error: str = DEFAULT_METRIC,
+                     shapes: Shapes | None = None) -> TargetResult:
+    """Per-group removal counts from the curves that keep `target` of the `metric` ("macs"/"params")."""
+    if metric not in ("macs", "params"):
+        raise OnnxPruneError(f"a sensitivity budget is on macs or params, got {metric!r}")
+    if not 0.0 < target <= 1.0:
+        raise OnnxPruneError(f"target {metric} must be a fraction in (0, 1], got {target}")
+    curves = sens.curves_for(dg)
+    path = removal_path(curves, round_to=round_to, metric=metric, error=error,
+                        multiples={g.id: g.multiple(round_to) for g in dg.prunable})
+    planner = PathPlanner(dg, path, scores, criterion=criterion, round_to=round_to)
+    cm = CostModel(dg, shapes=shapes)
+    pick = 0 if metric == "macs" else 1
+    total = (cm.macs, cm.params)[pick]
+    if total <= 0:
+        raise OnnxPruneError(f"the model has no {metric} to reduce")
+
+    def est(k: int) -> float:
+        return cm.estimate(planner.plan_at(k).removed_roots(dg))[pick] / total
+
+    def search(aim: float) -> Plan:
+        lo, hi = 0, len(path)  # smallest k whose estimate is <= aim (estimates fall along the path)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if est(mid) <= aim:
+                hi = mid
+            else:
+                lo = mid + 1
+        k = lo - 1 if lo > 0 and abs(est(lo - 1) - aim) < abs(est(lo) - aim) else lo
+        return planner.plan_at(k)
+
+    return land_target(dg, cm, search, metric=metric, target=target, shapes=shapes)
