@@ -28,6 +28,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check onnxprune tests benchmarks tools models
+	$(PY) tools/import_cycles.py
 
 # mypy checks onnxprune/tensorrt against tensorrt-stubs (made usable by tools/trt_stubs.py).
 typecheck: $(STAMP)

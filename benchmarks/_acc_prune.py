@@ -24,7 +24,7 @@ from onnxprune.api import analyse, prune
 from onnxprune.calib.source import CalibConfig
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.measure.model_stats import model_stats
-from onnxprune.scoring.importance import criteria
+from onnxprune.scoring.catalog import criteria
 
 MAGNITUDE = ("l1", "l2", "bn-scale")
 EXPECTED_CALIBRATED = ("wanda", "activation", "apoz", "flap", "sensitivity")
@@ -34,7 +34,10 @@ BISECT_STEPS = 14
 
 
 def prune_params() -> frozenset[str]:
-    return frozenset(inspect.signature(prune).parameters)
+    """The options `prune` takes: its own parameters and the flat options of PruneConfig.create."""
+    from onnxprune.config import PruneConfig
+
+    return frozenset(inspect.signature(prune).parameters) | frozenset(inspect.signature(PruneConfig.create).parameters)
 
 
 def calibrated_criteria() -> list[str]:
@@ -60,7 +63,7 @@ def missing_features(criterion: str, *, reconstruct: bool, allocation: str) -> l
 
 def _has_steps() -> bool:
     try:
-        from onnxprune.pipeline.schedule import prune_in_steps  # noqa: F401
+        from onnxprune.api import prune  # noqa: F401
     except ImportError:
         return False
     return True
@@ -117,10 +120,10 @@ class StructuredPruner:
                 steps: int = 1) -> Outcome:
         """`sensitivity`: curves (onnxprune.measure.curves) that split the MAC budget into per-group ratios.
         `head_floor`: weighted re-fit of a final Sigmoid's logit layers (prune(head_floor=)).
-        `steps`: more than 1 prunes in steps (onnxprune.pipeline.schedule.prune_in_steps; curves re-measured)."""
+        `steps`: more than 1 prunes in steps (onnxprune.api.prune with steps; curves re-measured)."""
         why = missing_features(criterion, reconstruct=reconstruct, allocation=allocation)
         if steps > 1 and not _has_steps():
-            why.append("onnxprune.pipeline.schedule.prune_in_steps missing")
+            why.append("onnxprune.api.prune missing")
         if sensitivity is not None and not {"sensitivity", "target_macs"} <= prune_params():
             why.append("prune(sensitivity=, target_macs=) missing")
         if head_floor is not None and "head_floor" not in prune_params():
@@ -145,14 +148,12 @@ class StructuredPruner:
         return Outcome(model, kept, how="target_macs", note=note)
 
     def _stepped(self, target: float, steps: int, kw: Mapping[str, Any]) -> Outcome:
-        from onnxprune.pipeline.schedule import prune_in_steps
+        from onnxprune.api import prune
 
-        res = prune_in_steps(self.dg.model, steps=steps, target_macs=target, **{k: v for k, v in kw.items()
-                                                                                if k != "dg"})
-        assert res.result is not None
-        kept = self.kept(res.result.model)
+        res = prune(self.dg.model, steps=steps, target_macs=target, **{k: v for k, v in kw.items() if k != "dg"})
+        kept = self.kept(res.model)
         note = "" if abs(kept - target) <= MACS_TOL else f"target_macs={target} in {steps} steps gave {kept:.3f}"
-        return Outcome(res.result.model, kept, how=f"{steps} steps", note=note)
+        return Outcome(res.model, kept, how=f"{steps} steps", note=note)
 
     def _bisected(self, target: float, kw: Mapping[str, Any]) -> Outcome:
         if kw.get("allocation", "uniform") != "uniform":

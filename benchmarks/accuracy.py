@@ -23,7 +23,7 @@ from _acc_common import blas_threads, load_digits, md_table, write_block  # noqa
 from _acc_digits import TARGETS, sparsity_table, structured_table, timing_row  # noqa: E402
 from _acc_prune import prune_params  # noqa: E402
 
-from onnxprune.scoring.importance import criteria  # noqa: E402
+from onnxprune.scoring.catalog import criteria  # noqa: E402
 
 SECTIONS = ("structured", "global", "torch", "onnxsim", "sparsity", "real", "timing")
 COMMAND = "/work/benchvenv/bin/python benchmarks/accuracy.py"

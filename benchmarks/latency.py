@@ -49,11 +49,15 @@ from zoo import ZooEntry, zoo_entry  # noqa: E402
 from onnxprune.api import PruneResult, analyse, prune  # noqa: E402
 from onnxprune.graph.dependency import DependencyGraph  # noqa: E402
 from onnxprune.io.inputs import graph_inputs  # noqa: E402
-from onnxprune.measure.bench import interleaved_latency, latency  # noqa: E402
+from onnxprune.measure.bench import (  # noqa: E402
+    LatencyOptions,  # noqa: E402
+    interleaved_latency,
+    latency,
+)
 from onnxprune.measure.curves import sensitivity_curves  # noqa: E402
 from onnxprune.measure.model_stats import model_stats  # noqa: E402
-from onnxprune.planning.cpu_profile import channel_multiple, cpu_name, ort_cpu_profile  # noqa: E402
-from onnxprune.planning.latency_search import LatencyOptions  # noqa: E402
+from onnxprune.planning.cpu_profile import cpu_name, ort_cpu_profile  # noqa: E402
+from onnxprune.planning.rounding import rounding_policy  # noqa: E402
 
 BEGIN, END = "<!-- latency:begin -->", "<!-- latency:end -->"
 KEPT = "Kept from the previous run"
@@ -225,7 +229,7 @@ def speed_rows(models: list[Model], threads: int, round_tos: tuple[int, ...]) ->
 def speed_table(rows: list[list[str]], threads: int, *, lead: str = "") -> str:
     head = ["model", "round-to", "MACs kept", "target speedup", *(f"batch {b}: orig → pruned, speedup" for b in BATCHES),
             "prune s"]
-    profile, multiple = ort_cpu_profile(), channel_multiple("auto")
+    profile, multiple = ort_cpu_profile(), rounding_policy("auto")
     lines = [f"{lead}ONNX Runtime CPU, {threads} intra-op thread(s), graph optimisation on, interleaved A/B pairs "
              f"(`interleaved_latency`), `--target-macs {TARGET_MACS}` uniform l2, no reconstruction. "
              f"Target: speedup ≥ {EFFICIENCY} × (1 / MACs kept). `(auto)` marks the multiple `--round-to auto` "

@@ -51,7 +51,6 @@ from onnxprune.api import analyse, prune
 from onnxprune.calib.source import CalibConfig
 from onnxprune.measure.curves import SensitivityResult, sensitivity_curves
 from onnxprune.measure.model_stats import model_stats
-from onnxprune.pipeline.schedule import prune_in_steps
 
 FINE_RATIOS = tuple(round(0.05 * i, 2) for i in range(1, 13))
 KEEP_CV3 = ("/model.22/cv3.*",)  # the class-score branch of the detect head: scores are thresholded directly
@@ -95,10 +94,9 @@ def capped(curves: SensitivityResult, cap: float) -> SensitivityResult:
 
 def in_steps(run: Run, curves: SensitivityResult, steps: int) -> onnx.ModelProto:
     """`onnxprune prune --steps K --sensitivity S.json`: later steps re-measure the curves."""
-    out = prune_in_steps(run.model, steps=steps, target_macs=TARGET, sensitivity=curves, criterion="obs",
-                         calibration=run.calibration, reconstruct=True, head_floor=HEAD_FLOOR, shapes=run.case.shapes)
-    assert out.result is not None
-    return out.result.model
+    out = prune(run.model, steps=steps, target_macs=TARGET, sensitivity=curves, criterion="obs",
+                calibration=run.calibration, reconstruct=True, head_floor=HEAD_FLOOR, shapes=run.case.shapes)
+    return out.model
 
 
 def more_photos(run: Run, criterion: str) -> onnx.ModelProto:

@@ -33,15 +33,13 @@ from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.masking import mask_dtype, mask_shape, splice_masks
 from onnxprune.io.inputs import describe_feeds, feed_shapes, random_inputs
 from onnxprune.io.runtime import InferenceSession, run, session
+from onnxprune.io.types import Feed, Shapes
 
 DEFAULT_RTOL = 1e-4
 ABS_FLOOR = 1e-6  # float32 noise on outputs that are ~0 everywhere (saturated sigmoids)
 # Heads that squash the signal: the oracle also compares the tensor that enters them.
 SQUASHING = {"Sigmoid", "Softmax", "LogSoftmax", "HardSigmoid", "Tanh", "Clip", "Relu", "Identity", "Cast",
              "Softplus", "Exp"}
-
-
-Feed = Mapping[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -129,7 +127,7 @@ def _finite(values: Mapping[str, np.ndarray]) -> bool:
 
 
 def verify_pruned(dg: DependencyGraph, removed_roots: set[int], pruned: onnx.ModelProto, *,
-                  shapes: Mapping[str, tuple[int, ...]] | None = None, samples: int = 2,
+                  shapes: Shapes | None = None, samples: int = 2,
                   rtol: float = DEFAULT_RTOL, feeds: Sequence[Feed] = ()) -> VerifyResult:
     """Compare `pruned` with the masked original on `feeds` (real data, e.g. a few calibration samples)
     and on `samples` random feeds (`inputs.random_inputs`) of `shapes`; see the module doc."""

@@ -26,11 +26,12 @@ from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.graph.tracks import map_roots
 from onnxprune.io.inputs import random_inputs
+from onnxprune.io.model_io import check_model, unchecked_ops
 from onnxprune.io.runtime import run, session
+from onnxprune.io.types import Shapes
 from onnxprune.planning.plan import Plan
 
 IR_VERSION = 10
-Shapes = Mapping[str, tuple[int, ...]]
 
 
 @dataclass
@@ -148,7 +149,7 @@ class Graph:
         opsets = [helper.make_opsetid("", self.opset)] + [helper.make_opsetid(d, v) for d, v in self.domains.items()]
         model = helper.make_model(graph, opset_imports=opsets, ir_version=ir_version)
         _fill_output_types(model)
-        onnx.checker.check_model(model)
+        check_model(model)
         return model
 
 
@@ -253,6 +254,11 @@ def random_plan(dg: DependencyGraph, seed: int) -> Plan:
 
 # -- checks ---------------------------------------------------------------------------------------
 def assert_valid(model: onnx.ModelProto) -> None:
+    """The full checker and strict shape inference; for models with ops they cannot check (ONNX Runtime's
+    contrib ops), the check the I/O layer runs before writing (onnxprune.io.model_io.check_model)."""
+    if unchecked_ops(model):
+        check_model(model)
+        return
     onnx.checker.check_model(model, full_check=True)
     onnx.shape_inference.infer_shapes(model, strict_mode=True)
 
@@ -287,9 +293,10 @@ def checked_prune(model: onnx.ModelProto, *, dg: DependencyGraph | None = None, 
 
 
 def exercise(model: onnx.ModelProto, *, ratios: Sequence[float] = (0.3, 0.5), plans: int = 2,
-             shapes: Shapes | None = None, seed: int = 0, grouped: str = "auto") -> list[PruneResult]:
+             shapes: Shapes | None = None, seed: int = 0, grouped: str = "auto",
+             heads: str = "auto") -> list[PruneResult]:
     """Prune at each ratio and with `plans` random explicit plans; every run passes every check."""
-    dg = analyse(model, shapes=shapes, grouped=grouped)
+    dg = analyse(model, shapes=shapes, grouped=grouped, heads=heads)
     assert dg.prunable, [(g.sources, g.blocked) for g in dg.groups]
     results = []
     for r in ratios:

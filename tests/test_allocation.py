@@ -15,16 +15,12 @@ from onnxprune.api import analyse, prune
 from onnxprune.cli import main
 from onnxprune.errors import OnnxPruneError
 from onnxprune.measure.model_stats import model_stats
-from onnxprune.planning.allocation import (
-    CostModel,
-    _block_moves,
-    _closer_by_blocks,
-    global_plan,
-    group_scores,
-    make_plan,
-)
-from onnxprune.planning.plan import n_keep
-from onnxprune.scoring import get_importance
+from onnxprune.planning.blocks import block_moves, closer_by_blocks
+from onnxprune.planning.costs import CostModel
+from onnxprune.planning.global_rank import global_plan
+from onnxprune.planning.rounding import n_keep
+from onnxprune.planning.uniform import uniform_plan
+from onnxprune.scoring.catalog import score_groups
 
 ROOT = Path(__file__).resolve().parent.parent
 RESNET = ROOT / "models" / "zoo" / "resnet_ts.onnx"
@@ -55,16 +51,16 @@ def _removed(dg: object, plan: object, source: str) -> int:
 
 def test_global_takes_more_from_the_redundant_group() -> None:
     dg = analyse(redundant_pair())
-    scores = group_scores(dg, get_importance("l2"))
+    scores = score_groups(dg, "l2")
     plan = global_plan(dg, scores, ratio=0.25)
     assert (_removed(dg, plan, "a"), _removed(dg, plan, "b")) == (4, 0)
-    uniform, _ = make_plan(dg, criterion="l2", ratio=0.25)
+    uniform = uniform_plan(dg, scores, ratio=0.25)
     assert (_removed(dg, uniform, "a"), _removed(dg, uniform, "b")) == (2, 2)
 
 
 def test_global_respects_group_floors_and_round_to() -> None:
     dg = analyse(redundant_pair())
-    scores = group_scores(dg, get_importance("l2"))
+    scores = score_groups(dg, "l2")
     plan = global_plan(dg, scores, ratio=0.95)
     for g in dg.prunable:
         assert g.size - len(plan.removals.get(g.id, [])) >= n_keep(g.size, 0.9, 1)
@@ -75,7 +71,7 @@ def test_global_respects_group_floors_and_round_to() -> None:
 
 def test_cost_model_estimate_is_exact_on_convs() -> None:
     dg = analyse(RESNET)
-    plan, _ = make_plan(dg, criterion="l1", ratio=0.4)
+    plan = uniform_plan(dg, score_groups(dg, "l1"), ratio=0.4)
     removed = plan.removed_roots(dg)
     result = prune(RESNET, plan=plan, dg=dg)
     st = model_stats(result.model)
@@ -114,12 +110,12 @@ def test_rounded_targets_land_within_3_percent(name: str, allocation: str, metri
 
 
 def test_block_moves_keep_multiples_and_floor() -> None:
-    assert _block_moves(16, 0, 8) == [8]  # keep 16 -> 8; nothing to give back
-    assert _block_moves(16, 8, 8) == [0]  # keep 8 is the floor at round-to 8: only back to 16
-    assert _block_moves(64, 24, 8) == [32, 16]
-    assert _block_moves(20, 0, 8) == [4]  # keep 20 -> 16 (the next multiple down)
-    assert _block_moves(20, 4, 8) == [12, 0]
-    assert _block_moves(10, 3, 1) == [4, 2]
+    assert block_moves(16, 0, 8) == [8]  # keep 16 -> 8; nothing to give back
+    assert block_moves(16, 8, 8) == [0]  # keep 8 is the floor at round-to 8: only back to 16
+    assert block_moves(64, 24, 8) == [32, 16]
+    assert block_moves(20, 0, 8) == [4]  # keep 20 -> 16 (the next multiple down)
+    assert block_moves(20, 4, 8) == [12, 0]
+    assert block_moves(10, 3, 1) == [4, 2]
 
 
 def test_closer_by_blocks_finds_a_pair_move() -> None:
@@ -131,11 +127,11 @@ def test_closer_by_blocks_finds_a_pair_move() -> None:
         return abs(100 - sum(worth[g] * n for g, n in c.items()) - 50)
 
     start = {0: 8, 1: 16}  # 100 - 24 - 16 = 60
-    got = _closer_by_blocks(start, error, sizes=sizes, multiples={0: 8, 1: 8}, good=0.5)
+    got = closer_by_blocks(start, error, sizes=sizes, multiples={0: 8, 1: 8}, good=0.5)
     assert error(got) < error(start)
     assert all((sizes[g] - n) % 8 == 0 for g, n in got.items())
     calls = []
-    _closer_by_blocks(start, lambda c: calls.append(1) or error(c), sizes=sizes, multiples={0: 8, 1: 8}, good=0.5,
+    closer_by_blocks(start, lambda c: calls.append(1) or error(c), sizes=sizes, multiples={0: 8, 1: 8}, good=0.5,
                       budget=3)
     assert len(calls) <= 1 + 3
 
@@ -153,9 +149,9 @@ def test_target_macs_on_digits_with_calibration(allocation: str) -> None:
 def test_bad_allocation_arguments() -> None:
     dg = analyse(redundant_pair())
     with pytest.raises(OnnxPruneError, match="at most one"):
-        make_plan(dg, target_macs=0.5, target_params=0.5)
+        prune(redundant_pair(), dg=dg, target_macs=0.5, target_params=0.5)
     with pytest.raises(OnnxPruneError, match="unknown allocation"):
-        make_plan(dg, allocation="greedy")
+        prune(redundant_pair(), dg=dg, allocation="greedy")
 
 
 @pytest.mark.skipif(not (DIGITS / "digits_resnet.onnx").exists(), reason="digits model not built")

@@ -21,7 +21,7 @@ from cli_run import invoke, one_line_error
 from graphs import Graph
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.errors import EXIT_NOTHING_PRUNABLE, EXIT_USAGE
+from onnxprune.errors import EXIT_NOTHING_PRUNABLE, EXIT_USAGE, OnnxPruneError
 
 ROOT = Path(__file__).resolve().parent.parent
 RESNET = ROOT / "models" / "zoo" / "resnet_ts.onnx"  # input "input": batch x 3 x 64 x 64
@@ -430,7 +430,7 @@ WARN_IN = {  # command -> (module of the command, the function it calls that war
     "prune": ("prune_cmd", "prune", ["prune", "{m}", "-o", "{t}/o.onnx", "--round-to", "1"]),
     "sparsify": ("sparsify_cmd", "load_model", ["sparsify", "{m}", "-o", "{t}/o.onnx", "--sparsity", "0.5"]),
     "sensitivity": ("sensitivity_cmd", "sensitivity_curves", ["sensitivity", "{m}", "--ratios", "0.5", "--round-to", "1"]),
-    "inspect": ("inspect_cmd", "analyse", ["inspect", "{m}"]),
+    "inspect": ("inspect_cmd", "analyse_model", ["inspect", "{m}"]),
     "validate": ("validate_cmd", "validate", ["validate", "{m}", "{m}", "--samples", "1"]),
     "bench": ("bench_cmd", "latency", ["bench", "{m}", "--no-memory", "--repeat", "1", "--warmup", "0"]),
     "check-trt": ("check_trt_cmd", "check_trt", ["check-trt", "{m}"]),
@@ -462,7 +462,7 @@ def test_a_warning_before_an_error_is_printed_once_too(tmp_path: Path, model: Pa
     def warn_and_fail(*args: Any, **kwargs: Any) -> Any:
         warnings.warn("before the failure", RuntimeWarning, stacklevel=2)
         warnings.warn("before the failure", RuntimeWarning, stacklevel=2)
-        raise prune_cmd.OnnxPruneError("a failure")
+        raise OnnxPruneError("a failure")
 
     monkeypatch.setattr(prune_cmd, "prune", warn_and_fail)
     code, _, err = invoke("prune", str(model), "-o", str(tmp_path / "o.onnx"))

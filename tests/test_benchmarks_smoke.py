@@ -138,3 +138,13 @@ def test_zoo_benchmark_reports_requested_and_achieved_per_profile() -> None:
     assert "| resnet_ts | 0.29 / 0.75 / PASS | 0.27 / 0.58 / PASS |" in out
     assert "- avx512: 1/1 models (100.0 %) prune with verify PASS" in out
     assert readme.read_text() == before  # --only never writes the README
+
+
+def test_fused_transformers_benchmark_runs_one_file() -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fused.py"), "bert_ort_fused"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| bert_ort_fused |")]
+    assert len(rows) == 3
+    ours = rows[0].split(" | ")
+    assert ours[1] == "onnxprune" and "heads 3/3" in ours[2] and "oracle PASS" in ours[2] and ours[5] == "yes"

@@ -13,10 +13,11 @@ from graphs import Graph
 from onnxprune.api import analyse, prune
 from onnxprune.cli import main
 from onnxprune.errors import NothingToPruneError, OnnxPruneError
+from onnxprune.measure.bench import LatencyOptions
 from onnxprune.measure.curves import CurvePoint, GroupCurve, sensitivity_curves
 from onnxprune.measure.model_stats import model_stats
-from onnxprune.planning.curves_budget import hull_segments, levels, removal_path
-from onnxprune.planning.latency_search import LatencyOptions, _next_fraction
+from onnxprune.planning.curves_alloc import hull_segments, levels, removal_path
+from onnxprune.planning.latency_search import _next_fraction
 
 ROOT = Path(__file__).resolve().parent.parent
 RESNET = ROOT / "models" / "zoo" / "resnet_ts.onnx"

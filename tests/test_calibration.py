@@ -1,4 +1,5 @@
-"""Calibration sources: .npz, .npy, .npy folders, image folders, random fallback, bad inputs, CLI flags."""
+"""Calibration readers: .npz, .npy, .npy folders, image folders, random fallback, bad inputs, CLI flags
+(`CalibrationSource` itself: test_calibration_source.py)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,10 @@ from onnxprune.calib.source import (
     CalibConfig,
     CalibrationWarning,
     ImageOptions,
-    batch_factory,
-    calib_options,
     calibration_batches,
     file_stem_for,
 )
+from onnxprune.cli.calib_options import calib_options
 from onnxprune.errors import OnnxPruneError
 
 
@@ -168,20 +168,6 @@ def test_random_fallback_warns_and_respects_samples() -> None:
     with pytest.warns(CalibrationWarning, match="random inputs"):
         batches = list(calibration_batches(IMG, CalibConfig(samples=5, batch=2)))
     assert [b["image"].shape for b in batches] == [(2, 3, 4, 5), (2, 3, 4, 5), (1, 3, 4, 5)]
-    with pytest.warns(CalibrationWarning):
-        factory = batch_factory(IMG, None)
-    first = [b["image"] for b in factory()]
-    again = [b["image"] for b in factory()]
-    assert sum(a.shape[0] for a in first) == 32
-    np.testing.assert_array_equal(first[0], again[0])
-
-
-def test_batch_factory_reiterates_and_fails_early(tmp_path: Path) -> None:
-    np.savez(tmp_path / "c.npz", image=np.ones((3, 3, 4, 5)))
-    factory = batch_factory(IMG, tmp_path / "c.npz")
-    assert len(list(factory())) == len(list(factory())) == 1
-    with pytest.raises(OnnxPruneError):
-        batch_factory(IMG, tmp_path / "nope")
 
 
 def test_calib_options_decorator(tmp_path: Path) -> None:

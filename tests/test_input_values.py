@@ -97,6 +97,25 @@ def test_genai_lengths_agree_with_the_sequence_and_the_cache() -> None:
     assert str(rules["seqlens_k"]) == "total sequence length - 1" and str(rules["input_ids"]) == "index below 50"
 
 
+def test_a_kv_cache_is_empty_unless_given() -> None:
+    """GenAI's cache inputs: past_sequence_length 0 (a prefill), so the total length is the sequence length
+    (a longer total overruns the rotary caches GroupQueryAttention checks it against)."""
+    g = Graph(opset=17)
+    ids = g.input("input_ids", ("batch_size", "sequence_length"), elem=INT)
+    mask = g.input("attention_mask", ("batch_size", "total_sequence_length"), elem=INT)
+    past = g.input("past_key_values.0.key", ("batch_size", 2, "past_sequence_length", 4))
+    other = g.input("past_key_values.0.value", ("batch_size", 2, "past_len", 4))  # axis 2 of a cache, any name
+    g.output(_embedding(g, ids, 50, "words"))
+    g.output(g.node("ReduceSum", [mask, g.ints("axes", [1])]), elem=INT)
+    g.output(g.node("Relu", [past]))
+    g.output(g.node("Relu", [other]))
+    model = g.build()
+    sizes = concrete_shapes(graph_inputs(model))
+    assert sizes["past_key_values.0.key"] == (1, 2, 0, 4) and sizes["past_key_values.0.value"] == (1, 2, 0, 4)
+    assert sizes["attention_mask"] == sizes["input_ids"] == (1, 64)
+    assert random_inputs(model)["past_key_values.0.key"].size == 0
+
+
 def test_a_named_dynamic_dim_follows_the_shapes_given_for_another_input() -> None:
     entry = zoo_entry("bert3_ts")
     specs = graph_inputs(onnx.load(str(entry.path)))

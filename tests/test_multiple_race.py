@@ -1,4 +1,4 @@
-"""Timing the two channel multiples that both land a budget (onnxprune.planning.multiple_race)."""
+"""Timing the two channel multiples that both land a budget (onnxprune.planning.tuning)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from graphs import Graph
 import onnxprune.measure.bench as bench
 from onnxprune.api import prune
 from onnxprune.cli import main
-from onnxprune.planning.cpu_profile import ChannelMultiple
-from onnxprune.planning.multiple_race import timeable
+from onnxprune.planning.tuning import timeable
 
 ROOT = Path(__file__).resolve().parent.parent
 VGG = ROOT / "models" / "zoo" / "vgg_ts.onnx"
@@ -55,7 +54,7 @@ def test_the_other_multiple_wins_only_when_more_than_5_percent_faster(fake_timin
 
 
 def test_untimed_by_default_and_when_sizes_are_unknown(fake_timing: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import onnxprune.planning.planner as planner
+    import onnxprune.planning.tuning as tuning
 
     fake = fake_timing(2.0)
     assert prune(VGG, target_macs=0.5, round_to=8, prefer_round_to=16).plan.round_to == 16 and fake.calls == 0
@@ -65,7 +64,7 @@ def test_untimed_by_default_and_when_sizes_are_unknown(fake_timing: Any, monkeyp
     dynamic = g.build()
     why = timeable(dynamic, None)
     assert why is not None and "dynamic dims (<H>, <W>)" in why and timeable(dynamic, {"x": (1, 8, 6, 6)}) is None
-    monkeypatch.setattr(planner, "timeable", lambda model, shapes, options=None: why)
+    monkeypatch.setattr(tuning, "timeable", lambda model, shapes, options=None: why)
     res = prune(VGG, target_macs=0.5, round_to=8, prefer_round_to=16, time_multiples=True)
     assert fake.calls == 0 and res.plan.round_to == 16 and res.choice is not None and res.choice.race is None
     assert res.choice.race_skipped == why and f"multiples not timed: {why}" in res.notes
@@ -73,9 +72,7 @@ def test_untimed_by_default_and_when_sizes_are_unknown(fake_timing: Any, monkeyp
 
 def test_cli_times_by_default_and_reports_it(fake_timing: Any, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    import onnxprune.cli.prune_cmd as prune_cmd
-
-    monkeypatch.setattr(prune_cmd, "channel_multiple", lambda *a, **k: ChannelMultiple(8, "auto, test CPU", 16))
+    monkeypatch.setenv("ONNXPRUNE_CPU", "avx2")  # auto: block 8, 16 tried first
     fake = fake_timing(1.3)
     out, rep = tmp_path / "o.onnx", tmp_path / "r.json"
     r = CliRunner().invoke(main, ["prune", str(VGG), "-o", str(out), "--target-macs", "0.5", "--report", str(rep),
@@ -128,9 +125,7 @@ def test_where_the_wider_multiple_misses_its_completed_plan_races_the_plain_one(
 
 def test_cli_says_the_wider_multiple_missed_and_which_plan_won(fake_timing: Any, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    import onnxprune.cli.prune_cmd as prune_cmd
-
-    monkeypatch.setattr(prune_cmd, "channel_multiple", lambda *a, **k: ChannelMultiple(8, "auto, test CPU", 16))
+    monkeypatch.setenv("ONNXPRUNE_CPU", "avx2")  # auto: block 8, 16 tried first
     fake_timing(1.3)
     out, rep = tmp_path / "o.onnx", tmp_path / "r.json"
     r = CliRunner().invoke(main, ["prune", str(MBV3), "-o", str(out), "--target-macs", "0.5", "--report", str(rep),

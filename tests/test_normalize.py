@@ -157,6 +157,52 @@ def test_shape_with_start_then_gather_folds_the_right_dim() -> None:
     assert_same_outputs(model, normalise(model), feed)
 
 
+def conv1d_model(*, cast: bool) -> onnx.ModelProto:
+    """GPT-2's Conv1D as exported by TorchScript: Reshape(x, [-1, Shape(x)[-1:]]) -> Gemm -> Reshape back to
+    [Shape(x)[0], Shape(x)[1], N]; with `cast`, tf2onnx's Cast(Shape) -> Gather and an int32 target."""
+    g = Graph(opset=13)
+    x = g.input("x", ("N", "T", 8))
+    shape = g.node("Shape", [x], name="shape")
+    if cast:
+        shape = g.node("Cast", [shape], name="shape32", to=TensorProto.INT32)
+    last = g.node("Squeeze", [g.node("Slice", [shape, g.ints("s", [-1]), g.ints("e", [2**62])], name="last"),
+                              g.ints("sq", [0])], name="width")
+    width = g.node("Unsqueeze", [last, g.ints("unsq", [0])], name="width1")
+    minus1 = g.const("m1", np.array([-1], dtype=np.int32 if cast else np.int64))
+    target = g.node("Concat", [minus1, width], name="flat_target", axis=0)
+    if cast:
+        target = g.node("Cast", [target], name="flat_target64", to=TensorProto.INT64)
+    y = g.relu(g.gemm(g.node("Reshape", [x, target], name="flat"), 8, 12, name="fc1"))
+    lead = g.node("Gather", [shape, g.ints("i01", [0, 1])], name="lead")
+    back = g.node("Concat", [lead, g.const("n", np.array([12], dtype=np.int32 if cast else np.int64))],
+                  name="back_target", axis=0)
+    if cast:
+        back = g.node("Cast", [back], name="back_target64", to=TensorProto.INT64)
+    y = g.node("Reshape", [y, back], name="back")
+    g.output(g.matmul(y, 12, 4, name="fc2"))
+    return g.build()
+
+
+@pytest.mark.parametrize("cast", [False, True])
+def test_shape_slice_of_static_dim_folds_through_casts_and_concats(cast: bool) -> None:
+    """Shape(x)[-1:] (the width 8, static) folds into the flatten target; the batch and sequence read
+    at run time stay, so the normalised model runs at any size; fc1's width is then prunable."""
+    model = conv1d_model(cast=cast)
+    norm = normalise(model)
+    names = {n.name for n in norm.graph.node}
+    assert not {"last", "width", "width1"} & names and "flat_target" not in names
+    assert "lead" in names  # batch and sequence: dynamic
+    for shape in ((3, 5, 8), (1, 2, 8)):
+        assert_same_outputs(model, norm, {"x": np.random.default_rng(0).standard_normal(shape).astype(np.float32)})
+    shapes = {"x": (2, 5, 8)}
+    dg = analyse(model, shapes=shapes)
+    assert group_of(dg, "fc1").prunable
+    r = prune(model, dg=dg, ratio=0.5, verify=True, shapes=shapes)
+    assert r.verify is not None and r.verify.ok
+    assert outputs_of(r.model, {"x": np.ones((3, 7, 8), dtype=np.float32)})["fc2"].shape == (3, 7, 4)
+    exercise(model, shapes=shapes)
+
+
 def test_random_ops_are_not_folded() -> None:
     g = Graph(opset=13)
     x = g.input("x", (1, 4))

@@ -10,7 +10,7 @@ from graphs import Graph, get_node, group_of, init, set_init
 from onnxprune.api import analyse, prune
 from onnxprune.measure.curves import sensitivity_curves
 from onnxprune.planning.order import block_size, group_pieces, removal_order, removal_orders
-from onnxprune.planning.planner import score_groups
+from onnxprune.scoring.catalog import score_groups
 
 
 def c2f() -> onnx.ModelProto:

@@ -14,7 +14,7 @@ from zoo import zoo_entry
 import onnxprune.measure.bench as bench
 from onnxprune.api import analyse, prune
 from onnxprune.cli import main
-from onnxprune.planning.latency_search import LatencyOptions
+from onnxprune.measure.bench import LatencyOptions
 
 BERT3 = zoo_entry("bert3_ts").path
 SEQ = 12  # the data's sequence length; random inputs would use 64

@@ -12,7 +12,7 @@ from onnxprune.api import analyse
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.io.runtime import run
 from onnxprune.passes.prune import ApplyPlan
-from onnxprune.passes.reconstruct import ReconstructPass, reconstruct
+from onnxprune.passes.reconstruct import reconstruct
 from onnxprune.planning.plan import Plan
 from onnxprune.recovery.layers import plan_layers, waves
 
@@ -62,8 +62,8 @@ def test_inputs_are_not_modified() -> None:
     removed = source_roots(dg, "g1", [5])
     pruned = ApplyPlan(dg, removed)(dg.model).model
     before = (pruned.SerializeToString(), dg.model.SerializeToString())
-    res = ReconstructPass(dg=dg, removed_roots=removed, calibration=_feeds("x", (64, 8)))(pruned)
-    assert res.modified and res.notes[0].startswith("re-fitted 1 of 1 layers")
+    res = reconstruct(pruned, dg=dg, removed_roots=removed, batches=_feeds("x", (64, 8)))
+    assert res.fitted == 1 and res.notes[0].startswith("re-fitted 1 of 1 layers")
     assert (pruned.SerializeToString(), dg.model.SerializeToString()) == before
 
 

@@ -18,11 +18,10 @@ from onnxprune.api import analyse, prune
 from onnxprune.cli import main
 from onnxprune.errors import NothingToPruneError
 from onnxprune.measure.curves import removal_counts, sensitivity_curves
-from onnxprune.planning.allocation import global_plan, group_scores
-from onnxprune.planning.cpu_profile import resolve_round_to
-from onnxprune.planning.plan import n_keep, ratio_counts, removed_channels
-from onnxprune.planning.rounding import Quota, round_counts
-from onnxprune.scoring.importance import get_importance
+from onnxprune.planning.global_rank import global_plan
+from onnxprune.planning.plan import removed_channels
+from onnxprune.planning.rounding import Quota, n_keep, ratio_counts, resolve_round_to, round_counts
+from onnxprune.scoring.catalog import score_groups
 
 ROOT = Path(__file__).resolve().parent.parent
 RESNET = ROOT / "models" / "zoo" / "resnet_ts.onnx"  # groups of 16, 16, 32, 32, 64, 16, 16, 16, 16 channels
@@ -94,7 +93,7 @@ def test_ratio_lands_near_r_of_the_channels(round_to: int, allocation: str) -> N
 
 def test_global_allocation_rounds_like_uniform() -> None:
     dg = analyse(RESNET)
-    scores = group_scores(dg, get_importance("l2"))
+    scores = score_groups(dg, "l2")
     plan = global_plan(dg, scores, ratio=0.3, round_to=16)
     removed, prunable = removed_channels(dg, plan)
     assert removed == 64 and prunable == 224 and plan.ratio == 0.3 and plan.round_to == 16

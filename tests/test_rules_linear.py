@@ -137,16 +137,17 @@ def attention(opset: int = 17, heads: int = 2, head_dim: int = 8, t: int = 4) ->
 
 
 def test_attention_head_dim_groups() -> None:
-    dg = analyse(attention())
+    dg = analyse(attention(), heads="dim")
     qk, v = group_of(dg, "q"), group_of(dg, "v")
     assert sorted(qk.sources) == ["k", "q"] and qk.prunable and qk.size == 8
     assert v.sources == ["v"] and v.prunable and v.size == 8
+    assert qk.kind == v.kind == "head_dim" and group_of(dg, "out").kind == "channel"
     assert not group_of(dg, "out").prunable
 
 
 def test_attention_head_dim_is_pruned() -> None:
     model = attention()
-    dg = analyse(model)
+    dg = analyse(model, heads="dim")
     r = checked_prune(model, dg=dg, plan=plan_removing(dg, {"q": [1, 2], "v": [0, 7, 3]}))
     qkeep = [i for i in range(16) if i % 8 not in (1, 2)]
     vkeep = [i for i in range(16) if i % 8 not in (0, 3, 7)]

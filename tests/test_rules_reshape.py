@@ -138,16 +138,20 @@ def test_reshape_concat_target_with_dynamic_batch() -> None:
     exercise(model, shapes={"x": (2, 4, 6, 6)})
 
 
-def test_reshape_runtime_channel_target_blocks() -> None:
-    """The channel entry of the target comes from Shape at run time (dynamic input): blocked."""
+def test_reshape_runtime_channel_target_from_other_channels_blocks() -> None:
+    """The channel entry comes from Shape of *another* conv's output at run time (dynamic input): it
+    counts channels that are not these, so pruning would break the Reshape: blocked."""
     g = Graph(opset=13)
     x = g.input("x", (1, 4, "H", "W"))
     y = g.relu(g.conv(x, 4, 8, name="c1"))
-    shape = g.node("Shape", [y], name="shape")
+    other = g.relu(g.conv(x, 4, 8, name="c2"))
+    shape = g.node("Shape", [other], name="shape")
     g.output(g.conv(g.node("Reshape", [g.relu(y), shape], name="rs"), 8, 4, name="head"))
+    g.output(g.conv(other, 8, 4, name="head2"))
     dg = analyse(g.build(), shapes={"x": (1, 4, 6, 6)})
     assert not group_of(dg, "c1").prunable
-    assert "the channel count is read at run time (Shape)" in reasons(dg, "c1")
+    assert "Reshape target entry read at run time (Shape) does not count these channels" in reasons(dg, "c1")
+    assert group_of(dg, "c2").blocked  # its count sizes the other Reshape
 
 
 def test_flatten_of_nhwc_interleaves_and_still_maps() -> None:

@@ -1,5 +1,6 @@
-"""Shape/Size rules: reading a dynamic batch dim is harmless; reading the channel dim at run time blocks.
-Static dims are folded to constants by normalisation before the rules run."""
+"""Shape/Size rules: reading a dynamic batch dim is harmless; a channel count read at run time is fine
+where it sizes the same channels again (a Reshape target), and blocks where the computation changes
+with it. Static dims are folded to constants by normalisation before the rules run."""
 
 from __future__ import annotations
 
@@ -23,20 +24,25 @@ from onnxprune.graph.dependency import dependency_graph
 SHAPES = {"x": (2, 4, 6, 6)}
 
 
-def test_shape_full_of_dynamic_tensor_blocks() -> None:
+def test_shape_of_a_dynamic_tensor_as_its_own_reshape_target_prunes() -> None:
+    """Reshape(f(y), Shape(y)): the pruned model reads the pruned channel count, which is what the
+    Reshape needs (the Shape stays: the batch is dynamic)."""
     g = Graph(opset=13)
     x = g.input("x", ("N", 4, 6, 6))
     y = g.relu(g.conv(x, 4, 8, name="c1"))
     s = g.node("Shape", [y], name="shape")
     y = g.node("Reshape", [g.node("Sigmoid", [y], name="sig"), s], name="rs")
     g.output(g.conv(y, 8, 4, name="head"))
-    dg = analyse(g.build(), shapes=SHAPES)
-    assert not group_of(dg, "c1").prunable
-    assert "the channel count is read at run time (Shape)" in reasons(dg, "c1")
+    model = g.build()
+    dg = analyse(model, shapes=SHAPES)
+    assert group_of(dg, "c1").prunable
+    r = checked_prune(model, dg=dg, plan=plan_removing(dg, {"c1": [1, 5]}), shapes=SHAPES)
+    assert any(n.op_type == "Shape" for n in r.model.graph.node)
+    exercise(model, shapes=SHAPES)
 
 
-def test_shape_slice_of_channel_dim_blocks() -> None:
-    """Shape -> Slice [1:2] is not folded (normalisation folds Shape -> Gather only): read at run time."""
+def _channel_count_divides_a_sum(*, start: int = 0) -> onnx.ModelProto:
+    """Shape(y) -> Slice [1:2] -> Cast -> Div: the channel count is arithmetic on the data."""
     g = Graph(opset=13)
     x = g.input("x", ("N", 4, 6, 6))
     y = g.relu(g.conv(x, 4, 8, name="c1"))
@@ -44,8 +50,18 @@ def test_shape_slice_of_channel_dim_blocks() -> None:
     c = g.node("Cast", [c], name="cf", to=onnx.TensorProto.FLOAT)
     y = g.node("Div", [g.node("ReduceSum", [y, g.ints("ax", [1])], name="sum"), c], name="mean")
     g.output(y)
-    dg = analyse(g.build(), shapes=SHAPES)
-    assert "the channel count is read at run time (Shape)" in reasons(dg, "c1")
+    return g.build()
+
+
+def test_shape_slice_of_channel_dim_in_arithmetic_blocks_unless_folded() -> None:
+    """Read at run time (the rules on the raw graph), the count would change the mean: blocked. Through
+    the API normalisation folds the static C into a constant divisor, which the oracle proves exact."""
+    model = _channel_count_divides_a_sum()
+    dg = dependency_graph(model, shapes=SHAPES)
+    assert "the channel count is read at run time (Shape) and computed with" in reasons(dg, "c1")
+    dg = analyse(model, shapes=SHAPES)
+    assert not any(n.op_type == "Shape" for n in dg.model.graph.node)
+    exercise(model, shapes=SHAPES)
 
 
 def test_shape_gather_of_dynamic_batch_passes() -> None:

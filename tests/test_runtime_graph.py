@@ -24,7 +24,8 @@ from graphs import Graph
 from zoo import zoo_entries
 
 from onnxprune.api import prune
-from onnxprune.planning.cpu_profile import CPUINFO, ort_cpu_profile, resolve_round_to
+from onnxprune.planning.cpu_profile import CPUINFO, ort_cpu_profile
+from onnxprune.planning.rounding import resolve_round_to
 
 NCHWC = "com.microsoft.nchwc"
 SHAPE_OPS = ("Shape", "Gather", "Unsqueeze", "Squeeze", "Slice", "ConstantOfShape", "Cast", "Range", "Expand",

@@ -15,15 +15,8 @@ from onnxprune.cli import main
 from onnxprune.errors import OnnxPruneError
 from onnxprune.measure.curves import SensitivityResult, sensitivity_curves
 from onnxprune.planning import cpu_profile as runtime_profile
-from onnxprune.planning.cpu_profile import (
-    CPU_ENV,
-    channel_multiple,
-    cpu_flags,
-    cpu_name,
-    nchwc_block,
-    ort_cpu_profile,
-    resolve_round_to,
-)
+from onnxprune.planning.cpu_profile import CPU_ENV, cpu_flags, cpu_name, nchwc_block, ort_cpu_profile
+from onnxprune.planning.rounding import resolve_round_to, rounding_policy
 
 AVX512 = "fpu sse2 avx avx2 fma avx512f avx512bw avx512vl"
 AVX2 = "fpu sse2 avx avx2 fma"
@@ -115,7 +108,7 @@ def test_unforced_auto_reads_cpuinfo(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 def test_unknown_forced_profile_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(CPU_ENV, "avx1024")
     with pytest.raises(OnnxPruneError, match="ONNXPRUNE_CPU='avx1024': choose one of avx512, avx2, none"):
-        channel_multiple(None)
+        rounding_policy(None)
     src = tmp_path / "m.onnx"
     _model(src)
     r = CliRunner().invoke(main, ["prune", str(src), "-o", str(tmp_path / "o.onnx")])
@@ -129,8 +122,8 @@ def test_unknown_forced_profile_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp
     ("4", "ort", 4), ("1", "ort", 1), (3, "ort", 3),
     (None, "tensorrt", 8), ("auto", "tensorrt", 8), ("1", "tensorrt", 1), ("32", "tensorrt", 32),
 ])
-def test_channel_multiple_explicit_wins(round_to: str | int | None, target: str, value: int) -> None:
-    m = channel_multiple(round_to, target=target, flags=AVX512.split())
+def test_rounding_policy_explicit_wins(round_to: str | int | None, target: str, value: int) -> None:
+    m = rounding_policy(round_to, target=target, flags=AVX512.split())
     assert m.value == value
     assert str(value) in m.describe()
 
@@ -138,7 +131,7 @@ def test_channel_multiple_explicit_wins(round_to: str | int | None, target: str,
 @pytest.mark.parametrize("bad", ["0", "-8", "sixteen", "1.5", ""])
 def test_bad_round_to(bad: str) -> None:
     with pytest.raises(OnnxPruneError, match="--round-to"):
-        channel_multiple(bad, flags=AVX512.split())
+        rounding_policy(bad, flags=AVX512.split())
 
 
 def test_api_auto_follows_the_cpu_and_default_stays_exact(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -230,9 +223,9 @@ def test_cli_says_when_the_multiple_stops_the_budget(monkeypatch: pytest.MonkeyP
 
 @pytest.mark.parametrize("flags, value, prefer", [(AVX2, 8, 16), (AVX512, 16, None), ("fpu sse2", 1, None)])
 def test_auto_prefers_16_for_budgets_only_on_avx2(flags: str, value: int, prefer: int | None) -> None:
-    m = channel_multiple("auto", flags=flags.split())
+    m = rounding_policy("auto", flags=flags.split())
     assert (m.value, m.prefer) == (value, prefer)
-    assert channel_multiple("8", flags=flags.split()).prefer is None  # an explicit multiple is kept as given
+    assert rounding_policy("8", flags=flags.split()).prefer is None  # an explicit multiple is kept as given
 
 
 @pytest.mark.parametrize("target, used", [("0.5", 16), ("0.25", 8)])

@@ -15,8 +15,9 @@ from onnxprune.calib.source import CalibConfig, CalibrationWarning
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.graph.tracks import map_roots
-from onnxprune.scoring import calibrated, get_importance
+from onnxprune.scoring import calibrated
 from onnxprune.scoring.calibrated import DataDriven
+from onnxprune.scoring.catalog import get_importance
 from onnxprune.scoring.sensitivity import Sensitivity
 
 

@@ -12,8 +12,8 @@ from test_scoring_calibrated import calib_file, channel_scores
 
 from onnxprune.api import analyse, prune
 from onnxprune.calib.source import CalibConfig
-from onnxprune.scoring import get_importance
 from onnxprune.scoring.calibrated import DataDriven
+from onnxprune.scoring.catalog import get_importance
 from onnxprune.scoring.obs import SurgeonImportance, fit_nodes
 from onnxprune.scoring.surgeon import LayerSurgeon, damped_inverse, greedy_scores
 

@@ -11,8 +11,14 @@ from onnxprune.calib.im2col import conv_geometry, im2col_rows, patch_view, sampl
 from onnxprune.io import runtime
 from onnxprune.passes.sparsify import sparsify
 from onnxprune.sparsity.masks import nm_mask, unstructured_mask
-from onnxprune.sparsity.sparsegpt import reconstruction_error, sparsegpt
-from onnxprune.sparsity.views import conv_column_perm, hessian_to_2d_order, weight_from_2d, weight_to_2d
+from onnxprune.sparsity.sparsegpt import sparsegpt
+from onnxprune.sparsity.views import conv_column_perm, weight_from_2d, weight_to_2d
+
+
+def reconstruction_error(w_old: np.ndarray, w_new: np.ndarray, h: np.ndarray) -> float:
+    """‖X Wᵀ_old - X Wᵀ_new‖²_F = tr((W_old - W_new) H (W_old - W_new)ᵀ)."""
+    dw = np.asarray(w_old, np.float64) - np.asarray(w_new, np.float64)
+    return float(np.einsum("ij,jk,ik->", dw, h, dw))
 
 
 def correlated(rng: np.random.Generator, rows: int, d: int) -> np.ndarray:
@@ -60,7 +66,7 @@ def test_conv_views_put_channels_consecutive_and_match_the_gram() -> None:
     h = cols.T @ cols
     perm = conv_column_perm(8, 6)
     np.testing.assert_allclose(cols[:, perm] @ w2.T, cols @ w.reshape(6, -1).T)
-    np.testing.assert_allclose(hessian_to_2d_order(h, "Conv", 8, 6), cols[:, perm].T @ cols[:, perm])
+    np.testing.assert_allclose(h[np.ix_(perm, perm)], cols[:, perm].T @ cols[:, perm])  # as methods.gram_weight
 
 
 def _conv_model(w: np.ndarray) -> onnx.ModelProto:

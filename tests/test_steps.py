@@ -13,17 +13,24 @@ from click.testing import CliRunner
 
 from onnxprune.api import analyse, prune
 from onnxprune.cli import main
+from onnxprune.config import PruneConfig
 from onnxprune.errors import OnnxPruneError, ThresholdError
 from onnxprune.io.model_io import load_model
 from onnxprune.measure.curves import LabelledData, SensitivityResult, sensitivity_curves
 from onnxprune.measure.model_stats import model_stats
 from onnxprune.measure.validate import load_feeds
 from onnxprune.pipeline import schedule
-from onnxprune.pipeline.schedule import Gate, kept_fractions, prune_in_steps
+from onnxprune.pipeline.result import StepsResult
+from onnxprune.pipeline.schedule import Gate, prune_in_steps
+from onnxprune.planning.steps import kept_fractions
 
 ROOT = Path(__file__).resolve().parent.parent
 RESNET = ROOT / "models" / "zoo" / "resnet_ts.onnx"
 DIGITS = ROOT / "models" / "digits"
+
+
+def _steps(model: onnx.ModelProto, *, gate: Gate | None = None, **options: Any) -> StepsResult:
+    return prune_in_steps(model, PruneConfig.create(**options), gate=gate)
 
 
 def _one_line_error(stderr: str) -> str:
@@ -45,7 +52,7 @@ def test_schedules() -> None:
 @pytest.mark.parametrize("schedule", ["geometric", "linear"])
 def test_steps_reach_the_mac_budget(schedule: str) -> None:
     model = load_model(RESNET)
-    out = prune_in_steps(model, steps=3, schedule=schedule, target_macs=0.5, verify=True)
+    out = _steps(model, steps=3, schedule=schedule, target_macs=0.5, verify=True)
     assert len(out.steps) == 3 and out.kept_step == 3 and out.stopped is None
     macs = [s.macs_kept for s in out.steps]
     assert macs == sorted(macs, reverse=True)
@@ -57,28 +64,28 @@ def test_steps_reach_the_mac_budget(schedule: str) -> None:
 
 
 def test_steps_with_a_ratio_prune_less_each_step() -> None:
-    out = prune_in_steps(load_model(RESNET), steps=2, ratio=0.5)
+    out = _steps(load_model(RESNET), steps=2, ratio=0.5)
     assert [s.macs_kept for s in out.steps][0] > out.steps[1].macs_kept
 
 
 def test_gate_stops_early_and_keeps_the_last_good_step() -> None:
     model = load_model(RESNET)
-    probe = prune_in_steps(model, steps=3, target_macs=0.3, gate=Gate(min_cosine=-1.0))
+    probe = _steps(model, steps=3, target_macs=0.3, gate=Gate(min_cosine=-1.0))
     cos = [s.min_cosine for s in probe.steps]
     assert all(c is not None for c in cos) and cos[0] > cos[2]  # type: ignore[operator]
     threshold = (cos[0] + min(cos[1:])) / 2  # type: ignore[operator,type-var]
-    out = prune_in_steps(model, steps=3, target_macs=0.3, gate=Gate(min_cosine=threshold))
+    out = _steps(model, steps=3, target_macs=0.3, gate=Gate(min_cosine=threshold))
     assert out.stopped is not None and "cosine" in out.stopped
     assert out.kept_step >= 1 and out.kept_step < 3
     assert not out.steps[-1].passed and all(s.passed for s in out.steps[:-1])
     assert f"kept the model of step {out.kept_step}" in out.describe()
     with pytest.raises(ThresholdError, match="step 1"):
-        prune_in_steps(model, steps=3, target_macs=0.3, gate=Gate(min_cosine=1.1))
+        _steps(model, steps=3, target_macs=0.3, gate=Gate(min_cosine=1.1))
 
 
 def test_steps_refuse_latency() -> None:
     with pytest.raises(OnnxPruneError, match="target-latency"):
-        prune_in_steps(load_model(RESNET), steps=2, target_latency=1.0)
+        _steps(load_model(RESNET), steps=2, target_latency=1.0)
 
 
 def _curves(model: onnx.ModelProto, path: Path | None = None) -> SensitivityResult:
@@ -98,8 +105,8 @@ def test_steps_remeasure_the_curves_on_each_later_step(monkeypatch: pytest.Monke
     seen: list[list[int]] = []  # group sizes of each re-measurement
     real = schedule.remeasured
 
-    def spy(c: SensitivityResult, m: onnx.ModelProto, **kw: Any) -> SensitivityResult:
-        out = real(c, m, **kw)
+    def spy(c: SensitivityResult, m: onnx.ModelProto, config: PruneConfig, **kw: Any) -> SensitivityResult:
+        out = real(c, m, config, **kw)
         seen.append([g.slots for g in out.curves])
         assert out.ratios == c.ratios and out.samples == c.samples and out.criterion == c.criterion
         return out
@@ -107,7 +114,7 @@ def test_steps_remeasure_the_curves_on_each_later_step(monkeypatch: pytest.Monke
     monkeypatch.setattr(schedule, "remeasured", spy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = prune_in_steps(model, steps=3, target_macs=0.6, sensitivity=curves)
+        out = _steps(model, steps=3, target_macs=0.6, sensitivity=curves)
     assert len(out.steps) == 3 and len(seen) == 2
     first = [g.slots for g in curves.curves]
     assert sum(seen[0]) < sum(first) and sum(seen[1]) < sum(seen[0])
@@ -124,8 +131,7 @@ def test_steps_reconstruct_between_steps_and_check_accuracy() -> None:
     feeds, y = load_feeds(DIGITS / "test.npz", model, batch=120)
     assert y is not None
     gate = Gate(max_acc_drop=50.0, labelled=LabelledData(feeds, y))
-    out = prune_in_steps(model, steps=2, target_macs=0.6, gate=gate, calibration=DIGITS / "calib.npz",
-                         decisions=True)
+    out = _steps(model, steps=2, target_macs=0.6, gate=gate, calibration=DIGITS / "calib.npz")
     assert len(out.steps) == 2
     for rec in out.steps:
         assert rec.reconstruction is not None and rec.reconstruction["layers"]

@@ -17,10 +17,10 @@ from onnxprune.api import analyse, prune
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.measure.model_stats import model_stats
-from onnxprune.planning.allocation import complete_plan
+from onnxprune.planning.blocks import complete_plan
 from onnxprune.planning.order import group_pieces, piece_block
 from onnxprune.planning.plan import Plan, enforce_min_channels
-from onnxprune.planning.planner import score_groups
+from onnxprune.scoring.catalog import score_groups
 
 # Light models whose fully-connected weights are hundreds of MB once folded: too slow for the
 # test budget on 2 cores. The benchmark (benchmarks/zoo.py) covers them.

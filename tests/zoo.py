@@ -1,9 +1,12 @@
 """The model zoo the tests and benchmarks run on (plain helper module; needs onnx, numpy and onnxprune, not torch).
 
-Three kinds of entries:
+Four kinds of entries:
 
 * ``"torch"``: tiny PyTorch architectures in ``models/zoo/`` exported with the TorchScript and
   dynamo exporters (listed by ``models/zoo/manifest.json``, built by ``models/build_zoo.py``).
+* ``"transformers"``: the Hugging Face / Keras transformer exports in ``models/transformers/`` that
+  use standard ONNX ops only (its ``manifest.json``; the ORT-fused and GenAI files are left out),
+  with the manifest's sizes for the dynamic dims and sequences of at most SEQUENCE_DIM_VALUE.
 * ``"onnx-light"``: the ``light_*.onnx`` models shipped inside the installed ``onnx`` package
   (old opset-9 graphs whose weights come from ConstantOfShape).
 * ``"real"``: real pretrained exports in ``models/real/`` fetched by ``make models``; listed only
@@ -26,11 +29,12 @@ from typing import Literal
 import numpy as np
 import onnx
 
-Kind = Literal["torch", "onnx-light", "real"]
+Kind = Literal["torch", "transformers", "onnx-light", "real"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ZOO_DIR = REPO_ROOT / "models" / "zoo"
 MANIFEST = ZOO_DIR / "manifest.json"
+TRANSFORMERS_DIR = REPO_ROOT / "models" / "transformers"
 REAL_DIR = REPO_ROOT / "models" / "real"
 LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 
@@ -88,6 +92,22 @@ def _torch_entries() -> list[ZooEntry]:
     return entries
 
 
+def _transformer_entries() -> list[ZooEntry]:
+    path = TRANSFORMERS_DIR / "manifest.json"
+    if not path.is_file():
+        return []
+    entries = []
+    for m in json.loads(path.read_text())["models"]:
+        if m["custom_ops"] or m["onnx_checker"] != "ok":
+            continue
+        dims = {k: min(v, SEQUENCE_DIM_VALUE) for k, v in m["dims"].items()}
+        shapes = {i["name"]: tuple(d if isinstance(d, int) else dims[d] for d in i["shape"]) for i in m["inputs"]}
+        entries.append(ZooEntry(name=m["name"], path=TRANSFORMERS_DIR / m["file"], kind="transformers",
+                                shapes=shapes, exporter=m.get("variant"), opset=m["opset"],
+                                description=m.get("description", "")))
+    return entries
+
+
 def _light_entries() -> list[ZooEntry]:
     return [
         ZooEntry(name=p.stem, path=p, kind="onnx-light", opset=9, description="onnx backend-test light model")
@@ -105,8 +125,8 @@ def _real_entries() -> list[ZooEntry]:
 
 
 def zoo_entries(kinds: tuple[Kind, ...] | None = None) -> list[ZooEntry]:
-    """All zoo entries (optionally only the given kinds), torch first, then onnx-light, then real."""
-    entries = _torch_entries() + _light_entries() + _real_entries()
+    """All zoo entries (optionally only the given kinds): torch, transformers, onnx-light, then real."""
+    entries = _torch_entries() + _transformer_entries() + _light_entries() + _real_entries()
     if kinds is not None:
         entries = [e for e in entries if e.kind in kinds]
     return entries

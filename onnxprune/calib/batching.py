@@ -8,9 +8,8 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.io.inputs import InputSpec, feed_rows
-
-Feed = dict[str, np.ndarray]
+from onnxprune.io.inputs import InputSpec
+from onnxprune.io.types import Feed
 
 
 class CalibrationWarning(UserWarning):
@@ -61,23 +60,6 @@ def batch_size_for(specs: Sequence[InputSpec], requested: int) -> int:
     if requested < 1:
         raise OnnxPruneError(f"--calib-batch must be at least 1 (got {requested})")
     return requested
-
-
-def first_samples(batches: Iterable[Feed], samples: int, *, cut: bool = False) -> list[Feed]:
-    """The first feeds of `batches` holding at least `samples` samples; `cut`: exactly that many
-    (the last feed sliced along dim 0)."""
-    held: list[Feed] = []
-    n = 0
-    for feed in batches:
-        rows = feed_rows(feed)
-        if cut and n + rows > samples:
-            feed = {k: v[:samples - n] for k, v in feed.items()}
-            rows = samples - n
-        held.append(feed)
-        n += rows
-        if n >= samples:
-            break
-    return held
 
 
 def rebatch(chunks: Iterable[dict[str, np.ndarray]], specs: Sequence[InputSpec], *, batch: int,

@@ -28,8 +28,8 @@ from onnxprune.calib.layer_grams import (
 from onnxprune.calib.stats import ChannelStats, GramStats
 from onnxprune.errors import OnnxPruneError
 from onnxprune.io import runtime
+from onnxprune.io.types import Feed
 
-Feed = Mapping[str, np.ndarray]
 DEFAULT_MAX_ROWS = 8192
 
 __all__ = [

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from onnxprune.calib.source import timing_feed
+from onnxprune.calib.source import CalibrationSource
 from onnxprune.io.inputs import check_shapes, parse_shapes
 from onnxprune.io.model_io import check_paths, load_model, write_json
+from onnxprune.io.types import Shapes
 from onnxprune.measure.bench import (
     DEFAULT_REPEAT,
     DEFAULT_WARMUP,
@@ -26,7 +26,7 @@ from onnxprune.measure.bench import (
 from onnxprune.measure.compare import human_bytes
 
 
-def _shapes_text(batch: int, shapes: Mapping[str, tuple[int, ...]]) -> str:
+def _shapes_text(batch: int, shapes: Shapes) -> str:
     return f"batch {batch}: " + ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items())
 
 
@@ -72,8 +72,9 @@ def command(model: str, other: str | None, batches: tuple[int, ...], threads: in
         table.add_column("p10-p90", justify="right", no_wrap=True)
     shown: list[str] = []
     default_batch = next((v[0] for v in shape_map.values() if v), 1)
+    source = CalibrationSource.of(data, graphs[model], shapes=shape_map)
     for batch in batches or (default_batch,):
-        feed = timing_feed(graphs[model], data, batch=batch)
+        feed = source.timing_feed(batch)
         mem = {r: peak_memory(p, batch=batch, threads=threads, shapes=shape_map,
                               feed=feed if r == "A" or same_inputs(graphs[model], graphs[p]) else None)
                if memory else None for r, p in roles.items()}

@@ -8,16 +8,27 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from onnxprune.api import analyse
-from onnxprune.calib.source import CalibConfig, calib_options
+from onnxprune.calib.source import CalibConfig
+from onnxprune.cli.calib_options import calib_options
 from onnxprune.cli.options import (
     approximate_option,
     grouped_option,
+    heads_option,
     model_argument,
     model_with_shapes,
     shapes_option,
 )
+from onnxprune.graph.groups import UNIT_KINDS, Group
 from onnxprune.io.input_values import describe_rules, infer_rules
+from onnxprune.pipeline.analyse import analyse_model
+
+
+def unit_count(g: Group) -> str:
+    """"64", "64 (16 slots × 4)", "64 (4 heads × 16)": a group's channels and what one slot holds."""
+    if g.width == 1 and g.kind == "channel":
+        return str(g.size)
+    unit = "KV groups" if g.shared_kv else {"head": "heads", "head_dim": "head_dim slots"}.get(g.kind, "slots")
+    return f"{g.channels} ({g.size} {unit} × {g.width})"
 
 
 @click.command("inspect")
@@ -25,17 +36,19 @@ from onnxprune.io.input_values import describe_rules, infer_rules
 @shapes_option
 @approximate_option
 @grouped_option
+@heads_option
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")
 @click.option("--all", "show_all", is_flag=True, help="List every group (default: the first 60).")
 @calib_options
-def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], grouped: str, as_json: bool,
-            show_all: bool, calib: CalibConfig) -> None:
+def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], grouped: str, heads: str,
+            as_json: bool, show_all: bool, calib: CalibConfig) -> None:
     """Show the channel groups of MODEL: coupled producers, channel counts, blocked reasons.
 
     The shapes come from one run on the first --calib samples, else on random inputs whose integer
     values are inferred from the graph (token ids below the vocabulary, masks of ones)."""
     proto, shp = model_with_shapes(model, shapes)
-    dg = analyse(proto, shapes=shp, approximate=approximate, grouped=grouped, calibration=calib)
+    dg = analyse_model(proto, shapes=shp, approximate=approximate, grouped=grouped, heads=heads, calibration=calib)
+    units = {k: sum(1 for g in dg.prunable if g.kind == k) for k in UNIT_KINDS}
     summary = {
         "groups": len(dg.groups),
         "prunable": len(dg.prunable),
@@ -46,9 +59,11 @@ def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], g
         "grouped_conv": dg.analysis.grouped,
         "whole_group_convs": sorted(dg.analysis.whole_convs),
         "index_fallback_convs": sorted(dg.analysis.index_convs),
+        "heads": dg.analysis.heads,
+        "prunable_by_unit": units,
     }
     if as_json:
-        click.echo(json.dumps({"summary": summary, "inputs": dg.inputs_json(),
+        click.echo(json.dumps({"summary": summary, "inputs": dg.inputs_json(), "normalise": list(dg.normalised),
                                "groups": [g.to_json() for g in dg.groups]}, indent=1))
         return
     table = Table(title=f"{model}: {summary['groups']} groups, {summary['prunable']} prunable")
@@ -60,13 +75,19 @@ def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], g
         status = "blocked" if g.blocked else "1 channel" if not g.prunable else (
             "approximate" if g.approximate else "prunable")
         reason = g.blocked[0] if g.blocked else g.approximate[0] if g.approximate else ""
-        size = str(g.size) if g.width == 1 else f"{g.channels} ({g.size} slots × {g.width})"
+        size = unit_count(g)
         table.add_row(str(g.id), size, srcs, status, reason)
     Console().print(table)
     if dg.analysis.whole_convs or dg.analysis.index_convs:
         click.echo(f"--grouped-conv {dg.analysis.grouped}: {len(dg.analysis.whole_convs)} grouped conv(s) lose whole "
                    f"groups" + (f", {len(dg.analysis.index_convs)} keep the index rule (whole groups collapse into "
                                 f"one slot)" if dg.analysis.index_convs else ""))
+    if dg.normalised:
+        click.echo(f"normalise: {'; '.join(dg.normalised)}")
+    attention = {k: units[k] for k in ("head", "head_dim") if units[k]}
+    if attention:
+        click.echo(f"--heads {dg.analysis.heads}: prunable attention groups by unit: "
+                   + ", ".join(f"{n} {k}" for k, n in attention.items()))
     click.echo(f"random input values: {describe_rules(infer_rules(dg.model), every=True)}")
     click.echo(f"shapes from one run on {dg.probe_inputs}")
     if len(shown) < len(dg.groups):

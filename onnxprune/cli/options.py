@@ -32,7 +32,7 @@ def model_argument(fn: F) -> F:
 
 
 def approximate_option(fn: F) -> F:
-    from onnxprune.graph.analysis import APPROXIMATE_KINDS
+    from onnxprune.graph.context import APPROXIMATE_KINDS
 
     return click.option("--approximate", "approximate", multiple=True, type=click.Choice(APPROXIMATE_KINDS),
                         help="Also prune through ops that cannot be proven exact (layernorm: LayerNorm over "
@@ -40,7 +40,7 @@ def approximate_option(fn: F) -> F:
 
 
 def grouped_option(fn: F) -> F:
-    from onnxprune.graph.analysis import DEFAULT_GROUPED, GROUPED_MODES
+    from onnxprune.graph.context import DEFAULT_GROUPED, GROUPED_MODES
 
     return click.option("--grouped-conv", "grouped", type=click.Choice(GROUPED_MODES), default=DEFAULT_GROUPED,
                         show_default=True,
@@ -48,6 +48,16 @@ def grouped_option(fn: F) -> F:
                              "whole groups with their input channels (whole: ResNeXt cardinality; the channels per "
                              "group stay), or whole groups where a group holds fewer than 16 channels and the "
                              "same index elsewhere (auto).")(fn)
+
+
+def heads_option(fn: F) -> F:
+    from onnxprune.graph.context import DEFAULT_HEADS, HEADS_MODES
+
+    return click.option("--heads", "heads", type=click.Choice(HEADS_MODES), default=DEFAULT_HEADS, show_default=True,
+                        help="What an attention loses: whole heads (with grouped-query attention, a KV head and "
+                             "the query heads sharing it), the same head_dim index of every head (dim; RoPE's "
+                             "rotate-half pairs together), or whole heads where they can be removed and head_dim "
+                             "elsewhere (auto).")(fn)
 
 
 def keep_option(fn: F) -> F:
@@ -67,3 +77,25 @@ def round_to_option(fn: F) -> F:
 def target_option(fn: F) -> F:
     return click.option("--for", "target", type=click.Choice(["ort", "tensorrt"]), default="ort", show_default=True,
                         help="Runtime the channel counts are rounded for (see --round-to).")(fn)
+
+
+def sectioned(sections: dict[str, tuple[str, ...]]) -> type[click.Command]:
+    """A click Command class whose --help lists options under these sections (by parameter name);
+    options not named land under "Other options"."""
+
+    class Sectioned(click.Command):
+        def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+            rows = {p.name: p.get_help_record(ctx) for p in self.get_params(ctx)}
+            placed: set[str | None] = set()
+            for title, names in sections.items():
+                records = [r for n in names if (r := rows.get(n)) is not None]
+                placed.update(names)
+                if records:
+                    with formatter.section(title):
+                        formatter.write_dl(records)
+            rest = [r for n, r in rows.items() if n not in placed and r is not None]
+            if rest:
+                with formatter.section("Other options"):
+                    formatter.write_dl(rest)
+
+    return Sectioned

@@ -8,7 +8,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from onnxprune.calib.source import CalibConfig, calib_options
+from onnxprune.calib.source import CalibConfig
+from onnxprune.cli.calib_options import calib_options
 from onnxprune.cli.options import model_with_shapes, shapes_option
 from onnxprune.deploy.quantize import (
     DEFAULT_PERCENTILE,
@@ -19,7 +20,7 @@ from onnxprune.deploy.quantize import (
     quantize,
 )
 from onnxprune.deploy.sensitive import DEFAULT_SAMPLES
-from onnxprune.io.model_io import check_paths, save_model, write_json
+from onnxprune.io.model_io import check_note, check_paths, save_model, write_json
 from onnxprune.io.progress import rich_progress
 
 
@@ -80,4 +81,5 @@ def command(model: str, output: str, target: str, method: str, percentile: float
     console.print(result.summary(), markup=False, highlight=False)
     if report_path:
         write_json(report_path, result.to_dict())
-    click.echo(f"wrote {output}")
+    checked = check_note(result.model)
+    click.echo(f"wrote {output}" + (f", after {checked}" if checked else ""))

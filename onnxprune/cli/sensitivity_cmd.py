@@ -8,10 +8,12 @@ import click
 from rich.console import Console
 
 from onnxprune.api import analyse
-from onnxprune.calib.source import CalibConfig, calib_options
+from onnxprune.calib.source import CalibConfig, CalibrationSource
+from onnxprune.cli.calib_options import calib_options
 from onnxprune.cli.options import (
     approximate_option,
     grouped_option,
+    heads_option,
     keep_option,
     model_argument,
     model_with_shapes,
@@ -33,9 +35,8 @@ from onnxprune.measure.curves import (
     load_labelled,
     sensitivity_curves,
 )
-from onnxprune.planning.cpu_profile import channel_multiple
-from onnxprune.planning.plan import finer_round_to
-from onnxprune.scoring.importance import criteria
+from onnxprune.planning.rounding import finer_round_to, rounding_policy
+from onnxprune.scoring.catalog import criteria
 
 
 def parse_ratios(text: str) -> list[float]:
@@ -77,13 +78,14 @@ def parse_ratios(text: str) -> list[float]:
 @approximate_option
 @keep_option
 @grouped_option
+@heads_option
 def command(model: str, ratios: str, criterion: str, round_to: str | None, target: str, samples: int,
             data: str | None, labels: str | None, label_output: str | None, error: str, json_out: str | None, plot: str | None,
             fill: str, progress: bool, calib: CalibConfig, shapes: tuple[str, ...], approximate: tuple[str, ...],
-            keep: tuple[str, ...], grouped: str) -> None:
+            keep: tuple[str, ...], grouped: str, heads: str) -> None:
     """Measure, for every prunable group of MODEL alone, the output error at each pruning ratio."""
     grid = parse_ratios(ratios)
-    multiple = channel_multiple(round_to, target=target)
+    multiple = rounding_policy(round_to, target=target)
     if plot is not None:
         import importlib.util
 
@@ -92,15 +94,18 @@ def command(model: str, ratios: str, criterion: str, round_to: str | None, targe
     check_paths(models={"MODEL": model}, inputs={"--calib": calib.path, "--data": data, "--labels": labels},
                 outputs={"--json": json_out, "--plot": plot})
     proto, shp = model_with_shapes(model, shapes)
-    dg = keep_layers(analyse(proto, shapes=shp, approximate=approximate, grouped=grouped, calibration=calib),
-                     keep)  # kept groups are not measured
+    source = CalibrationSource.of(calib, proto, shapes=shp)
+    dg = keep_layers(analyse(proto, shapes=shp, approximate=approximate, grouped=grouped, heads=heads,
+                             calibration=source), keep)  # kept groups are not measured
     with rich_progress(enabled=progress) as bar:
-        labelled = load_labelled(dg.model, data=data, labels=labels, calibration=calib, samples=samples,
+        labelled = load_labelled(dg.model, data=data, labels=labels, calibration=source, samples=samples,
                                  output=label_output, shapes=shp)
-        result = sensitivity_curves(dg, calibration=calib, ratios=grid, criterion=criterion, samples=samples,
+        result = sensitivity_curves(dg, calibration=source, ratios=grid, criterion=criterion, samples=samples,
                                     round_to=multiple.value, shapes=shp, labelled=labelled, model_name=model,
                                     progress=bar, fill=fill)
-    Console().print(sensitivity_table(result, error=error, title=f"{Path(model).name}: {error} per group and ratio"))
+    console = Console()
+    console.print(sensitivity_table(result, error=error, title=f"{Path(model).name}: {error} per group and ratio",
+                                    width=console.width))
     acc = "" if result.dense_accuracy is None else \
         f"; dense accuracy {100 * result.dense_accuracy:.2f}% on {result.accuracy_samples} labelled samples"
     click.echo(f"{len(result.curves)} groups x {len(grid)} ratios on {result.samples} calibration samples "

@@ -7,10 +7,11 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from onnxprune.calib.source import CalibConfig, calib_options
+from onnxprune.calib.source import CalibConfig
+from onnxprune.cli.calib_options import calib_options
 from onnxprune.deploy.tensorrt.profile import tensorrt_profile
 from onnxprune.errors import OnnxPruneError
-from onnxprune.io.model_io import check_paths, load_model, save_model, write_json
+from onnxprune.io.model_io import check_note, check_paths, load_model, save_model, write_json
 from onnxprune.passes.sparsify import DEFAULT_MIN_REDUCTION, SparsifyPass, parse_pattern
 from onnxprune.sparsity.compliance import nm_report, report_json, report_table
 from onnxprune.sparsity.methods import METHODS
@@ -72,4 +73,5 @@ def command(model: str, output: str, sparsity: float | None, pattern: str | None
         console.print(note, markup=False, highlight=False)
     if report_path:
         write_json(report_path, report_json(rows))
-    click.echo(f"wrote {output}")
+    checked = check_note(result.model)
+    click.echo(f"wrote {output}" + (f", after {checked}" if checked else ""))

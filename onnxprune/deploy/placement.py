@@ -24,6 +24,7 @@ import onnx
 from onnxprune.deploy.qdq import WEIGHTED_OPS, Producers
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.dependency import dependency_graph
+from onnxprune.io.types import Shapes
 from onnxprune.recovery.heads import final_sigmoids, logit_mask, logit_roots
 
 # Between a Conv and the tensor it hands on, ops TensorRT fuses into the Conv (bias, BN, activation).
@@ -71,7 +72,7 @@ def _ancestors(view: Producers, starts: Iterable[onnx.NodeProto]) -> set[str]:
     return seen
 
 
-def score_head_nodes(model: onnx.ModelProto, *, shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, str]:
+def score_head_nodes(model: onnx.ModelProto, *, shapes: Shapes | None = None) -> dict[str, str]:
     """Node name -> reason for a detector's score heads: the layers producing a final Sigmoid's logits,
     the Sigmoid, and every node between them. `model` must be normalised (named nodes, initializer weights)."""
     sigmoids = final_sigmoids(model)

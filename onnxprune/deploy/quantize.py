@@ -24,14 +24,14 @@ FP32.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnx
 
-from onnxprune.calib.source import CalibrationLike, first_samples
+from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.deploy.calib_reader import FeedReader
 from onnxprune.deploy.ort_quantizer import OrtQuantizer
 from onnxprune.deploy.placement import keep_nodes, score_head_nodes
@@ -40,6 +40,7 @@ from onnxprune.deploy.sensitive import DEFAULT_SAMPLES, Sensitive, find_sensitiv
 from onnxprune.errors import OnnxPruneError
 from onnxprune.io import runtime
 from onnxprune.io.progress import ProgressFn
+from onnxprune.io.types import Shapes
 from onnxprune.passes.base import Pass, PassResult
 from onnxprune.passes.normalize import Normalize
 from onnxprune.sparsity.layout import is_nm_compliant, reduction_axis
@@ -186,19 +187,21 @@ def check_nm_kept(dense: onnx.ModelProto, quantized: onnx.ModelProto, *, n: int 
 
 def quantize(model: onnx.ModelProto, *, calibration: CalibrationLike = None,
              options: QuantizeOptions | None = None,
-             shapes: Mapping[str, tuple[int, ...]] | None = None,
+             shapes: Shapes | None = None,
              progress: ProgressFn | None = None) -> QuantizeResult:
     """A Q/DQ INT8 copy of `model`; the input model is never modified.
 
-    calibration: a CalibConfig or path (None: random inputs, with a CalibrationWarning), a callable
-    returning fresh feed iterators, or ready feeds (`onnxprune.calib.source.feed_factory`).
+    calibration: a CalibrationSource, a CalibConfig or path (None: random inputs, with a
+    CalibrationWarning), a callable returning fresh feed iterators, or ready feeds
+    (`onnxprune.calib.source.CalibrationSource.of`).
     shapes: concrete shapes of dynamic inputs, for random calibration inputs only.
     """
     opts = options or QuantizeOptions()
     refuse_unquantizable(model)
     work = Normalize()(_with_min_opset(model)).model
     runtime.session(work)  # a model ONNX Runtime cannot load gets its one-line error here
-    reader = FeedReader.for_model(work, calibration, shapes=shapes)
+    source = CalibrationSource.of(calibration, work, shapes=shapes)
+    reader = FeedReader(source)
     first = reader.get_next()
     reader.rewind()
     shapes = {k: tuple(int(d) for d in v.shape) for k, v in (first or {}).items()}
@@ -213,8 +216,7 @@ def quantize(model: onnx.ModelProto, *, calibration: CalibrationLike = None,
         excluded.update({k: v for k, v in heads.items() if k not in excluded})
         if heads:
             notes.append(f"{len(heads)} score-head node(s) kept FP32 (--quantize-heads to quantize them)")
-    # held before calibrating: the calibration pass rewinds the reader, so `reader.samples` counts it alone
-    held = first_samples(iter(reader.get_next, None), opts.sensitive_samples) if opts.keep_sensitive else []
+    held = source.first(opts.sensitive_samples, cut=True) if opts.keep_sensitive else []
     sensitive: Sensitive | None = None
     with OrtQuantizer(work, reader, target=opts.target, method=opts.method, percentile=opts.percentile) as quantizer:
         built = quantizer.build(excluded)

@@ -2,242 +2,59 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, field
-
 import numpy as np
-import onnx
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.graph.apply import ApplyContext
-from onnxprune.graph.tracks import UNTRACKED, Track, UnionFind, map_roots, root_table
+from onnxprune.graph.context import (
+    APPROXIMATE_KINDS,
+    DEFAULT_GROUPED,
+    DEFAULT_HEADS,
+    GROUPED_MODES,
+    HEADS_MODES,
+    Analysis,
+    RuleContext,
+    fixed_axis,
+)
+from onnxprune.graph.layernorm_chains import find_layernorm_chains
+from onnxprune.graph.rules import (
+    catalog,  # noqa: F401 - registers every rule family
+    norm,
+    registry,
+    shape_ops,
+)
+from onnxprune.graph.tracks import UNTRACKED, UnionFind, map_roots, root_table
 from onnxprune.graph.view import GraphView, has_subgraph
 
-# Roles of constant members, used by scoring.
-ROLE_WEIGHT_OUT = "weight-out"  # producer weight, sliced along its output channels
-ROLE_WEIGHT_IN = "weight-in"  # consumer weight, sliced along its reduction axis
-ROLE_NORM_SCALE = "norm-scale"  # BN/IN gamma
-ROLE_PARAM = "param"  # biases, BN statistics, per-channel constants
-TIED_ROLES = (ROLE_WEIGHT_OUT, ROLE_WEIGHT_IN)  # shared by several nodes: their channels are coupled
-
-
-@dataclass(frozen=True)
-class ConstMember:
-    name: str
-    track: Track
-    role: str
-    node: str
-
-
-@dataclass(frozen=True)
-class ConsumeEdge:
-    """A tensor whose channels enter a channel-mixing consumer: the oracle masks here."""
-
-    node: str
-    input_index: int
-    tensor: str
-    track: Track
-
-
-@dataclass(frozen=True)
-class Source:
-    node: str
-    output: str
-    ids: np.ndarray
-
-
-ApplyHook = Callable[[ApplyContext, onnx.NodeProto], None]  # (context, the node in the model being pruned)
-
-
-GROUPED_MODES = ("auto", "index", "whole")
-DEFAULT_GROUPED = "auto"
-
-
-@dataclass
-class Analysis:
-    view: GraphView
-    uf: UnionFind
-    layouts: dict[str, list[Track]]
-    sources: list[Source]
-    members: list[ConstMember]
-    consume_edges: list[ConsumeEdge]
-    hooks: dict[str, list[ApplyHook]]
-    blocked: dict[int, list[str]]  # id -> reasons (resolve through roots)
-    roots: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    # Opt-in approximate rules (e.g. "layernorm"), and the ids they let through with a reason:
-    # such groups can be pruned, but the oracle cannot prove them exact.
-    allow_approximate: frozenset[str] = frozenset()
-    approximate: dict[int, list[str]] = field(default_factory=dict)
-    # How a grouped convolution loses channels: "index" (the same index in every group), "whole"
-    # (whole groups, with their input channels) or "auto" (whole where groups are narrow; rules/conv.py).
-    grouped: str = DEFAULT_GROUPED
-    # Auto mode: the grouped convs analysed with whole groups (name -> output ids), and those kept on
-    # the index rule because their whole groups collapsed into one slot (e.g. a channel shuffle).
-    whole_convs: dict[str, np.ndarray] = field(default_factory=dict)
-    index_convs: frozenset[str] = frozenset()
-    # First track given to each (weight, axes): later members of a shared weight couple to it.
-    member_index: dict[tuple[str, tuple[int, ...]], Track] = field(default_factory=dict)
-
-    def blocked_roots(self) -> dict[int, list[str]]:
-        return _by_root(self.blocked, self.roots)
-
-    def approximate_roots(self) -> dict[int, list[str]]:
-        return _by_root(self.approximate, self.roots)
-
-
-def _by_root(per_id: dict[int, list[str]], roots: np.ndarray) -> dict[int, list[str]]:
-    out: dict[int, list[str]] = defaultdict(list)
-    for i, reasons in per_id.items():
-        r = int(roots[i])
-        for reason in reasons:
-            if reason not in out[r]:
-                out[r].append(reason)
-    return out
-
-
-class RuleContext:
-    """What a rule sees of the analysis while it handles one node."""
-
-    def __init__(self, state: Analysis, node: onnx.NodeProto) -> None:
-        self.state = state
-        self.view = state.view
-        self.node = node
-        self.opset = state.view.opset
-
-    # -- reading ---------------------------------------------------------------------------
-    def input(self, i: int) -> str:
-        return self.node.input[i] if i < len(self.node.input) else ""
-
-    def layout(self, name: str) -> list[Track]:
-        return self.state.layouts.get(name, []) if name else []
-
-    def in_layout(self, i: int) -> list[Track]:
-        return self.layout(self.input(i))
-
-    def shape(self, name: str) -> tuple[int, ...] | None:
-        return self.view.shape(name) if name else None
-
-    def is_const(self, name: str) -> bool:
-        return bool(name) and self.view.is_const(name)
-
-    def const(self, name: str) -> np.ndarray:
-        return self.view.array(name)
-
-    def attr(self, name: str, default: object = None) -> object:
-        from onnxprune.graph.view import node_attr
-
-        return node_attr(self.node, name, default)
-
-    def int_attr(self, name: str, default: int) -> int:
-        v = self.attr(name, default)
-        return int(v)  # type: ignore[call-overload]
-
-    def ints_attr(self, name: str) -> list[int] | None:
-        v = self.attr(name, None)
-        return None if v is None else [int(x) for x in v]  # type: ignore[attr-defined]
-
-    # -- writing ---------------------------------------------------------------------------
-    def set_layout(self, name: str, layout: list[Track]) -> None:
-        tracked = [t for t in layout if t.any_tracked()]
-        if name and tracked:
-            self.state.layouts[name] = tracked
-
-    def new_source(self, n: int, output: str) -> np.ndarray:
-        ids = self.state.uf.allocate(n)
-        self.state.sources.append(Source(self.node.name, output, ids))
-        return ids
-
-    def union(self, a: np.ndarray, b: np.ndarray, *, reason: str) -> None:
-        """Couple two id arrays position by position; an id facing an untracked position is blocked."""
-        if a.shape != b.shape:
-            self.block(a, f"{reason}: shapes {a.shape} and {b.shape} differ")
-            self.block(b, f"{reason}: shapes {a.shape} and {b.shape} differ")
-            return
-        fa, fb = a.reshape(-1), b.reshape(-1)
-        for x, y in zip(fa.tolist(), fb.tolist(), strict=True):
-            if x >= 0 and y >= 0:
-                self.state.uf.union(x, y)
-            elif x >= 0 or y >= 0:
-                self.block(np.array([max(x, y)]), f"{reason}: coupled with an untracked channel")
-
-    def union_along(self, track: Track, keep_axis_pos: int) -> None:
-        """Make removal rectangular: couple all ids that share an index on track.axes[keep_axis_pos]."""
-        moved = np.moveaxis(track.ids, keep_axis_pos, 0).reshape(track.ids.shape[keep_axis_pos], -1)
-        for row in moved:
-            valid = row[row >= 0]
-            if valid.size and valid.size != row.size:
-                self.block(valid, "grouped channels mix tracked and untracked positions")
-            for x in valid[1:].tolist():
-                self.state.uf.union(int(valid[0]), x)
-
-    def block(self, ids: np.ndarray | Track | list[Track], reason: str) -> None:
-        arrays: list[np.ndarray]
-        if isinstance(ids, Track):
-            arrays = [ids.ids]
-        elif isinstance(ids, list):
-            arrays = [t.ids for t in ids]
-        else:
-            arrays = [ids]
-        where = f"{self.node.op_type} '{self.node.name}'"
-        for arr in arrays:
-            for i in np.unique(arr[arr >= 0]).tolist():
-                reasons = self.state.blocked.setdefault(int(i), [])
-                full = f"{where}: {reason}"
-                if full not in reasons and len(reasons) < 4:
-                    reasons.append(full)
-
-    def approximate(self, track: Track, reason: str, *, kind: str) -> bool:
-        """If the user allowed `kind`, mark the track's ids approximate and return True; else block them."""
-        if kind not in self.state.allow_approximate:
-            self.block(track, reason + f" (--approximate {kind} prunes it without the exactness claim)")
-            return False
-        where = f"{self.node.op_type} '{self.node.name}'"
-        for i in np.unique(track.ids[track.ids >= 0]).tolist():
-            reasons = self.state.approximate.setdefault(int(i), [])
-            if len(reasons) < 4 and f"{where}: {reason}" not in reasons:
-                reasons.append(f"{where}: {reason}")
-        return True
-
-    def block_inputs(self, reason: str) -> None:
-        for x in self.node.input:
-            self.block(self.layout(x), reason)
-
-    def member(self, name: str, track: Track, role: str) -> None:
-        """A constant parameter sliced along `track`. A weight shared by several nodes (tied weights)
-        couples their ids, so it stays one tensor; other shared constants (a deduplicated zero bias)
-        couple nothing: apply slices a copy for each reader that needs another slice."""
-        if role in TIED_ROLES:
-            first = self.state.member_index.setdefault((name, track.axes), track)
-            if first is not track:
-                self.union(first.ids, track.ids, reason=f"constant {name} shared")
-        self.state.members.append(ConstMember(name, track, role, self.node.name))
-
-    def consume(self, input_index: int, track: Track) -> None:
-        self.state.consume_edges.append(ConsumeEdge(self.node.name, input_index, self.input(input_index), track))
-
-    def hook(self, fn: ApplyHook, *, node: str | None = None) -> None:
-        """Run fn on this node (or on another node, e.g. the Concat building a Reshape target) at apply time."""
-        self.state.hooks.setdefault(node or self.node.name, []).append(fn)
-
-
-def untracked(n: int) -> np.ndarray:
-    return np.full(n, UNTRACKED, dtype=np.int64)
-
-APPROXIMATE_KINDS = ("layernorm",)
+__all__ = ["APPROXIMATE_KINDS", "DEFAULT_GROUPED", "DEFAULT_HEADS", "GROUPED_MODES", "HEADS_MODES", "analyse"]
 
 
 def analyse(view: GraphView, *, allow_approximate: frozenset[str] = frozenset(),
-            grouped: str = DEFAULT_GROUPED) -> Analysis:
+            grouped: str = DEFAULT_GROUPED, heads: str = DEFAULT_HEADS,
+            whole_heads: dict[str, int] | None = None) -> Analysis:
     """Build layouts, sources, members, consume edges and blocks for the main graph.
 
     grouped="auto" runs again with the index rule for the grouped convs whose whole groups ended up
-    coupled into a single slot (nothing left to remove), until none does."""
+    coupled into a single slot (nothing left to remove), until none does.
+    heads: "dim" analyses every head split with the head_dim rule. "whole" and "auto" first find the
+    attention head splits that way, then analyse again with those splits coupled as whole heads
+    (`whole_heads`, when given, names them instead: engine.dependency_graph narrows it for "auto")."""
     if grouped not in GROUPED_MODES:
         raise OnnxPruneError(f"unknown grouped-conv mode {grouped!r}; choose one of: {', '.join(GROUPED_MODES)}")
+    if heads not in HEADS_MODES:
+        raise OnnxPruneError(f"unknown heads mode {heads!r}; choose one of: {', '.join(HEADS_MODES)}")
+    if whole_heads is None:
+        found = _analyse_grouped(view, allow_approximate, grouped, {}, heads)
+        if heads == "dim" or not found.attention:
+            return found
+        whole_heads = dict(found.attention)
+    return _analyse_grouped(view, allow_approximate, grouped, whole_heads, heads)
+
+
+def _analyse_grouped(view: GraphView, allow_approximate: frozenset[str], grouped: str,
+                     whole_heads: dict[str, int], heads: str) -> Analysis:
     index_convs: frozenset[str] = frozenset()
     while True:
-        state = _analyse_once(view, allow_approximate, grouped, index_convs)
+        state = _analyse_once(view, allow_approximate, grouped, index_convs, whole_heads, heads)
         collapsed = {name for name, ids in state.whole_convs.items()
                      if len(set(map_roots(state.roots, ids).tolist()) - {UNTRACKED}) < 2}
         if grouped != "auto" or not collapsed:
@@ -246,28 +63,41 @@ def analyse(view: GraphView, *, allow_approximate: frozenset[str] = frozenset(),
 
 
 def _analyse_once(view: GraphView, allow_approximate: frozenset[str], grouped: str,
-                  index_convs: frozenset[str]) -> Analysis:
-    from onnxprune.graph.rules import registry
-
+                  index_convs: frozenset[str], whole_heads: dict[str, int], heads: str) -> Analysis:
     state = Analysis(view, UnionFind(), {}, [], [], [], {}, {}, allow_approximate=allow_approximate, grouped=grouped,
-                     index_convs=index_convs)
+                     index_convs=index_convs, heads=heads, whole_heads=dict(whole_heads))
+    # A LayerNorm written out op by op (kept below opset 17) is read as one norm, at its last node.
+    chains = {c.nodes[-1]: c for c in find_layernorm_chains(view, lambda t: len(view.shape(t) or ()) or None)}
+    inside = {name for c in chains.values() for name in c.nodes[:-1]}
     for node in view.graph.node:
         ctx = RuleContext(state, node)
+        if node.name in inside:
+            continue
+        if node.name in chains:
+            norm.layernorm_chain(ctx, chains[node.name])
+            continue
         tracked_in = any(state.layouts.get(x) for x in node.input if x)
-        if node.domain not in ("", "ai.onnx"):
-            ctx.block_inputs(f"custom op of domain '{node.domain}' has no channel rule")
+        read = [state.dim_values[x] for x in node.input if x in state.dim_values]
+        rule = registry.lookup(node.op_type, view.opset_of(node.domain), node.domain)
+        custom = rule is None and node.domain not in ("", "ai.onnx")
+        if custom or has_subgraph(node):
+            why = (f"custom op of domain '{node.domain}' has no channel rule" if custom
+                   else "control flow with subgraphs is kept intact")
+            ctx.block_inputs(why)
+            for entries in read:
+                ctx.escape(entries, f"reaches {node.op_type} '{node.name}' ({why})")
             continue
-        if has_subgraph(node):
-            ctx.block_inputs("control flow with subgraphs is kept intact")
-            continue
-        rule = registry.lookup(node.op_type, view.opset)
+        runs = rule is not None and (tracked_in or rule.source)
+        if read:
+            shape_ops.carry_dims(ctx, rule_runs=runs)
         if rule is None:
             if tracked_in:
                 ctx.block_inputs(f"no channel rule for {node.op_type} (opset {view.opset})")
             continue
-        if not tracked_in and not rule.source:
-            continue
-        rule.fn(ctx)
+        if runs:
+            rule.fn(ctx)
+    for fn in state.deferred:
+        fn()
     _block_boundaries(state)
     state.roots = root_table(state.uf)
     return state
@@ -281,6 +111,11 @@ def _block_boundaries(state: Analysis) -> None:
     for name in view.captured:
         for t in state.layouts.get(name, []):
             _block_ids(state, t.ids, f"read inside a subgraph ('{name}')")
+    for name in view.graph_outputs | view.captured:
+        for e in state.dim_values.get(name, []):
+            for t, p in e.axes() if e is not None else []:
+                if not fixed_axis(state.uf, t, p):
+                    _block_ids(state, t.ids, f"its channel count is read at run time and reaches '{name}'")
 
 
 def _block_ids(state: Analysis, ids: np.ndarray, reason: str) -> None:

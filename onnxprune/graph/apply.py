@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxprune.graph.tracks import map_roots
+from onnxprune.graph.tracks import map_roots, planes
 
 
 class ApplyContext:
@@ -34,8 +34,10 @@ class ApplyContext:
         An index survives if any position on its line does: the coupled (outer) axes never lose
         a line, and on the pruned axis a whole line goes at once.
         """
-        k = self.keep(ids)
-        return np.asarray(np.moveaxis(k, axis, 0).reshape(k.shape[axis], -1).any(axis=1), dtype=bool)
+        return np.asarray(planes(self.keep(ids), axis).any(axis=1), dtype=bool)
+
+    def is_const(self, name: str) -> bool:
+        return name in self._inits
 
     def const(self, name: str) -> np.ndarray:
         return numpy_helper.to_array(self._inits[name])
@@ -59,6 +61,12 @@ class ApplyContext:
         while len(node.input) <= index:
             node.input.append("")
         node.input[index] = name
+
+    def insert_before(self, node: onnx.NodeProto, new: onnx.NodeProto) -> None:
+        """Add `new` right before `node` (the node list stays topologically sorted)."""
+        nodes = self.model.graph.node
+        at = next(i for i, n in enumerate(nodes) if n.name == node.name)
+        nodes.insert(at, new)
 
     def set_attr(self, node: onnx.NodeProto, name: str, value: object) -> None:
         for i, a in enumerate(node.attribute):

@@ -9,12 +9,15 @@ import numpy as np
 import onnx
 
 from onnxprune.errors import NothingToPruneError
-from onnxprune.graph.analysis import DEFAULT_GROUPED, Analysis, analyse
+from onnxprune.graph.analysis import analyse
+from onnxprune.graph.context import DEFAULT_GROUPED, DEFAULT_HEADS, Analysis
 from onnxprune.graph.groups import Group, build_groups
 from onnxprune.graph.shapes import probe_tensors
+from onnxprune.graph.tracks import map_roots
 from onnxprune.graph.view import GraphView
 from onnxprune.io.input_values import infer_rules
 from onnxprune.io.inputs import describe_feeds
+from onnxprune.io.types import Shapes
 
 
 @dataclass
@@ -24,6 +27,8 @@ class DependencyGraph:
     groups: list[Group]
     # The user's samples the shape probe ran on (empty: random inputs, `inputs.random_inputs`).
     feeds: Sequence[Mapping[str, np.ndarray]] = ()
+    # What normalisation did to the model (passes.normalize), e.g. "fuse-layernorm: 4 LayerNorm chains fused ...".
+    normalised: Sequence[str] = ()
 
     @property
     def prunable(self) -> list[Group]:
@@ -49,13 +54,37 @@ class DependencyGraph:
         return removed_roots - approx
 
 
-def dependency_graph(model: onnx.ModelProto, *, shapes: Mapping[str, tuple[int, ...]] | None = None,
+def dependency_graph(model: onnx.ModelProto, *, shapes: Shapes | None = None,
                      allow_approximate: frozenset[str] = frozenset(),
-                     grouped: str = DEFAULT_GROUPED,
-                     feeds: Sequence[Mapping[str, np.ndarray]] = ()) -> DependencyGraph:
-    """Analyse a *normalised* model (see passes.normalize.Normalize); `grouped`: graph.analysis.GROUPED_MODES.
-    The shapes come from one run on the first of `feeds` (the user's samples), else on random inputs."""
+                     grouped: str = DEFAULT_GROUPED, heads: str = DEFAULT_HEADS,
+                     feeds: Sequence[Mapping[str, np.ndarray]] = (),
+                     normalised: Sequence[str] = ()) -> DependencyGraph:
+    """Analyse a *normalised* model (see passes.normalize.Normalize); `grouped`: graph.analysis.GROUPED_MODES,
+    `heads`: graph.analysis.HEADS_MODES ("auto": whole heads where their group is prunable and holds two
+    heads or more, head_dim elsewhere). The shapes come from one run on the first of `feeds` (the user's
+    samples), else on random inputs; `normalised`: what normalisation did (inspect shows it)."""
     found_shapes, dtypes = probe_tensors(model, shapes=shapes, feed=feeds[0] if feeds else None)
     view = GraphView(model, shapes=found_shapes, dtypes=dtypes)
-    analysis = analyse(view, allow_approximate=allow_approximate, grouped=grouped)
-    return DependencyGraph(model, analysis, build_groups(analysis), feeds)
+    analysis = analyse(view, allow_approximate=allow_approximate, grouped=grouped, heads=heads)
+    groups = build_groups(analysis)
+    while heads == "auto":
+        fallback = _heads_without_choice(analysis, groups)
+        if not fallback:
+            break
+        whole = {k: v for k, v in analysis.whole_heads.items() if k not in fallback}
+        analysis = analyse(view, allow_approximate=allow_approximate, grouped=grouped, heads=heads, whole_heads=whole)
+        groups = build_groups(analysis)
+    return DependencyGraph(model, analysis, groups, feeds, list(dict.fromkeys(normalised)))
+
+
+def _heads_without_choice(analysis: Analysis, groups: list[Group]) -> set[str]:
+    """Whole-head splits whose group is blocked or holds a single head (nothing to choose from):
+    "auto" analyses them again with head_dim units."""
+    group_of = {int(r): g for g in groups for r in g.slots.tolist()}
+    out: set[str] = set()
+    for name in analysis.whole_heads:
+        roots = map_roots(analysis.roots, analysis.splits.get(name, np.zeros(0, dtype=np.int64)))
+        hit = {group_of[int(r)].id: group_of[int(r)] for r in roots.reshape(-1).tolist() if int(r) in group_of}
+        if not hit or any(g.blocked or g.size < 2 for g in hit.values()):
+            out.add(name)
+    return out

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from onnxprune.graph.analysis import Analysis, ConstMember
+from onnxprune.graph.context import Analysis, ConstMember
 from onnxprune.graph.tracks import UnionFind, map_roots
 
 
@@ -26,6 +26,12 @@ class Group:
     # A slot's channels are spread one per part of the tensor (the same index in every conv group or
     # attention head) rather than side by side (a whole conv group): each part keeps `size` slots.
     strided: bool = False
+    # The unit a slot is (UNIT_KINDS): a channel, a whole attention head (with GQA: a KV head and the
+    # query heads sharing it), or one head_dim index of every head (a rotate-half pair with RoPE).
+    kind: str = "channel"
+    # Head slots of grouped-query attention: a KV head with the query heads sharing it (the sources
+    # hold different numbers of channels per slot).
+    shared_kv: bool = False
 
     @property
     def size(self) -> int:
@@ -66,6 +72,8 @@ class Group:
             "approximate": self.approximate,
             "channels_per_slot": self.width,
             "strided_slots": self.strided,
+            "kind": self.kind,
+            "shared_kv": self.shared_kv,
             "members": sorted({f"{m.name}[{','.join(map(str, m.track.axes))}]" for m in self.members}),
         }
 
@@ -87,8 +95,21 @@ def _strided(roots: np.ndarray, ids: np.ndarray) -> bool:
     return bool(np.any((spans != counts) & (keys[starts] >= 0)))
 
 
+UNIT_KINDS = ("channel", "head", "head_dim")
+
+
+def _unit_roots(analysis: Analysis) -> dict[str, set[int]]:
+    """The slots that are attention heads, and those that are head_dim indices (analysis.attention)."""
+    out: dict[str, set[int]] = {"head": set(), "head_dim": set()}
+    for name in analysis.attention:
+        kind = "head" if name in analysis.whole_heads else "head_dim"
+        out[kind] |= set(map_roots(analysis.roots, analysis.splits[name]).reshape(-1).tolist()) - {-1}
+    return out
+
+
 def build_groups(analysis: Analysis) -> list[Group]:
     roots = analysis.roots
+    units = _unit_roots(analysis)
     src_uf = UnionFind()
     src_uf.allocate(len(analysis.sources))
     owner: dict[int, int] = {}
@@ -115,9 +136,12 @@ def build_groups(analysis: Analysis) -> list[Group]:
                     reasons.append(reason)
         slot_set = set(slots.tolist())
         approx = sorted({a for r in slot_set for a in approximate.get(int(r), [])})
-        width = max(_slot_width(roots, analysis.sources[s].ids) for s in members)
+        widths = [_slot_width(roots, analysis.sources[s].ids) for s in members]
+        width = max(widths)
         strided = width > 1 and any(_strided(roots, analysis.sources[s].ids) for s in members)
+        kind = next((k for k in ("head", "head_dim") if units[k] & slot_set), "channel")
         g = Group(gi, [analysis.sources[s].node for s in members], slots, reasons[:8],
-                  [m for m, rs in member_roots if rs & slot_set], approx[:8], width, strided)
+                  [m for m, rs in member_roots if rs & slot_set], approx[:8], width, strided, kind,
+                  kind == "head" and len(set(widths)) > 1)
         groups.append(g)
     return groups

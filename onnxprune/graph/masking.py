@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxprune.graph.analysis import ConsumeEdge
+from onnxprune.graph.context import ConsumeEdge
 from onnxprune.graph.dependency import DependencyGraph
 
 

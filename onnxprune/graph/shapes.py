@@ -15,9 +15,10 @@ import onnx
 
 from onnxprune.io.inputs import feed_shapes, random_inputs
 from onnxprune.io.runtime import run, session
+from onnxprune.io.types import Shapes
 
 
-def probe_tensors(model: onnx.ModelProto, *, shapes: Mapping[str, tuple[int, ...]] | None = None,
+def probe_tensors(model: onnx.ModelProto, *, shapes: Shapes | None = None,
                   seed: int = 0, feed: Mapping[str, np.ndarray] | None = None,
                   ) -> tuple[dict[str, tuple[int, ...]], dict[str, np.dtype]]:
     """Shape and dtype of every tensor of the main graph (outputs exposed untyped: ORT fills them in)."""

@@ -43,6 +43,11 @@ class Track:
         return bool((self.ids >= 0).any())
 
 
+def planes(ids: np.ndarray, pos: int) -> np.ndarray:
+    """The id grid cut into hyperplanes along position `pos`: row i holds every id at index i there."""
+    return np.moveaxis(ids, pos, 0).reshape(ids.shape[pos], -1)
+
+
 def track_at(layout: list[Track], axis: int) -> Track | None:
     for t in layout:
         if axis in t.axes:

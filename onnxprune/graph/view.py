@@ -66,6 +66,12 @@ class GraphView:
                 return int(o.version)
         return 1
 
+    def opset_of(self, domain: str) -> int:
+        """The model's opset version of `domain` ("" or "ai.onnx": the default domain; 0 if not imported)."""
+        if domain in ("", "ai.onnx"):
+            return self.opset
+        return next((int(o.version) for o in self.model.opset_import if o.domain == domain), 0)
+
     @cached_property
     def initializers(self) -> dict[str, onnx.TensorProto]:
         return {t.name: t for t in self.graph.initializer}

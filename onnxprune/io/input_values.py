@@ -5,11 +5,12 @@ attention mask of 3 turns `(1 - mask) * finfo.min` into inf, then NaN. So each i
 followed through ops that only move or cast its values (Cast, Unsqueeze, Reshape, Expand, Slice,
 Concat...) to the ops that read them:
 
-- the indices of a Gather: an index, random in [0, rows) of the smallest table it indexes
-  (token ids, token types, position ids alike);
+- the indices of a Gather, or the ids ONNX Runtime's contrib ops look up (EmbedLayerNormalization's
+  word, segment and position tables, the rotary caches' positions): an index, random in [0, rows) of
+  the smallest table it indexes (token ids, token types, position ids alike);
 - `1 - x`, the condition of a Where, Not, a Cast to bool, a product after a Cast to float, a
-  ReduceSum (the count of real tokens, as GenAI exports derive `seqlens_k`): a mask, all ones
-  (nothing masked);
+  ReduceSum (the count of real tokens, as GenAI exports derive `seqlens_k`), the mask input of an
+  ONNX Runtime attention or embedding op: a mask, all ones (nothing masked);
 - ONNX Runtime GenAI's `seqlens_k` (the total sequence length - 1 per batch row) and
   `total_sequence_length`, by name: consistent with the sequence length of the other inputs.
 
@@ -27,6 +28,7 @@ import numpy as np
 import onnx
 
 from onnxprune.graph.view import GraphView, node_attr
+from onnxprune.io.types import Shapes
 
 NORMAL, BOOL, INDEX, MASK, SEQLENS_K, TOTAL_LENGTH, SMALL = (
     "normal", "bool", "index", "mask", "seqlens_k", "total_sequence_length", "small")
@@ -37,6 +39,13 @@ MOVES = {"Cast", "CastLike", "Unsqueeze", "Squeeze", "Reshape", "Expand", "Flatt
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
                onnx.TensorProto.BFLOAT16}
 GATHERS = {"Gather", "GatherElements", "GatherND"}  # input 1: the indices
+# ONNX Runtime contrib ops (com.microsoft) that look an input up in a table: (op, input) -> the table input.
+# Position ids pick rows of the rotary cos/sin caches.
+TABLE_LOOKUPS = {("EmbedLayerNormalization", 0): 2, ("EmbedLayerNormalization", 1): 4,
+                 ("EmbedLayerNormalization", 8): 3, ("RotaryEmbedding", 1): 2, ("GroupQueryAttention", 9): 7}
+# ... and the contrib inputs that are attention masks (1 = attend).
+MASK_INPUTS = {("EmbedLayerNormalization", 7), ("Attention", 3), ("MultiHeadAttention", 4), ("QAttention", 5)}
+CONTRIB_DOMAIN = "com.microsoft"
 PAST_PREFIXES = ("past_key_values", "past_key", "past_value", "past.")
 
 
@@ -102,9 +111,13 @@ def _integer_rule(view: GraphView, name: str) -> InputRule:
         tensor, floated = stack.pop()
         for node, idx in view.consumers.get(tensor, []):
             op = node.op_type
-            if op in GATHERS and idx == 1:  # GatherND's index tuples span several axes: zeros, always valid
-                rows.append(_table_rows(view, node) if op != "GatherND" else None)
-            elif _masks(view, node, idx, floated):
+            contrib = node.domain == CONTRIB_DOMAIN
+            if op in GATHERS and idx == 1 and not contrib:  # GatherND's index tuples span several axes: zeros
+                rows.append(_table_rows(view, node.input[0], _axis(node)) if op != "GatherND" else None)
+            elif contrib and (op, idx) in TABLE_LOOKUPS:
+                table = TABLE_LOOKUPS[(op, idx)]
+                rows.append(_table_rows(view, node.input[table], 0) if table < len(node.input) else None)
+            elif (contrib and (op, idx) in MASK_INPUTS) or _masks(view, node, idx, floated):
                 mask = True
             elif op in MOVES and (idx == 0 or op == "Concat") and node.output and node.output[0] not in seen:
                 cast_to = node_attr(node, "to")
@@ -145,11 +158,13 @@ def _constant(view: GraphView, name: str) -> np.ndarray | None:
     return None
 
 
-def _table_rows(view: GraphView, gather: onnx.NodeProto) -> int | None:
-    """The size of the indexed axis of a Gather's data, where the graph states it."""
-    data = gather.input[0]
+def _axis(gather: onnx.NodeProto) -> int:
     attr = node_attr(gather, "axis", 0)
-    axis = attr if isinstance(attr, int) else 0
+    return attr if isinstance(attr, int) else 0
+
+
+def _table_rows(view: GraphView, data: str, axis: int) -> int | None:
+    """The size of axis `axis` of the table `data` an index input looks up, where the graph states it."""
     dims: list[int] | None = None
     if data in view.initializers:
         dims = list(view.initializers[data].dims)
@@ -165,7 +180,7 @@ def _table_rows(view: GraphView, gather: onnx.NodeProto) -> int | None:
     return int(dims[axis])
 
 
-def past_length(shapes: Mapping[str, tuple[int, ...]]) -> int:
+def past_length(shapes: Shapes) -> int:
     """The past sequence length of a decoder with a KV cache: axis 2 of `past_key_values.*` inputs."""
     for name, shape in shapes.items():
         if name.startswith(PAST_PREFIXES) and len(shape) == 4:
@@ -173,7 +188,7 @@ def past_length(shapes: Mapping[str, tuple[int, ...]]) -> int:
     return 0
 
 
-def sequence_length(shapes: Mapping[str, tuple[int, ...]], rules: Mapping[str, InputRule]) -> int:
+def sequence_length(shapes: Shapes, rules: Mapping[str, InputRule]) -> int:
     """The new tokens' count: axis 1 of `input_ids`, else of the first 2-D index input (1 when none)."""
     candidates = [n for n in shapes if n.endswith("input_ids")] + [
         n for n, r in rules.items() if r.kind == INDEX and len(shapes.get(n, ())) == 2]

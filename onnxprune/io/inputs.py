@@ -8,7 +8,7 @@ graph (`onnxprune.io.input_values`: token ids below the vocabulary, masks of one
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,10 +16,12 @@ import onnx
 from onnx import helper
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.io.input_values import describe_rules, infer_rules, past_length, sequence_length
+from onnxprune.io.input_values import PAST_PREFIXES, describe_rules, infer_rules, past_length, sequence_length
+from onnxprune.io.types import Feed, Shapes
 
 DEFAULT_BATCH = 1
 DEFAULT_DYNAMIC_DIM = 64
+PAST_SEQUENCE = "past_sequence_length"
 MAX_INPUT_ELEMENTS = 2**31 - 1  # ONNX Runtime indexes many kernels with 32-bit ints; 8 GiB of float32
 
 
@@ -29,7 +31,7 @@ class InputSpec:
     dtype: np.dtype
     dims: tuple[int | str | None, ...]  # int for static, str/None for dynamic
 
-    def concrete(self, *, shapes: Mapping[str, tuple[int, ...]] | None = None,
+    def concrete(self, *, shapes: Shapes | None = None,
                  batch: int = DEFAULT_BATCH, dynamic_dim: int = DEFAULT_DYNAMIC_DIM) -> tuple[int, ...]:
         if shapes and self.name in shapes:
             shape = tuple(shapes[self.name])
@@ -61,11 +63,13 @@ def graph_inputs(model: onnx.ModelProto) -> list[InputSpec]:
     return specs
 
 
-def concrete_shapes(specs: list[InputSpec], *, shapes: Mapping[str, tuple[int, ...]] | None = None,
+def concrete_shapes(specs: list[InputSpec], *, shapes: Shapes | None = None,
                     batch: int = DEFAULT_BATCH, dynamic_dim: int = DEFAULT_DYNAMIC_DIM) -> dict[str, tuple[int, ...]]:
     """The shape of every input. A dynamic dim takes the value its name (dim_param) has in `shapes`
-    (`--shapes input_ids:1x16` also sizes `attention_mask`'s `sequence`), GenAI's `total_sequence_length`
-    is `past_sequence_length + sequence_length`; else batch on axis 0, `dynamic_dim` elsewhere."""
+    (`--shapes input_ids:1x16` also sizes `attention_mask`'s `sequence`). A KV cache is empty unless
+    given: `past_sequence_length` (and axis 2 of a `past_key_values.*` input) is 0, a prefill, so that
+    GenAI's `total_sequence_length` (`past_sequence_length + sequence_length`) is the sequence length
+    and fits the rotary caches. Else batch on axis 0, `dynamic_dim` elsewhere."""
     given = {s.name: s.concrete(shapes=shapes) for s in specs if shapes and s.name in shapes}
     bound: dict[str, int] = {}
     for spec in specs:
@@ -74,14 +78,20 @@ def concrete_shapes(specs: list[InputSpec], *, shapes: Mapping[str, tuple[int, .
                 bound.setdefault(d, v)
     params = {d for s in specs for d in s.dims if isinstance(d, str)}
     if "total_sequence_length" not in bound and {"past_sequence_length", "sequence_length"} <= params:
-        bound["total_sequence_length"] = (bound.get("past_sequence_length", dynamic_dim)
+        bound["total_sequence_length"] = (bound.get("past_sequence_length", 0)
                                           + bound.get("sequence_length", dynamic_dim))
     out = dict(given)
     for spec in specs:
         if spec.name not in out:
             out[spec.name] = tuple(d if isinstance(d, int) else bound[d] if d in bound
+                                   else 0 if _past_length_dim(spec, i, d)
                                    else (batch if i == 0 else dynamic_dim) for i, d in enumerate(spec.dims))
     return out
+
+
+def _past_length_dim(spec: InputSpec, axis: int, dim: str | None) -> bool:
+    """The past-sequence axis of a KV cache input (empty by default)."""
+    return dim == PAST_SEQUENCE or (axis == 2 and len(spec.dims) == 4 and spec.name.startswith(PAST_PREFIXES))
 def parse_dims(text: str, item: str) -> tuple[int, ...]:
     """`1x3x224x224` (or `1,3,224,224`) of the --shapes item `item`: positive dims, a sane total."""
     try:
@@ -111,13 +121,13 @@ def parse_shapes(items: tuple[str, ...] | list[str]) -> dict[str, tuple[int, ...
     return out
 
 
-def feed_rows(feed: Mapping[str, np.ndarray]) -> int:
+def feed_rows(feed: Feed) -> int:
     """The samples a feed holds: dim 0 of its first input (1 for a scalar)."""
     first = next(iter(feed.values()), None)
     return int(first.shape[0]) if first is not None and first.ndim else 1
 
 
-def feed_shapes(feed: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+def feed_shapes(feed: Feed) -> dict[str, tuple[int, ...]]:
     return {k: tuple(int(d) for d in np.shape(v)) for k, v in feed.items()}
 
 
@@ -125,7 +135,7 @@ def _plural(n: int, what: str) -> str:
     return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
-def describe_feeds(model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarray]] = (), *, random: int = 0) -> str:
+def describe_feeds(model: onnx.ModelProto, feeds: Sequence[Feed] = (), *, random: int = 0) -> str:
     """What a run used: "4 calibration samples", "2 random inputs (input_ids: index below 300; attention_mask:
     ones)" (the rules of the inputs that are not N(0, 1)), or both joined by "and"."""
     parts = [_plural(sum(feed_rows(f) for f in feeds), "calibration sample")] if feeds else []
@@ -133,7 +143,7 @@ def describe_feeds(model: onnx.ModelProto, feeds: Sequence[Mapping[str, np.ndarr
         rules = describe_rules(infer_rules(model))
         parts.append(_plural(random, "random input") + (f" ({rules})" if rules else ""))
     return " and ".join(parts)
-def check_shapes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]] | None) -> None:
+def check_shapes(model: onnx.ModelProto, shapes: Shapes | None) -> None:
     """Where --shapes meets the model: every name must be an input (a typo is not a no-op), and each
     shape must fit that input's rank and static dims."""
     specs = {s.name: s for s in graph_inputs(model)}
@@ -144,7 +154,7 @@ def check_shapes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]] |
         specs[name].concrete(shapes={name: shape})
 
 
-def random_inputs(model: onnx.ModelProto, *, shapes: Mapping[str, tuple[int, ...]] | None = None,
+def random_inputs(model: onnx.ModelProto, *, shapes: Shapes | None = None,
                   batch: int = DEFAULT_BATCH, seed: int = 0) -> dict[str, np.ndarray]:
     """One random feed per input, each input's values by its rule (`input_values.infer_rules`)."""
     rng = np.random.default_rng(seed)

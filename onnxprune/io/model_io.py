@@ -28,7 +28,7 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.io.model_check import all_tensors, model_problem
+from onnxprune.io.model_check import all_nodes, all_tensors, model_problem
 
 # Protobuf cannot serialise a message of 2 GiB or more; stay well below it.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -261,6 +261,104 @@ def write_json(path: str | os.PathLike[str], doc: Any) -> None:
     write_atomic(path, json.dumps(doc, indent=1) + "\n")
 
 
+# -- checking models ------------------------------------------------------------------------------
+
+ONNX_DOMAINS = ("", "ai.onnx.ml", "ai.onnx.training", "ai.onnx.preview.training")
+UNCHECKED_DOMAIN = "onnxprune.unchecked"  # where the checker's copy puts the ops it cannot check
+CHECKER = "the ONNX checker"
+
+
+class CheckFailed(Exception):
+    """A model fails the check that fits it (the message is one line)."""
+
+
+def _domain(domain: str) -> str:
+    return "" if domain == "ai.onnx" else domain
+
+
+def unchecked_ops(model: onnx.ModelProto) -> list[str]:
+    """The ops the ONNX checker cannot check, as `domain::op`: ops of another domain (it skips them, e.g.
+    ONNX Runtime's com.microsoft contrib ops) and ops ONNX does not define at the model's opset (it
+    rejects them, e.g. ONNX Runtime's SimplifiedLayerNormalization in the default domain)."""
+    versions = {_domain(o.domain): int(o.version) for o in model.opset_import}
+    functions = {(f.domain, f.name) for f in model.functions}
+    found = set()
+    for node in all_nodes(model.graph):
+        domain = _domain(node.domain)
+        if (node.domain, node.op_type) in functions:
+            continue
+        if domain in ONNX_DOMAINS and onnx.defs.has(node.op_type, versions.get(domain, 1), domain):
+            continue
+        found.add(f"{domain or 'ai.onnx'}::{node.op_type}")
+    return sorted(found)
+
+
+def check_kind(model: onnx.ModelProto) -> str:
+    """Which check `check_model` runs on this model, for the user."""
+    ops = unchecked_ops(model)
+    if not ops:
+        return CHECKER
+    shown = ", ".join(ops[:4]) + (f" and {len(ops) - 4} more" if len(ops) > 4 else "")
+    return f"{CHECKER} on the standard ops, and loading in ONNX Runtime (the checker cannot check {shown})"
+
+
+def check_note(model: onnx.ModelProto) -> str | None:
+    """`check_kind` where it is more than the ONNX checker alone (a command says so after writing), else None."""
+    kind = check_kind(model)
+    return None if kind == CHECKER else kind
+
+
+def _checkable(m: onnx.ModelProto, ops: list[str]) -> onnx.ModelProto:
+    """`m`, modified: the ops the checker cannot check sit in a placeholder domain, which it skips."""
+    unchecked = set(ops)
+    for node in all_nodes(m.graph):
+        if f"{_domain(node.domain) or 'ai.onnx'}::{node.op_type}" in unchecked:
+            node.domain = UNCHECKED_DOMAIN
+    m.opset_import.append(onnx.helper.make_opsetid(UNCHECKED_DOMAIN, 1))
+    return m
+
+
+def check_model(model: onnx.ModelProto, *, path: Path | None = None) -> str:
+    """Check a model the way its runtime needs: the ONNX checker, and where the model holds ops the
+    checker cannot check (`unchecked_ops`), the checker on everything else plus loading the model in
+    ONNX Runtime, which defines those ops. `path`: the written file (read from there: large models keep
+    their tensors beside it). Returns `check_kind`; raises CheckFailed with the first line of the problem."""
+    ops = unchecked_ops(model)
+    try:
+        if not ops:
+            onnx.checker.check_model(str(path) if path is not None else model)
+            return CHECKER
+        if path is not None:
+            standard = path.with_name(path.name + ".checked.onnx")  # beside it: external data resolves
+            standard.write_bytes(_checkable(onnx.load(str(path), load_external_data=False), ops).SerializeToString())
+            try:
+                onnx.checker.check_model(str(standard))
+            finally:
+                standard.unlink(missing_ok=True)
+        else:
+            copy = onnx.ModelProto()
+            copy.CopyFrom(model)
+            onnx.checker.check_model(_checkable(copy, ops))
+    except onnx.checker.ValidationError as exc:
+        raise CheckFailed(f"it fails the ONNX checker: {str(exc).strip().splitlines()[0]}") from None
+    _load_in_runtime(model if path is None else path)
+    return check_kind(model)
+
+
+def _load_in_runtime(model: onnx.ModelProto | Path) -> None:
+    import onnxruntime as ort  # only models with ops the ONNX checker cannot check need it
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 4
+    data = str(model) if isinstance(model, Path) else model.SerializeToString()
+    try:
+        ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises several unrelated types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckFailed(f"ONNX Runtime cannot load it: {first}") from None
+
+
 # -- saving models --------------------------------------------------------------------------------
 
 def _copy_fields(src: Any, dst: Any, *, skip: str) -> None:
@@ -313,7 +411,8 @@ def _write_external(model: onnx.ModelProto, onnx_path: Path, stem: str) -> str:
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, check: bool = True) -> Path:
-    """Write atomically: a temp folder beside the destination, the ONNX checker, then rename.
+    """Write atomically: a temp folder beside the destination, `check_model` (the ONNX checker, and
+    loading in ONNX Runtime for models with ops the checker cannot check), then rename.
 
     Models above ~1.8 GB keep their tensors in `<name>.<digest>.data` beside the file. The data file
     is moved in first under its new name, then the .onnx replaces the old one, then the data file the
@@ -336,10 +435,9 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, check: b
             tmp.write_bytes(model.SerializeToString())
         if check:
             try:
-                onnx.checker.check_model(str(tmp))
-            except onnx.checker.ValidationError as exc:
-                raise OnnxPruneError(f"refusing to write {dst}: result fails the ONNX checker: "
-                                     f"{str(exc).splitlines()[0]}") from None
+                check_model(model, path=tmp)
+            except CheckFailed as exc:
+                raise OnnxPruneError(f"refusing to write {dst}: {str(exc).replace(str(tmp), str(dst))}") from None
         if data_name is not None:
             os.replace(tmpdir / data_name, parent / data_name)
         os.replace(tmp, dst)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import onnx
@@ -12,6 +12,7 @@ import onnxruntime as ort
 
 from onnxprune.errors import OnnxPruneError
 from onnxprune.io.model_io import is_large
+from onnxprune.io.types import Feed
 
 InferenceSession = ort.InferenceSession
 
@@ -46,7 +47,7 @@ def _large_session(model: onnx.ModelProto, opts: ort.SessionOptions) -> ort.Infe
             raise OnnxPruneError(f"ONNX Runtime cannot load the model: {first}") from None
 
 
-def run(model: onnx.ModelProto | ort.InferenceSession, feed: Mapping[str, np.ndarray],
+def run(model: onnx.ModelProto | ort.InferenceSession, feed: Feed,
         outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     sess = model if isinstance(model, ort.InferenceSession) else session(model)
     names = list(outputs) if outputs is not None else [o.name for o in sess.get_outputs()]
@@ -58,7 +59,7 @@ def run(model: onnx.ModelProto | ort.InferenceSession, feed: Mapping[str, np.nda
     return dict(zip(names, vals, strict=True))
 
 
-def _sizes_hint(sess: ort.InferenceSession, feed: Mapping[str, np.ndarray]) -> str:
+def _sizes_hint(sess: ort.InferenceSession, feed: Feed) -> str:
     """Dynamic dims run at default sizes unless --shapes says otherwise; some models need more (an
     STFT's reflect pad longer than the default length): name the sizes that ran and the flag."""
     ran = [f"{i.name} {'x'.join(map(str, np.shape(feed[i.name])))}" for i in sess.get_inputs()

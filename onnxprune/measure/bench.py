@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,14 +36,28 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.io import runtime
 from onnxprune.io.inputs import feed_shapes, graph_inputs, random_inputs
 from onnxprune.io.model_io import EXTERNAL_DATA_THRESHOLD, load_model
+from onnxprune.io.types import Feed, Shapes
 from onnxprune.measure.model_stats import serialized_size
 
 ModelLike = onnx.ModelProto | str | os.PathLike[str]
-Shapes = Mapping[str, tuple[int, ...]]
-Feed = Mapping[str, np.ndarray]
 
 DEFAULT_WARMUP = 10
 DEFAULT_REPEAT = 50
+
+
+@dataclass(frozen=True)
+class LatencyOptions:
+    """How latency is measured (see onnxprune.measure.bench.latency)."""
+
+    batch: int = 1
+    threads: int = 0
+    warmup: int = 5
+    repeat: int = 30
+    max_steps: int = 8
+    # The user's samples to time (`batch` rows; CalibrationSource.timing_feed); None: random inputs.
+    feed: Feed | None = field(default=None, compare=False, repr=False)
+
+
 MEMORY_RUNS = 3
 MEMORY_METHOD = (f"fresh subprocess per model; peak RSS while creating the session and running it {MEMORY_RUNS} "
                  "times, minus RSS before (after importing ONNX Runtime and loading the inputs)")
@@ -79,7 +93,7 @@ class BenchResult:
     batch: int
     threads: int                        # 0 = ONNX Runtime default
     warmup: int
-    input_shapes: Mapping[str, tuple[int, ...]]
+    input_shapes: Shapes
     latency: Latency
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,7 +115,7 @@ class ABResult:
     speedup: float                      # median over pairs of t_A / t_B
     speedup_p10: float
     speedup_p90: float
-    input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # of model A
+    input_shapes: Shapes = field(default_factory=dict)  # of model A
 
     def to_dict(self) -> dict[str, Any]:
         return {"batch": self.batch, "threads": self.threads, "warmup": self.warmup, "repeat": self.repeat,
@@ -170,7 +184,7 @@ def _check_counts(warmup: int, repeat: int, threads: int) -> None:
         raise OnnxPruneError(f"--threads must be >= 0 (got {threads})")
 
 
-def _timed(sess: Any, feed: Mapping[str, np.ndarray]) -> float:
+def _timed(sess: Any, feed: Feed) -> float:
     t0 = time.perf_counter()
     sess.run(None, feed)
     return time.perf_counter() - t0

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from onnxprune.measure.model_stats import ModelStats
 
@@ -116,50 +117,66 @@ def compare_table(before: ModelStats, after: ModelStats, *,
     return table
 
 
-def stats_table(stats: ModelStats, *, title: str | None = None, top_ops: int = 12) -> Table:
-    """One model: totals, then the most frequent op types with their MACs."""
-    table = Table(title=title)
-    table.add_column("item")
-    table.add_column("value", justify="right")
-    table.add_column("MACs", justify="right")
-    shapes = ", ".join(f"{k}:{'x'.join(map(str, v))}" for k, v in stats.input_shapes.items())
-    table.add_row("params", human_count(stats.params), "")
-    table.add_row("MACs", human_count(stats.macs), "")
-    table.add_row("size", human_bytes(stats.size_bytes), "")
-    table.add_row("nodes", str(stats.num_nodes), "")
-    if shapes:
-        table.add_row("input shapes", shapes, "")
-    if stats.unresolved:
-        table.add_row("MACs unknown for", f"{len(stats.unresolved)} nodes", "")
-    ranked = sorted(stats.op_counts.items(), key=lambda kv: (-stats.macs_by_op.get(kv[0], 0), -kv[1], kv[0]))
-    for op, n in ranked[:top_ops]:
-        m = stats.macs_by_op.get(op, 0)
-        table.add_row(f"op:{op}", str(n), human_count(m) if m else "")
-    if len(ranked) > top_ops:
-        table.add_row(f"... {len(ranked) - top_ops} more op types", "", "")
-    return table
-
-
 def print_compare(before: ModelStats, after: ModelStats, *,
                   latency_ms: tuple[float, float] | None = None,
                   console: Console | None = None, title: str | None = "before / after") -> None:
     (console or Console()).print(compare_table(before, after, latency_ms=latency_ms, title=title))
 
 
-def sensitivity_table(result: SensitivityResult, *, error: str = "channel_error", title: str | None = None) -> Table:
-    """One row per group: `error` at each ratio (and accuracy when measured), worst groups first."""
-    table = Table(title=title or f"sensitivity ({error}{', accuracy' if result.dense_accuracy is not None else ''})")
-    table.add_column("group", justify="right")
-    table.add_column("first source")
-    table.add_column("channels", justify="right")
-    for r in result.ratios:
-        table.add_column(f"{r:g}", justify="right")
-    for c in sorted(result.curves, key=lambda c: -max((getattr(p, error) for p in c.points), default=0.0)):
+def middle(text: str, width: int) -> str:
+    """`text` cut to `width` characters in its middle, which paths can best spare: "/layer2/…/Conv"."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return text[:width]
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+SOURCE_MIN = 16  # below this many characters for the source name, a list reads better than a table
+
+
+def sensitivity_table(result: SensitivityResult, *, error: str = "channel_error", title: str | None = None,
+                      width: int = 80) -> RenderableType:
+    """One row per group: `error` at each ratio (and accuracy when measured), worst groups first.
+
+    Numbers are never cut: the source name gives way (its middle abbreviated) to fit `width`
+    columns, and where even that leaves it too little room, each group becomes a line of its own."""
+    curves = sorted(result.curves, key=lambda c: -max((getattr(p, error) for p in c.points), default=0.0))
+    rows = []
+    for c in curves:
         cells = []
         for p in c.points:
             cell = f"{getattr(p, error):.3g}"
             if p.accuracy is not None:
-                cell += f"\n{100 * p.accuracy:.1f}%"
+                cell += f" {100 * p.accuracy:.1f}%"
             cells.append(cell)
-        table.add_row(str(c.group), c.sources[0] if c.sources else "", str(c.channels), *cells)
+        rows.append((str(c.group), c.sources[0] if c.sources else "", str(c.channels), cells))
+    head = ["group", "first source", "channels", *(f"{r:g}" for r in result.ratios)]
+    fixed = [max([len(head[i]), *(len(r[i]) for r in rows)]) for i in (0, 2)]
+    numbers = [max([len(head[3 + k]), *(len(r[3][k]) for r in rows if k < len(r[3]))]) for k in range(len(result.ratios))]
+    # a rich table spends 3 characters per column (borders and padding) plus 1
+    room = width - sum(fixed) - sum(numbers) - 3 * (len(head)) - 1
+    name = title or f"sensitivity ({error}{', accuracy' if result.dense_accuracy is not None else ''})"
+    if room < SOURCE_MIN:
+        lines = [Text(name, style="italic")]
+        for gid, source, channels, cells in rows:
+            lines.append(Text(f"group {gid} ({channels} channels) {middle(source, width - 24)}"))
+            line = "   "
+            for r, v in zip(result.ratios, cells, strict=False):
+                pair = f" {r:g}: {v} "
+                if len(line) + len(pair) > width and line.strip():  # wrap between pairs, never inside one
+                    lines.append(Text(line.rstrip()))
+                    line = "   "
+                line += pair
+            lines.append(Text(line.rstrip()))
+        return Group(*lines)
+    table = Table(title=name)
+    table.add_column("group", justify="right", no_wrap=True)
+    table.add_column("first source", no_wrap=True, max_width=room)
+    table.add_column("channels", justify="right", no_wrap=True)
+    for r in result.ratios:
+        table.add_column(f"{r:g}", justify="right", no_wrap=True)
+    for gid, source, channels, cells in rows:
+        table.add_row(gid, middle(source, room), channels, *cells)
     return table

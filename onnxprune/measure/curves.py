@@ -44,20 +44,20 @@ from typing import Any
 import numpy as np
 import onnx
 
+from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.errors import NothingToPruneError, OnnxPruneError
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.io.inputs import feed_rows
 from onnxprune.io.model_io import write_json
 from onnxprune.io.progress import ProgressFn, report
-from onnxprune.planning.allocation import CostModel
-from onnxprune.planning.cpu_profile import RoundTo, resolve_round_to
+from onnxprune.io.types import Feed, Shapes
+from onnxprune.planning.costs import CostModel
 from onnxprune.planning.order import removal_orders
-from onnxprune.planning.plan import n_keep, too_narrow
-from onnxprune.planning.rounding import Quota
-from onnxprune.scoring.calibrated import Calibration
+from onnxprune.planning.rounding import Quota, RoundTo, n_keep, resolve_round_to, too_narrow
+from onnxprune.scoring.catalog import score_groups
 from onnxprune.scoring.mask_probe import FILLS as PROBE_FILLS
-from onnxprune.scoring.mask_probe import Feed, MaskProbe
+from onnxprune.scoring.mask_probe import MaskProbe
 from onnxprune.scoring.refit_probe import Compensator
 
 SCHEMA = "onnxprune.measure.curves/1"
@@ -69,7 +69,6 @@ METRICS = ("channel_error", "rel_error", "cos_error")
 FILLS = (*PROBE_FILLS, "refit")
 DEFAULT_METRIC = "channel_error"
 NEGLIGIBLE_CHANNEL = 1e-12  # channels with less energy than this share of the output's mean are skipped
-Shapes = Mapping[str, tuple[int, ...]]
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -132,13 +131,15 @@ class SensitivityResult:
     seconds: float = 0.0
     fill: str = "zero"  # what a masked channel read while measuring (scoring.mask_probe)
     grouped: str | None = None  # the --grouped-conv mode of the analysis (None: a file from before it was kept)
+    heads: str | None = None  # the --heads mode of the analysis (None: a file from before it was kept)
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "model": self.model, "criterion": self.criterion, "round_to": self.round_to,
                 "ratios": self.ratios, "samples": self.samples, "accuracy_samples": self.accuracy_samples,
                 "dense_accuracy": self.dense_accuracy, "label_output": self.label_output, "macs": self.macs,
                 "params": self.params, "input_shapes": self.input_shapes, "seconds": self.seconds,
-                "fill": self.fill, "grouped": self.grouped, "groups": [c.to_json() for c in self.curves]}
+                "fill": self.fill, "grouped": self.grouped, "heads": self.heads,
+                "groups": [c.to_json() for c in self.curves]}
 
     def save(self, path: str | os.PathLike[str]) -> None:
         write_json(path, self.to_json())
@@ -160,7 +161,7 @@ class SensitivityResult:
                    [float(r) for r in data["ratios"]], int(data["samples"]), int(data["macs"]),
                    int(data["params"]), curves, data.get("dense_accuracy"), data.get("accuracy_samples"),
                    data.get("label_output"), dict(data.get("input_shapes") or {}), float(data.get("seconds", 0.0)),
-                   str(data.get("fill", "zero")), data.get("grouped"))
+                   str(data.get("fill", "zero")), data.get("grouped"), data.get("heads"))
 
     @classmethod
     def coerce(cls, curves: SensitivityResult | str | os.PathLike[str] | None) -> SensitivityResult | None:
@@ -185,9 +186,11 @@ class SensitivityResult:
         for c in self.curves:
             g = by_id.get(c.group)
             if g is None or g.sources != c.sources or g.size != c.slots:
-                mode = dg.analysis.grouped
+                mode, heads = dg.analysis.grouped, dg.analysis.heads
                 hint = (f"the curves were measured with --grouped-conv {self.grouped}, this run uses {mode}"
                         if self.grouped is not None and self.grouped != mode
+                        else f"the curves were measured with --heads {self.heads}, this run uses {heads}"
+                        if self.heads is not None and self.heads != heads
                         else "were the curves measured on another model?")
                 raise OnnxPruneError(f"sensitivity group {c.group} ({', '.join(c.sources[:2])}) does not match this "
                                      f"model: {hint}")
@@ -209,18 +212,6 @@ class LabelledData:
     feeds: list[Feed]
     labels: np.ndarray
     output: str | None = None
-
-
-def held_feeds(model: onnx.ModelProto, calibration: Calibration, *, samples: int,
-               shapes: Shapes | None = None) -> list[Feed]:
-    """The first batches of the calibration source holding at least `samples` samples."""
-    from onnxprune.calib.source import CalibConfig, calibration_batches, first_samples
-
-    source = calibration if calibration is None or isinstance(calibration, CalibConfig | str) else Path(calibration)
-    held: list[Feed] = list(first_samples(calibration_batches(model, source, shapes=shapes), samples))
-    if not held:
-        raise OnnxPruneError("the calibration source gave no samples")
-    return held
 
 
 def _class_ids(labels: np.ndarray, rows: int, classes: int) -> np.ndarray:
@@ -346,10 +337,9 @@ def _check_ratios(ratios: Sequence[float]) -> list[float]:
     return out
 
 
-def group_orders(dg: DependencyGraph, criterion: str, *, round_to: int = 1, calibration: Calibration = None,
+def group_orders(dg: DependencyGraph, criterion: str, *, round_to: int = 1, calibration: CalibrationLike = None,
                  shapes: Shapes | None = None, progress: ProgressFn | None = None) -> dict[int, np.ndarray]:
     """Slot indices of every prunable group in removal order (`order.removal_order`, as plans use)."""
-    from onnxprune.planning.planner import score_groups  # planner imports this module
 
     scores = score_groups(dg, criterion, calibration=calibration, shapes=shapes, progress=progress)
     return removal_orders(dg, scores, round_to=round_to)
@@ -371,7 +361,7 @@ def _group_curve(g: Group, order: np.ndarray, counts: list[int], ratios: list[fl
     return GroupCurve(g.id, list(g.sources), g.size, points, g.width)
 
 
-def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
+def sensitivity_curves(dg: DependencyGraph, *, calibration: CalibrationLike = None,
                        ratios: Sequence[float] = DEFAULT_RATIOS, criterion: str = "l2",
                        samples: int = DEFAULT_SAMPLES, round_to: RoundTo = 1, shapes: Shapes | None = None,
                        labelled: LabelledData | None = None, model_name: str = "",
@@ -393,8 +383,9 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
         why = too_narrow(dg, multiple) or (f"at ratios up to {grid[-1]:g} no group loses a whole "
                                            f"{'block of ' + str(multiple) + ' channels' if multiple > 1 else 'slot'}")
         raise NothingToPruneError(f"nothing to measure: {why}")
-    orders = group_orders(dg, criterion, round_to=multiple, calibration=calibration, shapes=shapes, progress=progress)
-    feeds = held_feeds(dg.model, calibration, samples=samples, shapes=shapes)
+    source = CalibrationSource.of(calibration, dg.model, shapes=shapes)
+    orders = group_orders(dg, criterion, round_to=multiple, calibration=source, shapes=shapes, progress=progress)
+    feeds = source.first(samples)
     refit = Compensator(dg, feeds) if fill == "refit" else None
     probe = CurveProbe(dg, feeds, labelled=labelled, fill="zero" if refit is not None else fill,
                        overrides=refit.initializers if refit is not None else ())
@@ -404,7 +395,7 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
                                accuracy_samples=None if probe.labels is None else int(probe.labels.shape[0]),
                                label_output=probe.label_output,
                                input_shapes={k: list(v.shape) for k, v in feeds[0].items()}, fill=fill,
-                               grouped=dg.analysis.grouped)
+                               grouped=dg.analysis.grouped, heads=dg.analysis.heads)
     tick = report(progress)
     total = len(dg.prunable)
     tick("sensitivity", 0, total)
@@ -416,7 +407,7 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: Calibration = None,
 
 
 def load_labelled(model: onnx.ModelProto, *, data: str | None, labels: str | None,
-                  calibration: Calibration = None, samples: int = DEFAULT_SAMPLES, batch: int | None = None,
+                  calibration: CalibrationLike = None, samples: int = DEFAULT_SAMPLES, batch: int | None = None,
                   output: str | None = None, shapes: Shapes | None = None) -> LabelledData | None:
     """Labelled data for accuracy: `data` (.npz with labels under 'y', or with `labels`), or the held
     calibration samples with `labels` (one per calibration sample, in order). None without labels."""
@@ -424,8 +415,8 @@ def load_labelled(model: onnx.ModelProto, *, data: str | None, labels: str | Non
 
     if data is None and labels is None:
         return None
-    feeds, y = load_feeds(data, model, batch=batch) if data else (held_feeds(model, calibration, samples=samples,
-                                                                             shapes=shapes), None)
+    feeds, y = load_feeds(data, model, batch=batch) if data else (
+        CalibrationSource.of(calibration, model, shapes=shapes).first(samples), None)
     if labels is not None:
         y = load_labels(labels)
     if y is None:

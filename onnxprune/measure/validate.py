@@ -17,17 +17,17 @@ from typing import Any
 import numpy as np
 import onnx
 
+from onnxprune.calib.source import CalibConfig, calibration_batches
 from onnxprune.errors import OnnxPruneError, ThresholdError
 from onnxprune.io import runtime
 from onnxprune.io.inputs import InputSpec, feed_rows, graph_inputs, random_inputs
 from onnxprune.io.npfile import reading
+from onnxprune.io.types import Feed, Shapes
 
 LABEL_KEY = "y"
 DEFAULT_SAMPLES = 4
 DEFAULT_DATA_BATCH = 32
 TOP_CONFUSED = 5
-
-Feed = dict[str, np.ndarray]
 
 
 # ------------------------------------------------------------------------------------ results
@@ -116,16 +116,11 @@ def load_feeds(path: str | os.PathLike[str], model: onnx.ModelProto, *,
     """Batches of `model` inputs read from `path`, and the labels stored under key `y` of a .npz.
 
     Reading is delegated to `onnxprune.calib.source` (same formats as --calib: .npz, .npy, folders of
-    .npy files or images); without that module, `load_data` + `data_batches` read .npz / .npy only.
+    .npy files or images); a .npz holding labels is read whole by `load_data` + `data_batches`.
     """
     p = os.fspath(path)
     if not os.path.exists(p):
         raise OnnxPruneError(f"--data {p}: no such file or folder")
-    try:
-        from onnxprune.calib.source import CalibConfig, calibration_batches
-    except ImportError:  # pragma: no cover - calibration is optional for this module
-        feed, labels = load_data(p, model)
-        return data_batches(model, feed, batch=batch), labels
     labels = _npz_labels(p) if p.endswith(".npz") and os.path.isfile(p) else None
     if labels is not None:
         feed, _ = load_data(p, model)  # the 'y' key would confuse a single-input .npz reader
@@ -212,7 +207,7 @@ def data_batches(model: onnx.ModelProto, data: Mapping[str, np.ndarray], *, batc
 
 
 def random_batches(model: onnx.ModelProto, *, samples: int = DEFAULT_SAMPLES,
-                   shapes: Mapping[str, tuple[int, ...]] | None = None, batch: int = 1, seed: int = 0) -> list[Feed]:
+                   shapes: Shapes | None = None, batch: int = 1, seed: int = 0) -> list[Feed]:
     if samples < 1:
         raise OnnxPruneError("--samples must be at least 1")
     return [random_inputs(model, shapes=shapes, batch=batch, seed=seed + i) for i in range(samples)]
@@ -341,7 +336,7 @@ def _check_same_inputs(original: onnx.ModelProto, pruned: onnx.ModelProto) -> No
 def validate(original: onnx.ModelProto, pruned: onnx.ModelProto, *,
              data: Mapping[str, np.ndarray] | None = None, feeds: Sequence[Feed] | None = None,
              labels: np.ndarray | None = None,
-             shapes: Mapping[str, tuple[int, ...]] | None = None, samples: int = DEFAULT_SAMPLES,
+             shapes: Shapes | None = None, samples: int = DEFAULT_SAMPLES,
              batch: int | None = None, seed: int = 0, label_output: str | None = None,
              source: str | None = None) -> ValidationReport:
     """Run both models on the same inputs (ORT optimisation off) and compare every output.

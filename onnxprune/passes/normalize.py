@@ -1,21 +1,30 @@
 """Normalise real exports so that every weight is an initializer.
 
 - Constant nodes (Paddle, dynamo exports) become initializers.
-- Constant subgraphs (ConstantOfShape, Cast, Transpose of a weight, Shape of a static tensor,
-  Shape->Gather/Slice of static dims) are folded by running them once in ONNX Runtime.
+- Constant subgraphs (ConstantOfShape, Cast, Transpose of a weight, Shape of a static tensor) are
+  folded by running them once in ONNX Runtime. A Shape read moved by Cast/Gather/Slice/Squeeze/
+  Unsqueeze/Concat (a Reshape target built from Shape) becomes a constant where every element it
+  reads is a dim that ONNX shape inference proves static: inference is symbolic, so such a dim is
+  the same at every input size (a head_dim, a hidden width), and folding it changes no result.
+  Dynamic dims (batch, sequence) stay computed; a channel count inference cannot prove (behind a
+  Reshape with -1) stays a run-time read, which the analysis follows (graph/rules/shape_ops.py).
 - Weights listed as graph inputs (IR < 4) stop being inputs.
 - A Concat building the target of several Reshapes is copied for each (pruning rewrites its entries per Reshape).
 - Nodes without names get unique names. Control-flow subgraphs and custom-domain ops are kept as they are.
+- LayerNorm written out op by op (TF/JAX, TorchScript below opset 17; graph/layernorm_chains.py) becomes
+  one LayerNormalization from opset 17; below it the chain is kept (the analysis reads it as one norm).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxprune.graph.layernorm_chains import LayerNormChain, find_layernorm_chains
 from onnxprune.graph.view import GraphView, has_subgraph, node_attr
 from onnxprune.io import skeleton
 from onnxprune.io.runtime import run, session
@@ -126,29 +135,83 @@ def _shape_dims(node: onnx.NodeProto, static: dict[str, list[int | None]]) -> li
     return dims[start:end]
 
 
-def _shape_fold(node: onnx.NodeProto, view: GraphView, static: dict[str, list[int | None]]) -> np.ndarray | None:
-    """Value of a Shape node, or of Gather over a Shape node, when the selected dims are static."""
+# Integer ops whose result, element by element, follows from their inputs' elements: a Shape read
+# moved through them stays a list of known or dynamic dims (`_dims_of`).
+DIM_MOVES = ("Cast", "Identity", "Squeeze", "Unsqueeze", "Gather", "Slice", "Concat")
+INT_TYPES = (onnx.TensorProto.INT32, onnx.TensorProto.INT64)
+
+
+def _dims_of(node: onnx.NodeProto, view: GraphView, static: dict[str, list[int | None]],
+             partial: dict[str, list[int | None]]) -> list[int | None] | None:
+    """The elements of a Shape node's output, or of a 1-D integer tensor moved from Shape reads by
+    Cast/Squeeze/Unsqueeze/Gather/Slice/Concat: ints where ONNX shape inference proves the dim static
+    (the same for every input size), None where it is dynamic."""
     if node.op_type == "Shape":
-        sel = _shape_dims(node, static)
-        return None if sel is None or any(d is None for d in sel) else np.array(sel, dtype=np.int64)
-    src = view.producer.get(node.input[0])
-    if src is None or src[0].op_type != "Shape":
+        return _shape_dims(node, static)
+    if node.op_type not in DIM_MOVES or len(node.output) != 1:
         return None
-    dims = _shape_dims(src[0], static)
+
+    def elements(x: str) -> list[int | None] | None:
+        if x in partial:
+            return partial[x]
+        if view.is_const(x) and view.array(x).dtype.kind in "iu" and view.array(x).ndim <= 1:
+            return [int(v) for v in view.array(x).reshape(-1)]
+        return None
+
+    src = elements(node.input[0]) if node.input else None
+    if node.op_type == "Concat":
+        parts = [elements(x) for x in node.input]
+        if int(node_attr(node, "axis", 0)) not in (0, -1) or any(q is None for q in parts):  # type: ignore[call-overload]
+            return None
+        return [d for q in parts for d in q or []]
+    if src is None or node.input[0] not in partial:
+        return None
+    if node.op_type == "Cast":
+        return src if node_attr(node, "to") in INT_TYPES else None
+    if node.op_type in ("Identity", "Squeeze", "Unsqueeze"):
+        return src
+    if node.op_type == "Gather":
+        idx = node.input[1]
+        if not view.is_const(idx) or int(node_attr(node, "axis", 0)) != 0:  # type: ignore[call-overload]
+            return None
+        picks = view.array(idx).astype(np.int64).reshape(-1)
+        if np.any(picks >= len(src)) or np.any(picks < -len(src)):
+            return None
+        return [src[int(i)] for i in picks]
+    names = [node.input[i] if i < len(node.input) else "" for i in range(1, 5)]  # Slice
+    if any(x and not view.is_const(x) for x in names) or not names[0] or not names[1]:
+        return None
+    starts, ends = (view.array(x).astype(np.int64).reshape(-1) for x in names[:2])
+    axes = view.array(names[2]).reshape(-1) if names[2] else np.zeros(1, dtype=np.int64)
+    steps = view.array(names[3]).reshape(-1) if names[3] else np.ones(1, dtype=np.int64)
+    if starts.size != 1 or int(axes[0]) not in (0, -1) or int(steps[0]) == 0:
+        return None
+    return src[slice(int(starts[0]), int(ends[0]), int(steps[0]))]
+
+
+def _shape_fold(node: onnx.NodeProto, view: GraphView, static: dict[str, list[int | None]],
+                partial: dict[str, list[int | None]], types: dict[str, int]) -> np.ndarray | None:
+    """The value of a Shape read (moved by `_dims_of`'s ops) when every element is static; records
+    partly static reads in `partial` for the nodes after it."""
+    dims = _dims_of(node, view, static, partial)
     if dims is None:
         return None
-    if node.op_type == "Gather" and view.is_const(node.input[1]) and int(node_attr(node, "axis", 0)) == 0:  # type: ignore[call-overload]
-        idx = view.array(node.input[1]).astype(np.int64)
-        if np.any(idx >= len(dims)) or np.any(idx < -len(dims)):
-            return None
-        picked = [dims[int(i)] for i in idx.reshape(-1)]
-        if all(d is not None for d in picked):
-            return np.array(picked, dtype=np.int64).reshape(idx.shape)
-    return None
+    out = node.output[0]
+    if any(d is None for d in dims):
+        partial[out] = dims
+        return None
+    shape = static.get(out)
+    if out not in types or shape is None or None in shape:
+        return None  # the rank or type of the result is not known: leave it to run time
+    sizes = [int(d) for d in shape if d is not None]
+    if math.prod(sizes) != len(dims):
+        return None
+    return np.array(dims, dtype=onnx.helper.tensor_dtype_to_np_dtype(types[out])).reshape(sizes)
 
 
 class FoldConstants(Pass):
-    """Evaluate every node whose inputs are all constant, in one ONNX Runtime session."""
+    """Evaluate every node whose inputs are all constant, in one ONNX Runtime session; Shape reads of
+    dims ONNX shape inference proves static become constants too (`_shape_fold`)."""
 
     name = "fold-constants"
 
@@ -157,6 +220,7 @@ class FoldConstants(Pass):
         static, types = _inferred(model)
         known: set[str] = set(view.initializers)
         direct: dict[str, np.ndarray] = {}
+        partial: dict[str, list[int | None]] = {}
         foldable: list[onnx.NodeProto] = []
         outputs = view.graph_outputs
         for node in model.graph.node:
@@ -164,8 +228,8 @@ class FoldConstants(Pass):
                 continue
             if any(o in outputs for o in node.output):
                 continue
-            if node.op_type in ("Shape", "Gather") and not all(x in known for x in node.input if x):
-                value = _shape_fold(node, view, static)
+            if node.op_type in ("Shape", *DIM_MOVES) and not all(x in known for x in node.input if x):
+                value = _shape_fold(node, view, static, partial, types)
                 if value is not None:
                     direct[node.output[0]] = value
                     known.add(node.output[0])
@@ -280,6 +344,65 @@ class OwnShapeTargets(Pass):
         return PassResult(model, bool(added), [f"{len(added)} shared Reshape targets copied"] if added else [])
 
 
+LAYERNORM_SINCE = 17
+
+
+class FuseLayerNorm(Pass):
+    """Each decomposed LayerNorm chain becomes one LayerNormalization (opset 17 on), in the chain's last
+    node's place and under its name; below opset 17 the chains are only counted (kept as written)."""
+
+    name = "fuse-layernorm"
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        view = GraphView(model)
+        static, types = _inferred(model)
+        chains = find_layernorm_chains(view, lambda t: len(static[t]) if t in static else None)
+        if not chains:
+            return PassResult(model, False)
+        if view.opset < LAYERNORM_SINCE:
+            return PassResult(model, False, [f"{len(chains)} LayerNorm chains recognised (opset {view.opset} has no "
+                                             f"LayerNormalization: kept as written, analysed as one norm each)"])
+        fused = [n for n in (self._fused(model, view, c, static, types) for c in chains) if n is not None]
+        if not fused:
+            return PassResult(model, False)
+        replaced = {name: node for node, chain in fused for name in chain.nodes}
+        keep = []
+        for node in model.graph.node:
+            if node.name not in replaced:
+                keep.append(node)
+            elif replaced[node.name].name == node.name:  # the chain's last node: the fused one takes its place
+                keep.append(replaced[node.name])
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+        RemoveUnused().call(model)
+        return PassResult(model, True, [f"{len(fused)} LayerNorm chains fused into LayerNormalization"])
+
+    @staticmethod
+    def _fused(model: onnx.ModelProto, view: GraphView, chain: LayerNormChain,
+               static: dict[str, list[int | None]], types: dict[str, int]) -> tuple[onnx.NodeProto, LayerNormChain] | None:
+        hidden = (static.get(chain.input) or [None])[-1]
+        params = []
+        for found, fill in ((chain.scale, 1.0), (chain.bias, 0.0)):
+            if found is not None:
+                value = view.array(found[0])
+                if value.ndim != 1:  # [1, 1, H] -> [H]: LayerNormalization's scale spans the normalised axis
+                    name = f"{found[0]}__layernorm"
+                    model.graph.initializer.append(numpy_helper.from_array(value.reshape(-1), name))
+                    params.append(name)
+                else:
+                    params.append(found[0])
+            elif fill == 1.0:  # the scale is required
+                if hidden is None:
+                    return None
+                dtype = helper.tensor_dtype_to_np_dtype(types.get(chain.input, onnx.TensorProto.FLOAT))
+                name = f"{chain.nodes[-1]}__layernorm_scale"
+                model.graph.initializer.append(numpy_helper.from_array(np.ones(hidden, dtype=dtype), name))
+                params.append(name)
+        node = helper.make_node("LayerNormalization", [chain.input, *params], [chain.output], name=chain.nodes[-1],
+                                axis=-1, epsilon=chain.epsilon)
+        return node, chain
+
+
 class Normalize(Pass):
     """The whole normalisation, on a copy: the caller's model is never modified."""
 
@@ -292,4 +415,5 @@ class Normalize(Pass):
         result = PassManager([ConstantsToInitializers(), WeightsNotInputs(), FoldConstants(), NameNodes(),
                                      OwnShapeTargets()],
                              steps=4)(m)
-        return result
+        fused = PassManager([FuseLayerNorm()])(result.model)  # once, on the folded model
+        return PassResult(fused.model, result.modified or fused.modified, result.notes + fused.notes)

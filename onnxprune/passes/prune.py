@@ -12,7 +12,7 @@ from onnx import numpy_helper
 from onnxprune.graph.apply import ApplyContext
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.io import skeleton
-from onnxprune.io.model_io import is_large
+from onnxprune.io.model_io import check_model, is_large
 from onnxprune.passes.base import Pass, PassConditionError, PassResult
 from onnxprune.passes.normalize import RemoveUnused
 
@@ -94,7 +94,7 @@ class ApplyPlan(Pass):
     def ensures(self, model: onnx.ModelProto) -> None:
         try:
             if not is_large(model):  # large models are checked from their file when saved
-                onnx.checker.check_model(model)
+                check_model(model)
             # Strict shape inference, unless ONNX cannot even infer the original (some function ops).
             skeleton.infer(model, strict=_strict_inference_holds(self.dg.model))
         except Exception as exc:  # noqa: BLE001 - checker and inference raise several types

@@ -16,20 +16,18 @@ dense model's than without reconstruction. The input models are never modified.
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import onnx
 
 from onnxprune.calib.collect import DEFAULT_MAX_ROWS, LayerGram
-from onnxprune.calib.source import CalibConfig, batch_factory
+from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.dependency import DependencyGraph
-from onnxprune.passes.base import Pass, PassConditionError, PassResult
+from onnxprune.io.types import Shapes
 from onnxprune.recovery.fidelity import Fidelity, compare_outputs
 from onnxprune.recovery.heads import DEFAULT_FLOOR, SlopeWeight, logit_mask, logit_roots
 from onnxprune.recovery.layer_weights import LayerWeights, read_layer, write_layer
@@ -37,8 +35,6 @@ from onnxprune.recovery.layers import FitLayer, plan_layers, target_model, waves
 from onnxprune.recovery.solve import ridge_fit, squared_error
 from onnxprune.recovery.targets import DEFAULT_CACHE_BYTES, Targets
 
-Feed = Mapping[str, np.ndarray]
-Calibration = Callable[[], Iterable[Feed]] | Sequence[Feed] | CalibConfig | str | os.PathLike[str] | None
 DEFAULT_DAMP = 1e-3  # λ relative to mean(diag(XᵀX))
 DEFAULT_MAX_GRAM_BYTES = 1 << 30  # Grams held at once in one calibration pass
 
@@ -103,18 +99,6 @@ class ReconstructResult:
             "outputs": {n: {"before": fid(fb), "after": fid(self.after[n]) if n in self.after else None}
                         for n, fb in self.before.items()},
         }
-
-
-def as_factory(model: onnx.ModelProto, calibration: Calibration, *,
-               shapes: Mapping[str, tuple[int, ...]] | None = None) -> Callable[[], Iterable[Feed]]:
-    """A zero-argument callable giving fresh feed iterators, from any accepted calibration form."""
-    if calibration is None or isinstance(calibration, (CalibConfig, str, os.PathLike)):
-        return batch_factory(model, calibration if calibration is None or isinstance(calibration, CalibConfig)
-                             else Path(calibration), shapes=shapes)
-    if callable(calibration):
-        return calibration
-    feeds = list(calibration)
-    return lambda: iter(feeds)
 
 
 def _rank_of(dg: DependencyGraph, layers: list[FitLayer]) -> dict[str, int]:
@@ -209,16 +193,17 @@ def head_weights(dg: DependencyGraph, layers: Sequence[FitLayer], *,
 
 
 def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: set[int],
-                batches: Calibration, dense: onnx.ModelProto | None = None, damp: float = DEFAULT_DAMP,
+                batches: CalibrationLike, dense: onnx.ModelProto | None = None, damp: float = DEFAULT_DAMP,
                 propagate: bool = True, max_rows: int | None = DEFAULT_MAX_ROWS, seed: int = 0,
                 max_gram_bytes: int = DEFAULT_MAX_GRAM_BYTES, check_outputs: bool = True,
-                shapes: Mapping[str, tuple[int, ...]] | None = None,
+                shapes: Shapes | None = None,
                 cache_bytes: int = DEFAULT_CACHE_BYTES, head_floor: float | None = None) -> ReconstructResult:
     """Re-fit the layers of `pruned` (made by ApplyPlan(dg, removed_roots)) to the dense model's outputs.
 
     dense: the reference model with the same node and tensor names (default: `dg.model`, the
-    normalised original). batches: a feed factory, a sequence of feeds, a CalibConfig or path, or
-    None (random inputs, with a warning). propagate: also re-fit layers whose weights kept all
+    normalised original). batches: the run's CalibrationSource, or any form `CalibrationSource.of`
+    takes (a feed factory, a sequence of feeds, a CalibConfig or path, or None: random inputs, with a
+    warning). propagate: also re-fit layers whose weights kept all
     their inputs but whose inputs changed upstream. check_outputs: compare the graph outputs with
     and without reconstruction against the dense model and keep the pruned weights if they got worse.
     shapes: sizes of dynamic input dims for random inputs. cache_bytes: keep the dense targets and
@@ -231,7 +216,7 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
     dense = dense if dense is not None else dg.model
     if damp < 0:
         raise OnnxPruneError(f"damping must be >= 0, got {damp}")
-    factory = as_factory(dense, batches, shapes=shapes)
+    calibration = CalibrationSource.of(batches, dense, shapes=shapes)
     work = onnx.ModelProto()
     work.CopyFrom(pruned)
     layers, skipped = plan_layers(work, dg, removed_roots, propagate=propagate)
@@ -240,7 +225,7 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
         result.seconds = time.perf_counter() - start
         return result
     tmodel, targets = target_model(dense, layers, _rank_of(dg, layers))
-    source = Targets(tmodel, targets, factory, cache_bytes=cache_bytes)
+    source = Targets(tmodel, targets, calibration, cache_bytes=cache_bytes)
     weights = head_weights(dg, layers, floor=head_floor) if head_floor is not None else {}
     stages = waves(layers)
     result.waves = len(stages)
@@ -263,36 +248,3 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
     result.seconds = time.perf_counter() - start
     return result
 
-
-class ReconstructPass(Pass):
-    """Re-fit the layers of a pruned model (the pass's input) to the dense model; see `reconstruct`.
-
-    The last run's ReconstructResult is kept in `self.result`.
-    """
-
-    name = "reconstruct"
-
-    def __init__(self, *, dg: DependencyGraph, removed_roots: set[int], calibration: Calibration = None,
-                 dense: onnx.ModelProto | None = None, damp: float = DEFAULT_DAMP, propagate: bool = True,
-                 max_rows: int | None = DEFAULT_MAX_ROWS, seed: int = 0) -> None:
-        self.dg, self.removed = dg, set(removed_roots)
-        self.calibration, self.dense = calibration, dense
-        self.damp, self.propagate, self.max_rows, self.seed = damp, propagate, max_rows, seed
-        self.result: ReconstructResult | None = None
-
-    def requires(self, model: onnx.ModelProto) -> None:
-        names = {n.name for n in model.graph.node}
-        if not names <= {n.name for n in self.dg.model.graph.node}:
-            raise PassConditionError("the model was not pruned from the analysed model (node names differ)")
-
-    def call(self, model: onnx.ModelProto) -> PassResult:
-        self.result = reconstruct(model, dg=self.dg, removed_roots=self.removed, batches=self.calibration,
-                                  dense=self.dense, damp=self.damp, propagate=self.propagate,
-                                  max_rows=self.max_rows, seed=self.seed)
-        return PassResult(self.result.model, self.result.fitted > 0, self.result.notes)
-
-    def ensures(self, model: onnx.ModelProto) -> None:
-        try:
-            onnx.checker.check_model(model)
-        except Exception as exc:  # noqa: BLE001 - the checker raises several types
-            raise PassConditionError(f"reconstructed model is invalid: {str(exc).splitlines()[0]}") from None

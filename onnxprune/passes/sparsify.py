@@ -9,13 +9,13 @@ M; for SparseGPT and re-fits, weights without a 2-D view (batched MatMul, 3-D co
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterator
 
 import numpy as np
 import onnx
 
 from onnxprune.calib.collect import DEFAULT_MAX_ROWS, collect_stats
-from onnxprune.calib.source import CalibConfig, CalibrationLike, feed_factory
+from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.errors import OnnxPruneError
 from onnxprune.io.runtime import session
 from onnxprune.passes.base import Pass, PassConditionError, PassResult
@@ -24,14 +24,7 @@ from onnxprune.sparsity.methods import METHODS, gram_weight, mask_weight
 from onnxprune.sparsity.sites import Target, read_weight, select_targets, write_weight
 from onnxprune.sparsity.xw_targets import with_bias_free_outputs
 
-Feed = Mapping[str, np.ndarray]
-Calibration = CalibrationLike
 DEFAULT_MIN_REDUCTION = 0
-
-
-def has_data(calibration: Calibration) -> bool:
-    """True unless the calibration falls back to random inputs."""
-    return calibration is not None and not (isinstance(calibration, CalibConfig) and calibration.path is None)
 
 
 def parse_pattern(text: str) -> tuple[int, int]:
@@ -49,8 +42,9 @@ def parse_pattern(text: str) -> tuple[int, int]:
 class SparsifyPass(Pass):
     """Zero weights to `sparsity` (fraction per output row) or to an N:M `pattern` on the TensorRT axis.
 
-    calibration: a zero-argument callable returning fresh feed iterators, a sequence of feeds, a
-    CalibConfig, or None (random inputs, with a warning). Only wanda/sparsegpt read it.
+    calibration: a CalibrationSource, or any form `CalibrationSource.of` takes (a zero-argument callable
+    returning fresh feed iterators, a sequence of feeds, a CalibConfig or path, or None: random
+    inputs, with a warning). Only wanda, sparsegpt and re-fits read it.
     sequential (sparsegpt, re-fits): collect each layer's Gram on the model with the earlier layers
     already sparsified (one calibration pass per layer), as in SparseGPT; False: one pass for all layers.
     refit: after masking, re-fit the kept weights of every output row by least squares so that the
@@ -63,7 +57,7 @@ class SparsifyPass(Pass):
     name = "sparsify"
 
     def __init__(self, *, sparsity: float | None = None, pattern: tuple[int, int] | None = None,
-                 method: str = "magnitude", calibration: Calibration = None, sequential: bool = True,
+                 method: str = "magnitude", calibration: CalibrationLike = None, sequential: bool = True,
                  blocksize: int = 128, percdamp: float = 0.01, max_rows: int | None = DEFAULT_MAX_ROWS,
                  seed: int = 0, refit: bool | None = None, min_reduction: int = DEFAULT_MIN_REDUCTION) -> None:
         if (sparsity is None) == (pattern is None):
@@ -78,29 +72,28 @@ class SparsifyPass(Pass):
         self.calibration = calibration
         self.sequential, self.blocksize, self.percdamp = sequential, blocksize, percdamp
         self.max_rows, self.seed = max_rows, seed
-        self.refit = has_data(calibration) if refit is None else refit
+        self.refit = refit  # None: resolved per model, on with real data
         self.min_reduction = min_reduction
-
-    def _batches(self, model: onnx.ModelProto) -> Callable[[], Iterable[Feed]]:
-        return feed_factory(model, self.calibration)
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         work = onnx.ModelProto()
         work.CopyFrom(model)
-        gram_based = self.method == "sparsegpt" or self.refit
+        source = CalibrationSource.of(self.calibration, model)
+        refit = source.is_real if self.refit is None else self.refit
+        gram_based = self.method == "sparsegpt" or refit
         targets, notes = select_targets(work, pattern=self.pattern, method="sparsegpt" if gram_based else self.method,
                                         min_reduction=self.min_reduction)
         if not targets:
             return PassResult(work, False, [*notes, "no weight could be sparsified"])
         if gram_based:
-            changed = self._layerwise(work, targets, self._batches(model), model)
+            changed = self._layerwise(work, targets, source, model, refit=refit)
         elif self.method == "wanda":
-            changed = self._masks(work, targets, self._batches(model))
+            changed = self._masks(work, targets, source)
         else:
             changed = self._masks(work, targets, None)
         target = f"{self.pattern[0]}:{self.pattern[1]}" if self.pattern else f"{self.sparsity:.0%}"
-        refit = ", re-fitted" if self.refit else ""
-        notes.append(f"{self.method} {target}{refit}: sparsified {changed} of {len(targets)} weights")
+        refitted = ", re-fitted" if refit else ""
+        notes.append(f"{self.method} {target}{refitted}: sparsified {changed} of {len(targets)} weights")
         return PassResult(work, changed > 0, notes)
 
     def requires(self, model: onnx.ModelProto) -> None:
@@ -114,9 +107,8 @@ class SparsifyPass(Pass):
         except OnnxPruneError as exc:
             raise PassConditionError(f"refusing the sparsified model: {exc}") from None
 
-    def _masks(self, work: onnx.ModelProto, targets: list[Target],
-               batches: Callable[[], Iterable[Feed]] | None) -> int:
-        norms = column_norms(work, batches(), targets) if batches is not None else {}
+    def _masks(self, work: onnx.ModelProto, targets: list[Target], source: CalibrationSource | None) -> int:
+        norms = column_norms(work, source.batches(), targets) if source is not None else {}
         changed = 0
         for t in targets:
             w = read_weight(work, t.site.initializer)
@@ -130,19 +122,19 @@ class SparsifyPass(Pass):
         else:
             yield targets
 
-    def _layerwise(self, work: onnx.ModelProto, targets: list[Target], batches: Callable[[], Iterable[Feed]],
-                   dense: onnx.ModelProto) -> int:
+    def _layerwise(self, work: onnx.ModelProto, targets: list[Target], source: CalibrationSource,
+                   dense: onnx.ModelProto, *, refit: bool) -> int:
         """Gram-based methods: one calibration pass per chunk (per layer when sequential)."""
-        target_model, outputs = with_bias_free_outputs(dense, targets) if self.refit else (None, {})
+        target_model, outputs = with_bias_free_outputs(dense, targets) if refit else (None, {})
         changed = 0
         for chunk in self._chunks(targets):
             keys = [t.key for t in chunk]
-            grams = collect_stats(work, batches(), grams=keys, targets={k: outputs[k] for k in keys if k in outputs},
+            grams = collect_stats(work, source.batches(), grams=keys, targets={k: outputs[k] for k in keys if k in outputs},
                                   target_model=target_model, max_rows=self.max_rows, seed=self.seed).grams
             for t in chunk:
                 w = read_weight(work, t.site.initializer)
                 new = gram_weight(w, t, grams[t.key], method=self.method, sparsity=self.sparsity,
-                                  pattern=self.pattern, refit=self.refit, blocksize=self.blocksize,
+                                  pattern=self.pattern, refit=refit, blocksize=self.blocksize,
                                   percdamp=self.percdamp)
                 changed += self._store(work, t, w, new)
         return changed
@@ -156,7 +148,7 @@ class SparsifyPass(Pass):
 
 
 def sparsify(model: onnx.ModelProto, *, sparsity: float | None = None, pattern: tuple[int, int] | None = None,
-             method: str = "magnitude", calibration: Calibration = None, sequential: bool = True,
+             method: str = "magnitude", calibration: CalibrationLike = None, sequential: bool = True,
              refit: bool | None = None, min_reduction: int = DEFAULT_MIN_REDUCTION) -> PassResult:
     """Functional form of SparsifyPass (a sparsified copy of `model`, plus notes)."""
     return SparsifyPass(sparsity=sparsity, pattern=pattern, method=method, calibration=calibration,

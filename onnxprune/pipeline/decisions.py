@@ -1,10 +1,10 @@
 """What was decided for every channel group, for `--report`: removed channels, criterion, score
 summary, the curves' predicted error, the oracle's verdict and the re-fit errors of its layers.
 
-`group_decisions(result)` returns one JSON-ready dict per group of `result.dg` (blocked groups
+`group_decisions(dg, plan, ...)` returns one JSON-ready dict per group of `dg` (blocked groups
 too, with their reasons):
 
-    {"id", "sources", "channels", "slots", "channels_per_slot", "prunable", "blocked": [reasons],
+    {"id", "sources", "channels", "slots", "channels_per_slot", "kind", "prunable", "blocked": [reasons],
      "approximate": [reasons], "removed", "kept", "ratio", "criterion",
      "scores": {"min", "mean", "max", "max_removed", "min_kept"} | null,
      "predicted_error": e | null          (sensitivity curves: the group's error at its count),
@@ -15,21 +15,23 @@ A layer's re-fit belongs to a group when the layer produces the group's channels
 
 "channels", "removed" and "kept" count channels of one producer; a slot (the unit a plan removes)
 holds "channels_per_slot" of them (several where coupling ties channels together, e.g. a whole
-conv group).
+conv group). "kind" is the unit a slot is: "channel", an attention "head" (a KV group with GQA), or
+"head_dim" (one index of every head).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.graph.tracks import map_roots
-
-if TYPE_CHECKING:
-    from onnxprune.api import PruneResult
+from onnxprune.passes.reconstruct import ReconstructResult
+from onnxprune.planning.choice import PlanChoice
+from onnxprune.planning.plan import Plan
+from onnxprune.verify import VerifyResult
 
 
 def consumers_by_group(dg: DependencyGraph) -> dict[int, set[str]]:
@@ -57,21 +59,20 @@ def _scores(scores: np.ndarray | None, removed: list[int]) -> dict[str, float] |
             "min_kept": float(scores[~mask].min()) if (~mask).any() else None}  # type: ignore[dict-item]
 
 
-def _verify(result: PruneResult, g: Group, removed: int) -> str:
+def _verify(verify: VerifyResult | None, g: Group, removed: int) -> str:
     if removed == 0:
         return "unchanged"
-    if result.verify is None:
+    if verify is None:
         return "not run"
     if g.approximate:
         return "not covered (approximate)"
-    return "pass" if result.verify.ok else "fail"
+    return "pass" if verify.ok else "fail"
 
 
-def group_decisions(result: PruneResult) -> list[dict[str, Any]]:
-    dg, plan = result.dg, result.plan
-    choice = result.choice
+def group_decisions(dg: DependencyGraph, plan: Plan, *, choice: PlanChoice | None, verify: VerifyResult | None,
+                    reconstruction: ReconstructResult | None) -> list[dict[str, Any]]:
     consumers = consumers_by_group(dg)
-    layers = result.reconstruction.layers if result.reconstruction is not None else []
+    layers = reconstruction.layers if reconstruction is not None else []
     counts = choice.allocation.counts if choice is not None and choice.allocation is not None else {}
     curves = {c.group: c for c in choice.sensitivity.curves} if choice is not None and choice.sensitivity else {}
     error = choice.allocation.error if choice is not None and choice.allocation is not None else "channel_error"
@@ -81,14 +82,14 @@ def group_decisions(result: PruneResult) -> list[dict[str, Any]]:
         nodes = set(g.sources) | consumers.get(g.id, set())
         out.append({
             "id": g.id, "sources": list(g.sources), "channels": g.channels, "slots": g.size,
-            "channels_per_slot": g.width, "prunable": g.prunable,
+            "channels_per_slot": g.width, "kind": g.kind, "prunable": g.prunable,
             "blocked": list(g.blocked), "approximate": list(g.approximate),
             "removed": len(idx) * g.width, "kept": (g.size - len(idx)) * g.width,
             "ratio": len(idx) / g.size if g.size else 0.0,
             "criterion": plan.criterion,
             "scores": _scores(choice.scores.get(g.id) if choice is not None else None, idx),
             "predicted_error": curves[g.id].error_at(len(idx), error) if g.id in curves and g.id in counts else None,
-            "verify": _verify(result, g, len(idx)),
+            "verify": _verify(verify, g, len(idx)),
             "reconstruction": [{"node": lf.node, "rel_error_before": lf.rel_error_before,
                                 "rel_error_after": lf.rel_error_after, "fitted": lf.fitted, "note": lf.note}
                                for lf in layers if lf.node in nodes],

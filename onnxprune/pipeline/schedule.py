@@ -1,16 +1,10 @@
 """Iterative pruning: reach the budget in K steps, re-fitting and checking the model after each.
 
-Schedules (the fraction of the original kept after step k of K, for a final fraction F):
+The fractions kept after each step and each step's budget come from planning/steps.py
+(geometric or linear schedule), measured against the original so one step's rounding is made up
+by the next.
 
-* geometric (default): F^(k/K) — every step removes the same *share of what is left*;
-* linear: 1 − (1 − F)·k/K — every step removes the same *amount of the original*.
-
-F is the MAC or parameter target (`target_macs` / `target_params`), or 1 − ratio for a ratio
-(per-group channels). Step k prunes the current model to (kept_k / kept so far) of its MACs or
-parameters, both measured with `stats.model_stats` against the original, so rounding in one step
-is corrected by the next; for a ratio, step k removes 1 − kept_k / kept_(k−1) of every group.
-
-Each step is one `api.prune` call on the previous step's model: scoring, planning, apply, verify
+Each step is one run of the pipeline (pipeline/stages.py) on the previous step's model: scoring, planning, apply, verify
 and, when calibration data is given, least-squares reconstruction (`passes.reconstruct`) of the
 step's pruned layers to the step's input model — so the next step scores a re-fitted model.
 After each step the model is checked against the *original* with `validate.validate`: cosine of
@@ -29,35 +23,29 @@ a replayed plan describe the original model only, so they are not combined with 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import onnx
 
+from onnxprune.calib.source import CalibrationSource
+from onnxprune.config import PruneConfig
 from onnxprune.errors import NothingToPruneError, OnnxPruneError, ThresholdError
-from onnxprune.graph.analysis import DEFAULT_GROUPED
 from onnxprune.io.progress import ProgressFn, report
-from onnxprune.measure.curves import LabelledData, SensitivityResult, sensitivity_curves
+from onnxprune.io.types import Feed, Shapes
+from onnxprune.measure.curves import (
+    DEFAULT_SAMPLES,
+    LabelledData,
+    SensitivityResult,
+    load_labelled,
+    sensitivity_curves,
+)
 from onnxprune.measure.model_stats import model_stats
-from onnxprune.scoring.calibrated import Calibration
-from onnxprune.scoring.mask_probe import Feed
-
-SCHEDULES = ("geometric", "linear")
-Shapes = Mapping[str, tuple[int, ...]]
-
-
-def kept_fractions(final: float, steps: int, kind: str = "geometric") -> list[float]:
-    """The fraction of the original kept after each of `steps` steps (the last one is `final`)."""
-    if steps < 1:
-        raise OnnxPruneError(f"--steps must be at least 1, got {steps}")
-    if not 0.0 < final <= 1.0:
-        raise OnnxPruneError(f"the final kept fraction must be in (0, 1], got {final}")
-    if kind == "geometric":
-        return [final ** (k / steps) for k in range(1, steps + 1)]
-    if kind == "linear":
-        return [1.0 - (1.0 - final) * k / steps for k in range(1, steps + 1)]
-    raise OnnxPruneError(f"unknown schedule {kind!r}; choose one of: {', '.join(SCHEDULES)}")
+from onnxprune.pipeline.analyse import analyse_model
+from onnxprune.pipeline.result import StepRecord, StepsResult
+from onnxprune.pipeline.stages import Pipeline, PruneState, default_pipeline
+from onnxprune.planning.steps import final_kept, kept_fractions, step_budget
 
 
 @dataclass(frozen=True)
@@ -72,58 +60,6 @@ class Gate:
     @property
     def active(self) -> bool:
         return self.min_cosine is not None or self.max_acc_drop is not None
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    step: int
-    target: float  # fraction of the original to keep after this step (MACs, params, or channels)
-    macs_kept: float  # measured, fraction of the original
-    params_kept: float
-    min_cosine: float | None
-    acc_drop: float | None
-    passed: bool
-    reconstruction: dict[str, Any] | None
-    decisions: list[dict[str, Any]] = field(default_factory=list)
-    channels: tuple[int, int] = (0, 0)  # (removed, prunable) channels of this step's input model
-
-    def to_json(self) -> dict[str, Any]:
-        return {"step": self.step, "target": self.target, "macs_kept": self.macs_kept,
-                "params_kept": self.params_kept, "min_cosine": self.min_cosine, "acc_drop": self.acc_drop,
-                "passed": self.passed, "reconstruction": self.reconstruction, "groups": self.decisions,
-                "channels_removed": self.channels[0], "channels_prunable": self.channels[1]}
-
-
-@dataclass
-class StepsResult:
-    result: Any  # api.PruneResult of the kept step
-    original: onnx.ModelProto  # the normalised original every step is checked against
-    steps: list[StepRecord]
-    schedule: str
-    kept_step: int
-    stopped: str | None = None  # why the loop stopped early
-    idle: list[str] = field(default_factory=list)  # steps whose budget rounded to nothing, and why
-
-    @property
-    def channels_removed(self) -> float:
-        """The share of the prunable channels the kept steps removed (each step's share of what it
-        found, compounded: exact while every step prunes the same groups)."""
-        left = 1.0
-        for rec in (r for r in self.steps if r.step <= self.kept_step):
-            left *= 1.0 - rec.channels[0] / max(rec.channels[1], 1)
-        return 1.0 - left
-
-    def describe(self) -> str:
-        done = f"{len(self.steps)} of the planned steps ran ({self.schedule} schedule)"
-        if self.idle:
-            done += f"; {'; '.join(self.idle)}"
-        if self.stopped:
-            return f"steps: {done}; {self.stopped}; kept the model of step {self.kept_step}"
-        return f"steps: {done}; kept the model of step {self.kept_step}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"schedule": self.schedule, "kept_step": self.kept_step, "stopped": self.stopped,
-                "idle": self.idle, "steps": [s.to_json() for s in self.steps]}
 
 
 def check_gate(original: onnx.ModelProto, pruned: onnx.ModelProto, gate: Gate, *,
@@ -149,64 +85,57 @@ def check_gate(original: onnx.ModelProto, pruned: onnx.ModelProto, gate: Gate, *
     return cos, drop, failures
 
 
-def _step_budget(kind: str, keep_now: float, achieved: float) -> float:
-    """The budget handed to one api.prune call: a ratio for channels, else a fraction of the current
-    model; `achieved` is what the steps before kept (measured), so one step's rounding is made up by the next."""
-    if kind == "ratio":
-        return max(0.0, 1.0 - keep_now / max(achieved, 1e-9))
-    return min(1.0, keep_now / max(achieved, 1e-9))
+def gate_for(model: onnx.ModelProto, config: PruneConfig) -> Gate:
+    """The thresholds of `config.checks` with the data they are checked on: cosine on held calibration
+    samples, accuracy on labelled data."""
+    c = config.checks
+    real = config.real_data
+    source = CalibrationSource.of(config.calibration, model, shapes=config.analysis.shapes)
+    feeds = source.first(DEFAULT_SAMPLES) if real else None
+    labelled = load_labelled(model, data=c.data, labels=c.labels, calibration=config.calibration,
+                             shapes=config.analysis.shapes)
+    if c.max_acc_drop is not None and labelled is None:
+        raise OnnxPruneError("--max-acc-drop needs labelled data: --data test.npz (labels under 'y') or --labels")
+    return Gate(c.min_cosine, c.max_acc_drop, feeds, labelled)
 
 
-def remeasured(curves: SensitivityResult, model: onnx.ModelProto, *, calibration: Calibration = None,
-               shapes: Shapes | None = None, approximate: Iterable[str] = (), grouped: str = DEFAULT_GROUPED,
+def remeasured(curves: SensitivityResult, model: onnx.ModelProto, config: PruneConfig, *,
                progress: ProgressFn | None = None) -> SensitivityResult:
-    """`curves` measured again on `model`, with the same grid, samples, criterion, round_to, fill and
-    grouped-conv mode (`grouped` when the file does not say)."""
-    from onnxprune.api import analyse
+    """`curves` measured again on `model`, with the same grid, samples, criterion, round_to, fill,
+    grouped-conv and heads modes (the config's when the file does not say)."""
+    a = config.analysis
+    dg = analyse_model(model, shapes=a.shapes, approximate=a.approximate, grouped=curves.grouped or a.grouped,
+                       heads=curves.heads or a.heads,
+                       calibration=config.calibration)
+    return sensitivity_curves(dg, calibration=config.calibration, ratios=curves.ratios,
+                              criterion=curves.criterion, samples=curves.samples, round_to=curves.round_to,
+                              shapes=a.shapes, model_name=curves.model, progress=progress, fill=curves.fill)
 
-    dg = analyse(model, shapes=shapes, approximate=approximate, grouped=curves.grouped or grouped,
-                 calibration=calibration)
-    return sensitivity_curves(dg, calibration=calibration, ratios=curves.ratios, criterion=curves.criterion,
-                              samples=curves.samples, round_to=curves.round_to, shapes=shapes,
-                              model_name=curves.model, progress=progress, fill=curves.fill)
 
-
-def prune_in_steps(model: onnx.ModelProto, *, steps: int, schedule: str = "geometric", ratio: float = 0.3,
-                   target_macs: float | None = None, target_params: float | None = None, gate: Gate | None = None,
-                   shapes: Shapes | None = None, progress: ProgressFn | None = None,
-                   decisions: bool = False, **prune_kwargs: Any) -> StepsResult:
-    """Prune `model` in `steps` steps (see the module doc). `prune_kwargs` go to every `api.prune` call
-    (criterion, round_to, allocation, calibration, reconstruct, verify, approximate, ...).
-    decisions: keep each step's per-group decisions (onnxprune.pipeline.decisions) in its record."""
-    from onnxprune.api import analyse, prune
-    from onnxprune.pipeline.decisions import group_decisions
-
-    for bad in ("target_latency", "plan"):
-        if prune_kwargs.get(bad) is not None and steps > 1:
-            raise OnnxPruneError(f"{bad.replace('_', '-')} cannot be combined with steps (it describes the "
-                                 f"original model only)")
-    kind = "macs" if target_macs is not None else "params" if target_params is not None else "ratio"
-    final = float(target_macs if kind == "macs" else target_params if kind == "params" else 1.0 - ratio)  # type: ignore[arg-type]
-    fractions = kept_fractions(final, steps, schedule)
-    g = gate or Gate()
-    curves = SensitivityResult.coerce(prune_kwargs.pop("sensitivity", None))
-    original = analyse(model, shapes=shapes, approximate=prune_kwargs.get("approximate", ()),
-                       grouped=prune_kwargs.get("grouped", DEFAULT_GROUPED),
-                       calibration=prune_kwargs.get("calibration")).model
+def prune_in_steps(model: onnx.ModelProto, config: PruneConfig, *, gate: Gate | None = None,
+                   progress: ProgressFn | None = None, pipeline: Pipeline | None = None) -> StepsResult:
+    """Prune `model` in `config.steps.steps` steps (see the module doc), each a run of `pipeline`;
+    `gate`: thresholds with their data (default: `config.checks`, on the configured data)."""
+    budget, shapes = config.budget, config.analysis.shapes
+    steps = config.steps.steps
+    fractions = kept_fractions(final_kept(budget), steps, config.steps.schedule)
+    a = config.analysis
+    original = analyse_model(model, shapes=shapes, approximate=a.approximate, grouped=a.grouped, heads=a.heads,
+                             calibration=config.calibration).model
+    g = gate or (gate_for(original, config) if config.stepped else Gate())
+    curves = SensitivityResult.coerce(config.scoring.sensitivity)
     base = model_stats(original, shapes=shapes)
-    out = StepsResult(None, original, [], schedule, 0)
+    out = StepsResult(None, original, [], config.steps.schedule, 0)
     current, achieved = original, 1.0
     tick = report(progress)
     for k, keep in enumerate(fractions, start=1):
         tick("steps", k - 1, steps)
-        budget = _step_budget(kind, keep, achieved)
-        kw: dict[str, Any] = {"ratio": budget} if kind == "ratio" else {f"target_{kind}": budget}
         if curves is not None and k > 1:
-            curves = remeasured(curves, current, calibration=prune_kwargs.get("calibration"), shapes=shapes,
-                                approximate=prune_kwargs.get("approximate", ()),
-                                grouped=prune_kwargs.get("grouped", DEFAULT_GROUPED), progress=progress)
+            curves = remeasured(curves, current, config, progress=progress)
+        step_config = dataclasses.replace(config, budget=step_budget(budget, keep, achieved),
+                                          scoring=dataclasses.replace(config.scoring, sensitivity=curves))
         try:
-            res = prune(current, shapes=shapes, progress=progress, sensitivity=curves, **kw, **prune_kwargs)
+            res = (pipeline or default_pipeline()).run(PruneState(step_config, current, progress)).result()
         except NothingToPruneError as exc:
             if k == 1 and steps == 1:
                 raise
@@ -218,7 +147,7 @@ def prune_in_steps(model: onnx.ModelProto, *, steps: int, schedule: str = "geome
             else (None, None, [])
         rec = res.reconstruction.to_json() if res.reconstruction is not None else None
         out.steps.append(StepRecord(k, keep, macs_kept, params_kept, cos, drop, not failures, rec,
-                                    group_decisions(res) if decisions else [], res.channels))
+                                    res.decisions(), res.channels))
         if failures:
             if k == 1:
                 raise ThresholdError(f"step 1 of {steps} already fails: {'; '.join(failures)} (nothing written)")
@@ -226,7 +155,8 @@ def prune_in_steps(model: onnx.ModelProto, *, steps: int, schedule: str = "geome
             break
         out.result, out.kept_step = res, k
         current = res.model
-        achieved = macs_kept if kind == "macs" else params_kept if kind == "params" else 1.0 - out.channels_removed
+        achieved = macs_kept if budget.kind == "macs" else params_kept if budget.kind == "params" \
+            else 1.0 - out.channels_removed
     tick("steps", steps, steps)
     if out.result is None:
         raise NothingToPruneError(f"no step removed anything: {out.idle[-1]}")

@@ -1,4 +1,4 @@
-"""What `--for ort` means to `prune` and `sensitivity`: channel counts that suit ONNX Runtime on the CPU.
+"""The CPU onnxprune runs on, as ONNX Runtime's CPU kernels see it: the NCHWc block.
 
 ONNX Runtime's CPU graph optimiser (NchwcTransformer, on at the default optimisation level) moves a
 Conv to MLAS's blocked NCHWc kernels only when its channel counts fit the block:
@@ -13,10 +13,10 @@ AVX-512F, 8 with AVX2 and FMA, and no NCHWc kernels otherwise (block 1: nothing 
 Keeping fewer channels than the block in a group == 1 layer is allowed by the rule above but buys no
 latency (the output is padded back up to the block), so the rounding is one multiple for every group.
 
-`round_to="auto"` (the CLI default for `--for ort`) means this block on the CPU that runs onnxprune;
-prune for another CPU with an explicit `--round-to N`, or set `ONNXPRUNE_CPU=avx512|avx2|none` to
-make "auto" mean that CPU's block (tests run the profile-dependent cases under each). Forcing
-changes what onnxprune rounds to, not the block ONNX Runtime uses on this machine.
+`round_to="auto"` (planning/rounding.py) means this block on the CPU that runs onnxprune; prune for
+another CPU with an explicit `--round-to N`, or set `ONNXPRUNE_CPU=avx512|avx2|none` to make "auto"
+mean that CPU's block (tests run the profile-dependent cases under each). Forcing changes what
+onnxprune rounds to, not the block ONNX Runtime uses on this machine.
 """
 
 from __future__ import annotations
@@ -26,13 +26,9 @@ import platform
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from onnxprune.errors import OnnxPruneError
 
-AUTO: Literal["auto"] = "auto"
-TARGETS = ("ort", "tensorrt")
-RoundTo = int | Literal["auto"]
 CPUINFO = Path("/proc/cpuinfo")
 AVX512_BLOCK = 16
 AVX2_BLOCK = 8
@@ -119,75 +115,3 @@ def ort_cpu_profile(*, flags: Iterable[str] | None = None, cpuinfo: Path | None 
     if found is None:
         return OrtCpuProfile(1, "none", f"unknown (no {path})")
     return OrtCpuProfile(*nchwc_block(found), source=str(path))
-
-
-def parse_round_to(value: str | int) -> RoundTo:
-    """`--round-to` text: a positive integer or "auto"."""
-    if isinstance(value, str) and value.strip().lower() == AUTO:
-        return AUTO
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise OnnxPruneError(f"--round-to {value!r}: give a positive integer or 'auto'") from None
-    if n < 1:
-        raise OnnxPruneError(f"--round-to {n} must be at least 1")
-    return n
-
-
-def resolve_round_to(round_to: RoundTo | str, *, flags: Iterable[str] | None = None,
-                     cpuinfo: Path | None = None) -> int:
-    """An explicit multiple as it is; "auto": the NCHWc block of this CPU (or of `flags`)."""
-    return channel_multiple(round_to, flags=flags, cpuinfo=cpuinfo).value
-
-
-@dataclass(frozen=True)
-class ChannelMultiple:
-    """The multiple kept channel counts are rounded to, and why.
-
-    `prefer`: a wider multiple that a MAC / parameter / latency budget tries first, keeping it when
-    the budget lands within 3 % with it (`planner.choose_plan`); `value` otherwise, and always for a
-    plain `--ratio`. Set by "auto" on an AVX2 CPU (block 8): there, multiples of 16 ran faster than
-    multiples of 8 at the same MACs (by up to 18 %), or within 0.04x, on every model where both
-    landed (benchmarks/README.md, latency tables), because 16 leaves the narrow layers, whose time
-    falls less than their MACs, alone. Not on every model: where both land a MAC/param budget the
-    CLI times the two plans and keeps 16 unless 8 runs more than 5 % faster (onnxprune.planning.multiple_race).
-    """
-
-    value: int
-    reason: str
-    prefer: int | None = None
-
-    def why(self, *, used: int | None = None, budget: bool = False, timed: bool = False) -> str:
-        """The reason, with what `prefer` did when a plan was made with `used` (`budget`: a
-        MAC/param/latency budget was given; `timed`: both multiples landed it and were timed,
-        onnxprune.planning.multiple_race)."""
-        if self.prefer is None or not budget:
-            return self.reason
-        lands = (self.value if used is None else used) == self.prefer
-        return f"{self.reason}; {self.prefer} tried first for a budget, " + (
-            "and it lands" if lands else f"it lands, but {used} ran faster" if timed else "but it cannot land it")
-
-    def describe(self, *, used: int | None = None, budget: bool = False, timed: bool = False) -> str:
-        n = self.value if used is None else used
-        return f"channel counts rounded to multiples of {n}: {self.why(used=used, budget=budget, timed=timed)}"
-
-    def to_json(self) -> dict[str, object]:
-        return {"value": self.value, "reason": self.reason, "prefer": self.prefer}
-
-
-def channel_multiple(round_to: RoundTo | str | None, *, target: str = "ort", flags: Iterable[str] | None = None,
-                     cpuinfo: Path | None = None) -> ChannelMultiple:
-    """`--round-to` (None: not given) for a `--for` target: an explicit N always wins; otherwise
-    TensorRT takes its FP16 multiple and ONNX Runtime the NCHWc block of this CPU."""
-    if target not in TARGETS:
-        raise OnnxPruneError(f"--for {target!r}: choose one of {', '.join(TARGETS)}")
-    if round_to is not None and parse_round_to(round_to) != AUTO:
-        n = int(parse_round_to(round_to))
-        return ChannelMultiple(n, f"--round-to {n}" + (" (exact counts)" if n == 1 else ""))
-    if target == "tensorrt":
-        from onnxprune.deploy.tensorrt.profile import tensorrt_profile
-
-        return ChannelMultiple(tensorrt_profile().round_to, "--for tensorrt (FP16 tensor cores)")
-    profile = ort_cpu_profile(flags=flags, cpuinfo=cpuinfo)
-    prefer = AVX512_BLOCK if profile.block == AVX2_BLOCK else None
-    return ChannelMultiple(profile.block, f"auto, {profile.describe()}", prefer)

@@ -5,9 +5,8 @@ once with `bench.latency` (CPU, graph optimisation on, `warmup` + `repeat` runs,
 each candidate MAC fraction f the plan for `target_macs=f` (whatever allocation is in use: uniform,
 global, or sensitivity curves) is applied and timed *against the dense model*, interleaved
 (`bench.interleaved_latency`, the median of per-pair ratios): its latency is dense_ms / speedup.
-Timed alone, one after the other, two runs of the same model on a shared host differed by up to 30 %
-(measured: real YOLOv8n pruned to 0.665 and 0.674 of the MACs, 13.6 and 17.7 ms sequentially, 17.94
-and 17.94 ms interleaved), enough to send the search the wrong way. The search starts at
+Timed one after the other, two runs of the same model on a shared host can differ by tens of
+percent, enough to send the search the wrong way; interleaved ratios agree. The search starts at
 f = target / dense (latency ∝ MACs), keeps a bracket [f_fast, f_slow] around the target and
 interpolates inside it (regula falsi, falling back to bisection when a step would barely move),
 for at most `max_steps` measurements or until a measurement lands within `TOLERANCE` of the
@@ -18,7 +17,6 @@ if none is, the fastest one. Machines are noisy: every measured step is reported
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -26,76 +24,16 @@ import onnx
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.io.progress import ProgressFn, report
-from onnxprune.planning.allocation import TargetResult
+from onnxprune.io.types import Shapes
+from onnxprune.measure.bench import LatencyOptions
+from onnxprune.planning.budget import landed_target, register_budget
+from onnxprune.planning.choice import LatencySearch, LatencyStep, PlanChoice
+from onnxprune.planning.landing import TOLERANCE, TargetResult
+from onnxprune.planning.plan import Plan
+from onnxprune.planning.rounding import RoundingPolicy
+from onnxprune.planning.strategy import PlanRequest, Strategy
 
-TOLERANCE = 0.03
 MIN_FRACTION = 0.05
-Shapes = Mapping[str, tuple[int, ...]]
-
-
-@dataclass(frozen=True)
-class LatencyOptions:
-    """How latency is measured (see onnxprune.measure.bench.latency)."""
-
-    batch: int = 1
-    threads: int = 0
-    warmup: int = 5
-    repeat: int = 30
-    max_steps: int = 8
-    # The user's samples to time (`batch` rows; calibration.timing_feed); None: random inputs.
-    feed: Mapping[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class LatencyStep:
-    macs_target: float
-    macs_kept: float  # measured (model_stats) fraction of the dense MACs
-    ms: float  # dense_ms / speedup
-    speedup: float = 0.0  # median of the per-pair dense / pruned ratios (interleaved runs)
-
-
-@dataclass
-class LatencySearch:
-    target_ms: float
-    dense_ms: float
-    options: LatencyOptions
-    steps: list[LatencyStep] = field(default_factory=list)
-    chosen: TargetResult | None = None  # None: the dense model already meets the target
-    achieved_ms: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.achieved_ms <= self.target_ms * (1 + TOLERANCE)
-
-    @property
-    def within(self) -> bool:
-        """Within 3 % of the target (faster counts only when there was nothing slower to choose)."""
-        return abs(self.achieved_ms - self.target_ms) <= TOLERANCE * self.target_ms
-
-    def describe(self) -> str:
-        opts = f"batch {self.options.batch}, threads {self.options.threads or 'default'}"
-        if self.chosen is None:
-            return (f"latency: the dense model already runs in {self.dense_ms:.3f} ms <= target "
-                    f"{self.target_ms:.3f} ms ({opts}); nothing pruned")
-        head = (f"latency: {self.achieved_ms:.3f} ms (target {self.target_ms:.3f} ms, dense {self.dense_ms:.3f} ms, "
-                f"{opts}) at {self.chosen.achieved:.1%} of the MACs after {len(self.steps)} measurements")
-        if self.within:
-            return head
-        if self.ok:
-            return head + (" — faster than needed: the next larger MAC budget measured above the target "
-                           "(latency moves in steps, or the machine is noisy)")
-        return head + (" — target missed: even the smallest MAC budget tried is slower (fixed overhead "
-                       "dominates, or ORT's kernels for these channel counts are slower: keep --round-to auto, "
-                       "or try 8 or 16)")
-
-    def to_json(self) -> dict[str, object]:
-        return {"target_ms": self.target_ms, "dense_ms": self.dense_ms, "achieved_ms": self.achieved_ms,
-                "ok": self.ok, "within_tolerance": self.within,
-                "macs_kept": None if self.chosen is None else self.chosen.achieved,
-                "options": {"batch": self.options.batch, "threads": self.options.threads,
-                            "warmup": self.options.warmup, "repeat": self.options.repeat},
-                "steps": [{"macs_target": s.macs_target, "macs_kept": s.macs_kept, "ms": s.ms, "speedup": s.speedup}
-                          for s in self.steps]}
 
 
 def _next_fraction(fast: tuple[float, float] | None, slow: tuple[float, float] | None, target: float) -> float:
@@ -195,3 +133,26 @@ def latency_search(dg: DependencyGraph, plan_for: Callable[[float], TargetResult
     pick = max(good, key=lambda t: t[0].achieved) if good else min(tried, key=lambda t: t[1])
     out.chosen, out.achieved_ms = pick
     return out
+
+
+class LatencyBudget:
+    """`--target-latency MS`: the MAC budget is searched with measurements (see the module doc); each
+    step plans its MAC fraction with the strategy, at the first multiple that lands it."""
+
+    name = "latency"
+
+    def check(self, value: float) -> None:
+        if not value > 0:
+            raise OnnxPruneError(f"--target-latency must be > 0 ms, got {value}")
+
+    def describe(self, value: float) -> str:
+        return f"latency: {value:g} ms in ONNX Runtime"
+
+    def choose(self, req: PlanRequest, strategy: Strategy, rounding: RoundingPolicy, value: float) -> PlanChoice:
+        search = latency_search(req.dg, lambda f: landed_target(req, strategy, rounding, metric="macs", value=f)[0],
+                                value, options=req.latency, shapes=req.shapes, progress=req.progress)
+        plan = search.chosen.plan if search.chosen is not None else Plan(criterion=req.criterion, round_to=rounding.value)
+        return PlanChoice(plan, req.scores, search.chosen, latency=search)
+
+
+register_budget(LatencyBudget())

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 
 from onnxprune.io import runtime
-
-Feed = Mapping[str, np.ndarray]
+from onnxprune.io.types import Feed
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxprune.calib.convtranspose import unsupported_transpose
-from onnxprune.graph.analysis import ROLE_WEIGHT_IN
 from onnxprune.graph.apply import ApplyContext
+from onnxprune.graph.context import ROLE_WEIGHT_IN
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.tracks import Track, track_at
 

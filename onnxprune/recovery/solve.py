@@ -1,12 +1,17 @@
-"""Ridge least squares on accumulated Grams, and the squared error of any weights on the same data.
+"""Ridge least squares on accumulated Grams: the one solver of the layer re-fits (passes.reconstruct)
+and of the sparse re-fits (sparsity.refit), and the squared error of any weights on the same data.
 
-With a bias column the normal equations are over [X, 1]:
+`solve_ridge` solves the damped normal equations, optionally towards an anchor a:
+
+    min ‖Y − Xθ‖² + λ‖θ − a‖²   ->   (XᵀX + λI) θ = XᵀY + λa
+
+with λ = damp · mean(diag(XᵀX)) (`damping`). `ridge_fit` fits a layer with a bias column, over [X, 1]:
 
     A = [[XᵀX, Σx], [Σxᵀ, n]] + λ·diag(1, ..., 1, 0),   B = [[XᵀY], [Σy]],   [Wᵀ; b] = A⁻¹ B
 
-λ = damp · mean(diag(XᵀX)); the bias is not damped. Without a bias column the bias stays fixed
-and is moved to the right-hand side. The error ‖[X, 1][Wᵀ; b] − Y‖² is evaluated from the same
-sums (θᵀAθ − 2θᵀB + Σy²), so "before" and "after" are measured on exactly the rows the fit saw.
+the bias not damped. Without a bias column the bias stays fixed and is moved to the right-hand side.
+The error ‖[X, 1][Wᵀ; b] − Y‖² is evaluated from the same sums (θᵀAθ − 2θᵀB + Σy²), so "before"
+and "after" are measured on exactly the rows the fit saw.
 """
 
 from __future__ import annotations
@@ -48,6 +53,30 @@ def squared_error(g: GramStats, weight: np.ndarray, bias: np.ndarray) -> tuple[f
     return max(err, 0.0), yy
 
 
+def damping(diag: np.ndarray, rel: float) -> float:
+    """λ = rel · mean(diag(XᵀX)): relative to the scale of the inputs (the mean taken as 1 where it is
+    not positive and finite)."""
+    scale = float(np.mean(diag)) if diag.size else 0.0
+    return rel * (scale if np.isfinite(scale) and scale > 0.0 else 1.0)
+
+
+def solve_ridge(h: np.ndarray, rhs: np.ndarray, lam: float, *, anchor: np.ndarray | None = None,
+                damped: int | None = None, definite: bool = False) -> np.ndarray:
+    """θ of (H + λD) θ = rhs + λD·anchor, D the identity on the first `damped` rows (all by default;
+    a bias row is left undamped). `anchor` is shaped like the damped rows of θ (zero when None).
+    Raises np.linalg.LinAlgError where the system is singular, or with `definite` where it is not
+    positive definite (a Cholesky factorisation fails: more damping is the cure)."""
+    n = h.shape[0] if damped is None else damped
+    m = h.copy()
+    m[np.arange(n), np.arange(n)] += lam
+    if definite:
+        np.linalg.cholesky(m)
+    if anchor is not None:
+        rhs = rhs.copy()
+        rhs[:n] += lam * anchor
+    return np.linalg.solve(m, rhs)
+
+
 def ridge_fit(g: GramStats, *, damp: float, bias: np.ndarray, fit_bias: bool) -> Fit | None:
     """Minimise ‖X W'ᵀ + b' − Y‖² + λ‖W'‖²; None if the system stays singular or the result is not finite.
 
@@ -55,26 +84,20 @@ def ridge_fit(g: GramStats, *, damp: float, bias: np.ndarray, fit_bias: bool) ->
     """
     a, b, _ = _system(g)
     d = a.shape[0] - 1
-    scale = float(np.mean(np.diag(a)[:d])) if d else 0.0
-    if not np.isfinite(scale) or scale <= 0.0:
-        scale = 1.0
     if fit_bias:
-        lhs, rhs, n = a, b, d + 1
+        lhs, rhs = a, b
     else:
-        lhs, rhs, n = a[:d, :d], b[:d] - np.outer(a[:d, d], bias), d
+        lhs, rhs = a[:d, :d], b[:d] - np.outer(a[:d, d], bias)
     rel = damp
     for _ in range(DAMP_RETRIES + 1):
-        m = lhs.copy()
-        m[np.arange(d), np.arange(d)] += rel * scale
         try:
-            chol = np.linalg.cholesky(m)
+            theta = solve_ridge(lhs, rhs, damping(np.diag(a)[:d], rel), damped=d, definite=True)
         except np.linalg.LinAlgError:
             rel = max(rel * 10.0, 1e-8)
             continue
-        theta = np.linalg.solve(chol.T, np.linalg.solve(chol, rhs))
         if not np.all(np.isfinite(theta)):
             return None
         w = theta[:d].T
-        out_bias = theta[d] if n == d + 1 else bias
+        out_bias = theta[d] if fit_bias else bias
         return Fit(np.ascontiguousarray(w), np.asarray(out_bias, dtype=np.float64), rel)
     return None

@@ -9,7 +9,7 @@ model runs per wave. Live: every wave runs the dense target model next to the pr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -17,18 +17,19 @@ from onnx import helper
 
 from onnxprune.calib.collect import ActivationStats, collect_stats, expose_outputs
 from onnxprune.calib.layer_grams import RowWeight
+from onnxprune.calib.source import CalibrationSource
 from onnxprune.io import runtime
+from onnxprune.io.types import Feed
 
-Feed = Mapping[str, np.ndarray]
 DEFAULT_CACHE_BYTES = 256 << 20
 
 
 class Targets:
     """Collects X-side Grams on a working model with XᵀY against the dense targets."""
 
-    def __init__(self, tmodel: onnx.ModelProto, targets: Mapping[str, str], factory: Callable[[], Iterable[Feed]],
+    def __init__(self, tmodel: onnx.ModelProto, targets: Mapping[str, str], calibration: CalibrationSource,
                  *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
-        self.tmodel, self.targets, self.factory = tmodel, dict(targets), factory
+        self.tmodel, self.targets, self.calibration = tmodel, dict(targets), calibration
         tensors = list(dict.fromkeys(self.targets.values()))
         self.alias = {t: f"__reconstruct_t{i}" for i, t in enumerate(tensors)}
         self.cache = self._fill(tensors, cache_bytes) if cache_bytes > 0 else None
@@ -41,7 +42,7 @@ class Targets:
         sess = runtime.session(expose_outputs(self.tmodel, tensors))
         out: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
         used = 0
-        for feed in self.factory():
+        for feed in self.calibration.batches():
             vals = runtime.run(sess, feed, list(tensors))
             used += sum(v.nbytes for v in vals.values()) + sum(np.asarray(v).nbytes for v in feed.values())
             if used > budget:
@@ -53,7 +54,7 @@ class Targets:
     def feeds(self) -> Iterator[Feed]:
         """The calibration feeds (from the cache when there is one)."""
         if self.cache is None:
-            yield from self.factory()
+            yield from self.calibration.batches()
         else:
             for feed, _ in self.cache:
                 yield feed
@@ -71,7 +72,7 @@ class Targets:
     def stats(self, work: onnx.ModelProto, keys: Sequence[str], *, max_rows: int | None,
               seed: int, row_weights: Mapping[str, RowWeight] | None = None) -> ActivationStats:
         if self.cache is None:
-            return collect_stats(work, self.factory(), grams=keys, targets={k: self.targets[k] for k in keys},
+            return collect_stats(work, self.calibration.batches(), grams=keys, targets={k: self.targets[k] for k in keys},
                                  target_model=self.tmodel, max_rows=max_rows, seed=seed, row_weights=row_weights)
         cache = self.cache
         batches = ({**feed, **vals} for feed, vals in cache)

@@ -1,28 +1,24 @@
 """Base of the data-driven criteria: calibration batches, and statistics gathered once per model.
 
-`api.prune` calls `configure(calibration=..., shapes=...)` on an importance that has it. Without a
-calibration source the batches are random inputs (`calibration.random_batches`, with a
-CalibrationWarning). The edge statistics are computed on the first call and cached on the object,
+`api.prune` calls `configure(calibration=..., shapes=...)` on an importance that has it, with the
+run's `CalibrationSource` (any other form is converted by `CalibrationSource.of`, once per
+dependency graph; None: random inputs, with a CalibrationWarning). The edge statistics are computed on the first call and cached on the object,
 keyed by the dependency graph, so scoring every group costs one pass over the calibration data.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from onnxprune.calib.config import CalibConfig
+from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
+from onnxprune.io.types import Feed, Shapes
 from onnxprune.scoring.edge_stats import EdgeStats, collect_edge_stats
 
-Calibration = CalibConfig | str | os.PathLike[str] | None
-Shapes = Mapping[str, tuple[int, ...]]
-Feed = Mapping[str, np.ndarray]
 T = TypeVar("T")
 
 
@@ -32,7 +28,7 @@ class DataDriven(Protocol):
 
     name: str
 
-    def configure(self, *, calibration: Calibration = None, shapes: Shapes | None = None) -> None: ...
+    def configure(self, *, calibration: CalibrationLike = None, shapes: Shapes | None = None) -> None: ...
 
 
 class CalibratedImportance:
@@ -42,21 +38,20 @@ class CalibratedImportance:
     producers = True  # also gather the producers' output tensors
 
     def __init__(self) -> None:
-        self.calibration: Calibration = None
+        self.calibration: CalibrationLike = None
         self.shapes: Shapes | None = None
         self._cache: dict[tuple[int, str], tuple[DependencyGraph, object]] = {}
 
-    def configure(self, *, calibration: Calibration = None, shapes: Shapes | None = None) -> None:
+    def configure(self, *, calibration: CalibrationLike = None, shapes: Shapes | None = None) -> None:
         self.calibration = calibration
         self.shapes = shapes
         self._cache.clear()
 
-    def batches(self, dg: DependencyGraph) -> Iterator[Feed]:
-        from onnxprune.calib.source import calibration_batches
+    def source(self, dg: DependencyGraph) -> CalibrationSource:
+        return self.cached(dg, "source", lambda: CalibrationSource.of(self.calibration, dg.model, shapes=self.shapes))
 
-        cal = self.calibration
-        source = cal if cal is None or isinstance(cal, CalibConfig | str) else Path(cal)
-        return calibration_batches(dg.model, source, shapes=self.shapes)
+    def batches(self, dg: DependencyGraph) -> Iterator[Feed]:
+        return self.source(dg).batches()
 
     def cached(self, dg: DependencyGraph, key: str, make: Callable[[], T]) -> T:
         """`make()` once per dependency graph and key (cleared by `configure`)."""

@@ -8,7 +8,7 @@ Runtime session runs over the calibration batches once; every group reuses the r
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,12 +16,12 @@ import numpy as np
 from onnxprune.calib.collect import stream_tensors
 from onnxprune.calib.stats import ChannelStats
 from onnxprune.errors import OnnxPruneError
-from onnxprune.graph.analysis import ROLE_WEIGHT_OUT, ConstMember, ConsumeEdge
+from onnxprune.graph.context import ROLE_WEIGHT_OUT, ConstMember, ConsumeEdge
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.graph.tracks import Track, map_roots
+from onnxprune.io.types import Feed
 
-Feed = Mapping[str, np.ndarray]
 Key = tuple[str, tuple[int, ...]]  # (tensor, track axes)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.graph.analysis import ROLE_NORM_SCALE, ROLE_WEIGHT_IN, ROLE_WEIGHT_OUT, ConstMember
+from onnxprune.graph.context import ROLE_NORM_SCALE, ROLE_WEIGHT_IN, ROLE_WEIGHT_OUT, ConstMember
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.graph.tracks import map_roots

@@ -24,14 +24,12 @@ from onnx import helper
 
 from onnxprune.calib.collect import stream_tensors
 from onnxprune.errors import OnnxPruneError
-from onnxprune.graph.analysis import ConsumeEdge
+from onnxprune.graph.context import ConsumeEdge
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.masking import mask_dtype, mask_shape, splice_masks
 from onnxprune.graph.tracks import map_roots
 from onnxprune.io import runtime
-
-Feed = Mapping[str, np.ndarray]
-
+from onnxprune.io.types import Feed
 
 FILLS = ("zero", "mean")
 

@@ -16,7 +16,7 @@ every scored layer (d² · 8 bytes each, d = C/g · kh · kw).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +28,7 @@ from onnxprune.calib.stats import GramStats
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.graph.tracks import map_roots
+from onnxprune.io.types import FeedFactory
 from onnxprune.recovery.layer_weights import LayerWeights, read_layer
 from onnxprune.recovery.layers import matmul_bias, unsupported
 from onnxprune.scoring.calibrated import CalibratedImportance
@@ -36,7 +37,6 @@ from onnxprune.scoring.importance import register_importance
 from onnxprune.scoring.magnitude import WEIGHT_ROLES, Magnitude
 from onnxprune.scoring.surgeon import LayerSurgeon, damped_inverse, greedy_scores
 
-Feed = Mapping[str, np.ndarray]
 DEFAULT_ROUNDS = 16
 DEFAULT_DAMP = 1e-3  # as reconstruction's
 GRAM_CHUNK_BYTES = 1 << 30  # Grams gathered at once in one calibration pass
@@ -97,7 +97,7 @@ def fit_nodes(dg: DependencyGraph, *, max_columns: int = MAX_COLUMNS) -> dict[st
     return out
 
 
-def collect_grams(dg: DependencyGraph, nodes: Iterable[onnx.NodeProto], batches: Callable[[], Iterable[Feed]], *,
+def collect_grams(dg: DependencyGraph, nodes: Iterable[onnx.NodeProto], batches: FeedFactory, *,
                   max_rows: int | None = DEFAULT_MAX_ROWS) -> dict[str, GramStats | list[GramStats]]:
     """Input Grams of `nodes` on the dense model, one pass over `batches()` per GRAM_CHUNK_BYTES of Grams."""
     todo = list(nodes)

@@ -16,13 +16,14 @@ The probe feeds them through its `overrides`. Consumers that cannot be re-fitted
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from onnxprune.calib.collect import DEFAULT_MAX_ROWS
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
+from onnxprune.io.types import Feed
 from onnxprune.recovery.layer_weights import LayerWeights, layer_arrays
 from onnxprune.scoring.obs import (
     DEFAULT_DAMP,
@@ -33,7 +34,6 @@ from onnxprune.scoring.obs import (
     read_fit_layer,
 )
 
-Feed = Mapping[str, np.ndarray]
 Weights = dict[str, np.ndarray]
 
 

@@ -17,7 +17,7 @@ from onnxprune.graph.groups import Group
 from onnxprune.scoring.calibrated import CalibratedImportance
 from onnxprune.scoring.importance import register_importance
 from onnxprune.scoring.magnitude import WEIGHT_ROLES, Magnitude
-from onnxprune.scoring.mask_probe import Feed, MaskProbe
+from onnxprune.scoring.mask_probe import MaskProbe
 
 MAX_EVALS = 32  # forward passes per group
 MAX_SAMPLES = 64  # calibration samples held for the evaluations
@@ -32,17 +32,7 @@ class Sensitivity(CalibratedImportance):
         self.samples = samples
 
     def probe(self, dg: DependencyGraph) -> MaskProbe:
-        return self.cached(dg, "probe", lambda: MaskProbe(dg, self._held(dg)))
-
-    def _held(self, dg: DependencyGraph) -> list[Feed]:
-        held: list[Feed] = []
-        n = 0
-        for feed in self.batches(dg):
-            held.append(feed)
-            n += int(next(iter(feed.values())).shape[0]) if feed else 0
-            if n >= self.samples:
-                break
-        return held
+        return self.cached(dg, "probe", lambda: MaskProbe(dg, self.source(dg).first(self.samples)))
 
     def __call__(self, dg: DependencyGraph, group: Group) -> np.ndarray:
         probe = self.probe(dg)

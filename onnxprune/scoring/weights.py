@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.graph.analysis import ConstMember
+from onnxprune.graph.context import ConstMember
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.graph.tracks import Track

@@ -9,7 +9,7 @@ squares of the input, S[c, h, w] = Σₙ x², summed over the window of each ker
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import onnx
@@ -18,9 +18,8 @@ from onnxprune.calib.collect import stream_tensors
 from onnxprune.calib.im2col import conv_geometry, patch_view
 from onnxprune.calib.layer_grams import linear_rows
 from onnxprune.errors import OnnxPruneError
+from onnxprune.io.types import Feed
 from onnxprune.sparsity.sites import Target
-
-Feed = Mapping[str, np.ndarray]
 
 
 def _fold(acc: np.ndarray | None, x: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ import numpy as np
 from onnxprune.calib.layer_grams import LayerGram
 from onnxprune.calib.stats import ChannelStats
 from onnxprune.sparsity.masks import magnitude_score, make_mask, wanda_column_score, wanda_score
-from onnxprune.sparsity.refit import refit_rows, ridge_solve
+from onnxprune.sparsity.refit import refit_dense, refit_rows
 from onnxprune.sparsity.sites import Target
 from onnxprune.sparsity.sparsegpt import sparsegpt
 from onnxprune.sparsity.views import conv_column_perm, weight_from_2d, weight_to_2d
@@ -72,7 +72,7 @@ def gram_weight(w: np.ndarray, target: Target, gram: LayerGram, *, method: str, 
         h = gs.hessian if perm is None else gs.hessian[np.ix_(perm, perm)]
         xty = None if not refit or gs.xty is None else (gs.xty if perm is None else gs.xty[perm])
         if keep2 is None:
-            start = w2[sl] if xty is None else ridge_solve(h, xty, w2[sl], percdamp=percdamp)
+            start = w2[sl] if xty is None else refit_dense(w2[sl], h, xty, percdamp=percdamp)
             new, keep = sparsegpt(start, h, sparsity=sparsity, pattern=pattern, blocksize=blocksize,
                                   percdamp=percdamp)
         else:
@@ -81,9 +81,3 @@ def gram_weight(w: np.ndarray, target: Target, gram: LayerGram, *, method: str, 
         out[sl] = new if xty is None else refit_rows(new, keep, h, xty, percdamp=percdamp)
     return weight_from_2d(out, site.shape, site.op_type, site.reduction_axis)
 
-
-def sparsegpt_weight(w: np.ndarray, target: Target, gram: LayerGram, *, sparsity: float | None,
-                     pattern: tuple[int, int] | None, blocksize: int = 128, percdamp: float = 0.01) -> np.ndarray:
-    """SparseGPT on the [rows, reduction] view; Conv groups are solved one by one with their own Gram."""
-    return gram_weight(w, target, gram, method="sparsegpt", sparsity=sparsity, pattern=pattern,
-                       blocksize=blocksize, percdamp=percdamp)

@@ -1,4 +1,5 @@
-"""Least-squares re-fit of the weights a mask keeps, from a Gram XᵀX and a target XᵀY.
+"""Least-squares re-fit of the weights a mask keeps, from a Gram XᵀX and a target XᵀY (solved by
+`recovery.solve.solve_ridge`, the re-fits' one ridge solver).
 
 Per output row r with kept columns S (rows of W2 [rows, cols], columns in the order of H):
 
@@ -13,17 +14,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxprune.recovery.solve import damping, solve_ridge
 
-def damping(h: np.ndarray, percdamp: float) -> float:
-    d = percdamp * float(np.mean(np.diag(h))) if h.size else 0.0
-    return d if d > 0 else max(percdamp, 1e-12)
+MIN_DAMP = 1e-12  # λ at percdamp 0: every masked sub-system stays solvable
 
 
-def ridge_solve(h: np.ndarray, xty: np.ndarray, anchor: np.ndarray, *, percdamp: float) -> np.ndarray:
-    """Dense ridge fit of all columns: W2 [rows, cols] = ((H + λI)⁻¹ (XᵀY + λ anchorᵀ))ᵀ."""
-    lam = damping(h, percdamp)
+def _lambda(h: np.ndarray, percdamp: float) -> float:
+    return damping(np.diag(h), percdamp) or MIN_DAMP
+
+
+def refit_dense(anchor: np.ndarray, h: np.ndarray, xty: np.ndarray, *, percdamp: float) -> np.ndarray:
+    """Ridge fit of all columns: W2 [rows, cols] = ((H + λI)⁻¹ (XᵀY + λ anchorᵀ))ᵀ."""
     a = np.asarray(anchor, np.float64)
-    return np.linalg.solve(h + lam * np.eye(h.shape[0]), np.asarray(xty, np.float64) + lam * a.T).T
+    return solve_ridge(h, np.asarray(xty, np.float64), _lambda(h, percdamp), anchor=a.T).T
 
 
 def refit_rows(anchor: np.ndarray, keep: np.ndarray, h: np.ndarray, xty: np.ndarray, *,
@@ -40,16 +43,14 @@ def refit_rows(anchor: np.ndarray, keep: np.ndarray, h: np.ndarray, xty: np.ndar
     b = np.asarray(xty, np.float64)
     if a.shape != keep.shape or h.shape != (a.shape[1], a.shape[1]) or b.shape != (a.shape[1], a.shape[0]):
         raise ValueError(f"refit: weight {a.shape}, mask {keep.shape}, H {h.shape}, XᵀY {b.shape} do not match")
-    lam = damping(h, percdamp)
-    big = h + lam * np.eye(h.shape[0])
-    rhs = b.T + lam * a  # [rows, cols]: c of every row
+    lam = _lambda(h, percdamp)
     out = np.zeros_like(a)
     cols = a.shape[1]
     complement = keep.sum(axis=1) > cols // 2
     inv = full = None
     if complement.any():
-        inv = np.linalg.inv(big)
-        full = rhs @ inv  # unconstrained fits (A symmetric)
+        inv = np.linalg.inv(h + lam * np.eye(cols))
+        full = (b.T + lam * a) @ inv  # unconstrained fits, c of every row times A⁻¹ (A symmetric)
     for r in range(a.shape[0]):
         s = np.flatnonzero(keep[r])
         if not len(s):
@@ -61,5 +62,5 @@ def refit_rows(anchor: np.ndarray, keep: np.ndarray, h: np.ndarray, xty: np.ndar
                 w -= inv[:, p] @ np.linalg.solve(inv[np.ix_(p, p)], full[r, p])
             out[r, s] = w[s]
         else:
-            out[r, s] = np.linalg.solve(big[np.ix_(s, s)], rhs[r, s])
+            out[r, s] = solve_ridge(h[np.ix_(s, s)], b[s, r], lam, anchor=a[r, s])
     return out

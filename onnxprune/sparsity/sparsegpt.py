@@ -88,8 +88,3 @@ def sparsegpt(w: np.ndarray, h: np.ndarray, *, sparsity: float | None = None,
     w[~keep] = 0.0
     return w, keep
 
-
-def reconstruction_error(w_old: np.ndarray, w_new: np.ndarray, h: np.ndarray) -> float:
-    """‖X Wᵀ_old - X Wᵀ_new‖²_F = tr((W_old - W_new) H (W_old - W_new)ᵀ)."""
-    dw = np.asarray(w_old, np.float64) - np.asarray(w_new, np.float64)
-    return float(np.einsum("ij,jk,ik->", dw, h, dw))

@@ -36,10 +36,3 @@ def weight_from_2d(w2: np.ndarray, shape: tuple[int, ...], op_type: str, reducti
         return out.reshape(shape)
     return w2.T if reduction_axis == 0 else w2
 
-
-def hessian_to_2d_order(h: np.ndarray, op_type: str, cg: int = 0, kernel_size: int = 1) -> np.ndarray:
-    """Reorder a channel-major Conv Gram to the position-major column order (others unchanged)."""
-    if op_type != "Conv":
-        return h
-    perm = conv_column_perm(cg, kernel_size)
-    return h[np.ix_(perm, perm)]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from onnxprune.graph.analysis import ApplyHook, RuleContext, untracked
 from onnxprune.graph.apply import ApplyContext
+from onnxprune.graph.context import ApplyHook, RuleContext, untracked
 from onnxprune.graph.rules.registry import register
 from onnxprune.graph.tracks import Track, track_at
 
@@ -20,6 +20,9 @@ def _axis(ctx: RuleContext, name: str, default: int = 0) -> int:
 
 @register("Concat")
 def concat(ctx: RuleContext) -> None:
+    """Ids side by side along the axis. Channel grids (attention heads) concatenate along one of their
+    axes when every operand carries a grid on the same axes (RoPE's rotate_half: -x[..., D/2:] next to
+    x[..., :D/2]); the result couples nothing more unless it is not rectangular."""
     shape = ctx.shape(ctx.node.output[0])
     if shape is None:
         ctx.block_inputs("Concat with unknown output shape")
@@ -27,26 +30,43 @@ def concat(ctx: RuleContext) -> None:
     axis = ctx.int_attr("axis", 1) % len(shape)
     pieces: list[np.ndarray] = []
     others: dict[tuple[int, ...], Track] = {}
-    for x in ctx.node.input:
+    on_axis = [track_at(ctx.layout(x), axis) for x in ctx.node.input]
+    grid = _concat_grids(ctx, on_axis, axis)
+    for x, t in zip(ctx.node.input, on_axis, strict=True):
         xs = ctx.shape(x)
         if xs is None:
             ctx.block_inputs("Concat operand of unknown shape")
             return
-        layout = ctx.layout(x)
-        t = track_at(layout, axis)
-        if t is not None and not t.is_single:
+        if t is not None and not t.is_single and grid is None:
             ctx.block(t, "multi-axis channel grid concatenated")
             t = None
-        pieces.append(t.ids if t is not None else untracked(xs[axis]))
-        for u in layout:
+        pieces.append(t.ids if t is not None and t.is_single else untracked(xs[axis]))
+        for u in ctx.layout(x):
             if axis in u.axes:
                 continue
             if u.axes in others:
                 ctx.union(others[u.axes].ids, u.ids, reason="Concat couples the other axes")
             else:
                 others[u.axes] = u
-    out_layout = [Track((axis,), np.concatenate(pieces)), *list(others.values())]
-    ctx.set_layout(ctx.node.output[0], out_layout)
+    main = grid if grid is not None else Track((axis,), np.concatenate(pieces))
+    ctx.set_layout(ctx.node.output[0], [main, *list(others.values())])
+
+
+def _concat_grids(ctx: RuleContext, on_axis: list[Track | None], axis: int) -> Track | None:
+    """The concatenated grid when every operand has one on the same axes, of the same extents off `axis`."""
+    grids = [t for t in on_axis if t is not None and not t.is_single]
+    if not grids:
+        return None
+    first = grids[0]
+    pos = first.axes.index(axis)
+    rest = [d for k, d in enumerate(first.ids.shape) if k != pos]
+    if any(t is None or t.axes != first.axes or [d for k, d in enumerate(t.ids.shape) if k != pos] != rest
+           for t in on_axis):
+        return None
+    out = Track(first.axes, np.concatenate([t.ids for t in on_axis if t is not None], axis=pos))
+    if ctx.coupled_along(out) is None:
+        ctx.union_along(out, len(out.axes) - 1)
+    return out
 
 
 def _split_sizes(ctx: RuleContext, dim: int) -> list[int] | None:
@@ -81,20 +101,18 @@ def split(ctx: RuleContext) -> None:
         for out in ctx.node.output:
             ctx.set_layout(out, rest)
         return
-    if not t.is_single:
-        ctx.block(t, "Split of a multi-axis channel grid")
-        return
     sizes = _split_sizes(ctx, shape[axis])
     if sizes is None or sum(sizes) != shape[axis]:
         ctx.block(t, "Split sizes computed at run time")
         return
+    pos = t.axes.index(axis)
     bounds = np.cumsum([0, *sizes])
-    parts = [t.ids[bounds[i]:bounds[i + 1]] for i in range(len(sizes))]
+    parts = [np.take(t.ids, range(bounds[i], bounds[i + 1]), axis=pos) for i in range(len(sizes))]
     for out, ids in zip(ctx.node.output, parts, strict=True):
-        ctx.set_layout(out, [Track((axis,), ids), *rest])
+        ctx.set_layout(out, [Track(t.axes, ids), *rest])
 
     def rewrite(actx: ApplyContext, node: onnx.NodeProto) -> None:
-        new = [actx.kept_count(p) for p in parts]
+        new = [_kept(actx, p, pos) for p in parts]
         if actx.model_opset < 13:
             actx.set_attr(node, "split", new)
         else:
@@ -123,20 +141,21 @@ def slice_(ctx: RuleContext) -> None:
         return
     starts, ends, axes, steps = params
     out_layout: list[Track] = []
-    sliced: list[tuple[int, int, int, np.ndarray]] = []  # (index in params, start, end, ids)
+    sliced: list[tuple[int, int, int, np.ndarray, int]] = []  # (index in params, start, end, ids, grid pos)
     for t in layout:
         hit = [i for i, a in enumerate(axes) if a in t.axes]
         if not hit:
             out_layout.append(t)
             continue
         i = hit[0]
-        if not t.is_single or steps[i] != 1:
-            ctx.block(t, "strided or multi-axis Slice over channels")
+        if len(hit) > 1 or steps[i] != 1:
+            ctx.block(t, "strided Slice over channels" if steps[i] != 1 else "Slice of a channel grid along two axes")
             continue
+        pos = t.axes.index(axes[i])
         dim = shape[axes[i]]
         s, e = _norm_bound(starts[i], dim), _norm_bound(ends[i], dim)
-        out_layout.append(Track(t.axes, t.ids[s:e]))
-        sliced.append((i, s, e, t.ids))
+        out_layout.append(Track(t.axes, np.take(t.ids, range(s, e), axis=pos)))
+        sliced.append((i, s, e, t.ids, pos))
     ctx.set_layout(ctx.node.output[0], out_layout)
     if sliced:
         ctx.hook(_slice_rewriter(sliced, starts, ends, axes, steps))
@@ -160,12 +179,16 @@ def _slice_params(ctx: RuleContext, rank: int) -> tuple[list[int], list[int], li
     return starts, ends, axes, steps
 
 
-def _slice_rewriter(sliced: list[tuple[int, int, int, np.ndarray]], starts: list[int], ends: list[int],
+def _kept(actx: ApplyContext, ids: np.ndarray, pos: int) -> int:
+    return actx.kept_count(ids) if ids.ndim == 1 else int(actx.kept_along(ids, pos).sum())
+
+
+def _slice_rewriter(sliced: list[tuple[int, int, int, np.ndarray, int]], starts: list[int], ends: list[int],
                     axes: list[int], steps: list[int]) -> ApplyHook:
     def rewrite(actx: ApplyContext, node: onnx.NodeProto) -> None:
         new_starts, new_ends = list(starts), list(ends)
-        for i, s, e, ids in sliced:
-            keep = actx.keep(ids)
+        for i, s, e, ids, pos in sliced:
+            keep = actx.keep(ids) if ids.ndim == 1 else actx.kept_along(ids, pos)
             new_starts[i] = int(keep[:s].sum())
             new_ends[i] = int(keep[:e].sum())
         if actx.model_opset < 10:

@@ -25,8 +25,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from onnxprune.graph.analysis import ROLE_PARAM, ROLE_WEIGHT_IN, ROLE_WEIGHT_OUT, RuleContext
 from onnxprune.graph.apply import ApplyContext
+from onnxprune.graph.context import ROLE_PARAM, ROLE_WEIGHT_IN, ROLE_WEIGHT_OUT, RuleContext
 from onnxprune.graph.rules.registry import register
 from onnxprune.graph.tracks import Track, track_at
 

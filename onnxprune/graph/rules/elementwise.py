@@ -2,12 +2,20 @@
 
 Unary activations pass tracks through. Broadcasting ops (Add, Mul, Where, PRelu, ...) couple the
 ids of operands that share a tracked axis, slice constant operands along it, and block a channel
-that meets an untracked activation (it could not be removed from that operand).
+that meets an untracked activation (it could not be removed from that operand). An operand that
+covers some axes of a channel grid and broadcasts over the others (RoPE's cos/sin tables: one value
+per head_dim index, the same for every head) is cut along the axes it covers when they shrink, and
+so is an activation with one value per head of attention scores (a position bias).
 """
 
 from __future__ import annotations
 
-from onnxprune.graph.analysis import ROLE_PARAM, RuleContext
+import numpy as np
+import onnx
+from onnx import helper
+
+from onnxprune.graph.apply import ApplyContext
+from onnxprune.graph.context import ROLE_PARAM, RuleContext
 from onnxprune.graph.rules.registry import register
 from onnxprune.graph.tracks import Track
 
@@ -41,7 +49,12 @@ def _operands(ctx: RuleContext) -> list[str]:
 
 @register(*BROADCAST)
 def broadcast(ctx: RuleContext) -> None:
-    names = _operands(ctx)
+    ctx.set_layout(ctx.node.output[0], couple_operands(ctx, _operands(ctx)))
+
+
+def couple_operands(ctx: RuleContext, names: list[str]) -> list[Track]:
+    """The output layout of a broadcasting elementwise op over the operands `names` ("" = absent):
+    operands sharing a tracked axis are coupled, constant ones sliced along it."""
     ranks = [len(ctx.shape(x) or ()) if x else 0 for x in names]
     out_rank = max(ranks, default=0)
     # Tracks of every operand, moved to output axes.
@@ -57,7 +70,7 @@ def broadcast(ctx: RuleContext) -> None:
                 continue
             claimed.update(t.axes)
             out_layout.append(_couple(ctx, t, names, ranks, out_rank, mapped))
-    ctx.set_layout(ctx.node.output[0], [t for t in out_layout if t is not None])
+    return out_layout
 
 
 def _couple(ctx: RuleContext, t: Track, names: list[str], ranks: list[int], out_rank: int,
@@ -81,10 +94,39 @@ def _couple(ctx: RuleContext, t: Track, names: list[str], ranks: list[int], out_
             elif other is not t:
                 ctx.union(t.ids, other.ids, reason=f"{ctx.node.op_type} couples operands")
             continue
-        if list(dims) != list(t.ids.shape):
+        covered = [pos for pos, d in enumerate(dims) if d != 1]
+        cuts = [(pos, t.axes[pos] - off) for pos in covered]
+        if list(dims) != list(t.ids.shape) and all(dims[pos] == t.ids.shape[pos] for pos in covered):
+            _cut_operand(ctx, list(ctx.node.input).index(x), t, cuts)
+        elif list(dims) != list(t.ids.shape):
             ctx.block(t, f"operand {x} broadcasts partially along the channel axis")
         elif ctx.is_const(x):
             ctx.member(x, Track(tuple(a - off for a in t.axes), t.ids), ROLE_PARAM)
+        elif t.any_tracked() and set(t.ids[t.ids >= 0].tolist()) <= ctx.state.head_ids:
+            # One value per head added to the attention scores (T5's position bias): a removed
+            # head's value goes with it.
+            _cut_operand(ctx, list(ctx.node.input).index(x), t, cuts)
         else:
             ctx.block(t, f"{ctx.node.op_type} with an activation that carries no prunable channels")
     return t
+
+
+def _cut_operand(ctx: RuleContext, index: int, t: Track, cuts: list[tuple[int, int]]) -> None:
+    """At apply, keep the operand's positions of the kept channels along each (grid position, operand
+    axis) in `cuts`: a constant is sliced, an activation is read through a Gather."""
+    def cut(actx: ApplyContext, node: onnx.NodeProto) -> None:
+        for pos, axis in cuts:
+            keep = actx.kept_along(t.ids, pos)
+            if keep.all():
+                continue
+            idx = np.flatnonzero(keep).astype(np.int64)
+            name = node.input[index]
+            if actx.is_const(name):
+                actx.set_input_const(node, index, np.take(actx.const(name), idx, axis=axis))
+                continue
+            kept = f"{name}__kept_for_{node.name}_{axis}"
+            actx.insert_before(node, helper.make_node("Gather", [name, actx.add_const(f"{node.name}_kept", idx)],
+                                                      [kept], name=f"{node.name}__kept_{axis}", axis=axis))
+            node.input[index] = kept
+
+    ctx.hook(cut)

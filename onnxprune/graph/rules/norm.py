@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import onnx
 
-from onnxprune.graph.analysis import ROLE_NORM_SCALE, ROLE_PARAM, RuleContext
 from onnxprune.graph.apply import ApplyContext
+from onnxprune.graph.context import ROLE_NORM_SCALE, ROLE_PARAM, RuleContext
+from onnxprune.graph.layernorm_chains import LayerNormChain
 from onnxprune.graph.rules.registry import register
 from onnxprune.graph.tracks import Track, track_at
 
@@ -51,6 +52,9 @@ def instancenorm(ctx: RuleContext) -> None:
     _per_channel(ctx, [(1, ROLE_NORM_SCALE), (2, ROLE_PARAM)], spatial_ok=False)
 
 
+LAYERNORM_REASON = "LayerNorm over the channel axis couples all channels (statistics change if one is removed)"
+
+
 @register("LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization")
 def layernorm(ctx: RuleContext) -> None:
     """Blocks the normalised axes; with `--approximate layernorm` lets the last axis through.
@@ -62,24 +66,48 @@ def layernorm(ctx: RuleContext) -> None:
     rank = len(shape) if shape else 0
     axis = ctx.int_attr("axis", -1)
     axis = axis + rank if axis < 0 else axis
+    params = [(ctx.input(1), ROLE_NORM_SCALE), (ctx.input(2), ROLE_PARAM)]
+    ctx.set_layout(ctx.node.output[0], normalised(ctx, ctx.in_layout(0), rank=rank, axis=axis, params=params))
+
+
+def normalised(ctx: RuleContext, layout: list[Track], *, rank: int, axis: int,
+               params: list[tuple[str, str]]) -> list[Track]:
+    """The layout after a LayerNorm-like op normalising axes `axis`.. of a rank-`rank` tensor, whose
+    per-channel scale/bias `params` ((name or "", role)) span the last axis: tracks on other axes pass;
+    the last axis passes only as approximate (`--approximate layernorm`), with the params sliced."""
     passed: list[Track] = []
-    for t in ctx.in_layout(0):
+    for t in layout:
         if not any(a >= axis for a in t.axes):
             passed.append(t)
-        elif t.axes == (rank - 1,) and axis == rank - 1 and ctx.approximate(
-                t, "LayerNorm over the channel axis couples all channels (statistics change if one is removed)",
-                kind="layernorm"):
-            for i in (1, 2):
-                name = ctx.input(i)
+        elif t.axes == (rank - 1,) and axis == rank - 1:
+            if not ctx.approximate(t, LAYERNORM_REASON, kind="layernorm"):  # blocked, with the opt-in named
+                continue
+            for name, role in params:
                 if name and ctx.is_const(name) and len(ctx.shape(name) or ()) >= 1:
                     r = len(ctx.shape(name) or ())
-                    ctx.member(name, Track((r - 1,), t.ids), ROLE_NORM_SCALE if i == 1 else ROLE_PARAM)
+                    ctx.member(name, Track((r - 1,), t.ids), role)
                 elif name:
                     ctx.block(t, "LayerNorm scale/bias computed at run time")
             passed.append(t)
         else:
-            ctx.block(t, "LayerNorm over the channel axis couples all channels (statistics change if one is removed)")
-    ctx.set_layout(ctx.node.output[0], passed)
+            ctx.block(t, LAYERNORM_REASON)
+    return passed
+
+
+def layernorm_chain(ctx: RuleContext, chain: LayerNormChain) -> None:
+    """A LayerNorm written out op by op (graph/layernorm_chains.py), read at its last node (ctx): as
+    LayerNormalization over the last axis; gamma and beta are sliced where the chain reads them."""
+    shape = ctx.shape(chain.input)
+    rank = len(shape) if shape else 0
+    passed = normalised(ctx, ctx.layout(chain.input), rank=rank, axis=rank - 1, params=[])
+    nodes = {n.name: n for n in ctx.view.graph.node if n.name in chain.nodes}
+    for t in passed:
+        if rank - 1 in t.axes:
+            for found, role in ((chain.scale, ROLE_NORM_SCALE), (chain.bias, ROLE_PARAM)):
+                if found is not None:
+                    RuleContext(ctx.state, nodes[found[1]]).member(
+                        found[0], Track((len(ctx.shape(found[0]) or ()) - 1,), t.ids), role)
+    ctx.set_layout(chain.output, passed)
 
 
 @register("GroupNormalization")

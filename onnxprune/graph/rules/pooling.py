@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from onnxprune.graph.analysis import RuleContext
 from onnxprune.graph.apply import ApplyContext
+from onnxprune.graph.context import RuleContext
 from onnxprune.graph.rules.registry import register
 from onnxprune.graph.tracks import Track
 

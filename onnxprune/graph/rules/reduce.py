@@ -8,7 +8,7 @@ axis are blocked; over other axes they pass the tracks through.
 
 from __future__ import annotations
 
-from onnxprune.graph.analysis import RuleContext
+from onnxprune.graph.context import RuleContext
 from onnxprune.graph.rules.registry import register
 from onnxprune.graph.tracks import Track
 

@@ -5,19 +5,32 @@ tensor, reshaped like the data, and read back on the output axes where they vary
 a Gemm thus maps channel c to the block of features c*HW .. (c+1)*HW-1; a channel-shuffle
 reshape to (groups, C/groups) yields a two-axis grid whose inner axis is pruned (the ids of one
 inner index are coupled across groups so that every group loses the same channels).
+
+A *split* (one channel axis cut into a grid, e.g. H·D -> (H, D) after a Q/K/V projection) must lose
+whole hyperplanes of the grid to stay rectangular, so its ids are coupled along one grid axis:
+- the inner one by default: the same index leaves every head (head_dim; a channel shuffle);
+- the head axis for the splits `analyse(heads=...)` names as whole heads: every index of head h is
+  one slot, which the attention MatMuls couple with the same head of K and V (rules/linear.py).
+A Reshape of a grid that is rectangular already (repeat_kv merging KV heads with their copies, a
+batch·heads merge) couples nothing more.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
+from onnx import helper
 
-from onnxprune.graph.analysis import RuleContext
 from onnxprune.graph.apply import ApplyContext
+from onnxprune.graph.context import DimRef, RuleContext, counted
 from onnxprune.graph.rules.registry import register
-from onnxprune.graph.tracks import Track
+from onnxprune.graph.tracks import Track, planes
+from onnxprune.graph.view import node_attr
+
+INTEGER_TYPES = (onnx.TensorProto.INT32, onnx.TensorProto.INT64)
 
 MAX_RESHAPE_ELEMENTS = 50_000_000
 
@@ -36,10 +49,23 @@ def _map_track(ctx: RuleContext, t: Track, in_shape: tuple[int, ...], out_shape:
         ctx.block(t, "Reshape interleaves channels with other axes")
         return None
     out = Track(tuple(varying), np.ascontiguousarray(reduced))
-    if not out.is_single:
-        # Prune the innermost axis of the grid; couple the ids across the outer axes.
+    if out.is_single:
+        return out
+    if t.is_single:
+        _split(ctx, out)
+    elif ctx.coupled_along(out) is None:
         ctx.union_along(out, len(varying) - 1)
     return out
+
+
+def _split(ctx: RuleContext, grid: Track) -> None:
+    """Couple a new grid (module doc): along its head axis for a whole-heads split, else the inner axis."""
+    state, name = ctx.state, ctx.node.name
+    state.splits[name] = grid.ids
+    for i in grid.ids[grid.ids >= 0].tolist():
+        state.split_of[int(i)] = name
+    head = state.whole_heads.get(name)
+    ctx.union_along(grid, len(grid.axes) - 1 if head is None else head)
 
 
 def _constant_along(a: np.ndarray, axis: int) -> bool:
@@ -84,14 +110,30 @@ class TargetPiece:
     input_index: int
     offset: int  # first target entry covered
     value: np.ndarray | None  # None when computed at run time
+    dims: list[DimRef | None] | None = None  # computed from Shape reads of channel axes (rules/shape_ops.py)
+
+    def entry(self, index: int) -> DimRef | None:
+        return self.dims[index] if self.dims is not None and index < len(self.dims) else None
+
+
+def _through_casts(ctx: RuleContext, name: str) -> str:
+    """The tensor an integer Cast chain starts from (tf2onnx casts a target built in int32)."""
+    while not ctx.is_const(name):
+        prod = ctx.view.producer.get(name)
+        if prod is None or prod[0].op_type != "Cast" or node_attr(prod[0], "to") not in INTEGER_TYPES:
+            return name
+        name = prod[0].input[0]
+    return name
 
 
 def _target_pieces(ctx: RuleContext, target: str) -> list[TargetPiece] | None:
     if ctx.is_const(target):
         return [TargetPiece(ctx.node.name, 1, 0, ctx.const(target).astype(np.int64).reshape(-1))]
-    prod = ctx.view.producer.get(target)
+    source = _through_casts(ctx, target)
+    prod = ctx.view.producer.get(source)
     if prod is None or prod[0].op_type != "Concat":
-        return None
+        dims = ctx.dims(target)
+        return None if dims is None else [TargetPiece(ctx.node.name, 1, 0, None, dims)]
     pieces: list[TargetPiece] = []
     offset = 0
     for i, x in enumerate(prod[0].input):
@@ -99,13 +141,38 @@ def _target_pieces(ctx: RuleContext, target: str) -> list[TargetPiece] | None:
         if shape is None or len(shape) != 1:
             return None
         value = ctx.const(x).astype(np.int64).reshape(-1) if ctx.is_const(x) else None
-        pieces.append(TargetPiece(prod[0].name, i, offset, value))
+        pieces.append(TargetPiece(prod[0].name, i, offset, value, ctx.dims(x)))
         offset += shape[0]
     return pieces
 
 
 def _count(actx: ApplyContext, t: Track, pos: int) -> int:
     return actx.kept_count(t.ids) if t.is_single else int(actx.kept_along(t.ids, pos).sum())
+
+
+def _line_counts(ctx: RuleContext, t: Track, pos: int, mult: int = 1) -> Counter[frozenset[int]]:
+    """The hyperplanes of a grid along `pos` by the classes they hold (each `mult` times): an axis
+    keeps one position per hyperplane with a class left."""
+    roots = ctx.roots_now(t.ids)
+    out: Counter[frozenset[int]] = Counter()
+    for row in planes(roots, pos):
+        out[frozenset(row[row >= 0].tolist())] += mult
+    return out
+
+
+def _check_read(ctx: RuleContext, t: Track, pos: int, e: DimRef | None, what: str) -> None:
+    """After the walk: an entry for channel axis `pos` of `t` that is not a constant must still be
+    right once channels leave: the run-time count of the same positions (times a constant), or any
+    value when neither axis can shrink."""
+    def check() -> None:
+        if ctx.fixed(t, pos) and (e is None or all(ctx.fixed(x, p) for x, p in e.axes())):
+            return
+        count = counted(ctx.state.uf, e) if e is not None and e.exact else None
+        if count is not None and _line_counts(ctx, t, pos) == _line_counts(ctx, *count):
+            return
+        ctx.block([t] if e is None else [t, *(x for x, _ in e.axes())], what)
+
+    ctx.defer(check)
 
 
 @register("Reshape")
@@ -120,15 +187,27 @@ def reshape(ctx: RuleContext) -> None:
     pieces = _target_pieces(ctx, ctx.input(1))
     if pieces is None:
         ctx.block(x_layout, "Reshape target computed at run time")
+        ctx.escape(ctx.dims(ctx.input(1)), "sets the size of another axis")
         return
     in_axes = {a: (t, pos) for t in x_layout for pos, a in enumerate(t.axes)}
     edits: dict[int, tuple[TargetPiece, int, Track, int]] = {}  # out axis -> (piece, index, track, pos)
+    channel_axes = {a for t in out for a in t.axes}
+    for each in pieces:
+        for k in range(len(each.dims or [])):  # a channel count setting the size of an axis without channels
+            if each.offset + k not in channel_axes:
+                ctx.escape([each.entry(k)], "sets the size of another axis")
     for t in out:
         for pos, a in enumerate(t.axes):
             piece = next((p for p in reversed(pieces) if p.offset <= a), None)
-            if piece is None or piece.value is None:
+            if piece is None:
                 ctx.block(x_layout, "Reshape target entry for a channel axis is computed at run time")
                 return
+            if piece.value is None:
+                e = piece.entry(a - piece.offset)
+                _check_read(ctx, t, pos, e, "Reshape target entry for a channel axis is computed at run time"
+                            if e is None else "Reshape target entry read at run time (Shape) does not count "
+                            "these channels")
+                continue
             edits[a] = (piece, a - piece.offset, t, pos)
 
     for node_name in dict.fromkeys(p.node for p, *_ in edits.values()):  # in order: hook order names initializers
@@ -152,7 +231,8 @@ def reshape(ctx: RuleContext) -> None:
                     if i == index:
                         value[k] = n
                 if not np.array_equal(value, piece.value):
-                    actx.set_input_const(node, index, value.reshape(actx.const(node.input[index]).shape))
+                    old_const = actx.const(node.input[index])
+                    actx.set_input_const(node, index, value.astype(old_const.dtype).reshape(old_const.shape))
 
         ctx.hook(rewrite, node=node_name)
     ctx.set_layout(ctx.node.output[0], out)
@@ -224,28 +304,58 @@ def unsqueeze(ctx: RuleContext) -> None:
 
 @register("Expand")
 def expand(ctx: RuleContext) -> None:
+    """Channels pass through when the shape keeps their axes (an entry of 1 or their size; a GQA
+    repeat_kv expands a new axis next to them). A constant shape is rewritten to the kept counts; a
+    shape computed at run time gets 1 at the channel axes (Min with a constant, opset 12+), which is
+    the same Expand for any shape the original model accepts: an entry there must be 1 or the size."""
     x_shape, y_shape = ctx.shape(ctx.input(0)), ctx.shape(ctx.node.output[0])
     layout = ctx.in_layout(0)
     target = ctx.input(1)
-    if x_shape is None or y_shape is None or not ctx.is_const(target):
-        ctx.block(layout, "Expand with a run-time shape")
+    if x_shape is None or y_shape is None:
+        ctx.block(layout, "Expand of unknown shapes")
         return
     off = len(y_shape) - len(x_shape)
-    spec = ctx.const(target).astype(np.int64)
-    spec_off = len(y_shape) - len(spec)
     moved = [t.shifted({a: a + off for a in t.axes}) for t in layout]
-    touched = [(a, t) for t in moved for a in t.axes if a - spec_off >= 0 and spec[a - spec_off] not in (1, -1)]
-    if any(not t.is_single for _, t in touched):
-        ctx.block(layout, "Expand over a multi-axis channel grid")
+    axes = [(a, t, pos) for t in moved for pos, a in enumerate(t.axes)]
+    if any(x_shape[a - off] != y_shape[a] for a, _, _ in axes):
+        ctx.block(layout, "Expand repeats a channel axis")
         return
-    if touched:
-        def rewrite(actx: ApplyContext, node: onnx.NodeProto) -> None:
-            new = spec.copy()
-            for a, t in touched:
-                new[a - spec_off] = actx.kept_count(t.ids)
-            actx.set_input_const(node, 1, new)
+    spec_len = (ctx.shape(target) or (0,))[0]
+    spec_off = len(y_shape) - spec_len
+    dims = ctx.dims(target) or []
+    for k, e in enumerate(dims):
+        if e is not None and k + spec_off not in {a for a, _, _ in axes}:
+            ctx.escape([e], "sets the size of another axis")
+    touched = [(a, t, pos) for a, t, pos in axes if a - spec_off >= 0]
+    if ctx.is_const(target):
+        spec = ctx.const(target).astype(np.int64)
+        touched = [(a, t, pos) for a, t, pos in touched if spec[a - spec_off] not in (1, -1)]
+        if touched:
+            def rewrite(actx: ApplyContext, node: onnx.NodeProto) -> None:
+                new = spec.copy()
+                for a, t, pos in touched:
+                    new[a - spec_off] = _count(actx, t, pos)
+                actx.set_input_const(node, 1, new)
 
-        ctx.hook(rewrite)
+            ctx.hook(rewrite)
+    elif touched and ctx.opset < 12:
+        ctx.block(layout, "Expand with a run-time shape (before opset 12)")
+        return
+    elif touched:
+        ones = np.full(spec_len, np.iinfo(np.int64).max, dtype=np.int64)
+        for a, _, _ in touched:
+            ones[a - spec_off] = 1
+
+        def unit_entries(actx: ApplyContext, node: onnx.NodeProto) -> None:
+            if all(_count(actx, t, pos) == t.ids.shape[pos] for _, t, pos in touched):
+                return
+            cap = actx.add_const(f"{node.name}_channel_ones", ones)
+            out = f"{node.input[1]}__ones_for_{node.name}"
+            actx.insert_before(node, helper.make_node("Min", [node.input[1], cap], [out],
+                                                      name=f"{node.name}__channel_ones"))
+            node.input[1] = out
+
+        ctx.hook(unit_entries)
     ctx.set_layout(ctx.node.output[0], moved)
 
 

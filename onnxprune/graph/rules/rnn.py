@@ -6,7 +6,7 @@ outputs carry no prunable channels.
 
 from __future__ import annotations
 
-from onnxprune.graph.analysis import ROLE_WEIGHT_IN, RuleContext
+from onnxprune.graph.context import ROLE_WEIGHT_IN, RuleContext
 from onnxprune.graph.rules.registry import register
 from onnxprune.graph.tracks import Track
 

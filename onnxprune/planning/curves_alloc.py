@@ -1,9 +1,9 @@
-"""Per-group ratios from sensitivity curves, allocated globally under a MAC or parameter budget.
+"""The curves strategy: per-group ratios from sensitivity curves, allocated under a MAC or parameter budget.
 
 Each group g has levels n = channels removed (0, then every count that leaves a multiple of
 `round_to` channels, up to the floor `n_keep(size, MAX_GROUP_RATIO, round_to)` and to the last
 measured ratio of its curve). Its cost saving
-c_g(n) and error e_g(n) come from its curve (`sensitivity.GroupCurve`, measured with that group
+c_g(n) and error e_g(n) come from its curve (`measure.curves.GroupCurve`, measured with that group
 alone pruned), linear between the measured ratios. The total error is taken as additive,
 E = Σ_g e_g(n_g), and the budget as Σ_g c_g(n_g) (first order).
 
@@ -13,16 +13,16 @@ of increasing slope Δe / Δc (a group's hull slopes increase, so its segments c
 convex curves this is the optimal fractional knapsack; on non-convex curves the hull lets a group
 jump past a bump when the whole jump is cheaper per MAC than anything else. The segments are
 unrolled level by level into one removal *path*; the budget is then landed exactly on that path:
-bisection over the path position on the exact `allocation.CostModel` estimate, then the applied
-model is measured with `stats.model_stats` and re-aimed (`allocation.land_target`), so the result
-is within 3 % of the target like the other allocations. Inside each group the lowest-scored slots
+bisection over the path position on the exact `costs.CostModel` estimate, then the applied
+model is measured and re-aimed (`landing.land_target`), so the result is within 3 % of the target
+like the other strategies. Inside each group the lowest-scored slots
 (by the prune criterion) go first.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,12 +30,12 @@ import numpy as np
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.measure.curves import DEFAULT_METRIC, METRICS, GroupCurve, SensitivityResult
-from onnxprune.planning.allocation import CostModel, Scores, TargetResult, land_target
+from onnxprune.planning.choice import SensitivityAllocation
+from onnxprune.planning.costs import CostModel, Scores
 from onnxprune.planning.order import removal_orders
-from onnxprune.planning.plan import MAX_GROUP_RATIO, Plan, enforce_min_channels, n_keep
-from onnxprune.planning.rounding import Quota
-
-Shapes = Mapping[str, tuple[int, ...]]
+from onnxprune.planning.plan import Plan, enforce_min_channels
+from onnxprune.planning.rounding import MAX_GROUP_RATIO, Quota, n_keep
+from onnxprune.planning.strategy import PlanRequest, register_strategy
 
 
 @dataclass(frozen=True)
@@ -92,19 +92,6 @@ def removal_path(curves: Mapping[int, GroupCurve], *, round_to: int, metric: str
     return [(s.group, n) for s in segments for n in s.levels]
 
 
-@dataclass
-class SensitivityAllocation:
-    """Removal counts of a plan and the error the curves predict for them (additive)."""
-
-    counts: dict[int, int]
-    predicted_error: float
-    error: str
-
-    def to_json(self) -> dict[str, object]:
-        return {"counts": {str(k): v for k, v in sorted(self.counts.items())},
-                "predicted_error": self.predicted_error, "error": self.error}
-
-
 def predicted(sens: SensitivityResult, dg: DependencyGraph, plan: Plan, *,
               error: str = DEFAULT_METRIC) -> SensitivityAllocation:
     curves = sens.curves_for(dg)
@@ -137,29 +124,23 @@ class PathPlanner:
         return plan
 
 
-def sensitivity_plan(dg: DependencyGraph, sens: SensitivityResult, scores: Scores, *, metric: str, target: float,
-                     round_to: int = 1, criterion: str | None = None, error: str = DEFAULT_METRIC,
-                     shapes: Shapes | None = None) -> TargetResult:
-    """Per-group removal counts from the curves that keep `target` of the `metric` ("macs"/"params")."""
-    if metric not in ("macs", "params"):
-        raise OnnxPruneError(f"a sensitivity budget is on macs or params, got {metric!r}")
-    if not 0.0 < target <= 1.0:
-        raise OnnxPruneError(f"target {metric} must be a fraction in (0, 1], got {target}")
+def curves_search(dg: DependencyGraph, sens: SensitivityResult, scores: Scores, cm: CostModel, *, metric: str,
+                  round_to: int = 1, criterion: str | None = None,
+                  error: str = DEFAULT_METRIC) -> Callable[[float], Plan]:
+    """`aim -> Plan` along the curves' removal path: the path position whose estimated `metric`
+    ("macs"/"params") is nearest `aim` (estimates fall along the path)."""
     curves = sens.curves_for(dg)
     path = removal_path(curves, round_to=round_to, metric=metric, error=error,
                         multiples={g.id: g.multiple(round_to) for g in dg.prunable})
     planner = PathPlanner(dg, path, scores, criterion=criterion, round_to=round_to)
-    cm = CostModel(dg, shapes=shapes)
     pick = 0 if metric == "macs" else 1
     total = (cm.macs, cm.params)[pick]
-    if total <= 0:
-        raise OnnxPruneError(f"the model has no {metric} to reduce")
 
     def est(k: int) -> float:
         return cm.estimate(planner.plan_at(k).removed_roots(dg))[pick] / total
 
     def search(aim: float) -> Plan:
-        lo, hi = 0, len(path)  # smallest k whose estimate is <= aim (estimates fall along the path)
+        lo, hi = 0, len(path)  # smallest k whose estimate is <= aim
         while lo < hi:
             mid = (lo + hi) // 2
             if est(mid) <= aim:
@@ -169,4 +150,22 @@ def sensitivity_plan(dg: DependencyGraph, sens: SensitivityResult, scores: Score
         k = lo - 1 if lo > 0 and abs(est(lo - 1) - aim) < abs(est(lo) - aim) else lo
         return planner.plan_at(k)
 
-    return land_target(dg, cm, search, metric=metric, target=target, shapes=shapes)
+    return search
+
+
+class Curves:
+    """Per-group ratios from measured sensitivity curves (`PlanRequest.curves`): a budget only."""
+
+    name = "curves"
+
+    def ratio_plan(self, req: PlanRequest, ratio: float, *, round_to: int) -> Plan:
+        raise OnnxPruneError("sensitivity curves allocate a budget: give a MAC, parameter or latency target")
+
+    def searcher(self, req: PlanRequest, metric: str, *, round_to: int) -> Callable[[float], Plan]:
+        if req.curves is None:
+            raise OnnxPruneError("the curves allocation needs sensitivity curves (--sensitivity)")
+        return curves_search(req.dg, req.curves, req.scores, req.costs, metric=metric, round_to=round_to,
+                             criterion=req.criterion, error=req.curves_error)
+
+
+register_strategy(Curves())

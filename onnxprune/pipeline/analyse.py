@@ -1,0 +1,27 @@
+"""The first stage on its own: normalise a copy of a model and build its channel dependency graph.
+
+Commands that only read a model (`inspect`) use this alone, without the planning and recovery stages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import onnx
+
+from onnxprune.calib.source import CalibrationLike, CalibrationSource
+from onnxprune.graph.context import DEFAULT_HEADS
+from onnxprune.graph.dependency import DependencyGraph, dependency_graph
+from onnxprune.io.types import Shapes
+from onnxprune.passes.normalize import Normalize
+
+
+def analyse_model(model: onnx.ModelProto, *, shapes: Shapes | None = None, approximate: Iterable[str] = (),
+                  grouped: str, heads: str = DEFAULT_HEADS, calibration: CalibrationLike = None) -> DependencyGraph:
+    """Normalise a copy of `model` and build its dependency graph; the shape probe runs on the first
+    samples of `calibration` when it names data (kept in `dg.feeds` for the oracle)."""
+    normalised = Normalize()(model)
+    return dependency_graph(normalised.model, shapes=shapes, allow_approximate=frozenset(approximate),
+                            grouped=grouped, heads=heads,
+                            feeds=CalibrationSource.of(calibration, normalised.model, shapes=shapes).real_samples(),
+                            normalised=normalised.notes)

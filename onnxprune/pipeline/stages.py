@@ -1,0 +1,280 @@
+"""The main path: a pass manager over one state object.
+
+    analyse ─► score ─► plan ─► tune ─► apply ─► verify ─► reconstruct ─► passes ─► annotate
+
+Each stage is an object with a name that reads the run's `PruneConfig` and the state, and writes
+its product into the state. `Pipeline` runs them in order; `default_pipeline()` is the list above,
+and callers may insert their own stages (`Pipeline.insert`). `--steps K` runs the same pipeline K
+times (pipeline/schedule.py). Model-to-model passes (passes/base.py, including third-party plugins
+of the `onnxprune.passes` entry-point group) run inside the `passes` stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import onnx
+
+from onnxprune.calib.source import CalibrationSource
+from onnxprune.config import PruneConfig
+from onnxprune.errors import NothingToPruneError, VerifyError
+from onnxprune.graph.dependency import DependencyGraph
+from onnxprune.graph.keep import keep_layers
+from onnxprune.io.progress import ProgressFn, step
+from onnxprune.measure.bench import LatencyOptions
+from onnxprune.measure.curves import SensitivityResult
+from onnxprune.passes.annotate import AnnotateShapes
+from onnxprune.passes.base import PassManager, resolve_passes
+from onnxprune.passes.prune import ApplyPlan
+from onnxprune.passes.reconstruct import ReconstructResult
+from onnxprune.passes.reconstruct import reconstruct as refit_layers
+from onnxprune.pipeline.analyse import analyse_model
+from onnxprune.pipeline.result import PruneResult
+from onnxprune.planning.choice import PlanChoice
+from onnxprune.planning.costs import Scores
+from onnxprune.planning.plan import Plan, enforce_min_channels
+from onnxprune.planning.planner import choose_plan
+from onnxprune.planning.rounding import n_keep, too_narrow
+from onnxprune.planning.strategy import PlanRequest
+from onnxprune.planning.tuning import tune_multiples
+from onnxprune.scoring.catalog import score_groups
+from onnxprune.verify import VerifyResult, verify_pruned
+
+
+@dataclass
+class PruneState:
+    """What the stages read and write during one run (one step)."""
+
+    config: PruneConfig
+    source: onnx.ModelProto  # the model this run prunes (never modified)
+    progress: ProgressFn | None = None
+    dg: DependencyGraph | None = None
+    plan: Plan | None = None  # given: a replayed plan; else the plan stage's
+    scores: Scores | None = None
+    choice: PlanChoice | None = None
+    removed: set[int] = field(default_factory=set)
+    model: onnx.ModelProto | None = None  # the pruned model, once applied
+    verify: VerifyResult | None = None
+    reconstruction: ReconstructResult | None = None
+    notes: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def graph(self) -> DependencyGraph:
+        assert self.dg is not None, "the analyse stage runs first"
+        return self.dg
+
+    @property
+    def curves(self) -> SensitivityResult | None:
+        return SensitivityResult.coerce(self.config.scoring.sensitivity)
+
+    def result(self) -> PruneResult:
+        assert self.plan is not None and self.model is not None
+        return PruneResult(self.model, self.graph, self.plan, len(self.removed), self.config, self.graph.model,
+                           verify=self.verify, seconds=time.perf_counter() - self.started, notes=self.notes,
+                           target=self.choice.target if self.choice is not None else None,
+                           reconstruction=self.reconstruction, choice=self.choice)
+
+
+class Stage(Protocol):
+    name: str
+
+    def run(self, state: PruneState) -> None: ...
+
+
+class Analyse:
+    name = "analyse"
+
+    def run(self, state: PruneState) -> None:
+        a = state.config.analysis
+        if state.dg is None:
+            state.dg = analyse_model(state.source, shapes=a.shapes, approximate=a.approximate, grouped=a.grouped,
+                                     heads=a.heads,
+                                     calibration=state.config.calibration)
+        state.dg = keep_layers(state.dg, a.keep)
+        state.dg.require_prunable()
+
+
+class Score:
+    name = "score"
+
+    def run(self, state: PruneState) -> None:
+        if state.plan is None:
+            c = state.config
+            state.scores = score_groups(state.graph, c.scoring.criterion, calibration=c.calibration,
+                                        shapes=c.analysis.shapes, progress=state.progress)
+
+
+def timing_options(config: PruneConfig, model: onnx.ModelProto) -> LatencyOptions:
+    """How latency is measured in this run: on the first samples of the user's data when given."""
+    opts = config.latency.options
+    if config.real_data and opts.feed is None:
+        source = CalibrationSource.of(config.calibration, model, shapes=config.analysis.shapes)
+        return dataclasses.replace(opts, feed=source.timing_feed(opts.batch))
+    return opts
+
+
+def _request(state: PruneState) -> PlanRequest:
+    c = state.config
+    timed = c.budget.kind == "latency" or (c.rounding.time_multiples and c.budget.kind in ("macs", "params"))
+    latency = timing_options(c, state.graph.model) if timed else c.latency.options
+    assert state.scores is not None
+    return PlanRequest(state.graph, state.scores, c.scoring.criterion, c.analysis.shapes, state.curves,
+                       c.scoring.sensitivity_error, latency, state.progress)
+
+
+class Choose:
+    name = "plan"
+
+    def run(self, state: PruneState) -> None:
+        if state.plan is not None:
+            enforce_min_channels(state.graph, state.plan)
+            return
+        c = state.config
+        req = _request(state)
+        state.choice = choose_plan(req, c.budget, allocation=c.scoring.allocation, rounding=c.rounding.policy())
+        if c.rounding.time_multiples:
+            tune_multiples(req, c.budget, state.choice, rounding=c.rounding.policy(), allocation=c.scoring.allocation,
+                           options=req.latency or c.latency.options)
+        state.plan = state.choice.plan
+        for note in _choice_notes(state.choice):
+            state.notes.append(note)
+
+
+def _choice_notes(choice: PlanChoice) -> list[str]:
+    notes = [] if choice.target is None else [choice.target.describe()]
+    if choice.latency is not None:
+        notes.append(choice.latency.describe())
+    if choice.race is not None:
+        notes.append(choice.race.describe())
+    elif choice.race_skipped is not None:
+        notes.append(f"multiples not timed: {choice.race_skipped}")
+    return notes
+
+
+class Apply:
+    name = "apply"
+
+    def run(self, state: PruneState) -> None:
+        assert state.plan is not None
+        dg = state.graph
+        state.removed = state.plan.removed_roots(dg)
+        if not state.removed:
+            raise NothingToPruneError(why_nothing(dg, state.plan, state.config, choice=state.choice))
+        state.plan.note_kinds(dg)  # after removed_roots checked a replayed plan's kinds against this analysis
+        applied = ApplyPlan(dg, state.removed)(dg.model)
+        state.model = applied.model
+        state.notes[:0] = applied.notes
+
+
+class Verify:
+    name = "verify"
+
+    def run(self, state: PruneState) -> None:
+        c = state.config
+        if not c.checks.verify:
+            return
+        assert state.model is not None
+        dg, removed = state.graph, state.removed
+        exact = dg.exact_roots(removed)
+        checked = state.model if exact == removed else ApplyPlan(dg, exact)(dg.model).model
+        with step(state.progress, "verify"):
+            state.verify = verify_pruned(dg, exact, checked, shapes=c.analysis.shapes, rtol=c.checks.rtol,
+                                         feeds=list(dg.feeds) or CalibrationSource.of(
+                                             c.calibration, dg.model, shapes=c.analysis.shapes).real_samples())
+        if exact != removed:
+            state.notes.append(f"{len(removed - exact)} channel slots of approximate groups removed: not covered "
+                               f"by the exactness check (verified the other {len(exact)})")
+        if not state.verify.ok:
+            raise VerifyError(state.verify.describe() + " (pruned model not written)")
+
+
+class Reconstruct:
+    name = "reconstruct"
+
+    def run(self, state: PruneState) -> None:
+        c = state.config
+        if not c.reconstructs:
+            return
+        assert state.model is not None
+        with step(state.progress, "reconstruct"):
+            state.reconstruction = refit_layers(state.model, dg=state.graph, removed_roots=state.removed,
+                                                batches=c.calibration, shapes=c.analysis.shapes,
+                                                head_floor=c.recovery.head_floor)
+        state.model = state.reconstruction.model
+        state.notes.extend(f"reconstruct: {n}" for n in state.reconstruction.notes)
+
+
+class RunPasses:
+    """Model-to-model passes on the pruned model: Pass objects, or entry-point plugins by name."""
+
+    name = "passes"
+
+    def run(self, state: PruneState) -> None:
+        if not state.config.passes:
+            return
+        assert state.model is not None
+        ran = PassManager(resolve_passes(state.config.passes))(state.model)
+        state.model = ran.model
+        state.notes.extend(ran.notes)
+
+
+class Annotate:
+    name = "annotate"
+
+    def run(self, state: PruneState) -> None:
+        assert state.model is not None
+        AnnotateShapes()(state.model)
+
+
+class Pipeline:
+    """Runs stages in order over one state (a pass manager for stages)."""
+
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        self.stages = list(stages)
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+    def insert(self, stage: Stage, *, after: str) -> Pipeline:
+        """A copy with `stage` right after the stage named `after`."""
+        i = self.names.index(after)
+        return Pipeline([*self.stages[: i + 1], stage, *self.stages[i + 1:]])
+
+    def run(self, state: PruneState) -> PruneState:
+        for s in self.stages:
+            s.run(state)
+        return state
+
+
+def default_pipeline() -> Pipeline:
+    return Pipeline([Analyse(), Score(), Choose(), Apply(), Verify(), Reconstruct(), RunPasses(), Annotate()])
+
+
+def why_nothing(dg: DependencyGraph, plan: Plan, config: PruneConfig, *, choice: PlanChoice | None) -> str:
+    """Why a plan removes nothing from a model that has prunable groups (one line for the user)."""
+    if choice is None:
+        return "nothing to prune: the plan removes no channel slot"
+    if choice.latency is not None and choice.latency.chosen is None:
+        return f"nothing to prune: {choice.latency.describe()}"
+    if choice.target is not None:
+        t = choice.target
+        return (f"nothing to prune: the {t.metric} budget {t.target:.1%} is closest with nothing removed "
+                f"(channel counts in multiples of {plan.round_to}); a smaller budget removes some")
+    ratio = config.budget.value
+    if ratio <= 0:
+        return f"nothing to prune: --ratio {ratio:g} removes nothing"
+    rt = plan.round_to
+    narrow = too_narrow(dg, rt)
+    if narrow is not None:
+        return f"nothing to prune: {narrow}"
+    asked = sum((g.size - n_keep(g.size, ratio, 1)) * g.width for g in dg.prunable)
+    prunable = sum(g.channels for g in dg.prunable)
+    unit = f"half a block of {rt} channels" if rt > 1 else "one channel slot of any group"
+    return (f"nothing to prune: --ratio {ratio:g} asks for {asked} of {prunable} prunable channels, less than "
+            f"{unit}; raise --ratio")
