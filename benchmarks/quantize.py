@@ -1,7 +1,8 @@
 """INT8 after pruning: accuracy and ONNX Runtime CPU latency of prune -> (2:4) -> quantize.
 
-    python benchmarks/quantize.py            # digits, YOLOv8n, PP-OCRv4 det; writes benchmarks/README.md
-    python benchmarks/quantize.py --quick    # digits only, no latency (smoke test)
+    python benchmarks/quantize.py                 # digits, YOLOv8n, PP-OCRv4 det; writes benchmarks/README.md
+    python benchmarks/quantize.py --models yolo   # one model: its own block of benchmarks/README.md
+    python benchmarks/quantize.py --quick         # digits only, no latency, nothing written (smoke test)
 
 Every step reads the same calibration data (digits: models/digits/calib.npz; the real models: the
 photographs of benchmarks/_acc_real.py). Metrics are against labels (digits) or against the dense
@@ -30,6 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -52,8 +54,12 @@ from onnxprune.deploy.quantize import QuantizeOptions, QuantizeResult, quantize 
 from onnxprune.measure.bench import interleaved_latency  # noqa: E402
 from onnxprune.passes.sparsify import sparsify  # noqa: E402
 
-BEGIN, END = "<!-- quantize:begin -->", "<!-- quantize:end -->"
+MODELS = ("digits", "yolo", "ocr")
+HEAD = ["model", "variant", "MACs kept", "accuracy / box F1 / mask IoU vs dense FP32 (INT8: --for ort)",
+        "INT8 --for tensorrt", "batch", "ORT CPU latency (speedup over dense FP32)", "load"]
 COMMAND = ".venv/bin/python benchmarks/quantize.py"
+PRUNED_FP32 = "0.7× MACs (obs + sensitivity + reconstruction) FP32"
+SCAN_SHOWN = 4  # layers of each --keep-sensitive scan named below the table
 KEEP_SENSITIVE = 2  # the --keep-sensitive budget of the rows that use it, the same for every model
 DIGITS_BATCH = 32
 DIGITS_REPEAT, REAL_REPEAT, OCR_REPEAT, WARMUP = 300, 100, 40, 10
@@ -82,9 +88,10 @@ def int8(label: str, model: onnx.ModelProto, calib: CalibConfig, macs: str, keep
     ort, trt = q(model, calib, "ort", keep), q(model, calib, "tensorrt", keep)
     kept = ""
     if keep:
-        kept = "; ".join(f"--for {r.options.target}: " + ", ".join(
-            f"{t.node} (#{s.scan.rank(t.node)})" for t in s.taken) +
-            f" (output error on {s.scan.samples} calibration samples {s.scan.base:.3g} -> {s.error:.3g})"
+        kept = "; ".join(f"--for {r.options.target}: kept " + (", ".join(
+            f"{t.node} (#{s.scan.rank(t.node)})" for t in s.taken) or "none") +
+            f", output error on {s.scan.samples} calibration samples {s.scan.base:.3g} -> {s.error:.3g}; scan: " +
+            ", ".join(f"{layer.node} {layer.error:.3g}" for layer in s.scan.layers[:SCAN_SHOWN])
             for r in (ort, trt) if (s := r.sensitive) is not None)
     return Variant(label + (f" --keep-sensitive {keep}" if keep else ""), ort.model, macs, trt.model, True, kept)
 
@@ -162,7 +169,7 @@ def real_variants(case: object, calib: CalibConfig, *, pruned: bool = True) -> l
     small = pruner.at_macs(R.TARGET, "obs", reconstruct=True, sensitivity=curves, head_floor=R.HEAD_FLOOR)
     assert small.model is not None, small.note
     kept = f"{small.macs_kept:.2f}"
-    return [*out, Variant("0.7× MACs (obs + sensitivity + reconstruction) FP32", small.model, kept),
+    return [*out, Variant(PRUNED_FP32, small.model, kept),
             int8("0.7× MACs + INT8", small.model, calib, kept),
             int8("0.7× MACs + INT8", small.model, calib, kept, KEEP_SENSITIVE)]
 
@@ -204,34 +211,29 @@ def noise_cell(case: object, dense: onnx.ModelProto, refs: Sequence[list[np.ndar
     return f"{means[0]:.3f} / {means[1]:.3f}"
 
 
-def real_rows(extra: Callable[[str], list[Variant]] | None, *, pruned: bool = True,
-              ) -> tuple[list[list[str]], dict[str, list[Variant]]]:
+def real_rows(case: Any, extra: Callable[[str], list[Variant]] | None, *, pruned: bool = True,
+              ) -> tuple[list[list[str]], list[Variant]]:
     import _acc_images as im
     import _acc_real as R
 
-    rows: list[list[str]] = []
-    kept: dict[str, list[Variant]] = {}
-    for case in R.CASES:
-        if not case.path.exists():
-            rows.append([case.name, "-", "n/a", "n/a", "n/a", "n/a", f"{case.path.name} missing (make models)", "-"])
-            continue
-        sets = (im.eval_inputs(case.eval_names, case.prep, case.views), wide_inputs(case))
-        with tempfile.TemporaryDirectory() as tmp:
-            calib = R.write_calibration(case, Path(tmp), case.calib_count)
-            variants = real_variants(case, calib, pruned=pruned) + (extra(case.kind) if extra else [])
-        kept[case.kind] = variants
-        dense = variants[0].model
-        refs = [outputs(dense, x) for x in sets]
-        repeat = OCR_REPEAT if case.kind == "ocr" else REAL_REPEAT
-        rows.append([case.name, NOISE_ROW, "1.00", noise_cell(case, dense, refs, sets), "-", "1", "-", "-"])
+    if not case.path.exists():
+        return [[case.name, "-", "n/a", "n/a", "n/a", "n/a", f"{case.path.name} missing (make models)", "-"]], []
+    sets = (im.eval_inputs(case.eval_names, case.prep, case.views), wide_inputs(case))
+    with tempfile.TemporaryDirectory() as tmp:
+        calib = R.write_calibration(case, Path(tmp), case.calib_count)
+        variants = real_variants(case, calib, pruned=pruned) + (extra(case.kind) if extra else [])
+    dense = variants[0].model
+    refs = [outputs(dense, x) for x in sets]
+    repeat = OCR_REPEAT if case.kind == "ocr" else REAL_REPEAT
+    rows = [[case.name, NOISE_ROW, "1.00", noise_cell(case, dense, refs, sets), "-", "1", "-", "-"]]
+    print("  " + " | ".join(rows[-1]), flush=True)
+    for v in variants:
+        trt = score(case, refs, sets, v.trt, optimize=False) if v.trt is not None else "-"
+        lat = speed(dense, v.model, case.shapes, batch=1, repeat=repeat)
+        rows.append([case.name, v.label, v.macs, score(case, refs, sets, v.model, optimize=v.int8), trt, "1",
+                     lat.cell, lat.load])
         print("  " + " | ".join(rows[-1]), flush=True)
-        for v in variants:
-            trt = score(case, refs, sets, v.trt, optimize=False) if v.trt is not None else "-"
-            lat = speed(dense, v.model, case.shapes, batch=1, repeat=repeat)
-            rows.append([case.name, v.label, v.macs, score(case, refs, sets, v.model, optimize=v.int8), trt, "1",
-                         lat.cell, lat.load])
-            print("  " + " | ".join(rows[-1]), flush=True)
-    return rows, kept
+    return rows, variants
 
 
 def modelopt_variants(folder: Path) -> Callable[[str], list[Variant]]:
@@ -303,6 +305,9 @@ def verdicts(rows: Sequence[Sequence[str]]) -> str:
     if p8 is not None and p8t is not None:
         out.append(f"- digits pruned 0.5× + INT8 ≥ 98.5 %: **{'met' if min(p8, p8t) >= 98.5 else 'not met'}** "
                    f"({p8:.1f} % --for ort, {p8t:.1f} % --for tensorrt)")
+    pruned_fp32 = first(cell("YOLO", PRUNED_FP32, 3))
+    if pruned_fp32 is not None:
+        out.append(f"- YOLOv8n 0.7× MACs FP32, before INT8: box F1 {pruned_fp32:.3f} (INT8 starts from there)")
     for label in ("0.7× MACs + INT8", f"0.7× MACs + INT8 --keep-sensitive {KEEP_SENSITIVE}"):
         f_ort, f_trt = (first(cell("YOLO", label, c)) for c in (3, 4))
         if f_ort is None or f_trt is None:
@@ -329,10 +334,29 @@ crops of those images at the calibration size. Latency rows run the FP32 or `--f
 speedup whose p10–p90 spread is over {100 * NOISY:.0f} % of it is marked **noisy**."""
 
 
+def model_rows(kind: str, args: argparse.Namespace) -> tuple[list[list[str]], list[Variant], dict[str, tuple[int, ...]]]:
+    """The rows of one model, its variants, and the input shapes its latency ran at."""
+    if kind == "digits":
+        rows, variants = digits_rows(args.quick)
+        return rows, variants, {"input": (DIGITS_BATCH, 1, 8, 8)}
+    import _acc_real as R
+
+    case = next(c for c in R.CASES if c.kind == kind)
+    extra = modelopt_variants(args.modelopt_dir) if args.modelopt_dir else None
+    rows, variants = real_rows(case, extra, pruned=not args.dense_real)
+    return rows, variants, case.shapes
+
+
+def block(kind: str) -> tuple[str, str]:
+    return f"<!-- quantize-{kind}:begin -->", f"<!-- quantize-{kind}:end -->"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="digits only, no latency, nothing written")
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--models", default=",".join(MODELS),
+                    help=f"comma-separated, of {', '.join(MODELS)}: each writes its own block of benchmarks/README.md")
     ap.add_argument("--modelopt-dir", type=Path, default=None)
     ap.add_argument("--export-calib", type=Path, default=None)
     ap.add_argument("--dense-real", action="store_true",
@@ -342,38 +366,35 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.export_calib:
         export_calibration(args.export_calib)
         return
-    start, load0 = time.perf_counter(), os.getloadavg()
-    head = ["model", "variant", "MACs kept", "accuracy / box F1 / mask IoU vs dense FP32 (INT8: --for ort)",
-            "INT8 --for tensorrt", "batch", "ORT CPU latency (speedup over dense FP32)", "load"]
-    with blas_threads(1):
-        rows, digits = digits_rows(args.quick)
-        profiled: dict[str, tuple[onnx.ModelProto, onnx.ModelProto, dict[str, tuple[int, ...]]]] = {"digits": (digits[0].model, digits[1].model, {"input": (DIGITS_BATCH, 1, 8, 8)})}
-        kept: dict[str, list[Variant]] = {"digits": digits}
-        if not args.quick:
-            real, by_kind = real_rows(modelopt_variants(args.modelopt_dir) if args.modelopt_dir else None,
-                                      pruned=not args.dense_real)
-            rows += real
-            kept.update(by_kind)
-            import _acc_real as R
-
-            shapes = {c.kind: c.shapes for c in R.CASES}
-            profiled.update({k: (v[0].model, v[1].model, shapes[k]) for k, v in by_kind.items()})
-    parts = ["### Accuracy / fidelity and ORT CPU latency", md_table(head, rows), verdicts(rows), NOTES]
-    fp32_notes = [f"- {kind} {v.label}: {v.kept}" for kind, vs in kept.items() for v in vs if v.kept]
-    if fp32_notes:
-        parts.append("Layers `--keep-sensitive` left FP32 (rank in its scan):\n\n" + "\n".join(fp32_notes))
-    if not args.quick:
-        parts += ["### Where the INT8 time goes (ORT kernel times per op type, 1 thread)", profile_table(profiled)]
-    load1 = os.getloadavg()
-    parts.append(f"Whole run: {time.perf_counter() - start:.0f} s; load average (1 / 5 / 15 min) "
-                 f"{load0[0]:.1f} / {load0[1]:.1f} / {load0[2]:.1f} at the start, "
-                 f"{load1[0]:.1f} / {load1[1]:.1f} / {load1[2]:.1f} at the end.")
-    text = "\n\n".join(p for p in parts if p)
-    print(text)
-    if not args.quick and not args.no_write:
-        command = " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])])
-        replace_block(README, BEGIN, END, f"{environment()}, with\n\n    {command}\n\n{text}",
-                      "INT8 after pruning (`benchmarks/quantize.py`)")
+    kinds = ["digits"] if args.quick else args.models.split(",")
+    if unknown := set(kinds) - set(MODELS):
+        ap.error(f"unknown model(s) {', '.join(sorted(unknown))}; choose from {', '.join(MODELS)}")
+    write = not args.quick and not args.no_write
+    command = " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])])
+    for kind in kinds:
+        start, load0 = time.perf_counter(), os.getloadavg()
+        with blas_threads(1):
+            rows, variants, shapes = model_rows(kind, args)
+            parts = [md_table(HEAD, rows), verdicts(rows)]
+            fp32_notes = [f"- {v.label}: {v.kept}" for v in variants if v.kept]
+            if fp32_notes:
+                parts.append("Layers `--keep-sensitive` left FP32 (rank in its scan), and the scan's most harmful "
+                             "layers (output error with each alone FP32):\n\n" + "\n".join(fp32_notes))
+            if not args.quick and len(variants) > 1:
+                parts += [f"Where the time goes, {kind} (ORT kernel times per op type, 1 thread):",
+                          profile_table({kind: (variants[0].model, variants[1].model, shapes)})]
+        load1 = os.getloadavg()
+        parts.append(f"Run: {time.perf_counter() - start:.0f} s; load average (1 / 5 / 15 min) "
+                     f"{load0[0]:.1f} / {load0[1]:.1f} / {load0[2]:.1f} at the start, "
+                     f"{load1[0]:.1f} / {load1[1]:.1f} / {load1[2]:.1f} at the end.")
+        text = "\n\n".join(p for p in parts if p)
+        print(text)
+        if write:
+            begin, end = block(kind)
+            replace_block(README, begin, end, f"{environment()}, with\n\n    {command}\n\n{text}",
+                          f"INT8 after pruning: {kind} (`benchmarks/quantize.py`)")
+    if write:
+        replace_block(README, *block("notes"), NOTES, "INT8 after pruning (`benchmarks/quantize.py`)")
 
 
 if __name__ == "__main__":
