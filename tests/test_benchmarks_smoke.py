@@ -173,3 +173,13 @@ def test_llm_memory_quick_measures_a_child_process() -> None:
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert float(cells[5].split()[0]) > 0.05, "the child's peak RSS, not a placeholder"  # GiB
     assert cells[-1] == "ok"
+
+
+def test_every_benchmark_script_imports() -> None:
+    """A script whose imports broke (a moved function) fails here, not at the next benchmark run."""
+    stems = sorted(p.stem for p in (ROOT / "benchmarks").glob("[a-z]*.py"))
+    code = ("import sys; sys.path[:0] = ['benchmarks', 'tests']\nfrom bench_scripts import load_script\n"
+            f"for stem in {stems!r}:\n    load_script(stem)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(stems) >= 10
