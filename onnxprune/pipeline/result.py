@@ -21,6 +21,7 @@ from onnxprune.pipeline.decisions import group_decisions
 from onnxprune.planning.choice import PlanChoice
 from onnxprune.planning.landing import TargetResult
 from onnxprune.planning.plan import Plan, removed_channels
+from onnxprune.recovery.distill import DistillResult
 from onnxprune.verify import VerifyResult
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class PruneResult:
     choice: PlanChoice | None = None  # scores, latency search, curves' prediction (None: a replayed plan)
     steps: StepsResult | None = None  # set when the run went in steps or checked thresholds
     latency_ms: tuple[float, float] | None = None  # (dense, pruned), measured interleaved
+    distillation: DistillResult | None = None  # set when the weights were distilled (--distill)
 
     @property
     def channels(self) -> tuple[int, int]:
@@ -128,6 +130,7 @@ class PruneResult:
             "removal": self.removal(),
             "verify": None if self.verify is None else self.verify.to_json(),
             "reconstruct": None if self.reconstruction is None else self.reconstruction.to_json(),
+            "distill": None if self.distillation is None else self.distillation.to_json(),
             "plan": self.plan.to_json(),
             "groups": [g.to_json() | d for g, d in zip(self.dg.groups, self.decisions(), strict=True)],
             "latency_ms": None if self.latency_ms is None else {"before": self.latency_ms[0],

@@ -1,6 +1,6 @@
 """The main path: a pass manager over one state object.
 
-    analyse ─► score ─► plan ─► tune ─► apply ─► verify ─► reconstruct ─► passes ─► annotate
+    analyse ─► score ─► plan ─► tune ─► apply ─► verify ─► reconstruct ─► distill ─► passes ─► annotate
 
 Each stage is an object with a name that reads the run's `PruneConfig` and the state, and writes
 its product into the state. `Pipeline` runs them in order; `default_pipeline()` is the list above,
@@ -41,6 +41,7 @@ from onnxprune.planning.planner import choose_plan
 from onnxprune.planning.rounding import n_keep, too_narrow
 from onnxprune.planning.strategy import PlanRequest
 from onnxprune.planning.tuning import tune_multiples
+from onnxprune.recovery.distill import DistillResult, distill
 from onnxprune.scoring.catalog import score_groups
 from onnxprune.verify import VerifyResult, verify_pruned
 
@@ -60,6 +61,7 @@ class PruneState:
     model: onnx.ModelProto | None = None  # the pruned model, once applied
     verify: VerifyResult | None = None
     reconstruction: ReconstructResult | None = None
+    distillation: DistillResult | None = None
     notes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
 
@@ -77,7 +79,7 @@ class PruneState:
         return PruneResult(self.model, self.graph, self.plan, len(self.removed), self.config, self.graph.model,
                            verify=self.verify, seconds=time.perf_counter() - self.started, notes=self.notes,
                            target=self.choice.target if self.choice is not None else None,
-                           reconstruction=self.reconstruction, choice=self.choice)
+                           reconstruction=self.reconstruction, choice=self.choice, distillation=self.distillation)
 
 
 class Stage(Protocol):
@@ -209,6 +211,23 @@ class Reconstruct:
         state.notes.extend(f"reconstruct: {n}" for n in state.reconstruction.notes)
 
 
+class Distill:
+    """Opt-in: fine-tune the pruned weights toward the dense model (recovery/distill.py). Only
+    initializer values change, so the oracle's proof of the pruned structure still holds."""
+
+    name = "distill"
+
+    def run(self, state: PruneState) -> None:
+        options = state.config.recovery.distill
+        if options is None:
+            return
+        assert state.model is not None
+        with step(state.progress, "distill"):
+            state.distillation = distill(state.model, state.graph.model, state.config.calibration, dg=state.graph,
+                                         removed_roots=state.removed, options=options)
+        state.model = state.distillation.model
+
+
 class RunPasses:
     """Model-to-model passes on the pruned model: Pass objects, or entry-point plugins by name."""
 
@@ -253,7 +272,7 @@ class Pipeline:
 
 
 def default_pipeline() -> Pipeline:
-    return Pipeline([Analyse(), Score(), Choose(), Apply(), Verify(), Reconstruct(), RunPasses(), Annotate()])
+    return Pipeline([Analyse(), Score(), Choose(), Apply(), Verify(), Reconstruct(), Distill(), RunPasses(), Annotate()])
 
 
 def why_nothing(dg: DependencyGraph, plan: Plan, config: PruneConfig, *, choice: PlanChoice | None) -> str:
