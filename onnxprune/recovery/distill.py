@@ -132,15 +132,12 @@ class DistillResult:
         return "\n".join(f"distill: {n}" for n in self.notes)
 
     def to_json(self) -> dict[str, object]:
-        def fid(f: Fidelity) -> dict[str, float | None]:
-            return {"cosine": f.cosine, "rel_error": f.rel_error, "agreement": f.agreement}
-
         return {"steps": self.steps, "best_step": self.best_step, "stopped": self.stopped,
                 "train_samples": self.train_samples, "held_samples": self.held_samples,
                 "trainable": self.trainable, "parameters": self.parameters, "features": self.features,
                 "terms": self.heads, "exactness": self.exactness, "loss_before": self.loss_before,
                 "loss_after": self.loss_after, "seconds": self.seconds,
-                "outputs": {n: {"before": fid(fb), "after": fid(self.after[n]) if n in self.after else None}
+                "outputs": {n: {"before": fb.to_json(), "after": self.after[n].to_json() if n in self.after else None}
                             for n, fb in self.before.items()}}
 
 
