@@ -69,7 +69,7 @@ def test_tiny_graph_runs_exactly_in_torch() -> None:
         exactness(graph, model, feed)
 
 
-CNNS = [e for e in zoo_entries(("torch",)) if "bert" not in e.name and "t5" not in e.name]
+CNNS = [e for e in zoo_entries(("torch", "real")) if "bert" not in e.name and "t5" not in e.name]
 
 
 @needs_torch
@@ -157,3 +157,14 @@ def test_cli_distill_refuses_an_op_without_a_torch_rule(tmp_path: Path) -> None:
     assert code == 2
     assert "no PyTorch rule for LRN" in one_line_error(err)
     assert not (tmp_path / "p.onnx").exists()
+
+
+@needs_torch
+def test_when_no_step_beats_the_refit_the_model_is_the_plain_refit() -> None:
+    dense, cal = tiny_cnn(), calibration()
+    plain = prune(dense, ratio=0.5, calibration=cal, reconstruct=True)
+    res = prune(dense, ratio=0.5, calibration=cal, reconstruct=True,
+                distill=DistillOptions(steps=2, lr=10.0, eval_every=1, patience=1))  # a step this large only hurts
+    assert res.distillation is not None and not res.distillation.changed and res.distillation.refit_all
+    assert res.reconstruction is not None and res.reconstruction.samples == plain.reconstruction.samples  # type: ignore[union-attr]
+    assert list(res.model.graph.initializer) == list(plain.model.graph.initializer)

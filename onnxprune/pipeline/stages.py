@@ -19,7 +19,7 @@ from typing import Protocol
 
 import onnx
 
-from onnxprune.calib.source import CalibrationSource
+from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.config import PruneConfig
 from onnxprune.errors import NothingToPruneError, VerifyError
 from onnxprune.graph.dependency import DependencyGraph
@@ -41,7 +41,7 @@ from onnxprune.planning.planner import choose_plan
 from onnxprune.planning.rounding import n_keep, too_narrow
 from onnxprune.planning.strategy import PlanRequest
 from onnxprune.planning.tuning import tune_multiples
-from onnxprune.recovery.distill import DistillResult, distill
+from onnxprune.recovery.distill import DistillResult, Split, distill, split_calibration
 from onnxprune.scoring.catalog import score_groups
 from onnxprune.verify import VerifyResult, verify_pruned
 
@@ -62,6 +62,8 @@ class PruneState:
     verify: VerifyResult | None = None
     reconstruction: ReconstructResult | None = None
     distillation: DistillResult | None = None
+    split: Split | None = None  # with --distill: the calibration data cut into training and held-out parts
+    unfitted: onnx.ModelProto | None = None  # with --distill and the re-fit: the pruned model before it
     notes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
 
@@ -73,6 +75,14 @@ class PruneState:
     @property
     def curves(self) -> SensitivityResult | None:
         return SensitivityResult.coerce(self.config.scoring.sensitivity)
+
+    def distill_split(self) -> Split | None:
+        """With --distill, the training and held-out parts of the calibration data (cut once); else None."""
+        options = self.config.recovery.distill
+        if options is not None and self.split is None:
+            self.split = split_calibration(self.config.calibration, self.graph.model, holdout=options.holdout,
+                                           seed=options.seed)
+        return self.split
 
     def result(self) -> PruneResult:
         assert self.plan is not None and self.model is not None
@@ -195,6 +205,14 @@ class Verify:
             raise VerifyError(state.verify.describe() + " (pruned model not written)")
 
 
+def _refit(state: PruneState, model: onnx.ModelProto, batches: CalibrationLike) -> None:
+    c = state.config
+    with step(state.progress, "reconstruct"):
+        state.reconstruction = refit_layers(model, dg=state.graph, removed_roots=state.removed, batches=batches,
+                                            shapes=c.analysis.shapes, head_floor=c.recovery.head_floor)
+    state.model = state.reconstruction.model
+
+
 class Reconstruct:
     name = "reconstruct"
 
@@ -203,11 +221,10 @@ class Reconstruct:
         if not c.reconstructs:
             return
         assert state.model is not None
-        with step(state.progress, "reconstruct"):
-            state.reconstruction = refit_layers(state.model, dg=state.graph, removed_roots=state.removed,
-                                                batches=c.calibration, shapes=c.analysis.shapes,
-                                                head_floor=c.recovery.head_floor)
-        state.model = state.reconstruction.model
+        split = state.distill_split()  # distillation's held-out samples stay unseen by the re-fit
+        state.unfitted = state.model if split is not None else None
+        _refit(state, state.model, c.calibration if split is None else split.train)
+        assert state.reconstruction is not None
         state.notes.extend(f"reconstruct: {n}" for n in state.reconstruction.notes)
 
 
@@ -223,9 +240,13 @@ class Distill:
             return
         assert state.model is not None
         with step(state.progress, "distill"):
-            state.distillation = distill(state.model, state.graph.model, state.config.calibration, dg=state.graph,
+            state.distillation = distill(state.model, state.graph.model, state.distill_split(), dg=state.graph,
                                          removed_roots=state.removed, options=options)
         state.model = state.distillation.model
+        if not state.distillation.changed and state.unfitted is not None:
+            # Nothing beat the re-fit: give it back the held-out quarter, as without --distill.
+            _refit(state, state.unfitted, state.config.calibration)
+            state.distillation.refit_all = True
 
 
 class RunPasses:
