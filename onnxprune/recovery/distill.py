@@ -322,9 +322,8 @@ def check_structure(before: onnx.ModelProto, after: onnx.ModelProto) -> None:
 class Split:
     """The calibration data cut in two: `train` (the re-fit and the optimiser read it) and `held`
     (only the choice of the kept weights and the reported fidelity read it). The re-fit must not see
-    `held`: fitted on a few hundred samples it matches them far better than new ones (digits at 0.25x
-    MACs: relative output error 0.08 on its samples, 0.18 on the test set), and the choice would
-    always favour it."""
+    `held`: fitted on a few hundred samples it matches them far better than new ones, and the choice
+    would always favour it (measured: benchmarks/README.md, "Distillation as recovery")."""
 
     train: CalibrationSource
     held: CalibrationSource
