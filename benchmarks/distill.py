@@ -43,7 +43,9 @@ def digits_test(model: onnx.ModelProto, dense: onnx.ModelProto) -> tuple[float, 
 
 
 def steps_note(d: DistillResult | None) -> str:
-    return "" if d is None else f"{d.steps} (kept {d.best_step})"
+    if d is None:
+        return ""
+    return f"{d.steps} (kept {d.best_step}{'; re-fit again on all' if d.refit_all else ''})"
 
 
 def digits(steps: int, seconds: float) -> str:
@@ -52,7 +54,7 @@ def digits(steps: int, seconds: float) -> str:
     rows = [["dense", "1.00", "", "100.00%", "0", ""]]
     for frac in DIGITS_FRACTIONS:
         for how, refit, lr in (("re-fit", True, None), ("re-fit on 3/4 + distill", True, 1e-4),
-                               ("distill alone", False, 1e-3)):
+                               ("re-fit on 3/4 + distill", True, 1e-3), ("distill alone", False, 1e-3)):
             opts = None if lr is None else DistillOptions(steps=steps, time_budget=seconds, lr=lr, batch=16)
             res = prune(model, target_macs=frac, criterion="l1", calibration=cal, reconstruct=refit, distill=opts)
             acc, err = digits_test(res.model, model)

@@ -106,7 +106,7 @@ def _loop_options(fn: Any) -> Any:
                      help="Optimiser steps of --distill at most."),
         click.option("--distill-time", type=click.FloatRange(0.0, min_open=True), default=300.0, show_default=True,
                      metavar="SECONDS", help="Training time of --distill at most."),
-        click.option("--distill-lr", type=click.FloatRange(0.0, min_open=True), default=1e-4, show_default=True,
+        click.option("--distill-lr", type=click.FloatRange(0.0, min_open=True), default=1e-3, show_default=True,
                      help="Adam learning rate of --distill."),
         click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr."),
     ]):

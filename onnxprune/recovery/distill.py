@@ -61,7 +61,7 @@ EXACT_ATOL = 1e-6
 class DistillOptions:
     steps: int = 300  # optimiser steps at most
     time_budget: float = 300.0  # seconds of training at most
-    lr: float = 1e-4  # Adam
+    lr: float = 1e-3  # Adam (digits: 1e-4 too timid to beat the re-fit, benchmarks/README.md)
     batch: int = 8  # samples per step
     feature_weight: float = 1.0  # weight of all feature terms together (outputs weigh 1 each)
     feature_layers: tuple[str, ...] | None = None  # fnmatch patterns of layers; None: the pruned layers
