@@ -10,7 +10,8 @@
   F1 against the dense model on the accuracy.py images, without and with `--distill`.
 
 Needs torch (the [distill] extra). Usage:
-``python benchmarks/distill.py [digits] [yolo] [--steps N] [--seconds S]``; prints markdown tables.
+``python benchmarks/distill.py [digits] [yolo] [--steps N] [--seconds S] [--yolo-runs refit,1e-4,1e-3]``;
+prints markdown tables (each YOLOv8n row is a whole prune: about 10 minutes on a shared 2-core host).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def digits(steps: int, seconds: float) -> str:
                     rows)
 
 
-def yolo(steps: int, seconds: float) -> str:
+def yolo(steps: int, seconds: float, runs: tuple[float | None, ...] = (None, 1e-4, 1e-3)) -> str:
     case = CASES[0]
     model = onnx.load(str(case.path))
     inputs = im.eval_inputs(case.eval_names, case.prep, case.views)
@@ -74,7 +75,7 @@ def yolo(steps: int, seconds: float) -> str:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         cal = write_calibration(case, Path(tmp), case.calib_count)
-        for lr in (None, 1e-4):
+        for lr in runs:  # None: the re-fit alone
             start = time.perf_counter()
             opts = None if lr is None else DistillOptions(steps=steps, time_budget=seconds, lr=lr, batch=8)
             res = prune(model, criterion="obs", allocation="global", target_macs=TARGET, calibration=cal,
@@ -94,9 +95,12 @@ def main() -> None:
     ap.add_argument("which", nargs="*", choices=["digits", "yolo"], default=["digits", "yolo"])
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seconds", type=float, default=300.0)
+    ap.add_argument("--yolo-runs", default="refit,1e-4,1e-3",
+                    help="YOLOv8n rows: 'refit' (the re-fit alone) and distillation learning rates")
     args = ap.parse_args()
+    runs = tuple(None if r == "refit" else float(r) for r in args.yolo_runs.split(","))
     for which in args.which:
-        print((digits if which == "digits" else yolo)(args.steps, args.seconds), flush=True)
+        print(digits(args.steps, args.seconds) if which == "digits" else yolo(args.steps, args.seconds, runs), flush=True)
 
 
 if __name__ == "__main__":

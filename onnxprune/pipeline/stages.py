@@ -41,7 +41,8 @@ from onnxprune.planning.planner import choose_plan
 from onnxprune.planning.rounding import n_keep, too_narrow
 from onnxprune.planning.strategy import PlanRequest
 from onnxprune.planning.tuning import tune_multiples
-from onnxprune.recovery.distill import DistillResult, Split, distill, split_calibration
+from onnxprune.recovery.distill import DistillResult, distill
+from onnxprune.recovery.distill_data import Split, split_calibration
 from onnxprune.scoring.catalog import score_groups
 from onnxprune.verify import VerifyResult, verify_pruned
 

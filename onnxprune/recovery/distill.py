@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -29,16 +29,16 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxprune.calib.collect import expose_outputs
-from onnxprune.calib.source import CalibrationLike, CalibrationSource
+from onnxprune.calib.source import CalibrationLike
 from onnxprune.errors import InternalError, OnnxPruneError
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.io import runtime
 from onnxprune.io.inputs import feed_rows
 from onnxprune.io.skeleton import without_weights
 from onnxprune.io.types import Feed
+from onnxprune.recovery.distill_data import Split, joined, split_calibration, units_of
+from onnxprune.recovery.distill_loss import Objective, Teacher
 from onnxprune.recovery.distill_targets import (
-    Term,
     feature_layers,
     feature_terms,
     head_terms,
@@ -48,7 +48,6 @@ from onnxprune.recovery.distill_targets import (
 from onnxprune.recovery.fidelity import Fidelity, compare_outputs
 
 if TYPE_CHECKING:
-    import torch
 
     from onnxprune.recovery.torch_graph import TorchGraph
 
@@ -144,123 +143,6 @@ class DistillResult:
                             for n, fb in self.before.items()}}
 
 
-def _units(source: CalibrationSource) -> list[Feed]:
-    """The calibration data as the smallest feeds the model takes: single samples, or one static batch."""
-    out: list[Feed] = []
-    for feed in source.batches():
-        rows = feed_rows(feed)
-        if source.static_batch or rows <= 1:
-            out.append({k: np.asarray(v) for k, v in feed.items()})
-        else:
-            out += [{k: np.asarray(v)[i:i + 1] for k, v in feed.items()} for i in range(rows)]
-    return out
-
-
-def _joined(units: Sequence[Feed], static: bool) -> list[Feed]:
-    """The feeds one step runs: the units concatenated (dynamic batch), or each unit (static batch)."""
-    if static or len(units) == 1:
-        return list(units)
-    return [{k: np.concatenate([u[k] for u in units]) for k in units[0]}]
-
-
-class Teacher:
-    """The dense model's tensors for each unit, from ONNX Runtime, kept up to `cache_bytes`."""
-
-    def __init__(self, model: onnx.ModelProto, names: Sequence[str], cache_bytes: int) -> None:
-        self.names = list(dict.fromkeys(names))
-        self.session = runtime.session(expose_outputs(model, self.names))
-        self.cache: dict[int, dict[str, np.ndarray]] = {}
-        self.room = cache_bytes
-
-    def __call__(self, index: int, unit: Feed) -> dict[str, np.ndarray]:
-        if index in self.cache:
-            return self.cache[index]
-        vals = runtime.run(self.session, unit, self.names)
-        size = sum(v.nbytes for v in vals.values())
-        if size <= self.room:
-            self.room -= size
-            self.cache[index] = vals
-        return vals
-
-
-def _teacher_scale(term: Term, t: np.ndarray) -> float:
-    """The size of the teacher's tensor a term is divided by: its mean square (MSE terms) or its mean
-    entropy (KL terms), so every term is relative and the terms add up on one scale."""
-    t = t.astype(np.float64)
-    if term.kind == "mse":
-        return float(np.mean(t * t))
-    if term.kind == "bce":
-        p = np.clip(t, 1e-7, 1 - 1e-7)
-        return float(np.mean(-(p * np.log(p) + (1 - p) * np.log(1 - p))))
-    logp = t if term.kind == "logkl" else np.log(np.clip(t, 1e-12, None))
-    return float(np.mean(-(np.exp(logp) * logp).sum(axis=term.axis)))
-
-
-def _term_value(term: Term, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    import torch
-    import torch.nn.functional as F
-
-    if term.kind == "mse":
-        return torch.mean((s - t) ** 2)
-    if term.kind == "bce":  # binary KL(t || sigmoid(s)) = BCE(s, t) - H(t)
-        eps = 1e-7
-        tc = t.clamp(eps, 1 - eps)
-        ent = -(tc * torch.log(tc) + (1 - tc) * torch.log(1 - tc))
-        return torch.mean(F.binary_cross_entropy_with_logits(s, t, reduction="none") - ent)
-    logt = t if term.kind == "logkl" else torch.log(t.clamp_min(1e-12))
-    logs = s if term.kind == "logkl" else torch.log(s.clamp_min(1e-12))
-    kl = (torch.exp(logt) * (logt - logs)).sum(dim=term.axis)
-    return torch.mean(kl)
-
-
-class Objective:
-    """The weighted, normalised sum of the loss terms over a group of units."""
-
-    def __init__(self, graph: TorchGraph, teacher: Teacher, terms: Sequence[Term], feature_weight: float,
-                 static: bool) -> None:
-        self.graph, self.teacher, self.terms, self.static = graph, teacher, list(terms), static
-        n_feat = sum(1 for t in terms if t.feature)
-        self.weights = np.array([feature_weight / n_feat if t.feature else 1.0 for t in terms])
-        self.scale = np.ones(len(terms))
-        self.wanted = list(dict.fromkeys(t.student for t in terms))
-
-    def _targets(self, indices: Sequence[int], units: Sequence[Feed]) -> list[dict[str, np.ndarray]]:
-        vals = [self.teacher(i, u) for i, u in zip(indices, units, strict=True)]
-        if self.static or len(vals) == 1:
-            return vals
-        return [{k: np.concatenate([v[k] for v in vals]) for k in vals[0]}]
-
-    def fit_scale(self, indices: Sequence[int], units: Sequence[Feed]) -> None:
-        """Each term's teacher size over these units (floored: a constant teacher tensor counts 1e-6)."""
-        sizes = np.zeros(len(self.terms))
-        for i, u in zip(indices, units, strict=True):
-            vals = self.teacher(i, u)
-            sizes += [_teacher_scale(t, vals[t.teacher]) for t in self.terms]
-        self.scale = np.maximum(sizes / len(indices), 1e-6)
-
-    def terms_of(self, indices: Sequence[int], units: Sequence[Feed], *, backward: bool) -> np.ndarray:
-        """Per-term raw values (means over the units); with `backward`, gradients of the weighted loss."""
-        import torch
-
-        feeds, targets = _joined(units, self.static), self._targets(indices, units)
-        total = np.zeros(len(self.terms))
-        rows = sum(feed_rows(f) for f in feeds)
-        for feed, target in zip(feeds, targets, strict=True):
-            share = feed_rows(feed) / rows
-            got = self.graph(feed, self.wanted)
-            values = [_term_value(t, got[t.student], torch.from_numpy(target[t.teacher])) for t in self.terms]
-            if backward:
-                w = torch.from_numpy(self.weights / self.scale * share)
-                (torch.stack(values).double() @ w).backward()
-            total += share * np.array([float(v.detach()) for v in values])
-        return total
-
-    def loss(self, raw: np.ndarray) -> float:
-        """The held-out criterion: the output terms only (the features guide training, the outputs are the product)."""
-        outputs = np.array([0.0 if t.feature else 1.0 for t in self.terms])
-        return float(raw / self.scale @ (self.weights * outputs))
-
-
 def exactness(graph: TorchGraph, pruned: onnx.ModelProto, unit: Feed) -> float:
     """max |torch − ORT| / max(max |ORT|, atol / rtol) over the float outputs; refuses beyond the
     tolerance, or where the two disagree on which elements are finite."""
@@ -318,37 +200,6 @@ def check_structure(before: onnx.ModelProto, after: onnx.ModelProto) -> None:
         raise InternalError("distill changed the structure of the pruned model (graph, names, shapes or dtypes)")
 
 
-@dataclass(frozen=True)
-class Split:
-    """The calibration data cut in two: `train` (the re-fit and the optimiser read it) and `held`
-    (only the choice of the kept weights and the reported fidelity read it). The re-fit must not see
-    `held`: fitted on a few hundred samples it matches them far better than new ones, and the choice
-    would always favour it (measured: benchmarks/README.md, "Distillation as recovery")."""
-
-    train: CalibrationSource
-    held: CalibrationSource
-    static: bool
-
-
-def split_calibration(calibration: CalibrationLike, model: onnx.ModelProto, *, holdout: float, seed: int,
-                      batch: int = 32) -> Split:
-    """A seeded random `holdout` share of the samples (single samples, or static batches) held out."""
-    source = CalibrationSource.of(calibration, model)
-    units = _units(source)
-    if len(units) < 2:
-        raise OnnxPruneError(f"distill needs at least 2 calibration samples (or static batches), got {len(units)}")
-    order = np.random.default_rng(seed).permutation(len(units)).tolist()
-    cut = max(1, int(round(holdout * len(units))))
-
-    def part(indices: list[int], what: str) -> CalibrationSource:
-        chosen = [units[i] for i in sorted(indices)]
-        feeds = [f for i in range(0, len(chosen), batch) for f in _joined(chosen[i:i + batch], source.static_batch)]
-        return CalibrationSource(source.model, lambda: iter(feeds), is_real=source.is_real,
-                                 origin=f"{len(chosen)} {what} of {source.describe()}")
-
-    return Split(part(order[cut:], "training units"), part(order[:cut], "held-out units"), source.static_batch)
-
-
 def _batches(train: list[int], size: int, seed: int) -> Iterator[list[int]]:
     rng = np.random.default_rng(seed + 1)
     while True:
@@ -385,7 +236,7 @@ def distill(pruned: onnx.ModelProto, dense: onnx.ModelProto, calibration: Calibr
         raise OnnxPruneError("distill: the pruned model has no float32 weights to fine-tune")
     split = calibration if isinstance(calibration, Split) else split_calibration(
         calibration, dense, holdout=opts.holdout, seed=opts.seed)
-    train_units, held_units = _units(split.train), _units(split.held)
+    train_units, held_units = units_of(split.train), units_of(split.held)
     units = train_units + held_units
     train, held = list(range(len(train_units))), list(range(len(train_units), len(units)))
 
@@ -452,7 +303,7 @@ def distill(pruned: onnx.ModelProto, dense: onnx.ModelProto, calibration: Calibr
     out = write_back(pruned, best) if result.changed else pruned
     check_structure(pruned, out)
     held_feeds = [f for i in range(0, len(held), opts.batch)
-                  for f in _joined([units[j] for j in held[i:i + opts.batch]], split.static)]
+                  for f in joined([units[j] for j in held[i:i + opts.batch]], split.static)]
     result.before, result.after = compare_outputs(dense, [pruned, out], held_feeds)
     result.model = out
     result.seconds = time.perf_counter() - start
