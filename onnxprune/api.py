@@ -6,8 +6,8 @@
     >>> report = result.to_json()
 
 `prune` runs the pipeline (pipeline/stages.py: analyse, score, plan, tune, apply, verify,
-reconstruct, passes, annotate) once, or in steps (pipeline/schedule.py) when the config asks for
-steps or thresholds. The flat options are the names of `PruneConfig.create` (onnxprune/config.py).
+reconstruct, distill (opt-in), passes, annotate) once, or in steps (pipeline/schedule.py) when the
+config asks for steps or thresholds. The flat options are the names of `PruneConfig.create` (onnxprune/config.py).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ The CLI builds it from its flags; Python callers build it directly or with `Prun
     calibration  the user's data (calib/source.py); None: random inputs
     analysis     input shapes, approximate kinds, grouped convs, layers to keep
     depth        residual blocks to drop (opt-in, approximate: planning/depth.py)
-    recovery     least-squares re-fit after pruning
+    recovery     least-squares re-fit after pruning; opt-in distillation (needs the [distill] extra)
     checks       the oracle, and thresholds checked after each step
     steps        how many steps, on which schedule
     latency      how latency is measured, and whether to measure it before and after
@@ -43,6 +43,7 @@ from onnxprune.planning.depth import SCORES as BLOCK_SCORES
 from onnxprune.planning.planner import ALLOCATIONS
 from onnxprune.planning.rounding import RoundingPolicy, RoundTo, rounding_policy
 from onnxprune.planning.steps import SCHEDULES
+from onnxprune.recovery.distill import DistillOptions, require_torch
 from onnxprune.scoring.catalog import criteria
 from onnxprune.verify import DEFAULT_RTOL
 
@@ -86,6 +87,7 @@ class DepthOptions:
 class RecoveryOptions:
     reconstruct: bool | None = None  # None: on when the calibration is real data
     head_floor: float | None = None  # weight a detector's score layers toward its threshold (recovery/heads.py)
+    distill: DistillOptions | None = None  # fine-tune toward the dense model after the re-fit (recovery/distill.py)
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,8 @@ class PruneConfig:
             raise OnnxPruneError(f"unknown --grouped-conv mode {a.grouped!r}; choose one of: {', '.join(GROUPED_MODES)}")
         if self.recovery.head_floor is not None and self.recovery.head_floor < 0:
             raise OnnxPruneError(f"head_floor must be >= 0, got {self.recovery.head_floor}")
+        if self.recovery.distill is not None:
+            self._check_distill(self.recovery.distill)
         if self.steps.steps < 1:
             raise OnnxPruneError(f"--steps must be at least 1, got {self.steps.steps}")
         if self.steps.schedule not in SCHEDULES:
@@ -200,6 +204,15 @@ class PruneConfig:
             raise OnnxPruneError("--max-acc-drop needs labelled data: --data test.npz (labels under 'y') or --labels")
         return self
 
+    def _check_distill(self, options: DistillOptions) -> None:
+        options.check()
+        if not self.real_data:
+            raise OnnxPruneError("--distill needs the user's data: give --calib (distilling on random inputs "
+                                 "teaches nothing about the inputs the model will see)")
+        if self.stepped:
+            raise OnnxPruneError("--distill cannot be combined with --steps/--min-cosine/--max-acc-drop yet")
+        require_torch()
+
     @classmethod
     def create(cls, *, ratio: float = 0.3, target_macs: float | None = None, target_params: float | None = None,
                target_latency: float | None = None, criterion: str = "l2", allocation: str = "uniform",
@@ -209,6 +222,7 @@ class PruneConfig:
                shapes: Shapes | None = None, approximate: Sequence[str] = (), grouped: str = DEFAULT_GROUPED,
                keep: Sequence[str] = (), heads: str = DEFAULT_HEADS, drop_blocks: int | str = 0,
                block_fill: str = "mean", block_score: str = "bi", reconstruct: bool | None = None, head_floor: float | None = None,
+               distill: DistillOptions | None = None,
                verify: bool = False, rtol: float = DEFAULT_RTOL, min_cosine: float | None = None,
                max_acc_drop: float | None = None, data: str | None = None, labels: str | None = None,
                steps: int = 1, schedule: str = "geometric", latency: LatencyOptions | None = None,
@@ -222,7 +236,7 @@ class PruneConfig:
             calibration=calibration,
             analysis=AnalysisOptions(dict(shapes) if shapes else None, tuple(approximate), grouped, tuple(keep), heads),
             depth=DepthOptions(drop_blocks, block_fill, block_score),
-            recovery=RecoveryOptions(reconstruct, head_floor),
+            recovery=RecoveryOptions(reconstruct, head_floor, distill),
             checks=CheckOptions(verify, rtol, min_cosine, max_acc_drop, data, labels),
             steps=StepOptions(steps, schedule),
             latency=LatencyConfig(latency or LatencyOptions(), measure_latency),

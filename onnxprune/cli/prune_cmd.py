@@ -49,6 +49,7 @@ from onnxprune.planning.latency_search import require_sizes
 from onnxprune.planning.plan import Plan
 from onnxprune.planning.planner import ALLOCATIONS
 from onnxprune.planning.steps import SCHEDULES
+from onnxprune.recovery.distill import DistillOptions
 from onnxprune.scoring.catalog import criteria
 
 SECTIONS = {
@@ -58,7 +59,7 @@ SECTIONS = {
     "Calibration data": ("calib_path", "calib_samples", "calib_batch", "image_size", "mean", "std", "bgr", "nhwc",
                          "scale"),
     "Depth (approximate)": ("drop_blocks", "block_fill", "block_score"),
-    "Recovery": ("reconstruct", "head_floor"),
+    "Recovery": ("reconstruct", "head_floor", "distill", "distill_steps", "distill_time", "distill_lr"),
     "Checks and steps": ("verify", "steps", "schedule", "min_cosine", "max_acc_drop", "data", "labels"),
     "Analysis": ("shapes", "approximate", "keep", "grouped", "heads"),
     "Latency": ("latency_batch", "latency_threads", "latency_repeat", "measure_latency"),
@@ -115,6 +116,16 @@ def _loop_options(fn: Any) -> Any:
                      help="Stop when accuracy drops by more than this many points (needs --data/--labels)."),
         click.option("--data", default=None, help="Labelled data for --max-acc-drop: .npz with labels under 'y'."),
         click.option("--labels", default=None, help="Class ids for --data, or else for the calibration samples."),
+        click.option("--distill", is_flag=True,
+                     help="After the re-fit, fine-tune the pruned weights on the --calib data with the original "
+                          "as teacher (outputs and the pruned layers' features); keeps the best weights on held-out "
+                          "samples. Needs PyTorch: pip install 'onnxprune[distill]'."),
+        click.option("--distill-steps", type=click.IntRange(min=1), default=300, show_default=True,
+                     help="Optimiser steps of --distill at most."),
+        click.option("--distill-time", type=click.FloatRange(0.0, min_open=True), default=300.0, show_default=True,
+                     metavar="SECONDS", help="Training time of --distill at most."),
+        click.option("--distill-lr", type=click.FloatRange(0.0, min_open=True), default=1e-3, show_default=True,
+                     help="Adam learning rate of --distill."),
         click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr."),
     ]):
         fn = deco(fn)
@@ -183,7 +194,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
         scoring=ScoringOptions(criterion, allocation, loop["sensitivity"], loop["sensitivity_error"]),
         calibration=calib,
         depth=DepthOptions(drop_blocks, block_fill, block_score),
-        recovery=RecoveryOptions(reconstruct, head_floor),
+        recovery=RecoveryOptions(reconstruct, head_floor, _distill_options(loop)),
         checks=CheckOptions(verify, min_cosine=loop["min_cosine"], max_acc_drop=loop["max_acc_drop"],
                             data=loop["data"], labels=loop["labels"]),
         steps=StepOptions(loop["steps"], loop["schedule"]),
@@ -202,6 +213,13 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
         result.plan.save(save_plan)
     if report_path:
         write_json(report_path, {"model": model, "output": output, **result.to_json()})
+
+
+def _distill_options(loop: dict[str, Any]) -> DistillOptions | None:
+    if not loop.pop("distill"):
+        return None
+    return DistillOptions(steps=loop.pop("distill_steps"), time_budget=loop.pop("distill_time"),
+                          lr=loop.pop("distill_lr"))
 
 
 def _print(result: PruneResult, *, title: str) -> None:
@@ -257,6 +275,8 @@ def _print(result: PruneResult, *, title: str) -> None:
         worst = max((o.rel_l2_error for o in f.outputs), default=0.0)
         click.echo(f"fidelity (approximate groups, not proven): against the dense model on {f.num_samples} "
                    f"{f.source} samples, min output cosine {f.min_cosine:.4f}, max relative L2 error {worst:.2e}")
+    if result.distillation is not None:
+        click.echo(result.distillation.describe())
     for note in result.notes:
         if "approximate" in note or note.startswith("depth"):
             click.echo(f"note: {note}")

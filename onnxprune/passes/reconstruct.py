@@ -88,16 +88,13 @@ class ReconstructResult:
         return "\n".join(f"reconstruct: {n}" for n in self.notes)
 
     def to_json(self) -> dict[str, object]:
-        def fid(f: Fidelity) -> dict[str, float | None]:
-            return {"cosine": f.cosine, "rel_error": f.rel_error, "agreement": f.agreement}
-
         return {
             "fitted": self.fitted, "waves": self.waves, "samples": self.samples, "seconds": self.seconds,
             "reverted": self.reverted, "skipped": self.skipped,
             "layers": [{"node": lf.node, "op_type": lf.op_type, "wave": lf.wave, "direct": lf.direct,
                         "rel_error_before": lf.rel_error_before, "rel_error_after": lf.rel_error_after,
                         "fitted": lf.fitted, "note": lf.note} for lf in self.layers],
-            "outputs": {n: {"before": fid(fb), "after": fid(self.after[n]) if n in self.after else None}
+            "outputs": {n: {"before": fb.to_json(), "after": self.after[n].to_json() if n in self.after else None}
                         for n, fb in self.before.items()},
         }
 

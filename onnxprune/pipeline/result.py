@@ -23,6 +23,7 @@ from onnxprune.pipeline.depth import DepthResult
 from onnxprune.planning.choice import PlanChoice
 from onnxprune.planning.landing import TargetResult
 from onnxprune.planning.plan import Plan, removed_channels
+from onnxprune.recovery.distill import DistillResult
 from onnxprune.verify import VerifyResult
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class PruneResult:
     depth: DepthResult | None = None  # residual blocks dropped (approximate: the oracle covers the width part)
     # Approximate groups removed: the pruned model against the dense one on calibration samples.
     fidelity: ValidationReport | None = None
+    distillation: DistillResult | None = None  # set when the weights were distilled (--distill)
 
     @property
     def channels(self) -> tuple[int, int]:
@@ -144,6 +146,7 @@ class PruneResult:
             "depth": None if self.depth is None else self.depth.to_json(),
             "reconstruct": None if self.reconstruction is None else self.reconstruction.to_json(),
             "fidelity": None if self.fidelity is None else self.fidelity.to_dict(),
+            "distill": None if self.distillation is None else self.distillation.to_json(),
             "plan": self.plan.to_json(),
             "groups": [g.to_json() | d for g, d in zip(self.dg.groups, self.decisions(), strict=True)],
             "latency_ms": None if self.latency_ms is None else {"before": self.latency_ms[0],

@@ -1,6 +1,7 @@
 """The main path: a pass manager over one state object.
 
-    analyse ─► score ─► plan ─► tune ─► apply ─► verify ─► depth ─► reconstruct ─► fidelity ─► passes ─► annotate
+    analyse ─► score ─► plan ─► tune ─► apply ─► verify ─► depth ─► reconstruct ─► distill ─► fidelity ─►
+    passes ─► annotate
 
 Each stage is an object with a name that reads the run's `PruneConfig` and the state, and writes
 its product into the state. `Pipeline` runs them in order; `default_pipeline()` is the list above,
@@ -19,7 +20,7 @@ from typing import Protocol
 
 import onnx
 
-from onnxprune.calib.source import CalibrationSource
+from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.config import PruneConfig
 from onnxprune.errors import NothingToPruneError, VerifyError
 from onnxprune.graph.dependency import DependencyGraph
@@ -51,6 +52,8 @@ from onnxprune.planning.planner import choose_plan
 from onnxprune.planning.rounding import n_keep, too_narrow
 from onnxprune.planning.strategy import PlanRequest
 from onnxprune.planning.tuning import tune_multiples
+from onnxprune.recovery.distill import DistillResult, distill
+from onnxprune.recovery.distill_data import Split, split_calibration
 from onnxprune.scoring.catalog import score_groups
 from onnxprune.verify import VerifyResult, verify_pruned
 
@@ -77,6 +80,9 @@ class PruneState:
     fidelity: ValidationReport | None = None  # set when approximate groups lost slots
     rotation: Rotation | None = None  # --approximate rotate (passes/rotate.py)
     reference: onnx.ModelProto | None = None  # the dense model before a rotation (dg.model is rotated)
+    distillation: DistillResult | None = None
+    split: Split | None = None  # with --distill: the calibration data cut into training and held-out parts
+    unfitted: onnx.ModelProto | None = None  # with --distill and the re-fit: the pruned model before it
     notes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
 
@@ -89,6 +95,14 @@ class PruneState:
     def curves(self) -> SensitivityResult | None:
         return SensitivityResult.coerce(self.config.scoring.sensitivity)
 
+    def distill_split(self) -> Split | None:
+        """With --distill, the training and held-out parts of the calibration data (cut once); else None."""
+        options = self.config.recovery.distill
+        if options is not None and self.split is None:
+            self.split = split_calibration(self.config.calibration, self.graph.model, holdout=options.holdout,
+                                           seed=options.seed)
+        return self.split
+
     def result(self) -> PruneResult:
         assert self.plan is not None and self.model is not None
         dense = self.reference if self.reference is not None else self.graph.model
@@ -96,7 +110,7 @@ class PruneState:
                            verify=self.verify, seconds=time.perf_counter() - self.started, notes=self.notes,
                            target=self.choice.target if self.choice is not None else None,
                            reconstruction=self.reconstruction, choice=self.choice, depth=self.depth,
-                           fidelity=self.fidelity)
+                           fidelity=self.fidelity, distillation=self.distillation)
 
     @property
     def drops_blocks(self) -> bool:
@@ -261,6 +275,15 @@ class DropDepth:
         state.notes.append(state.depth.describe())
 
 
+def _refit(state: PruneState, model: onnx.ModelProto, batches: CalibrationLike) -> None:
+    c = state.config
+    with step(state.progress, "reconstruct"):
+        state.reconstruction = refit_layers(model, dg=state.graph, removed_roots=state.removed, batches=batches,
+                                            shapes=c.analysis.shapes, head_floor=c.recovery.head_floor,
+                                            changed=state.depth.changed if state.depth is not None else ())
+    state.model = state.reconstruction.model
+
+
 class Reconstruct:
     name = "reconstruct"
 
@@ -269,13 +292,32 @@ class Reconstruct:
         if not c.reconstructs:
             return
         assert state.model is not None
-        with step(state.progress, "reconstruct"):
-            state.reconstruction = refit_layers(state.model, dg=state.graph, removed_roots=state.removed,
-                                                batches=c.calibration, shapes=c.analysis.shapes,
-                                                head_floor=c.recovery.head_floor,
-                                                changed=state.depth.changed if state.depth is not None else ())
-        state.model = state.reconstruction.model
+        split = state.distill_split()  # distillation's held-out samples stay unseen by the re-fit
+        state.unfitted = state.model if split is not None else None
+        _refit(state, state.model, c.calibration if split is None else split.train)
+        assert state.reconstruction is not None
         state.notes.extend(f"reconstruct: {n}" for n in state.reconstruction.notes)
+
+
+class Distill:
+    """Opt-in: fine-tune the pruned weights toward the dense model (recovery/distill.py). Only
+    initializer values change, so the oracle's proof of the pruned structure still holds."""
+
+    name = "distill"
+
+    def run(self, state: PruneState) -> None:
+        options = state.config.recovery.distill
+        if options is None:
+            return
+        assert state.model is not None
+        with step(state.progress, "distill"):
+            state.distillation = distill(state.model, state.graph.model, state.distill_split(), dg=state.graph,
+                                         removed_roots=state.removed, options=options)
+        state.model = state.distillation.model
+        if not state.distillation.changed and state.unfitted is not None:
+            # Nothing beat the re-fit: give it back the held-out quarter, as without --distill.
+            _refit(state, state.unfitted, state.config.calibration)
+            state.distillation.refit_all = True
 
 
 class Fidelity:
@@ -346,8 +388,8 @@ class Pipeline:
 
 
 def default_pipeline() -> Pipeline:
-    return Pipeline([Analyse(), Score(), Choose(), Apply(), Verify(), DropDepth(), Reconstruct(), Fidelity(),
-                     RunPasses(), Annotate()])
+    return Pipeline([Analyse(), Score(), Choose(), Apply(), Verify(), DropDepth(), Reconstruct(), Distill(),
+                     Fidelity(), RunPasses(), Annotate()])
 
 
 def why_nothing(dg: DependencyGraph, plan: Plan, config: PruneConfig, *, choice: PlanChoice | None) -> str:
