@@ -8,8 +8,8 @@ channels, other channels), `num_heads` of each fused attention op, params and MA
 (onnxprune.measure.model_stats), whether it runs in ONNX Runtime on the manifest's feeds and the
 cosine of its first output to the dense one (random-init files: how much moved, not accuracy),
 seconds to prune, and ORT CPU latency dense vs pruned (graph optimisation on, batch 1, runs
-interleaved, median of per-pair ratios). Hidden width and depth are not removed yet (issue 21).
-No torch needed.
+interleaved, median of per-pair ratios). Hidden width and depth are opt-in and not used here
+(benchmarks/transformer_quality.py measures them). No torch needed.
 
     python benchmarks/transformers.py                  # all files; writes the table into benchmarks/README.md
     python benchmarks/transformers.py bert_ort_fused   # some files; prints only
