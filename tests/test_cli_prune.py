@@ -85,6 +85,18 @@ def test_ratio_outside_range(tmp_path: Path, ratio: str) -> None:
     assert "--ratio" in one_line_error(stderr)
 
 
+@pytest.mark.parametrize("args, flags, main", [
+    (["--block-fill", "identity"], "--block-fill", "--drop-blocks"),
+    (["--block-score", "measured", "--distill-lr", "0.01"], "--block-score", "--drop-blocks"),
+    (["--distill-steps", "3", "--distill-time", "9"], "--distill-steps, --distill-time", "--distill"),
+])
+def test_a_tuning_option_without_its_own_is_refused(tmp_path: Path, args: list[str], flags: str, main: str) -> None:
+    code, _, stderr = invoke("prune", str(RESNET), "-o", str(tmp_path / "o.onnx"), "--ratio", "0.3", *args)
+    assert code == EXIT_USAGE
+    assert one_line_error(stderr) == f"error: {flags} only tune {main}, which was not given"
+    assert not (tmp_path / "o.onnx").exists()
+
+
 def test_output_equal_to_input_is_refused(tmp_path: Path) -> None:
     model = tmp_path / "m.onnx"
     model.write_bytes(RESNET.read_bytes())

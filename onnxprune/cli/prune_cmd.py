@@ -37,6 +37,7 @@ from onnxprune.config import (
     StepOptions,
     budget_of,
 )
+from onnxprune.errors import OnnxPruneError
 from onnxprune.io.model_io import check_note, check_paths, write_json
 from onnxprune.io.progress import rich_progress
 from onnxprune.measure.bench import LatencyOptions
@@ -183,6 +184,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
             approximate: tuple[str, ...], reconstruct: bool | None, head_floor: float | None, keep: tuple[str, ...],
             grouped: str, heads: str, drop_blocks: int | str, block_fill: str, block_score: str, **loop: Any) -> None:
     """Remove a fraction of the channels of every prunable group of MODEL."""
+    _check_tuning(click.get_current_context(), {"drop_blocks": drop_blocks, "distill": loop["distill"]})
     check_paths(models={"MODEL": model},
                 inputs={"--plan": plan_in, "--sensitivity": loop["sensitivity"], "--calib": calib.path,
                         "--data": loop["data"], "--labels": loop["labels"]},
@@ -213,6 +215,18 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
         result.plan.save(save_plan)
     if report_path:
         write_json(report_path, {"model": model, "output": output, **result.to_json()})
+
+
+# Options that only tune another one: given without it, they would silently do nothing.
+TUNING = {"drop_blocks": ("block_fill", "block_score"), "distill": ("distill_steps", "distill_time", "distill_lr")}
+
+
+def _check_tuning(ctx: click.Context, values: dict[str, Any]) -> None:
+    for main, tuning in TUNING.items():
+        given = [n for n in tuning if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+        if given and not values[main]:
+            flags = ", ".join("--" + n.replace("_", "-") for n in given)
+            raise OnnxPruneError(f"{flags} only tune --{main.replace('_', '-')}, which was not given")
 
 
 def _distill_options(loop: dict[str, Any]) -> DistillOptions | None:
