@@ -36,8 +36,9 @@ from onnxprune.graph.dependency import DependencyGraph  # noqa: E402
 from onnxprune.io.runtime import session  # noqa: E402
 from onnxprune.measure.bench import interleaved_latency  # noqa: E402
 from onnxprune.measure.model_stats import model_stats  # noqa: E402
-from onnxprune.planning.plan import Plan, n_keep  # noqa: E402
-from onnxprune.planning.planner import score_groups  # noqa: E402
+from onnxprune.planning.plan import Plan  # noqa: E402
+from onnxprune.planning.rounding import n_keep  # noqa: E402
+from onnxprune.scoring.catalog import score_groups  # noqa: E402
 
 TRANSFORMERS = ROOT / "models" / "transformers"
 DIGITS = ROOT / "models" / "digits"
@@ -59,14 +60,14 @@ def attention_plan(dg: DependencyGraph, criterion: str, ratio: float, calib: Cal
     scores = score_groups(dg, criterion, calibration=calib)
     plan = Plan(ratio=ratio, criterion=criterion)
     for g in dg.prunable:
-        if g.kind != "channel":
+        if g.kind in ("head", "head_dim"):
             plan.removals[g.id] = sorted(np.argsort(scores[g.id], kind="stable")[:g.size - n_keep(g.size, ratio, 1)]
                                          .tolist())
     return plan
 
 
 def attention_params(dg: DependencyGraph, model: onnx.ModelProto) -> int:
-    sources = {s for g in dg.groups if g.kind != "channel" for s in g.sources}
+    sources = {s for g in dg.groups if g.kind in ("head", "head_dim") for s in g.sources}
     nodes = {n.name: n for n in model.graph.node}
     inits = {t.name: t for t in model.graph.initializer}
     return sum(int(np.prod(inits[nodes[s].input[1]].dims)) for s in sources)

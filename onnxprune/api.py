@@ -6,8 +6,8 @@
     >>> report = result.to_json()
 
 `prune` runs the pipeline (pipeline/stages.py: analyse, score, plan, tune, apply, verify,
-reconstruct, passes, annotate) once, or in steps (pipeline/schedule.py) when the config asks for
-steps or thresholds. The flat options are the names of `PruneConfig.create` (onnxprune/config.py).
+reconstruct, distill (opt-in), passes, annotate) once, or in steps (pipeline/schedule.py) when the
+config asks for steps or thresholds. The flat options are the names of `PruneConfig.create` (onnxprune/config.py).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from onnxprune.io.types import Shapes
 from onnxprune.pipeline.analyse import analyse_model
 from onnxprune.pipeline.result import PruneResult
 from onnxprune.pipeline.schedule import prune_in_steps
-from onnxprune.pipeline.stages import Pipeline, PruneState, default_pipeline, timing_options
+from onnxprune.pipeline.stages import Pipeline, PruneState, default_pipeline, fidelity_of, timing_options
 from onnxprune.planning.plan import Plan
 
 ModelLike = onnx.ModelProto | str | os.PathLike[str]
@@ -88,6 +88,8 @@ def prune(model: ModelLike, config: PruneConfig | None = None, *, dg: Dependency
         assert steps.result is not None
         result = steps.result
         result.steps, result.dense, result.config = steps, steps.original, cfg  # the whole run's, not step k's
+        if result.fidelity is not None:
+            result.fidelity = fidelity_of(steps.original, result.model, cfg)
     else:
         state = PruneState(cfg, source, progress, dg=dg, plan=plan)
         result = (pipeline or default_pipeline()).run(state).result()

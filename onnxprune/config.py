@@ -8,7 +8,8 @@ The CLI builds it from its flags; Python callers build it directly or with `Prun
     scoring      criterion, allocation strategy, sensitivity curves
     calibration  the user's data (calib/source.py); None: random inputs
     analysis     input shapes, approximate kinds, grouped convs, layers to keep
-    recovery     least-squares re-fit after pruning
+    depth        residual blocks to drop (opt-in, approximate: planning/depth.py)
+    recovery     least-squares re-fit after pruning; opt-in distillation (needs the [distill] extra)
     checks       the oracle, and thresholds checked after each step
     steps        how many steps, on which schedule
     latency      how latency is measured, and whether to measure it before and after
@@ -37,9 +38,12 @@ from onnxprune.measure.bench import LatencyOptions
 from onnxprune.measure.curves import DEFAULT_METRIC, METRICS, SensitivityResult
 from onnxprune.passes.base import Pass
 from onnxprune.planning.budget import Budget
+from onnxprune.planning.depth import FILLS as BLOCK_FILLS
+from onnxprune.planning.depth import SCORES as BLOCK_SCORES
 from onnxprune.planning.planner import ALLOCATIONS
 from onnxprune.planning.rounding import RoundingPolicy, RoundTo, rounding_policy
 from onnxprune.planning.steps import SCHEDULES
+from onnxprune.recovery.distill import DistillOptions, require_torch
 from onnxprune.scoring.catalog import criteria
 from onnxprune.verify import DEFAULT_RTOL
 
@@ -73,9 +77,17 @@ class ScoringOptions:
 
 
 @dataclass(frozen=True)
+class DepthOptions:
+    blocks: int | str = 0  # residual blocks to drop, the lowest-scored first (0: none; "auto": the budget splits)
+    fill: str = "mean"  # what replaces a dropped branch: its calibration mean, or nothing ("identity")
+    score: str = "bi"  # ShortGPT's block influence, or the measured output error ("measured")
+
+
+@dataclass(frozen=True)
 class RecoveryOptions:
     reconstruct: bool | None = None  # None: on when the calibration is real data
     head_floor: float | None = None  # weight a detector's score layers toward its threshold (recovery/heads.py)
+    distill: DistillOptions | None = None  # fine-tune toward the dense model after the re-fit (recovery/distill.py)
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,7 @@ class PruneConfig:
     scoring: ScoringOptions = field(default_factory=ScoringOptions)
     calibration: CalibrationLike = None  # api.prune turns it into one CalibrationSource
     analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
+    depth: DepthOptions = field(default_factory=DepthOptions)
     recovery: RecoveryOptions = field(default_factory=RecoveryOptions)
     checks: CheckOptions = field(default_factory=CheckOptions)
     steps: StepOptions = field(default_factory=StepOptions)
@@ -153,22 +166,52 @@ class PruneConfig:
         unknown = set(a.approximate) - set(APPROXIMATE_KINDS)
         if unknown:
             raise OnnxPruneError(f"unknown --approximate kind(s) {sorted(unknown)}; known: {list(APPROXIMATE_KINDS)}")
+        if "rotate" in a.approximate and not self.real_data:
+            raise OnnxPruneError("--approximate rotate needs --calib: the rotation is the PCA of the hidden width's "
+                                 "activations on real inputs")
         if a.heads not in HEADS_MODES:
             raise OnnxPruneError(f"unknown --heads mode {a.heads!r}; choose one of: {', '.join(HEADS_MODES)}")
         if a.grouped not in GROUPED_MODES:
             raise OnnxPruneError(f"unknown --grouped-conv mode {a.grouped!r}; choose one of: {', '.join(GROUPED_MODES)}")
         if self.recovery.head_floor is not None and self.recovery.head_floor < 0:
             raise OnnxPruneError(f"head_floor must be >= 0, got {self.recovery.head_floor}")
+        if self.recovery.distill is not None:
+            self._check_distill(self.recovery.distill)
         if self.steps.steps < 1:
             raise OnnxPruneError(f"--steps must be at least 1, got {self.steps.steps}")
         if self.steps.schedule not in SCHEDULES:
             raise OnnxPruneError(f"unknown schedule {self.steps.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
         if self.steps.steps > 1 and self.budget.kind == "latency":
             raise OnnxPruneError("target-latency cannot be combined with steps (it describes the original model only)")
+        d = self.depth
+        if d.blocks == "auto":
+            if self.budget.kind not in ("macs", "params"):
+                raise OnnxPruneError("--drop-blocks auto needs a --target-macs or --target-params budget to split "
+                                     "between depth and width")
+        elif not isinstance(d.blocks, int) or d.blocks < 0:
+            raise OnnxPruneError(f"--drop-blocks must be a count >= 0 or auto, got {d.blocks!r}")
+        if d.fill not in BLOCK_FILLS:
+            raise OnnxPruneError(f"unknown block fill {d.fill!r}; choose one of: {', '.join(BLOCK_FILLS)}")
+        if d.score not in BLOCK_SCORES:
+            raise OnnxPruneError(f"unknown block score {d.score!r}; choose one of: {', '.join(BLOCK_SCORES)}")
+        if d.blocks and self.budget.kind == "latency":  # the latency search times width-pruned models only
+            raise OnnxPruneError("--drop-blocks cannot be combined with --target-latency yet: give --target-macs, "
+                                 "--target-params or --ratio")
+        if d.blocks and self.stepped:
+            raise OnnxPruneError("--drop-blocks cannot be combined with --steps/--min-cosine/--max-acc-drop")
         c = self.checks
         if c.max_acc_drop is not None and c.data is None and c.labels is None:
             raise OnnxPruneError("--max-acc-drop needs labelled data: --data test.npz (labels under 'y') or --labels")
         return self
+
+    def _check_distill(self, options: DistillOptions) -> None:
+        options.check()
+        if not self.real_data:
+            raise OnnxPruneError("--distill needs the user's data: give --calib (distilling on random inputs "
+                                 "teaches nothing about the inputs the model will see)")
+        if self.stepped:
+            raise OnnxPruneError("--distill cannot be combined with --steps/--min-cosine/--max-acc-drop yet")
+        require_torch()
 
     @classmethod
     def create(cls, *, ratio: float = 0.3, target_macs: float | None = None, target_params: float | None = None,
@@ -177,7 +220,9 @@ class PruneConfig:
                sensitivity_error: str = DEFAULT_METRIC, round_to: RoundTo | str | None = 1, target: str = "ort",
                prefer_round_to: int | None = None, time_multiples: bool = False, calibration: CalibrationLike = None,
                shapes: Shapes | None = None, approximate: Sequence[str] = (), grouped: str = DEFAULT_GROUPED,
-               keep: Sequence[str] = (), heads: str = DEFAULT_HEADS, reconstruct: bool | None = None, head_floor: float | None = None,
+               keep: Sequence[str] = (), heads: str = DEFAULT_HEADS, drop_blocks: int | str = 0,
+               block_fill: str = "mean", block_score: str = "bi", reconstruct: bool | None = None, head_floor: float | None = None,
+               distill: DistillOptions | None = None,
                verify: bool = False, rtol: float = DEFAULT_RTOL, min_cosine: float | None = None,
                max_acc_drop: float | None = None, data: str | None = None, labels: str | None = None,
                steps: int = 1, schedule: str = "geometric", latency: LatencyOptions | None = None,
@@ -190,7 +235,8 @@ class PruneConfig:
             scoring=ScoringOptions(criterion, allocation, sensitivity, sensitivity_error),
             calibration=calibration,
             analysis=AnalysisOptions(dict(shapes) if shapes else None, tuple(approximate), grouped, tuple(keep), heads),
-            recovery=RecoveryOptions(reconstruct, head_floor),
+            depth=DepthOptions(drop_blocks, block_fill, block_score),
+            recovery=RecoveryOptions(reconstruct, head_floor, distill),
             checks=CheckOptions(verify, rtol, min_cosine, max_acc_drop, data, labels),
             steps=StepOptions(steps, schedule),
             latency=LatencyConfig(latency or LatencyOptions(), measure_latency),
@@ -208,7 +254,8 @@ class PruneConfig:
                 "sensitivity": None if curves is None else "given in memory" if isinstance(curves, SensitivityResult)
                 else str(curves),
                 "round_to": self.rounding.round_to, "for": self.rounding.target,
-                "steps": self.steps.steps, "schedule": self.steps.schedule}
+                "steps": self.steps.steps, "schedule": self.steps.schedule,
+                "depth": {"blocks": self.depth.blocks, "fill": self.depth.fill, "score": self.depth.score}}
 
 
 def budget_of(*, ratio: float = 0.3, target_macs: float | None = None, target_params: float | None = None,

@@ -21,3 +21,16 @@ def load_script(stem: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def run_quick(stem: str, *args: str, timeout: int = 300) -> str:
+    """The stdout of `python benchmarks/<stem>.py ARGS`, which must succeed and leave README.md alone."""
+    import subprocess
+
+    readme = ROOT / "benchmarks" / "README.md"
+    before = readme.read_text()
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{stem}.py"), *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert readme.read_text() == before
+    return proc.stdout

@@ -46,8 +46,9 @@ def test_layernorm_opt_in_prunes_and_is_marked_approximate() -> None:
     onnx.shape_inference.infer_shapes(result.model, strict_mode=True)
     dims = {t.name: tuple(t.dims) for t in result.model.graph.initializer}
     assert dims["w1"] == (8, 6) and dims["gamma"] == (6,) and dims["beta"] == (6,) and dims["w2"] == (6, 4)
-    assert any("not covered by the exactness check" in n for n in result.notes)
     assert result.verify is not None and result.verify.ok  # verified nothing it cannot prove
+    assert result.verify.unproven == 6 and "exact groups only: 6 removed slots" in result.verify.describe()
+    assert result.fidelity is not None and result.fidelity.min_cosine < 1.0
 
 
 def test_unknown_approximate_kind_is_refused() -> None:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import onnx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,11 +141,45 @@ def test_zoo_benchmark_reports_requested_and_achieved_per_profile() -> None:
     assert readme.read_text() == before  # --only never writes the README
 
 
-def test_fused_transformers_benchmark_runs_one_file() -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fused.py"), "bert_ort_fused"],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+def test_transformers_benchmark_runs_one_file() -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "transformers.py"), "--no-latency",
+                           "bert_ort_fused"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| bert_ort_fused |")]
     assert len(rows) == 3
     ours = rows[0].split(" | ")
-    assert ours[1] == "onnxprune" and "heads 3/3" in ours[2] and "oracle PASS" in ours[2] and ours[5] == "yes"
+    assert ours[1] == "onnxprune" and " heads" in ours[2] and "oracle PASS" in ours[2] and ours[5] == "yes"
+    assert ours[2].endswith("num_heads 2/2") and ours[3] == "69.7%"  # whole fused heads, at 0.7 of the params
+
+
+def test_depth_benchmark_pairs_decoder_layers_and_scores_them() -> None:
+    from bench_scripts import load_script
+
+    from onnxprune.calib.source import CalibConfig
+    from onnxprune.graph.blocks import find_blocks
+
+    depth = load_script("depth")
+    model = onnx.load(str(ROOT / "models" / "transformers" / "lm_llama.onnx"))
+    layers = depth.decoder_layers(find_blocks(model))
+    assert [a.name.split("/")[-2] for a, _ in layers] == [f"layers.{i}" for i in range(4)]
+    calib = CalibConfig(path=ROOT / "models" / "transformers" / "lm_calib.npz", samples=4)
+    bi = depth.layer_influence(model, layers, calib)
+    assert len(bi) == 4 and all(0.0 < v < 2.0 for v in bi)
+def test_llm_memory_quick_measures_a_child_process() -> None:
+    from bench_scripts import run_quick
+
+    row = next(line for line in run_quick("llm_memory", "--quick").splitlines()
+               if line.startswith("| this tree | 0.02 GiB |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[5].split()[0]) > 0.05, "the child's peak RSS, not a placeholder"  # GiB
+    assert cells[-1] == "ok"
+
+
+def test_every_benchmark_script_imports() -> None:
+    """A script whose imports broke (a moved function) fails here, not at the next benchmark run."""
+    stems = sorted(p.stem for p in (ROOT / "benchmarks").glob("[a-z]*.py"))
+    code = ("import sys; sys.path[:0] = ['benchmarks', 'tests']\nfrom bench_scripts import load_script\n"
+            f"for stem in {stems!r}:\n    load_script(stem)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(stems) >= 10

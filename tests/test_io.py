@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 import onnxprune.io.model_io as io
 from onnxprune.api import prune
 from onnxprune.errors import OnnxPruneError
+from onnxprune.io import temps
 from onnxprune.io.inputs import random_inputs
 from onnxprune.io.runtime import run
 
@@ -163,7 +164,7 @@ def _temp(folder: Path, host: str, pid: int, *, is_dir: bool, aged: bool = True)
     else:
         path.write_bytes(b"half written")
     if aged:
-        old = time.time() - 2 * io.STALE_SECONDS
+        old = time.time() - 2 * temps.STALE_SECONDS
         os.utime(path, (old, old))
     return path
 
@@ -176,7 +177,7 @@ def _dead_pid() -> int:
 
 def test_stale_temps_of_dead_processes_are_removed(tmp_path: Path) -> None:
     """What a run killed with SIGKILL left beside its output goes at the next write into that folder."""
-    host = io._host()
+    host = temps.host()
     dead_dir = _temp(tmp_path, host, _dead_pid(), is_dir=True)
     dead_file = _temp(tmp_path, host, _dead_pid(), is_dir=False)
     kept = {_temp(tmp_path, host, os.getpid(), is_dir=True).name,  # a live process's
@@ -199,7 +200,7 @@ def test_temp_names_say_what_they_are(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(io.os, "replace", spy)
     io.save_model(onnx.load(str(RESNET)), tmp_path / "a.onnx")
     io.write_json(tmp_path / "r.json", {"a": 1})
-    assert len(seen) == 2 and all(s.startswith(f".onnxprune-tmp-{io._host()}-{os.getpid()}-") for s in seen), seen
+    assert len(seen) == 2 and all(s.startswith(f".onnxprune-tmp-{temps.host()}-{os.getpid()}-") for s in seen), seen
 
 
 # -- external data locations are checked before anything reads them --------------------------------

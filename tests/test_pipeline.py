@@ -18,8 +18,8 @@ RESNET = Path(__file__).resolve().parent.parent / "models" / "zoo" / "resnet_ts.
 
 
 def test_default_pipeline_is_the_documented_path() -> None:
-    assert default_pipeline().names == ["analyse", "score", "plan", "apply", "verify", "reconstruct", "passes",
-                                        "annotate"]
+    assert default_pipeline().names == ["analyse", "score", "plan", "apply", "verify", "depth", "reconstruct",
+                                        "distill", "fidelity", "passes", "annotate"]
 
 
 def test_config_or_flat_options_give_the_same_plan() -> None:

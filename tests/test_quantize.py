@@ -148,6 +148,11 @@ def test_refuses_already_quantized_and_half_precision_models() -> None:
     half.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.FLOAT16
     with pytest.raises(OnnxPruneError, match="input 'x' is float16: quantize takes an FP32 model"):
         quantize(half, calibration=feeds(model))
+    packed = onnx.ModelProto()  # an ORT 4-bit op in an otherwise FP32 graph: refused before any work
+    packed.CopyFrom(model)
+    packed.graph.node.append(onnx.helper.make_node("MatMulBnb4", ["x", "w4"], ["y4"], name="bnb", domain="com.microsoft"))
+    with pytest.raises(OnnxPruneError, match=r"^the model is already quantized \(1 MatMulBnb4 node\(s\), e.g. 'bnb'\)"):
+        quantize(packed, calibration=feeds(model))
 
 
 def test_mismatched_calibration_is_the_usual_one_line_error(tmp_path: Path) -> None:

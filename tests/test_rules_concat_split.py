@@ -324,3 +324,38 @@ def test_gather_2d_indices_before_the_channel_axis_shifts_it() -> None:
     r = checked_prune(model, dg=dg, plan=plan_removing(dg, {"c1": [5]}))
     np.testing.assert_array_equal(init(r.model, "proj.w"), init(model, "proj.w")[[0, 1, 2, 3, 4, 6, 7]])
     exercise(model)
+
+
+def _class_token(cls: str) -> onnx.ModelProto:
+    """ViT's class token: patch features [1, 4, 6] and a token [1, 1, 6] concatenated on the token axis.
+    cls: "const" (the token itself), "expand" (a [1, 1, 6] constant broadcast to the run-time batch by
+    Expand, as torch exports `cls.expand(B, -1, -1)`) or "input"."""
+    g = Graph(opset=13)
+    x = g.input("x", ("batch", 4, 8) if cls == "expand" else (1, 4, 8))
+    patches = g.matmul(x, 8, 6, name="embed")
+    if cls == "const":
+        token = g.rand("cls", (1, 1, 6))
+    elif cls == "expand":
+        batch = g.node("Slice", [g.node("Shape", [x]), g.ints("s0", [0]), g.ints("s1", [1])])
+        shape = g.node("Concat", [batch, g.ints("ones", [1, 1])], axis=0)
+        token = g.node("Expand", [g.rand("cls", (1, 1, 6)), shape], name="cls_x")
+    else:
+        token = g.input("cls", (1, 1, 6))
+    tokens = g.node("Concat", [token, patches], name="cat", axis=1)
+    g.output(g.matmul(tokens, 6, 3, name="head"))
+    return g.build()
+
+
+@pytest.mark.parametrize("cls", ["const", "expand"])
+def test_concat_slices_a_constant_class_token_with_the_channels(cls: str) -> None:
+    model = _class_token(cls)
+    dg = analyse(model)
+    assert group_of(dg, "embed").prunable
+    r = checked_prune(model, dg=dg, plan=plan_removing(dg, {"embed": [2, 4]}))
+    np.testing.assert_array_equal(init(r.model, "cls"), init(model, "cls")[..., [0, 1, 3, 5]])
+
+
+def test_concat_blocks_channels_an_operand_without_them_cannot_lose() -> None:
+    dg = analyse(_class_token("input"))
+    assert not group_of(dg, "embed").prunable
+    assert "Concat operand cls carries no prunable channels where the others do" in reasons(dg, "embed")

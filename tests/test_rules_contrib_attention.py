@@ -21,8 +21,7 @@ from graphs import (
 )
 from onnx import TensorProto
 
-from onnxprune.api import analyse, prune
-from onnxprune.errors import NothingToPruneError
+from onnxprune.api import analyse
 from onnxprune.graph.apply import ApplyContext
 from onnxprune.io.input_values import infer_rules
 from onnxprune.passes.prune import ApplyPlan
@@ -66,8 +65,8 @@ def test_attention_prunes_whole_heads_of_its_packed_weight() -> None:
     model = bert_attention()
     dg = analyse(model)
     grp = group_of(dg, "att")
-    assert grp.prunable and (grp.size, grp.width) == (HEADS, 4)
-    assert group_of(dg, "proj").prunable  # its channels are the Attention's weight rows
+    assert grp.prunable and (grp.size, grp.width) == (HEADS, 4) and grp.kind == "head"
+    assert group_of(dg, "proj").prunable and group_of(dg, "proj").kind == "channel"  # its channels are the Attention's weight rows
     r = checked_prune(model, dg=dg, plan=plan_removing(dg, {"att": [1, 3]}))
     assert attr(r.model, "att", "num_heads") == 2
     cols = head_columns([0, 2], 4) + head_columns([0, 2], 4, 16) + head_columns([0, 2], 4, 32)
@@ -151,7 +150,7 @@ def test_mha_couples_a_heads_query_key_and_value() -> None:
     model = mha()
     dg = analyse(model)
     grp = group_of(dg, "q")
-    assert sorted(grp.sources) == ["k", "q", "v"] and (grp.size, grp.width) == (HEADS, 4)
+    assert sorted(grp.sources) == ["k", "q", "v"] and (grp.size, grp.width) == (HEADS, 4) and grp.kind == "head"
     r = checked_prune(model, dg=dg, plan=plan_removing(dg, {"q": [0]}))
     assert attr(r.model, "mha", "num_heads") == 3
     kept = head_columns([1, 2, 3], 4)
@@ -254,7 +253,7 @@ def test_gqa_packed_prunes_whole_kv_groups(rotary: bool) -> None:
     model = gqa(rotary=rotary)
     dg = analyse(model)
     grp = group_of(dg, "qkv")
-    assert grp.prunable and (grp.size, grp.width) == (GQA_KV, 2 * GQA_D + 2 * GQA_D)
+    assert grp.prunable and (grp.size, grp.width) == (GQA_KV, 2 * GQA_D + 2 * GQA_D) and grp.kind == "head"
     r = checked_prune(model, dg=dg, plan=plan_removing(dg, {"qkv": [1]}))
     assert (attr(r.model, "gqa", "num_heads"), attr(r.model, "gqa", "kv_num_heads")) == (2, 1)
     cols = head_columns([0, 1], GQA_D) + head_columns([0], GQA_D, 64) + head_columns([0], GQA_D, 96)
@@ -279,5 +278,7 @@ def test_gqa_with_a_kv_cache_blocks_its_groups_and_runs_on_an_empty_cache() -> N
     dg = analyse(model)  # the shape probe runs the model: past_sequence_length defaults to 0
     assert not group_of(dg, "qkv").prunable
     assert "KV cache (past/present) holds the heads" in reasons(dg, "qkv")
-    with pytest.raises(NothingToPruneError):
-        prune(model, ratio=0.5, dg=dg)
+    # Only the embedding's width is left (its columns and the projection's rows): the heads stay.
+    r = checked_prune(model, dg=dg, ratio=0.5)
+    assert [g.sources for g in dg.prunable] == [["gather1"]]
+    assert attr(r.model, "gqa", "kv_num_heads") == GQA_KV and node_const(r.model, "qkv", 1).shape == (16, 128)

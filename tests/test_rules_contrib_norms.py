@@ -1,7 +1,8 @@
 """ONNX Runtime's fused norms: SkipLayerNormalization, SkipSimplifiedLayerNormalization (com.microsoft),
 SimplifiedLayerNormalization (ONNX Runtime's, in the default domain) and EmbedLayerNormalization. They
 block the hidden channels like LayerNormalization, or let them through as approximate under
-`--approximate layernorm`; the skip input couples like a residual Add; every graph runs in ONNX Runtime."""
+`--approximate layernorm` (`rmsnorm` for the simplified ones, which keep their denominator); the skip
+input couples like a residual Add; every graph runs in ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from onnxprune.io.model_io import check_kind, save_model
 
 MS = "com.microsoft"
 LN_REASON = "LayerNorm over the channel axis couples all channels"
+RMS_REASON = "RMSNorm over the channel axis couples all channels"
+KIND = {"SkipLayerNormalization": ("layernorm", LN_REASON), "SkipSimplifiedLayerNormalization": ("rmsnorm", RMS_REASON)}
 INT32 = onnx.TensorProto.INT32
 
 
@@ -43,23 +46,31 @@ def skip_norm(op: str, *, outputs: int = 1, bias: bool = True) -> onnx.ModelProt
 
 @pytest.mark.parametrize("op", ["SkipLayerNormalization", "SkipSimplifiedLayerNormalization"])
 def test_skip_norm_couples_input_and_skip_and_blocks_like_layernorm(op: str) -> None:
+    kind, reason = KIND[op]
     dg = analyse(skip_norm(op))
     grp = group_of(dg, "a")
-    assert grp.sources == ["a", "s"] and not grp.prunable
-    assert LN_REASON in reasons(dg, "a") and "--approximate layernorm" in reasons(dg, "a")
+    assert grp.sources == ["a", "s"] and not grp.prunable and grp.kind == "hidden"
+    assert reason in reasons(dg, "a") and f"--approximate {kind}" in reasons(dg, "a")
+    other = "layernorm" if kind == "rmsnorm" else "rmsnorm"
+    assert not group_of(analyse(skip_norm(op), approximate=[other]), "a").prunable
 
 
 @pytest.mark.parametrize("op", ["SkipLayerNormalization", "SkipSimplifiedLayerNormalization"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_skip_norm_under_approximate_layernorm_slices_every_parameter(op: str, bias: bool) -> None:
+def test_skip_norm_under_approximate_slices_every_parameter(op: str, bias: bool) -> None:
+    kind, reason = KIND[op]
     model = skip_norm(op, outputs=4, bias=bias)
-    dg = analyse(model, approximate=["layernorm"])
+    dg = analyse(model, approximate=[kind])
     grp = group_of(dg, "a")
-    assert grp.prunable and grp.approximate and LN_REASON in grp.approximate[0]
+    assert grp.prunable and grp.approximate and reason in grp.approximate[0]
     r = prune(model, dg=dg, plan=plan_removing(dg, {"a": [1, 7]}), verify=True)
     assert r.verify is not None and r.verify.ok
     keep = [i for i in range(12) if i not in (1, 7)]
-    np.testing.assert_array_equal(node_const(r.model, "norm", 2), init(model, "gamma")[keep])
+    # An RMSNorm keeps its denominator: gamma · sqrt(12/10), epsilon · 12/10 (rules/norm.py).
+    scale = np.float32(np.sqrt(12 / 10)) if kind == "rmsnorm" else np.float32(1)
+    np.testing.assert_allclose(node_const(r.model, "norm", 2), init(model, "gamma")[keep] * scale, rtol=1e-6)
+    eps = next(a.f for n in r.model.graph.node if n.name == "norm" for a in n.attribute if a.name == "epsilon")
+    assert eps == pytest.approx(1e-5 * (12 / 10 if kind == "rmsnorm" else 1))
     params = ["beta", "bias"] if op == "SkipLayerNormalization" else ["bias"]
     for i, name in enumerate(params[: len(params) if bias else len(params) - 1], start=3):
         np.testing.assert_array_equal(node_const(r.model, "norm", i), init(model, name)[keep])
@@ -84,7 +95,7 @@ def test_simplified_layernorm_in_the_default_domain_is_saved_after_onnx_runtime_
     with pytest.raises(onnx.checker.ValidationError):
         onnx.checker.check_model(model)
     dg = analyse(model)
-    assert LN_REASON in reasons(dg, "a") and group_of(dg, "up").prunable
+    assert RMS_REASON in reasons(dg, "a") and group_of(dg, "up").prunable
     r = prune(model, dg=dg, ratio=0.5, verify=True)
     assert r.verify is not None and r.verify.ok
     save_model(r.model, tmp_path / "out.onnx")

@@ -13,6 +13,7 @@ import click
 
 from onnxprune.cli.echo import echo_warnings
 from onnxprune.errors import EXIT_INTERNAL, EXIT_USAGE, OnnxPruneError
+from onnxprune.io.external import scratch_scope
 
 
 class _Group(click.Group):
@@ -20,7 +21,7 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            with echo_warnings():
+            with echo_warnings(), scratch_scope():  # scratch data of weights that stay on disk goes with the command
                 return super().invoke(ctx)
         except OnnxPruneError as exc:
             click.echo(f"error: {exc}", err=True)

@@ -21,12 +21,13 @@ from onnxprune.cli.options import (
 from onnxprune.graph.groups import UNIT_KINDS, Group
 from onnxprune.io.input_values import describe_rules, infer_rules
 from onnxprune.pipeline.analyse import analyse_model
+from onnxprune.pipeline.depth import analysed_blocks
 
 
 def unit_count(g: Group) -> str:
-    """"64", "64 (16 slots × 4)", "64 (4 heads × 16)": a group's channels and what one slot holds."""
-    if g.width == 1 and g.kind == "channel":
-        return str(g.size)
+    """"64", "96 hidden", "64 (16 slots × 4)", "64 (4 heads × 16)": a group's channels and what one slot holds."""
+    if g.width == 1 and g.kind in ("channel", "hidden"):
+        return str(g.size) + (" hidden" if g.kind == "hidden" else "")
     unit = "KV groups" if g.shared_kv else {"head": "heads", "head_dim": "head_dim slots"}.get(g.kind, "slots")
     return f"{g.channels} ({g.size} {unit} × {g.width})"
 
@@ -62,9 +63,12 @@ def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], g
         "heads": dg.analysis.heads,
         "prunable_by_unit": units,
     }
+    blocks = analysed_blocks(dg)
+    summary["residual_blocks"] = len(blocks)
     if as_json:
         click.echo(json.dumps({"summary": summary, "inputs": dg.inputs_json(), "normalise": list(dg.normalised),
-                               "groups": [g.to_json() for g in dg.groups]}, indent=1))
+                               "groups": [g.to_json() for g in dg.groups],
+                               "blocks": [b.to_json() for b in blocks]}, indent=1))
         return
     table = Table(title=f"{model}: {summary['groups']} groups, {summary['prunable']} prunable")
     for col in ("id", "channels", "sources", "status", "reason"):
@@ -88,6 +92,10 @@ def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], g
     if attention:
         click.echo(f"--heads {dg.analysis.heads}: prunable attention groups by unit: "
                    + ", ".join(f"{n} {k}" for k, n in attention.items()))
+    if blocks:
+        click.echo(f"residual blocks (--drop-blocks): {len(blocks)}: "
+                   + ", ".join(f"{b.name} ({len(b.layers)} layers)" for b in blocks[:8])
+                   + (f" +{len(blocks) - 8}" if len(blocks) > 8 else ""))
     click.echo(f"random input values: {describe_rules(infer_rules(dg.model), every=True)}")
     click.echo(f"shapes from one run on {dg.probe_inputs}")
     if len(shown) < len(dg.groups):

@@ -35,8 +35,13 @@ def approximate_option(fn: F) -> F:
     from onnxprune.graph.context import APPROXIMATE_KINDS
 
     return click.option("--approximate", "approximate", multiple=True, type=click.Choice(APPROXIMATE_KINDS),
-                        help="Also prune through ops that cannot be proven exact (layernorm: LayerNorm over "
-                             "channels). Those groups are marked approximate and left out of --verify.")(fn)
+                        help="Also prune the hidden width through norms that cannot be proven exact "
+                             "(layernorm: LayerNorm and ORT's Skip/EmbedLayerNormalization over channels; "
+                             "rmsnorm: RMSNorm and ORT's (Skip)SimplifiedLayerNormalization; rotate: as rmsnorm, after "
+                             "rotating the residual stream by the PCA of its activations on --calib, SliceGPT's "
+                             "computational invariance, so the slice removes its weakest directions). Those groups are "
+                             "marked approximate, left out of --verify, and their fidelity to the dense model "
+                             "is measured on calibration data.")(fn)
 
 
 def grouped_option(fn: F) -> F:

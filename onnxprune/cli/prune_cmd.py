@@ -28,6 +28,7 @@ from onnxprune.cli.options import (
 from onnxprune.config import (
     AnalysisOptions,
     CheckOptions,
+    DepthOptions,
     LatencyConfig,
     PruneConfig,
     RecoveryOptions,
@@ -42,10 +43,13 @@ from onnxprune.measure.bench import LatencyOptions
 from onnxprune.measure.compare import print_compare
 from onnxprune.measure.curves import DEFAULT_METRIC, METRICS
 from onnxprune.pipeline.stages import timing_options
+from onnxprune.planning.depth import FILLS as BLOCK_FILLS
+from onnxprune.planning.depth import SCORES as BLOCK_SCORES
 from onnxprune.planning.latency_search import require_sizes
 from onnxprune.planning.plan import Plan
 from onnxprune.planning.planner import ALLOCATIONS
 from onnxprune.planning.steps import SCHEDULES
+from onnxprune.recovery.distill import DistillOptions
 from onnxprune.scoring.catalog import criteria
 
 SECTIONS = {
@@ -54,12 +58,27 @@ SECTIONS = {
     "Rounding for the runtime": ("round_to", "target", "time_multiples"),
     "Calibration data": ("calib_path", "calib_samples", "calib_batch", "image_size", "mean", "std", "bgr", "nhwc",
                          "scale"),
-    "Recovery": ("reconstruct", "head_floor"),
+    "Depth (approximate)": ("drop_blocks", "block_fill", "block_score"),
+    "Recovery": ("reconstruct", "head_floor", "distill", "distill_steps", "distill_time", "distill_lr"),
     "Checks and steps": ("verify", "steps", "schedule", "min_cosine", "max_acc_drop", "data", "labels"),
     "Analysis": ("shapes", "approximate", "keep", "grouped", "heads"),
     "Latency": ("latency_batch", "latency_threads", "latency_repeat", "measure_latency"),
     "Output": ("output", "plan_in", "save_plan", "report_path", "progress"),
 }
+
+
+class BlockCount(click.ParamType):
+    """--drop-blocks: a count >= 0, or auto."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        text = str(value).strip().lower()
+        if text == "auto":
+            return text
+        if text.isdigit():
+            return int(text)
+        self.fail(f"{value!r} is not a count >= 0 or auto", param, ctx)
 
 
 def _loop_options(fn: Any) -> Any:
@@ -97,6 +116,16 @@ def _loop_options(fn: Any) -> Any:
                      help="Stop when accuracy drops by more than this many points (needs --data/--labels)."),
         click.option("--data", default=None, help="Labelled data for --max-acc-drop: .npz with labels under 'y'."),
         click.option("--labels", default=None, help="Class ids for --data, or else for the calibration samples."),
+        click.option("--distill", is_flag=True,
+                     help="After the re-fit, fine-tune the pruned weights on the --calib data with the original "
+                          "as teacher (outputs and the pruned layers' features); keeps the best weights on held-out "
+                          "samples. Needs PyTorch: pip install 'onnxprune[distill]'."),
+        click.option("--distill-steps", type=click.IntRange(min=1), default=300, show_default=True,
+                     help="Optimiser steps of --distill at most."),
+        click.option("--distill-time", type=click.FloatRange(0.0, min_open=True), default=300.0, show_default=True,
+                     metavar="SECONDS", help="Training time of --distill at most."),
+        click.option("--distill-lr", type=click.FloatRange(0.0, min_open=True), default=1e-3, show_default=True,
+                     help="Adam learning rate of --distill."),
         click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr."),
     ]):
         fn = deco(fn)
@@ -129,6 +158,18 @@ def _loop_options(fn: Any) -> Any:
 @click.option("--head-floor", type=click.FloatRange(0.0), default=None, metavar="F",
               help="Re-fit the layers producing a final Sigmoid's logits (a detector's class scores) weighted by "
                    "the sigmoid's slope plus F, e.g. 0.01: rows near the decision threshold count most.")
+@click.option("--drop-blocks", type=BlockCount(), default="0", show_default=True, metavar="N|auto",
+              help="Also drop the N residual blocks (a transformer layer's attention or MLP, a ResNet block) "
+                   "with the lowest block influence on the calibration data. Approximate: the oracle checks "
+                   "the width part only; the report gives the fidelity on the calibration data. "
+                   "--ratio 0 drops blocks alone; --target-macs/--target-params count the dropped blocks. "
+                   "auto (with --target-macs/--target-params): try 0, 1, 2, ... blocks, the width part landing "
+                   "the rest, and keep the split whose outputs stay closest on the calibration data.")
+@click.option("--block-fill", type=click.Choice(BLOCK_FILLS), default="mean", show_default=True,
+              help="What replaces a dropped block's branch: its per-channel calibration mean, or nothing.")
+@click.option("--block-score", type=click.Choice(BLOCK_SCORES), default="bi", show_default=True,
+              help="bi: ShortGPT's block influence, 1 - cos(block input, block output); measured: the output "
+                   "error with that block alone dropped (one run per block).")
 @_loop_options
 @calib_options
 @shapes_option
@@ -140,7 +181,7 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
             plan_in: str | None, save_plan: str | None, report_path: str | None, shapes: tuple[str, ...],
             allocation: str, target_macs: float | None, target_params: float | None, calib: CalibConfig,
             approximate: tuple[str, ...], reconstruct: bool | None, head_floor: float | None, keep: tuple[str, ...],
-            grouped: str, heads: str, **loop: Any) -> None:
+            grouped: str, heads: str, drop_blocks: int | str, block_fill: str, block_score: str, **loop: Any) -> None:
     """Remove a fraction of the channels of every prunable group of MODEL."""
     check_paths(models={"MODEL": model},
                 inputs={"--plan": plan_in, "--sensitivity": loop["sensitivity"], "--calib": calib.path,
@@ -152,7 +193,8 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
         rounding=RoundingOptions(round_to, target, None, loop["time_multiples"]),
         scoring=ScoringOptions(criterion, allocation, loop["sensitivity"], loop["sensitivity_error"]),
         calibration=calib,
-        recovery=RecoveryOptions(reconstruct, head_floor),
+        depth=DepthOptions(drop_blocks, block_fill, block_score),
+        recovery=RecoveryOptions(reconstruct, head_floor, _distill_options(loop)),
         checks=CheckOptions(verify, min_cosine=loop["min_cosine"], max_acc_drop=loop["max_acc_drop"],
                             data=loop["data"], labels=loop["labels"]),
         steps=StepOptions(loop["steps"], loop["schedule"]),
@@ -173,6 +215,13 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
         write_json(report_path, {"model": model, "output": output, **result.to_json()})
 
 
+def _distill_options(loop: dict[str, Any]) -> DistillOptions | None:
+    if not loop.pop("distill"):
+        return None
+    return DistillOptions(steps=loop.pop("distill_steps"), time_budget=loop.pop("distill_time"),
+                          lr=loop.pop("distill_lr"))
+
+
 def _print(result: PruneResult, *, title: str) -> None:
     before, after = result.stats
     print_compare(before, after, latency_ms=result.latency_ms, title=title)
@@ -184,6 +233,9 @@ def _print(result: PruneResult, *, title: str) -> None:
     choice, steps = result.choice, result.steps
     click.echo(f"channel counts rounded to multiples of {result.plan.round_to}: {result.round_to_reason()}"
                if choice is not None else f"replayed plan (made with round-to {result.plan.round_to})")
+    short = _short_of_ratio(result.removal(), result.plan.round_to)
+    if short:
+        click.echo(short)
     if choice is not None and choice.race is not None:
         click.echo(choice.race.describe())
     elif choice is not None and choice.race_skipped is not None:
@@ -210,16 +262,33 @@ def _print(result: PruneResult, *, title: str) -> None:
             click.echo(f"step {rec.step}: MACs {rec.macs_kept:.1%}, params {rec.params_kept:.1%} of the original"
                        f"{cos}{acc}{'' if rec.passed else ' — FAILED'}")
         click.echo(steps.describe())
-    if result.verify is not None:
-        click.echo(result.verify.describe())
+    verdict = result.verify_line()
+    if verdict is not None:
+        click.echo(verdict)
     checked = check_note(result.model)
     if checked:
         click.echo(f"written after {checked}")
     if result.reconstruction is not None:
         click.echo(result.reconstruction.describe())
+    if result.fidelity is not None:
+        f = result.fidelity
+        worst = max((o.rel_l2_error for o in f.outputs), default=0.0)
+        click.echo(f"fidelity (approximate groups, not proven): against the dense model on {f.num_samples} "
+                   f"{f.source} samples, min output cosine {f.min_cosine:.4f}, max relative L2 error {worst:.2e}")
+    if result.distillation is not None:
+        click.echo(result.distillation.describe())
     for note in result.notes:
-        if "approximate" in note:
+        if "approximate" in note or note.startswith("depth"):
             click.echo(f"note: {note}")
+
+
+def _short_of_ratio(r: dict[str, Any], round_to: int) -> str:
+    """Why a --ratio run removed clearly less than asked: whole blocks do not fit narrow groups."""
+    asked = r["channels_requested"]
+    if asked is None or round_to <= 1 or r["steps"] or r["channels_achieved"] >= asked - 0.05:
+        return ""
+    return (f"note: groups too narrow to lose a whole block of {round_to} channels and keep one keep all of theirs; "
+            f"--round-to {round_to // 2 if round_to > 2 else 1} or 1 removes closer to the request")
 
 
 def _removal_line(r: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from onnxprune.calib.source import CalibConfig
 from onnxprune.cli.calib_options import calib_options
-from onnxprune.cli.options import keep_option, model_with_shapes, shapes_option
+from onnxprune.cli.options import model_with_shapes, shapes_option
 from onnxprune.deploy.quantize import (
     DEFAULT_PERCENTILE,
     METHODS,
@@ -19,7 +19,9 @@ from onnxprune.deploy.quantize import (
     QuantizeResult,
     quantize,
 )
+from onnxprune.deploy.sensitive import DEFAULT_SAMPLES
 from onnxprune.io.model_io import check_note, check_paths, save_model, write_json
+from onnxprune.io.progress import rich_progress
 
 
 def _table(result: QuantizeResult, title: str) -> Table:
@@ -44,24 +46,33 @@ def _table(result: QuantizeResult, title: str) -> Table:
               show_default=True, help="With --calib-method percentile: the percentile kept.")
 @click.option("--quantize-heads", is_flag=True,
               help="Also quantize a detector's score heads (the layers before a final Sigmoid), kept FP32 by default.")
+@click.option("--keep-sensitive", "keep_sensitive", type=click.IntRange(min=0), default=0, show_default=True,
+              metavar="N", help="Leave FP32 the N layers whose quantization harms the output most: each INT8 layer "
+                                f"is left FP32 alone and the output error measured on the first {DEFAULT_SAMPLES} "
+                                "calibration samples (one quantizer run per layer).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               help="Write the per-layer INT8 / FP32 report as JSON.")
-@keep_option
+@click.option("--keep", "keep", multiple=True, metavar="PATTERN",
+              help="Leave FP32 the nodes whose name matches this fnmatch pattern (repeatable), e.g. "
+                   "'/model.0/*'. A pattern matching no node is an error.")
 @shapes_option
 @calib_options
 def command(model: str, output: str, target: str, method: str, percentile: float, quantize_heads: bool,
-            report_path: str | None, keep: tuple[str, ...], shapes: tuple[str, ...], calib: CalibConfig) -> None:
+            keep_sensitive: int, progress: bool, report_path: str | None, keep: tuple[str, ...], shapes: tuple[str, ...], calib: CalibConfig) -> None:
     """Quantize MODEL to static INT8 (per-channel symmetric weights, Q/DQ nodes) and write OUTPUT.
 
-    --keep PATTERN leaves matching nodes FP32 (fnmatch over node names). Calibration reads the same
-    sources as prune and sparsify (--calib); without it, random inputs (a warning, poor ranges).
+    Layers stay FP32 by name (--keep), as a detector's score heads, or measured (--keep-sensitive).
+    Calibration reads the same sources as prune and sparsify (--calib); without it, random inputs (a
+    warning, poor ranges).
     """
     check_paths(models={"MODEL": model}, inputs={"--calib": calib.path},
                 outputs={"-o": output, "--report": report_path})
     src, shp = model_with_shapes(model, shapes)
     options = QuantizeOptions(target=target, method=method, keep=keep, quantize_heads=quantize_heads,
-                              percentile=percentile)
-    result = quantize(src, calibration=calib, options=options, shapes=shp)
+                              percentile=percentile, keep_sensitive=keep_sensitive)
+    with rich_progress(enabled=progress) as bar:
+        result = quantize(src, calibration=calib, options=options, shapes=shp, progress=bar)
     save_model(result.model, output)
     console = Console()
     console.print(_table(result, f"{Path(output).name}: INT8 Q/DQ for {target}"))

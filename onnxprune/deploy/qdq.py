@@ -16,12 +16,14 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxprune.graph.rules import contrib_quantized
+
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
-# Ops that only exist in an already quantized graph (ONNX and ONNX Runtime's com.microsoft domain).
-QUANTIZED_OPS = QDQ_OPS | frozenset({
-    "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "QGemm", "MatMulNBits", "DynamicQuantizeMatMul",
-    "MatMulIntegerToFloat", "QAttention", "DequantizeBFP", "QuantizeBFP"})
+# Ops that only exist in an already quantized graph: ONNX's, and ONNX Runtime's com.microsoft ones the
+# pruning rules refuse (one list for both).
+QUANTIZED_OPS = QDQ_OPS | frozenset({"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"}) | \
+    frozenset(contrib_quantized.LAYERS) | frozenset(contrib_quantized.OTHERS)
 
 
 def quantized_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:

@@ -9,28 +9,23 @@ Targets:
 - `ort` (ONNX Runtime CPU): Conv/ConvTranspose/Gemm/MatMul with Q/DQ on their inputs and outputs,
   which ONNX Runtime fuses into QLinearConv / QLinearMatMul; activations UINT8 asymmetric (U8S8, what
   its x86 VNNI kernels run). Elementwise ops, Concat, pooling, Sigmoid stay FP32: quantizing every
-  op ONNX Runtime can (its default) measured no faster on YOLOv8n and lost boxes (F1 0.72 against
-  0.85 for the weighted layers alone; benchmarks/README.md).
+  op ONNX Runtime can (its default) measured no faster on YOLOv8n and lost boxes (benchmarks/README.md).
 - `tensorrt`: TensorRT's explicit-quantization placement (what NVIDIA ModelOpt does, with the same
   quantizer underneath): activations INT8 symmetric (TensorRT needs zero points of 0), Q/DQ on the
   inputs of Conv/ConvTranspose/Gemm/MatMul only, FP32 biases, no Q/DQ on layer outputs, and on a
   residual Add only on its skip input (`placement.residual_adds`), so TensorRT fuses
   Conv + bias + activation + Add into one INT8 kernel.
 
-Left FP32: nodes matching `keep` patterns, and (unless `quantize_heads`) a detector's score heads
-(`placement.score_head_nodes`). Refused with one line: a model that is already quantized, or not
+Left FP32: nodes matching `keep` patterns, (unless `quantize_heads`) a detector's score heads
+(`placement.score_head_nodes`), and with `keep_sensitive=N` the N layers whose quantization harms
+the output most, measured on the calibration samples (`deploy.sensitive`). Refused with one line: a model that is already quantized, or not
 FP32.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,11 +33,13 @@ import onnx
 
 from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.deploy.calib_reader import FeedReader
-from onnxprune.deploy.calibrate import tensor_ranges
-from onnxprune.deploy.placement import keep_nodes, residual_adds, score_head_nodes, unquantize_inputs
+from onnxprune.deploy.ort_quantizer import OrtQuantizer
+from onnxprune.deploy.placement import keep_nodes, score_head_nodes
 from onnxprune.deploy.qdq import WEIGHTED_OPS, Producers, quantized_nodes, weighted_layers
+from onnxprune.deploy.sensitive import DEFAULT_SAMPLES, Sensitive, find_sensitive
 from onnxprune.errors import OnnxPruneError
 from onnxprune.io import runtime
+from onnxprune.io.progress import ProgressFn
 from onnxprune.io.types import Shapes
 from onnxprune.passes.base import Pass, PassResult
 from onnxprune.passes.normalize import Normalize
@@ -63,6 +60,8 @@ class QuantizeOptions:
     keep: tuple[str, ...] = ()
     quantize_heads: bool = False
     percentile: float = DEFAULT_PERCENTILE
+    keep_sensitive: int = 0  # leave the N layers whose quantization harms the output most FP32 (deploy.sensitive)
+    sensitive_samples: int = DEFAULT_SAMPLES  # calibration samples that harm is measured on
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -71,6 +70,9 @@ class QuantizeOptions:
             raise OnnxPruneError(f"unknown calibration method {self.method!r}; choose one of {', '.join(METHODS)}")
         if not 50.0 < self.percentile <= 100.0:
             raise OnnxPruneError(f"percentile must be in (50, 100], got {self.percentile}")
+        if self.keep_sensitive < 0 or self.sensitive_samples < 1:
+            raise OnnxPruneError(f"keep_sensitive must be >= 0 and sensitive_samples >= 1, got "
+                                 f"{self.keep_sensitive} and {self.sensitive_samples}")
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class QuantizeResult:
     samples: int
     nm_weights: int = 0  # 2:4 weights before quantization (all still 2:4 after: checked)
     notes: list[str] = field(default_factory=list)
+    sensitive: Sensitive | None = None  # the per-layer harm measured for keep_sensitive, and the choice
 
     @property
     def int8_layers(self) -> list[LayerDecision]:
@@ -105,7 +108,8 @@ class QuantizeResult:
                 "int8_layers": len(self.int8_layers), "weighted_layers": len(self.layers),
                 "nm_weights_kept": self.nm_weights,
                 "layers": [{"node": d.node, "op": d.op_type, "int8": d.int8, "reason": d.reason} for d in self.layers],
-                "notes": list(self.notes)}
+                "notes": list(self.notes),
+                "sensitivity": None if self.sensitive is None else self.sensitive.to_dict()}
 
 
 def refuse_unquantizable(model: onnx.ModelProto) -> None:
@@ -139,68 +143,6 @@ def _with_min_opset(model: onnx.ModelProto) -> onnx.ModelProto:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OnnxPruneError(f"opset {opset} model: per-channel Q/DQ needs opset {MIN_OPSET}, and onnx's "
                              f"version converter failed ({first})") from None
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """ONNX Runtime's quantizer prints progress to stdout and advice to the root logger."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        root.setLevel(level)
-
-
-def _ort_arguments(model: onnx.ModelProto, options: QuantizeOptions, excluded: set[str]) -> dict[str, Any]:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
-
-    extra: dict[str, Any] = {"WeightSymmetric": True}
-    args: dict[str, Any] = {
-        "quant_format": QuantFormat.QDQ, "per_channel": True, "weight_type": QuantType.QInt8,
-        "calibrate_method": {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                             "percentile": CalibrationMethod.Percentile}[options.method],
-        "extra_options": extra}
-    if options.target == "ort":
-        args["activation_type"] = QuantType.QUInt8
-        args["op_types_to_quantize"] = sorted(WEIGHTED_OPS)
-        args["nodes_to_exclude"] = sorted(excluded)
-        extra["ActivationSymmetric"] = False
-        return args
-    adds = {r.node for r in residual_adds(model)}
-    args["activation_type"] = QuantType.QInt8
-    args["nodes_to_quantize"] = [n.name for n in model.graph.node
-                                 if (n.op_type in WEIGHTED_OPS or n.name in adds) and n.name not in excluded]
-    extra.update({"ActivationSymmetric": True, "QuantizeBias": False,
-                  "OpTypesToExcludeOutputQuantization": sorted({n.op_type for n in model.graph.node}),
-                  "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1},
-                  "QDQDisableWeightAdjustForInt32Bias": True})
-    return args
-
-
-def _run_ort(model: onnx.ModelProto, reader: FeedReader, args: dict[str, Any], options: QuantizeOptions) -> onnx.ModelProto:
-    from onnxruntime.quantization import quantize_static
-
-    if "nodes_to_quantize" in args and not args["nodes_to_quantize"]:
-        raise OnnxPruneError("nothing to quantize: no Conv/Gemm/MatMul layer is left after --keep and the score heads")
-    with tempfile.TemporaryDirectory(prefix="onnxprune-quant-") as tmp:
-        folder = Path(tmp)
-        src, dst = folder / "model.onnx", folder / "model.int8.onnx"
-        onnx.save_model(model, str(src))
-        try:
-            with _quiet():
-                cache = tensor_ranges(src, reader, method=options.method, percentile=options.percentile,
-                                      symmetric=options.target == "tensorrt" and options.method == "percentile",
-                                      folder=folder)
-                quantize_static(str(src), str(dst), None, calibration_cache_path=str(cache), **args)
-        except OnnxPruneError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the quantizer raises many types; the user gets one line
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise OnnxPruneError(f"ONNX Runtime's quantizer failed: {type(exc).__name__}: {first[:300]}") from None
-        return onnx.load(str(dst))
 
 
 def _decisions(quantized: onnx.ModelProto, excluded: dict[str, str], dense: Producers) -> list[LayerDecision]:
@@ -245,7 +187,8 @@ def check_nm_kept(dense: onnx.ModelProto, quantized: onnx.ModelProto, *, n: int 
 
 def quantize(model: onnx.ModelProto, *, calibration: CalibrationLike = None,
              options: QuantizeOptions | None = None,
-             shapes: Shapes | None = None) -> QuantizeResult:
+             shapes: Shapes | None = None,
+             progress: ProgressFn | None = None) -> QuantizeResult:
     """A Q/DQ INT8 copy of `model`; the input model is never modified.
 
     calibration: a CalibrationSource, a CalibConfig or path (None: random inputs, with a
@@ -257,7 +200,8 @@ def quantize(model: onnx.ModelProto, *, calibration: CalibrationLike = None,
     refuse_unquantizable(model)
     work = Normalize()(_with_min_opset(model)).model
     runtime.session(work)  # a model ONNX Runtime cannot load gets its one-line error here
-    reader = FeedReader(CalibrationSource.of(calibration, work, shapes=shapes))
+    source = CalibrationSource.of(calibration, work, shapes=shapes)
+    reader = FeedReader(source)
     first = reader.get_next()
     reader.rewind()
     shapes = {k: tuple(int(d) for d in v.shape) for k, v in (first or {}).items()}
@@ -272,17 +216,30 @@ def quantize(model: onnx.ModelProto, *, calibration: CalibrationLike = None,
         excluded.update({k: v for k, v in heads.items() if k not in excluded})
         if heads:
             notes.append(f"{len(heads)} score-head node(s) kept FP32 (--quantize-heads to quantize them)")
-    args = _ort_arguments(work, opts, set(excluded))
-    quantized = _run_ort(work, reader, args, opts)
-    if opts.target == "tensorrt":
-        rewired = unquantize_inputs(quantized, {r.node: r.main for r in residual_adds(work)
-                                                if r.node not in excluded})
-        if rewired:
-            notes.append(f"{rewired} residual Add(s): Q/DQ on the skip input only, so TensorRT fuses the Add into "
-                         "the Conv")
+    held = source.first(opts.sensitive_samples, cut=True) if opts.keep_sensitive else []
+    sensitive: Sensitive | None = None
+    with OrtQuantizer(work, reader, target=opts.target, method=opts.method, percentile=opts.percentile) as quantizer:
+        built = quantizer.build(excluded)
+        if held:
+            candidates = [layer.node for _, layer in weighted_layers(built.model) if layer.int8]
+            sensitive = find_sensitive(lambda fp32: quantizer.build(set(excluded) | fp32).model, work, held, candidates,
+                                       n=opts.keep_sensitive, optimize=opts.target == "ort", progress=progress)
+            scan = sensitive.scan
+            excluded.update({layer.node: f"kept FP32: quantization-sensitive, #{scan.rank(layer.node)} of "
+                             f"{len(scan.layers)} (output error {scan.base:.4g} all INT8, {layer.error:.4g} with it "
+                             "alone FP32; --keep-sensitive)" for layer in sensitive.taken})
+            if sensitive.taken:
+                built = quantizer.build(excluded)
+            notes.append(f"--keep-sensitive {opts.keep_sensitive}: {len(sensitive.taken)} layer(s) kept FP32; output "
+                         f"error ({scan.samples} calibration samples, channel_error) {scan.base:.4g} all INT8 -> "
+                         f"{sensitive.error:.4g}")
+    if built.rewired:
+        notes.append(f"{built.rewired} residual Add(s): Q/DQ on the skip input only, so TensorRT fuses the Add into "
+                     "the Conv")
+    quantized = built.model
     nm = check_nm_kept(work, quantized)
     layers = _decisions(quantized, excluded, Producers(work))
-    return QuantizeResult(quantized, opts, layers, reader.samples, nm, notes)
+    return QuantizeResult(quantized, opts, layers, reader.samples, nm, notes, sensitive)
 
 
 class QuantizePass(Pass):
@@ -292,10 +249,11 @@ class QuantizePass(Pass):
 
     def __init__(self, *, calibration: CalibrationLike = None, target: str = "ort", method: str = "minmax",
                  keep: Sequence[str] = (), quantize_heads: bool = False,
-                 percentile: float = DEFAULT_PERCENTILE) -> None:
+                 percentile: float = DEFAULT_PERCENTILE, keep_sensitive: int = 0) -> None:
         self.calibration = calibration
         self.options = QuantizeOptions(target=target, method=method, keep=tuple(keep),
-                                       quantize_heads=quantize_heads, percentile=percentile)
+                                       quantize_heads=quantize_heads, percentile=percentile,
+                                       keep_sensitive=keep_sensitive)
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         result = quantize(model, calibration=self.calibration, options=self.options)

@@ -15,7 +15,7 @@ from onnxprune.graph.context import (
     RuleContext,
     fixed_axis,
 )
-from onnxprune.graph.layernorm_chains import find_layernorm_chains
+from onnxprune.graph.layernorm_chains import find_norm_chains
 from onnxprune.graph.rules import (
     catalog,  # noqa: F401 - registers every rule family
     norm,
@@ -53,21 +53,35 @@ def analyse(view: GraphView, *, allow_approximate: frozenset[str] = frozenset(),
 def _analyse_grouped(view: GraphView, allow_approximate: frozenset[str], grouped: str,
                      whole_heads: dict[str, int], heads: str) -> Analysis:
     index_convs: frozenset[str] = frozenset()
+    bias_tables: frozenset[str] = frozenset()
     while True:
-        state = _analyse_once(view, allow_approximate, grouped, index_convs, whole_heads, heads)
+        state = _analyse_once(view, allow_approximate, grouped, index_convs, whole_heads, heads, bias_tables)
         collapsed = {name for name, ids in state.whole_convs.items()
                      if len(set(map_roots(state.roots, ids).tolist()) - {UNTRACKED}) < 2}
-        if grouped != "auto" or not collapsed:
+        per_head = _per_head_tables(state)
+        if (grouped != "auto" or not collapsed) and not per_head:
             return state
-        index_convs |= collapsed
+        index_convs |= collapsed if grouped == "auto" else set()
+        bias_tables |= per_head
+
+
+def _per_head_tables(state: Analysis) -> set[str]:
+    """Embedding Gathers whose table columns ended up coupled with attention heads: per-head biases
+    (T5's relative position bias, shared by every layer), which each layer's heads cut instead."""
+    heads = set(map_roots(state.roots, np.array(sorted(state.head_ids), dtype=np.int64)).tolist())
+    for name in state.attention:
+        heads |= set(map_roots(state.roots, state.splits[name]).reshape(-1).tolist())
+    heads.discard(UNTRACKED)
+    return {name for name, ids in state.tables.items() if heads & set(map_roots(state.roots, ids).tolist())}
 
 
 def _analyse_once(view: GraphView, allow_approximate: frozenset[str], grouped: str,
-                  index_convs: frozenset[str], whole_heads: dict[str, int], heads: str) -> Analysis:
+                  index_convs: frozenset[str], whole_heads: dict[str, int], heads: str,
+                  bias_tables: frozenset[str]) -> Analysis:
     state = Analysis(view, UnionFind(), {}, [], [], [], {}, {}, allow_approximate=allow_approximate, grouped=grouped,
-                     index_convs=index_convs, heads=heads, whole_heads=dict(whole_heads))
-    # A LayerNorm written out op by op (kept below opset 17) is read as one norm, at its last node.
-    chains = {c.nodes[-1]: c for c in find_layernorm_chains(view, lambda t: len(view.shape(t) or ()) or None)}
+                     index_convs=index_convs, heads=heads, whole_heads=dict(whole_heads), bias_tables=bias_tables)
+    # A LayerNorm or RMSNorm written out op by op is read as one norm, at its last node.
+    chains = {c.nodes[-1]: c for c in find_norm_chains(view, lambda t: len(view.shape(t) or ()) or None)}
     inside = {name for c in chains.values() for name in c.nodes[:-1]}
     for node in view.graph.node:
         ctx = RuleContext(state, node)

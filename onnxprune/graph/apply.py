@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from onnxprune.graph.tracks import map_roots, planes
+from onnxprune.io.external import new_tensor, tensor_array
 
 
 class ApplyContext:
@@ -40,7 +40,8 @@ class ApplyContext:
         return name in self._inits
 
     def const(self, name: str) -> np.ndarray:
-        return numpy_helper.to_array(self._inits[name])
+        """The values of initializer `name` (read-only and memory-mapped when it stays on disk)."""
+        return tensor_array(self._inits[name])
 
     def add_const(self, base: str, value: np.ndarray) -> str:
         """A new initializer holding `value`, named after `base` (never an existing name); its name."""
@@ -49,7 +50,7 @@ class ApplyContext:
         while name in self._inits:
             self._counter += 1
             name = f"{base}__pruned{self._counter}"
-        t = numpy_helper.from_array(np.ascontiguousarray(value), name)
+        t = new_tensor(self.model, value, name)  # a model whose weights stay on disk gets it in scratch data
         self.model.graph.initializer.append(t)
         self._inits[name] = t
         return name

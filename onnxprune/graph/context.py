@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,10 +125,18 @@ class Analysis:
     attention: dict[str, int] = field(default_factory=dict)
     # Ids of whole heads on the head axis of attention scores (rules/linear.py).
     head_ids: set[int] = field(default_factory=set)
+    # Ids that fused attention ops (com.microsoft, rules/contrib_attention.py) cut as whole heads.
+    fused_heads: list[np.ndarray] = field(default_factory=list)
     # Integer tensors computed from Shape reads of channel axes: one entry per element (rules/shape_ops.py).
     dim_values: dict[str, list[DimRef | None]] = field(default_factory=dict)
     # Checks that need every coupling: run once after the walk.
     deferred: list[Callable[[], None]] = field(default_factory=list)
+    # Embedding tables (rules/concat_split.py): Gather node -> the hidden channels its table's columns
+    # are; `bias_tables`: Gathers of per-head bias tables, not sources (analysis.py finds them).
+    tables: dict[str, np.ndarray] = field(default_factory=dict)
+    bias_tables: frozenset[str] = frozenset()
+    # Ids that reach a norm over the channel axis (the residual stream: Group.kind "hidden").
+    hidden: set[int] = field(default_factory=set)
 
     def blocked_roots(self) -> dict[int, list[str]]:
         return _by_root(self.blocked, self.roots)
@@ -327,4 +335,14 @@ def fixed_axis(uf: UnionFind, track: Track, pos: int) -> bool:
 def untracked(n: int) -> np.ndarray:
     return np.full(n, UNTRACKED, dtype=np.int64)
 
-APPROXIMATE_KINDS = ("layernorm",)
+# Opt-in approximate kinds, named after the ops they let channels through: LayerNorm (also ORT's
+# SkipLayerNormalization / EmbedLayerNormalization) and RMSNorm (RMSNormalization, ORT's
+# (Skip)SimplifiedLayerNormalization, and both written out op by op).
+# "rotate" prunes through RMSNorms too, after rotating the residual stream (passes/rotate.py).
+APPROXIMATE_KINDS = ("layernorm", "rmsnorm", "rotate")
+
+
+def allowed_kinds(kinds: Iterable[str]) -> frozenset[str]:
+    """The rules a set of --approximate kinds opens: "rotate" slices through RMSNorms like "rmsnorm"."""
+    out = frozenset(kinds)
+    return out | {"rmsnorm"} if "rotate" in out else out

@@ -27,7 +27,8 @@ class Group:
     # attention head) rather than side by side (a whole conv group): each part keeps `size` slots.
     strided: bool = False
     # The unit a slot is (UNIT_KINDS): a channel, a whole attention head (with GQA: a KV head and the
-    # query heads sharing it), or one head_dim index of every head (a rotate-half pair with RoPE).
+    # query heads sharing it), one head_dim index of every head (a rotate-half pair with RoPE), or one
+    # channel of the hidden width (the residual stream, normalised by LayerNorm / RMSNorm).
     kind: str = "channel"
     # Head slots of grouped-query attention: a KV head with the query heads sharing it (the sources
     # hold different numbers of channels per slot).
@@ -95,15 +96,20 @@ def _strided(roots: np.ndarray, ids: np.ndarray) -> bool:
     return bool(np.any((spans != counts) & (keys[starts] >= 0)))
 
 
-UNIT_KINDS = ("channel", "head", "head_dim")
+UNIT_KINDS = ("channel", "head", "head_dim", "hidden")
 
 
 def _unit_roots(analysis: Analysis) -> dict[str, set[int]]:
-    """The slots that are attention heads, and those that are head_dim indices (analysis.attention)."""
-    out: dict[str, set[int]] = {"head": set(), "head_dim": set()}
+    """The slots that are attention heads, those that are head_dim indices (analysis.attention), and
+    the hidden width: channels a norm normalises (the residual stream; rules/norm.py)."""
+    hidden = np.array(sorted(analysis.hidden), dtype=np.int64)
+    out: dict[str, set[int]] = {"head": set(), "head_dim": set(),
+                                "hidden": set(map_roots(analysis.roots, hidden).tolist()) - {-1}}
     for name in analysis.attention:
         kind = "head" if name in analysis.whole_heads else "head_dim"
         out[kind] |= set(map_roots(analysis.roots, analysis.splits[name]).reshape(-1).tolist()) - {-1}
+    for ids in analysis.fused_heads:
+        out["head"] |= set(map_roots(analysis.roots, ids).tolist()) - {-1}
     return out
 
 
@@ -139,7 +145,7 @@ def build_groups(analysis: Analysis) -> list[Group]:
         widths = [_slot_width(roots, analysis.sources[s].ids) for s in members]
         width = max(widths)
         strided = width > 1 and any(_strided(roots, analysis.sources[s].ids) for s in members)
-        kind = next((k for k in ("head", "head_dim") if units[k] & slot_set), "channel")
+        kind = next((k for k in ("head", "head_dim", "hidden") if units[k] & slot_set), "channel")
         g = Group(gi, [analysis.sources[s].node for s in members], slots, reasons[:8],
                   [m for m, rs in member_roots if rs & slot_set], approx[:8], width, strided, kind,
                   kind == "head" and len(set(widths)) > 1)

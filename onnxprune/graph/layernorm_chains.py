@@ -1,14 +1,18 @@
-"""LayerNorm written out as a chain of elementary ops, as TF/JAX (tf2onnx) and TorchScript below opset 17
-export it: found by structure, so that it can be fused (passes/normalize.py) or analysed as one norm
+"""LayerNorm and RMSNorm written out as a chain of elementary ops, as TF/JAX (tf2onnx) and TorchScript
+below opset 17 export LayerNorm, and every torch exporter exports LlamaRMSNorm / T5LayerNorm: found by
+structure, so that a LayerNorm can be fused (passes/normalize.py) and either can be analysed as one norm
 (rules/norm.py) instead of op by op.
 
-The two forms found, over the last axis of x (mean: ReduceMean over the last axis with keepdims, or
+The forms found, over the last axis of x (mean: ReduceMean over the last axis with keepdims, or
 GlobalAveragePool of a rank-3 tensor, which averages its last axis):
 
-- TorchScript: d = x - mean(x); v = mean(d·d or d^2); n = d / sqrt(v + eps) (or d · 1/sqrt(v + eps));
-  then optionally n · gamma, + beta;
+- TorchScript LayerNorm: d = x - mean(x); v = mean(d·d or d^2); n = d / sqrt(v + eps) (or
+  d · 1/sqrt(v + eps)); then optionally n · gamma, + beta;
 - tf2onnx (Keras' batchnorm form): r = 1/sqrt(v + eps); m = r · gamma (gamma optional);
-  y = x · m + (beta - mean · m).
+  y = x · m + (beta - mean · m);
+- RMSNorm (`centered` False): v = mean(x^2 or x·x); n = x / sqrt(v + eps), or x · r with
+  r = 1/sqrt(v + eps) (Reciprocal, or Div(1, ·)); then optionally n · gamma. A Cast of x read only
+  by the chain (torch's upcast), and one between n and gamma, belong to it.
 
 Every intermediate tensor must be read only inside the chain (and not be a graph output); gamma,
 beta, eps and the exponent 2 must be constants; gamma and beta span the last axis only.
@@ -16,6 +20,7 @@ beta, eps and the exponent 2 must be constants; gamma and beta span the last axi
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,6 +40,9 @@ class LayerNormChain:
     epsilon: float
     scale: tuple[str, str] | None  # (constant gamma, the chain node that reads it)
     bias: tuple[str, str] | None  # (constant beta, the chain node that reads it)
+    centered: bool = True  # False: an RMSNorm (no mean subtracted)
+    # RMSNorm: the constant eps and the Add that reads it (what a hidden-width slice rescales).
+    eps_input: tuple[str, str] | None = None
 
 
 class _Walk:
@@ -98,12 +106,17 @@ class _Walk:
 
 def find_layernorm_chains(view: GraphView, rank_of: RankOf) -> list[LayerNormChain]:
     """Every decomposed LayerNorm of the main graph; `rank_of(tensor)` gives ranks where known."""
+    return [c for c in find_norm_chains(view, rank_of) if c.centered]
+
+
+def find_norm_chains(view: GraphView, rank_of: RankOf) -> list[LayerNormChain]:
+    """Every decomposed LayerNorm and RMSNorm of the main graph."""
     found: list[LayerNormChain] = []
     used: set[str] = set()
     order = {n.name: i for i, n in enumerate(view.graph.node)}
     for node in view.graph.node:
         if node.op_type in ("ReduceMean", "GlobalAveragePool") and node.name not in used:
-            chain = _match(view, rank_of, node, order)
+            chain = _match(view, rank_of, node, order) or _match_rms(view, rank_of, node, order)
             if chain is not None and not used & set(chain.nodes):
                 found.append(chain)
                 used.update(chain.nodes)
@@ -133,15 +146,10 @@ def _match(view: GraphView, rank_of: RankOf, mean: onnx.NodeProto,
     if w.take(var) is None:
         return None
     assert var is not None
-    add = w.const_reader(var.output[0], "Add")
-    eps = w.scalar(add[1]) if add is not None else None
-    if add is None or eps is None:
+    root = _root(w, var.output[0])
+    if root is None:
         return None
-    w.take(add[0])
-    sqrt = w.take(w.reader(add[0].output[0], "Sqrt"))
-    if sqrt is None:
-        return None
-    s = sqrt.output[0]
+    _, eps, s = root
     div = w.reader(s, "Div", d)
     if div is not None and list(div.input) == [d, s]:
         w.take(div)
@@ -156,19 +164,88 @@ def _match(view: GraphView, rank_of: RankOf, mean: onnx.NodeProto,
     return _batchnorm_tail(w, view, r, x, m, eps, order)
 
 
+def _match_rms(view: GraphView, rank_of: RankOf, mean: onnx.NodeProto,
+               order: dict[str, int]) -> LayerNormChain | None:
+    """v = mean(x^2); n = x / sqrt(v + eps) or x · (1/sqrt(v + eps)); optionally · gamma."""
+    w = _Walk(view, rank_of)
+    sq = view.producer.get(mean.input[0], (None,))[0] if mean.input else None
+    if sq is None or sq.domain not in ("", "ai.onnx"):
+        return None
+    if sq.op_type == "Pow" and w.scalar(sq.input[1]) == 2.0 or sq.op_type == "Mul" and sq.input[0] == sq.input[1]:
+        x = sq.input[0]
+    else:
+        return None
+    if view.is_const(x) or not w.mean(mean, sq.output[0]):
+        return None
+    w.take(sq)
+    w.take(mean)
+    root = _root(w, mean.output[0])
+    if root is None:
+        return None
+    add, eps, s = root
+    div = w.reader(s, "Div", x)
+    if div is not None and list(div.input) == [x, s]:
+        n = w.take(div)
+    else:
+        recip = w.reader(s, "Reciprocal")
+        if recip is None:
+            one = next((c for c, i in view.consumers.get(s, []) if c.op_type == "Div" and i == 1
+                        and w.scalar(c.input[0]) == 1.0), None)
+            recip = one
+        if w.take(recip) is None:
+            return None
+        assert recip is not None
+        n = w.take(w.reader(recip.output[0], "Mul", x))
+    if n is None:
+        return None
+    out = n.output[0]
+    cast = _only_reader(view, out, "Cast")
+    if cast is not None:
+        w.take(cast)
+        out = cast.output[0]
+    upcast = view.producer.get(x, (None,))[0]
+    if upcast is not None and upcast.op_type == "Cast" and \
+            all(c.name in w.names for c, _ in view.consumers.get(x, [])) and x not in view.graph_outputs:
+        w.take(upcast)
+        x = upcast.input[0]
+    chain = _affine_tail(w, view, out, x, eps, order, bias=False)
+    if chain is None:
+        return None
+    return dataclasses.replace(chain, centered=False, eps_input=(add[1], add[0].name))
+
+
+def _root(w: _Walk, var: str) -> tuple[tuple[onnx.NodeProto, str], float, str] | None:
+    """sqrt(var + eps): ((the Add, eps's name), eps, the Sqrt's output)."""
+    add = w.const_reader(var, "Add")
+    eps = w.scalar(add[1]) if add is not None else None
+    if add is None or eps is None:
+        return None
+    w.take(add[0])
+    sqrt = w.take(w.reader(add[0].output[0], "Sqrt"))
+    return None if sqrt is None else (add, eps, sqrt.output[0])
+
+
+def _only_reader(view: GraphView, tensor: str, op: str) -> onnx.NodeProto | None:
+    readers = view.consumers.get(tensor, [])
+    if len(readers) == 1 and readers[0][0].op_type == op and readers[0][0].domain in ("", "ai.onnx"):
+        return readers[0][0]
+    return None
+
+
 def _affine_tail(w: _Walk, view: GraphView, n: str, x: str, eps: float,
-                 order: dict[str, int]) -> LayerNormChain | None:
+                 order: dict[str, int], *, bias: bool = True) -> LayerNormChain | None:
     """n (the normalised x), then optionally · gamma and + beta."""
-    scale = bias = None
+    scale = None
     found = w.const_reader(n, "Mul")
     if found is not None and w.per_channel(found[1]) and len(view.consumers.get(n, [])) == 1:
         w.take(found[0])
         scale, n = (found[1], found[0].name), found[0].output[0]
-    found = w.const_reader(n, "Add")
+    shift = None
+    found = w.const_reader(n, "Add") if bias else None
     if found is not None and w.per_channel(found[1]) and len(view.consumers.get(n, [])) == 1:
         w.take(found[0])
-        bias, n = (found[1], found[0].name), found[0].output[0]
-    return _closed(w, view, x, n, eps, scale, bias, order)
+        shift, n = (found[1], found[0].name), found[0].output[0]
+    return _closed(w, view, x, n, eps, scale, shift, order)
 
 
 def _batchnorm_tail(w: _Walk, view: GraphView, r: str, x: str, mean: str, eps: float,

@@ -8,7 +8,8 @@ from functools import cached_property
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+
+from onnxprune.io.external import mapped, tensor_array
 
 SUBGRAPH_ATTR_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
@@ -114,9 +115,15 @@ class GraphView:
         return name in self.initializers
 
     def array(self, name: str) -> np.ndarray:
-        if name not in self._arrays:
-            self._arrays[name] = numpy_helper.to_array(self.initializers[name])
-        return self._arrays[name]
+        """An initializer's values; a large one that stays on disk is mapped afresh on each call
+        (read-only, not cached: its pages are dropped with the array)."""
+        if name in self._arrays:
+            return self._arrays[name]
+        t = self.initializers[name]
+        value = tensor_array(t)
+        if not mapped(t):
+            self._arrays[name] = value
+        return value
 
     def shape(self, name: str) -> tuple[int, ...] | None:
         if name in self.initializers:

@@ -51,6 +51,18 @@ def all_tensors(graph: onnx.GraphProto) -> Iterator[tuple[str, TensorProto]]:
             yield from all_tensors(g)
 
 
+def raw_bytes(t: TensorProto) -> int | None:
+    """The bytes `t`'s dims and element type need as raw data (None: strings or an unknown type)."""
+    if t.data_type in (TensorProto.STRING, TensorProto.UNDEFINED):
+        return None
+    n = math.prod(int(d) for d in t.dims)
+    per = _PACKED.get(t.data_type)
+    try:
+        return -(-n // per) if per else n * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    except (KeyError, ValueError):
+        return None
+
+
 def tensor_problem(t: TensorProto) -> str | None:
     """Why ONNX Runtime would refuse this tensor's data, or None. External data is not read here."""
     dims = [int(d) for d in t.dims]
@@ -61,12 +73,9 @@ def tensor_problem(t: TensorProto) -> str | None:
     n = math.prod(dims)
     per = _PACKED.get(t.data_type)
     if t.HasField("raw_data"):
-        if t.data_type == TensorProto.STRING:
-            return None
-        try:
-            want = -(-n // per) if per else n * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-        except (KeyError, ValueError):
-            return None  # an element type this onnx does not know: left to the runtime
+        want = raw_bytes(t)
+        if want is None:
+            return None  # strings, or an element type this onnx does not know: left to the runtime
         got = len(t.raw_data)
         return None if got == want else f"holds {got} bytes of raw_data, its dims {dims} need {want}"
     field, per_element = _FIELDS.get(t.data_type, ("int32_data", 1))

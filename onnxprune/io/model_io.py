@@ -14,11 +14,8 @@ import glob
 import hashlib
 import json
 import os
-import re
 import shutil
-import socket
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,16 +25,14 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto
 
 from onnxprune.errors import OnnxPruneError
-from onnxprune.io.model_check import all_nodes, all_tensors, model_problem
+from onnxprune.io import external
+from onnxprune.io.external import EXTERNAL_ALIGN, EXTERNAL_MIN_BYTES, copy_fields, shell
+from onnxprune.io.model_check import all_nodes, all_tensors, model_problem, raw_bytes
+from onnxprune.io.skeleton import tensor_nbytes
+from onnxprune.io.temps import clean_stale_temps, temp_prefix
 
 # Protobuf cannot serialise a message of 2 GiB or more; stay well below it.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
-EXTERNAL_MIN_BYTES = 1024  # smaller initializers stay inside the .onnx
-EXTERNAL_ALIGN = 4096  # tensor offsets in the data file, so that ONNX Runtime can map them
-TEMP_TAG = ".onnxprune-tmp-"
-# A temp whose pid is not running here is left alone this long: its writer may live in another pid
-# namespace under the same host name (containers), where its pid means nothing.
-STALE_SECONDS = 60
 
 PathArg = str | os.PathLike[str] | None
 
@@ -68,7 +63,8 @@ def load_model(path: str | os.PathLike[str], *, load_external_data: bool = True)
     """Load an ONNX model with its external data, or raise a one-line OnnxPruneError.
 
     The model is checked before use (`model_check`); external data locations are checked before
-    any of them is read.
+    any of them is read. External data above `external.STREAM_THRESHOLD` stays on disk: the
+    initializers are stubs that `external.tensor_array` maps and `save_model` streams.
     """
     p = Path(path)
     if not p.exists():
@@ -80,7 +76,9 @@ def load_model(path: str | os.PathLike[str], *, load_external_data: bool = True)
     try:
         model = onnx.load(str(p), load_external_data=False)
         _check_locations(model, p)
-        if load_external_data:
+        if load_external_data and external_bytes(model) > external.STREAM_THRESHOLD:
+            _keep_on_disk(model, p)
+        elif load_external_data:
             onnx.load_external_data_for_model(model, str(p.parent))
     except DecodeError as exc:
         raise OnnxPruneError(f"{p}: not a valid ONNX model (protobuf decode failed: {exc})") from None
@@ -98,11 +96,52 @@ def load_model(path: str | os.PathLike[str], *, load_external_data: bool = True)
     return model
 
 
+def external_bytes(model: onnx.ModelProto) -> int:
+    """Payload bytes of the tensors stored outside the .onnx file (from their dims, nothing read)."""
+    return sum(tensor_nbytes(t) for _, t in all_tensors(model.graph) if t.data_location == TensorProto.EXTERNAL)
+
+
+def _keep_on_disk(model: onnx.ModelProto, path: Path) -> None:
+    """Initializers of external.SMALL_BYTES or more stay in their data files (checked to be there,
+    whole); smaller ones and other external tensors (subgraph initializers, Constant values) are loaded."""
+    for t in model.graph.initializer:
+        if t.data_location == TensorProto.EXTERNAL:
+            _keep_one(t, path)
+    # what is left external lies outside the top-level initializers (protobuf wrappers have no stable id)
+    for _, t in all_tensors(model.graph):
+        if t.data_location == TensorProto.EXTERNAL and not external.is_stub(t):
+            onnx.external_data_helper.load_external_data_for_tensor(t, str(path.parent))
+            t.data_location = TensorProto.DEFAULT
+            del t.external_data[:]
+
+
+def _keep_one(t: TensorProto, path: Path) -> None:
+    what = f"initializer {t.name!r}"
+    info = {e.key: e.value for e in t.external_data}
+    data = (path.parent / info["location"]).resolve()
+    size = data.stat().st_size  # FileNotFoundError: reported as a missing data file
+    offset = int(info.get("offset", 0))
+    length = int(info["length"]) if "length" in info else size - offset
+    want = raw_bytes(t)
+    if offset < 0 or length < 0 or offset + length > size:
+        raise OnnxPruneError(f"{path}: {what}: its external data ({length} bytes at offset {offset}) lies "
+                             f"beyond the end of {data.name} ({size} bytes)")
+    if want is not None and want != length:
+        raise OnnxPruneError(f"{path}: {what} holds {length} bytes of external data, its dims "
+                             f"{[int(d) for d in t.dims]} need {want}")
+    external.keep(t, data, offset, length)
+    if length < external.SMALL_BYTES:  # shape tensors among them: ONNX Runtime reads those while loading
+        t.CopyFrom(external.inline(t))
+
+
 def model_size_bytes(model: onnx.ModelProto) -> int:
-    """Serialized size, counting initializer payloads without serialising the model."""
+    """Serialized size, counting initializer payloads (those on disk too) without serialising the model."""
     total = 0
     for t in model.graph.initializer:
-        total += len(t.raw_data) if t.HasField("raw_data") else t.ByteSize()
+        if t.HasField("raw_data"):
+            total += len(t.raw_data)
+        else:
+            total += tensor_nbytes(t) if external.is_external(t) else t.ByteSize()
     return total + sum(n.ByteSize() for n in model.graph.node)
 
 
@@ -146,7 +185,7 @@ def _check_folder(flag: str, out: Path) -> None:
     if not folder.is_dir():
         raise OnnxPruneError(f"{flag} {out}: {folder} is not a folder")
     try:
-        fd, probe = tempfile.mkstemp(prefix=_temp_prefix(), dir=folder)
+        fd, probe = tempfile.mkstemp(prefix=temp_prefix(), dir=folder)
     except OSError as exc:
         raise OnnxPruneError(f"{flag} {out}: folder {folder} is not writable ({exc.strerror or exc})") from None
     os.close(fd)
@@ -183,49 +222,6 @@ def check_paths(*, models: Mapping[str, PathArg] | None = None, inputs: Mapping[
             _check_folder(flag, Path(p))
 
 
-# -- temp files -----------------------------------------------------------------------------------
-
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
-
-
-def _temp_prefix() -> str:
-    return f"{TEMP_TAG}{_host()}-{os.getpid()}-"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's live process
-    return True
-
-
-def clean_stale_temps(folder: Path) -> list[Path]:
-    """Remove temps this host's dead processes left in `folder` (killed mid-write); returns them."""
-    own = f"{TEMP_TAG}{_host()}-"
-    removed = []
-    with contextlib.suppress(OSError):
-        for entry in folder.iterdir():
-            if not entry.name.startswith(own):
-                continue
-            pid_text = entry.name[len(own):].split("-", 1)[0]
-            try:
-                old = time.time() - entry.lstat().st_mtime > STALE_SECONDS
-            except OSError:
-                continue
-            if not pid_text.isdigit() or _alive(int(pid_text)) or not old:
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-            removed.append(entry)
-    return removed
-
-
 def _folder_of(dst: Path) -> Path:
     if dst.is_dir():
         raise OnnxPruneError(f"{dst}: is a folder, give a file path")
@@ -241,7 +237,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
     dst = Path(path)
     parent = _folder_of(dst)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(), dir=parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(), dir=parent)
     except OSError as exc:
         raise OnnxPruneError(f"cannot write {dst}: {exc.strerror or exc}") from None
     try:
@@ -323,6 +319,9 @@ def check_model(model: onnx.ModelProto, *, path: Path | None = None) -> str:
     checker cannot check (`unchecked_ops`), the checker on everything else plus loading the model in
     ONNX Runtime, which defines those ops. `path`: the written file (read from there: large models keep
     their tensors beside it). Returns `check_kind`; raises CheckFailed with the first line of the problem."""
+    if path is None and external.streams(model):
+        with external.on_disk(model) as written:  # the checker reads external data from files only
+            return check_model(model, path=written)
     ops = unchecked_ops(model)
     try:
         if not ops:
@@ -351,6 +350,7 @@ def _load_in_runtime(model: onnx.ModelProto | Path) -> None:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 4
+    opts.add_session_config_entry("session.disable_prepacking", "1")  # a load check: no packed copy of the weights
     data = str(model) if isinstance(model, Path) else model.SerializeToString()
     try:
         ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
@@ -361,43 +361,34 @@ def _load_in_runtime(model: onnx.ModelProto | Path) -> None:
 
 # -- saving models --------------------------------------------------------------------------------
 
-def _copy_fields(src: Any, dst: Any, *, skip: str) -> None:
-    """Copy every set field of a protobuf message except `skip` (no deep copy of what is skipped)."""
-    for fd, value in src.ListFields():
-        if fd.name == skip:
-            continue
-        if fd.is_repeated:
-            getattr(dst, fd.name).extend(value)
-        elif fd.message_type is not None:
-            getattr(dst, fd.name).CopyFrom(value)
-        else:
-            setattr(dst, fd.name, value)
-
-
 def _write_external(model: onnx.ModelProto, onnx_path: Path, stem: str) -> str:
     """Write the initializers of `model` above EXTERNAL_MIN_BYTES to `<stem>.<digest>.data` and the rest
     to `onnx_path` (both in onnx_path's folder; `model` is not modified). Returns the data file name.
 
     The digest (of the data) makes the name new whenever the data is: a data file is never
     overwritten with other bytes, so an older .onnx always finds the data it was written with."""
-    shell = onnx.ModelProto()
-    _copy_fields(model, shell, skip="graph")
-    _copy_fields(model.graph, shell.graph, skip="initializer")
+    out = shell(model)
     partial = onnx_path.parent / f"{stem}.partial"
     digest = hashlib.sha256()
     placed: list[tuple[TensorProto, int, int]] = []
     with open(partial, "wb") as f:
         for t in model.graph.initializer:
-            if not t.HasField("raw_data") or len(t.raw_data) < EXTERNAL_MIN_BYTES:
-                shell.graph.initializer.append(t)
+            size = tensor_nbytes(t) if external.is_external(t) else len(t.raw_data)
+            if not (t.HasField("raw_data") or external.is_external(t)) or size < EXTERNAL_MIN_BYTES:
+                out.graph.initializer.append(external.inline(t))
                 continue
             f.write(b"\0" * (-f.tell() % EXTERNAL_ALIGN))
-            offset, data = f.tell(), t.raw_data
-            f.write(data)
-            digest.update(data)
-            stub = shell.graph.initializer.add()
-            _copy_fields(t, stub, skip="raw_data")
-            placed.append((stub, offset, len(data)))
+            offset = f.tell()
+            stub = out.graph.initializer.add()
+            if external.is_external(t):  # streamed from its data file, a chunk at a time
+                length = external.copy_payload(t, f, digest)
+                copy_fields(t, stub, skip="external_data")
+            else:
+                length = len(t.raw_data)
+                f.write(t.raw_data)
+                digest.update(t.raw_data)
+                copy_fields(t, stub, skip="raw_data")
+            placed.append((stub, offset, length))
         f.flush()
         os.fsync(f.fileno())  # on disk before any .onnx naming it can be renamed into place
     name = f"{stem}.{digest.hexdigest()[:16]}.data"
@@ -406,7 +397,7 @@ def _write_external(model: onnx.ModelProto, onnx_path: Path, stem: str) -> str:
         stub.data_location = TensorProto.EXTERNAL
         for key, value in (("location", name), ("offset", str(offset)), ("length", str(length))):
             stub.external_data.add(key=key, value=value)
-    onnx_path.write_bytes(shell.SerializeToString())
+    onnx_path.write_bytes(out.SerializeToString())
     return name
 
 
@@ -414,7 +405,8 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, check: b
     """Write atomically: a temp folder beside the destination, `check_model` (the ONNX checker, and
     loading in ONNX Runtime for models with ops the checker cannot check), then rename.
 
-    Models above ~1.8 GB keep their tensors in `<name>.<digest>.data` beside the file. The data file
+    Models above ~1.8 GB, and models whose weights stay on disk (`load_model`), keep their tensors in
+    `<name>.<digest>.data` beside the file (streamed there from their data files, a chunk at a time). The data file
     is moved in first under its new name, then the .onnx replaces the old one, then the data file the
     old .onnx used (if it was named after it) is deleted: a crash at any point leaves the old or the
     new model, each with its own data.
@@ -423,13 +415,13 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, check: b
     parent = _folder_of(dst)
     old_data = _model_data_files(dst) if any(parent.glob(glob.escape(dst.name) + ".*data")) else set()
     try:
-        tmpdir = Path(tempfile.mkdtemp(prefix=_temp_prefix(), dir=parent))
+        tmpdir = Path(tempfile.mkdtemp(prefix=temp_prefix(), dir=parent))
     except OSError as exc:
         raise OnnxPruneError(f"cannot write {dst}: {exc.strerror or exc}") from None
     data_name = None
     try:
         tmp = tmpdir / dst.name
-        if is_large(model):
+        if is_large(model) or external.streams(model):
             data_name = _write_external(model, tmp, dst.name)
         else:
             tmp.write_bytes(model.SerializeToString())

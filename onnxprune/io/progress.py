@@ -68,11 +68,16 @@ def rich_progress(*, enabled: bool = True) -> Iterator[ProgressFn]:
     ids: dict[str, TaskID] = {}
 
     def update(task: str, done: int, total: int) -> None:
+        if not bars.live.is_started:  # drawn at the first task: a command that fails before any prints nothing
+            bars.start()
         if task not in ids:
             ids[task] = bars.add_task(task, total=max(total, 1))
         bars.update(ids[task], completed=done, total=max(total, 1))
         if done >= max(total, 1):
             bars.remove_task(ids.pop(task))  # finished: a later step of the same name starts a new bar
 
-    with bars:
+    try:
         yield update
+    finally:
+        if bars.live.is_started:
+            bars.stop()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -11,6 +9,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxprune.errors import OnnxPruneError
+from onnxprune.io import external
 from onnxprune.io.model_io import is_large
 from onnxprune.io.types import Feed
 
@@ -18,33 +17,33 @@ InferenceSession = ort.InferenceSession
 
 
 def session(model: onnx.ModelProto | str, *, optimize: bool = False, threads: int = 0) -> ort.InferenceSession:
+    """A CPU session. A model whose weights stay on disk (or that is too large for one protobuf) is
+    handed to ONNX Runtime as a file beside its data (`external.on_disk`): ONNX Runtime maps the
+    weights instead of copying them, and without graph optimisation it does not pre-pack them
+    either (a packed copy of every weight would double the memory of a large model)."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                      else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     opts.log_severity_level = 4  # errors come back as exceptions, reported in one line
     if threads:
         opts.intra_op_num_threads = threads
-    if isinstance(model, onnx.ModelProto) and is_large(model):
-        return _large_session(model, opts)
-    data = model if isinstance(model, str) else model.SerializeToString()
+    if isinstance(model, str):
+        return _create(model, opts)
+    large = is_large(model)
+    if not (large or external.streams(model)):
+        return _create(model.SerializeToString(), opts)
+    if not optimize:
+        opts.add_session_config_entry("session.disable_prepacking", "1")
+    with external.on_disk(model, spill=large) as path:
+        return _create(str(path), opts)
+
+
+def _create(model: str | bytes, opts: ort.SessionOptions) -> ort.InferenceSession:
     try:
-        return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - ORT raises several unrelated types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OnnxPruneError(f"ONNX Runtime cannot load the model: {first}") from None
-
-
-def _large_session(model: onnx.ModelProto, opts: ort.SessionOptions) -> ort.InferenceSession:
-    """Models over 2 GB go to ORT as a file with external data (a temp folder, removed after loading)."""
-    with tempfile.TemporaryDirectory(prefix="onnxprune-ort-") as tmp:
-        path = os.path.join(tmp, "model.onnx")
-        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location="model.onnx.data", size_threshold=1024)
-        try:
-            return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise OnnxPruneError(f"ONNX Runtime cannot load the model: {first}") from None
 
 
 def run(model: onnx.ModelProto | ort.InferenceSession, feed: Feed,

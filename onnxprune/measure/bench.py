@@ -17,6 +17,7 @@ the growth of small models. tracemalloc cannot see ORT's native allocations, hen
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -34,8 +35,9 @@ import onnx
 
 from onnxprune.errors import OnnxPruneError
 from onnxprune.io import runtime
+from onnxprune.io.external import on_disk
 from onnxprune.io.inputs import feed_shapes, graph_inputs, random_inputs
-from onnxprune.io.model_io import EXTERNAL_DATA_THRESHOLD, load_model
+from onnxprune.io.model_io import is_large, load_model
 from onnxprune.io.types import Feed, Shapes
 from onnxprune.measure.model_stats import serialized_size
 
@@ -286,24 +288,15 @@ def _memory_probe_main() -> None:
     print(json.dumps({"baseline": baseline, "peak": peak, "method": method}))
 
 
-def _save_for_child(model: onnx.ModelProto, folder: str) -> str:
-    path = os.path.join(folder, "model.onnx")
-    if serialized_size(model) < EXTERNAL_DATA_THRESHOLD:
-        onnx.save_model(model, path)
-    else:
-        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                        location="model.onnx.data", size_threshold=1024)
-    return path
-
-
 def peak_memory(model: ModelLike, *, batch: int = 1, threads: int = 0, shapes: Shapes | None = None,
                 timeout: float | None = 1800.0, feed: Feed | None = None) -> MemoryResult:
     """Peak RSS growth of creating and running an ORT session, measured in a fresh subprocess."""
     feed = feed if feed is not None else bench_feed(_spec_model(model), batch=batch, shapes=shapes)
-    with tempfile.TemporaryDirectory(prefix="onnxprune-mem-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="onnxprune-mem-") as tmp, contextlib.ExitStack() as stack:
         feed_path = os.path.join(tmp, "feed.npz")
         np.savez(feed_path, **feed)  # type: ignore[arg-type]
-        path = _save_for_child(model, tmp) if isinstance(model, onnx.ModelProto) else os.fspath(model)
+        # A ModelProto goes to the child as a file whose weights stay where they are (external.on_disk).
+        path = str(stack.enter_context(on_disk(model, spill=is_large(model)))) if isinstance(model, onnx.ModelProto) else os.fspath(model)
         code = "from onnxprune.measure.bench import _memory_probe_main; _memory_probe_main()"
         try:
             proc = subprocess.run([sys.executable, "-c", code, path, feed_path, str(threads)],

@@ -17,8 +17,6 @@ missing intermediate tensors as outputs. Only the top-level graph is counted (no
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -247,14 +245,7 @@ def _runtime_shapes(model: onnx.ModelProto, names: list[str], *,
     wanted = [n for n in dict.fromkeys(names) if n not in inits]
     probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in wanted if n not in existing)
     feed = random_inputs(model, shapes=shapes)
-    if serialized_size(probe) < EXTERNAL_DATA_THRESHOLD:
-        out = runtime.run(runtime.session(probe), feed, outputs=wanted)
-    else:
-        with tempfile.TemporaryDirectory(prefix="onnxprune-stats-") as tmp:
-            path = os.path.join(tmp, "probe.onnx")
-            onnx.save_model(probe, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location="probe.onnx.data", size_threshold=1024)
-            out = runtime.run(runtime.session(path), feed, outputs=wanted)
+    out = runtime.run(runtime.session(probe), feed, outputs=wanted)  # large models: weights stay on disk
     return {k: tuple(int(d) for d in np.shape(v)) for k, v in out.items()}
 
 

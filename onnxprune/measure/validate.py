@@ -43,11 +43,12 @@ class OutputComparison:
     max_rel_error: float             # max |a-b| / (|a| + 1e-3 * max|a|): near-zero values cannot blow it up
     cosine: float                    # cosine similarity of the flattened outputs (1.0 = same direction)
     top1_agreement: float | None     # rank-2 [N, C] outputs only; None = N/A
+    rel_l2_error: float = 0.0        # ||a-b|| / ||a|| over the flattened outputs
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "max_abs_error": _json_float(self.max_abs_error),
                 "max_rel_error": _json_float(self.max_rel_error), "cosine": _json_float(self.cosine),
-                "top1_agreement": self.top1_agreement}
+                "rel_l2_error": _json_float(self.rel_l2_error), "top1_agreement": self.top1_agreement}
 
 
 @dataclass(frozen=True)
@@ -271,7 +272,11 @@ def compare_arrays(name: str, ref: np.ndarray, cand: np.ndarray) -> OutputCompar
     scale = float(np.max(np.abs(a))) if np.isfinite(a).all() else 0.0
     rel = diff / (np.abs(a) + (1e-3 * scale or 1e-12))
     top1 = float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1))) if is_class_scores(ref) else None
-    return OutputComparison(name, tuple(ref.shape), float(np.max(diff)), float(np.max(rel)), cosine(a, b), top1)
+    norm = float(np.linalg.norm(a))
+    err = float(np.linalg.norm(a - b))
+    rel_l2 = err / norm if norm > 0 else (math.inf if err > 0 else 0.0)
+    return OutputComparison(name, tuple(ref.shape), float(np.max(diff)), float(np.max(rel)), cosine(a, b), top1,
+                            rel_l2)
 
 
 def _to_class_ids(labels: np.ndarray, num_classes: int, n: int) -> np.ndarray:

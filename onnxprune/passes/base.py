@@ -7,15 +7,32 @@ pre- and post-conditions, which the manager checks around each call.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import TypeVar
 
 import onnx
 
 from onnxprune.errors import InternalError, OnnxPruneError
 
 ENTRY_POINT_GROUP = "onnxprune.passes"
+T = TypeVar("T")
+
+
+def runs_within(items: Iterable[T], size: Callable[[T], int], budget: int) -> Iterator[list[T]]:
+    """`items` in order, in runs whose sizes add up to at most `budget` (an item above it runs alone)."""
+    run: list[T] = []
+    used = 0
+    for item in items:
+        n = size(item)
+        if run and used + n > budget:
+            yield run
+            run, used = [], 0
+        run.append(item)
+        used += n
+    if run:
+        yield run
 
 
 @dataclass

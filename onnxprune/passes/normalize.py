@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import onnx
@@ -27,12 +28,14 @@ from onnx import helper, numpy_helper
 from onnxprune.graph.layernorm_chains import LayerNormChain, find_layernorm_chains
 from onnxprune.graph.view import GraphView, has_subgraph, node_attr
 from onnxprune.io import skeleton
+from onnxprune.io.external import new_tensor, streams
 from onnxprune.io.runtime import run, session
-from onnxprune.passes.base import Pass, PassResult
+from onnxprune.passes.base import Pass, PassResult, runs_within
 
 NONDETERMINISTIC = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
                     "Bernoulli", "Dropout"}
 FOLD_MAX_ELEMENTS = 160_000_000
+FOLD_BATCH_BYTES = 256 << 20  # folded values held at once for a model whose weights stay on disk
 
 
 def constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
@@ -239,15 +242,19 @@ class FoldConstants(Pass):
                 known.update(o for o in node.output if o)
         if not foldable and not direct:
             return PassResult(model, False)
-        values = dict(direct)
-        values.update(self._evaluate(model, foldable, direct, view, types))
+        values = {k: new_tensor(model, v, k) for k, v in direct.items()}
+        for batch in self._evaluate(model, foldable, direct, view, types, static):
+            values.update((k, new_tensor(model, v, k)) for k, v in batch.items())
         return self._replace(model, values)
 
     @staticmethod
     def _evaluate(model: onnx.ModelProto, nodes: list[onnx.NodeProto], direct: dict[str, np.ndarray],
-                  view: GraphView, types: dict[str, int]) -> dict[str, np.ndarray]:
+                  view: GraphView, types: dict[str, int],
+                  static: dict[str, list[int | None]]) -> Iterator[dict[str, np.ndarray]]:
+        """The folded values, all at once; for a model whose weights stay on disk, in batches of about
+        FOLD_BATCH_BYTES (each stored by the caller before the next is computed)."""
         if not nodes:
-            return {}
+            return
         # Lists in node order, not sets: the folded initializers' order must not follow PYTHONHASHSEED.
         produced = list(dict.fromkeys(o for n in nodes for o in n.output if o))
         made = set(produced)
@@ -260,25 +267,37 @@ class FoldConstants(Pass):
         readers |= view.captured
         outs = [o for o in produced if o in readers and o in types]
         if not outs:
-            return {}
+            return
         g = helper.make_graph(list(nodes), "fold", [], [helper.make_tensor_value_info(o, types[o], None) for o in outs],
                               initializer=inits)
         m = helper.make_model(g, opset_imports=list(model.opset_import), ir_version=max(model.ir_version, 4))
-        vals = run(session(m), {}, outs)
-        return {k: np.asarray(v) for k, v in vals.items() if np.asarray(v).size <= FOLD_MAX_ELEMENTS}
+        sess = session(m)
+        for batch in _batches(outs, static, types) if streams(model) else [outs]:
+            vals = run(sess, {}, batch)
+            yield {k: np.asarray(v) for k, v in vals.items() if np.asarray(v).size <= FOLD_MAX_ELEMENTS}
 
     @staticmethod
-    def _replace(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> PassResult:
+    def _replace(model: onnx.ModelProto, values: dict[str, onnx.TensorProto]) -> PassResult:
         if not values:
             return PassResult(model, False)
-        for name, v in values.items():
-            model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(v), name))
+        model.graph.initializer.extend(values.values())
         keep = [n for n in model.graph.node if not any(o in values for o in n.output)]
         removed = len(model.graph.node) - len(keep)
         del model.graph.node[:]
         model.graph.node.extend(keep)
         RemoveUnused().call(model)
         return PassResult(model, True, [f"folded {removed} constant nodes"])
+
+
+def _batches(names: list[str], static: dict[str, list[int | None]], types: dict[str, int]) -> Iterator[list[str]]:
+    """`names` in order, in runs of at most FOLD_BATCH_BYTES by their inferred sizes (unknown: alone)."""
+    def nbytes(name: str) -> int:
+        dims = static.get(name)
+        if dims is None or None in dims:
+            return FOLD_BATCH_BYTES
+        return math.prod(int(d or 0) for d in dims) * helper.tensor_dtype_to_np_dtype(types[name]).itemsize
+
+    return runs_within(names, nbytes, FOLD_BATCH_BYTES)
 
 
 class RemoveUnused(Pass):

@@ -7,11 +7,11 @@ from collections import defaultdict
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from onnxprune.graph.apply import ApplyContext
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.io import skeleton
+from onnxprune.io.external import new_tensor
 from onnxprune.io.model_io import check_model, is_large
 from onnxprune.passes.base import Pass, PassConditionError, PassResult
 from onnxprune.passes.normalize import RemoveUnused
@@ -68,7 +68,7 @@ class ApplyPlan(Pass):
             sliced = {key: _sliced(actx.const(name), axes) for key, axes in cuts.items()}
             if not shared and len(distinct) == 1:
                 t = next(t for t in m.graph.initializer if t.name == name)
-                t.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(next(iter(sliced.values()))), name))
+                t.CopyFrom(new_tensor(m, next(iter(sliced.values())), name))
             else:
                 copies = {key: actx.add_const(name, value) for key, value in sliced.items()}
                 for node_name, axes in per_node.items():

@@ -17,7 +17,7 @@ dense model's than without reconstruction. The input models are never modified.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +28,7 @@ from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.io.types import Shapes
+from onnxprune.passes.base import runs_within
 from onnxprune.recovery.fidelity import Fidelity, compare_outputs
 from onnxprune.recovery.heads import DEFAULT_FLOOR, SlopeWeight, logit_mask, logit_roots
 from onnxprune.recovery.layer_weights import LayerWeights, read_layer, write_layer
@@ -87,16 +88,13 @@ class ReconstructResult:
         return "\n".join(f"reconstruct: {n}" for n in self.notes)
 
     def to_json(self) -> dict[str, object]:
-        def fid(f: Fidelity) -> dict[str, float | None]:
-            return {"cosine": f.cosine, "rel_error": f.rel_error, "agreement": f.agreement}
-
         return {
             "fitted": self.fitted, "waves": self.waves, "samples": self.samples, "seconds": self.seconds,
             "reverted": self.reverted, "skipped": self.skipped,
             "layers": [{"node": lf.node, "op_type": lf.op_type, "wave": lf.wave, "direct": lf.direct,
                         "rel_error_before": lf.rel_error_before, "rel_error_after": lf.rel_error_after,
                         "fitted": lf.fitted, "note": lf.note} for lf in self.layers],
-            "outputs": {n: {"before": fid(fb), "after": fid(self.after[n]) if n in self.after else None}
+            "outputs": {n: {"before": fb.to_json(), "after": self.after[n].to_json() if n in self.after else None}
                         for n, fb in self.before.items()},
         }
 
@@ -124,20 +122,6 @@ def _gram_bytes(model: onnx.ModelProto, layer: FitLayer) -> int:
     else:
         d = dims[0]
     return 8 * (d + 1) ** 2 * (group if layer.op_type in ("Conv", "ConvTranspose") else 1)
-
-
-def _chunks(model: onnx.ModelProto, wave: list[FitLayer], budget: int) -> Iterator[list[FitLayer]]:
-    chunk: list[FitLayer] = []
-    used = 0
-    for layer in wave:
-        size = _gram_bytes(model, layer)
-        if chunk and used + size > budget:
-            yield chunk
-            chunk, used = [], 0
-        chunk.append(layer)
-        used += size
-    if chunk:
-        yield chunk
 
 
 def _fit_layer(work: onnx.ModelProto, layer: FitLayer, lg: LayerGram, damp: float) -> LayerFit:
@@ -197,7 +181,8 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
                 propagate: bool = True, max_rows: int | None = DEFAULT_MAX_ROWS, seed: int = 0,
                 max_gram_bytes: int = DEFAULT_MAX_GRAM_BYTES, check_outputs: bool = True,
                 shapes: Shapes | None = None,
-                cache_bytes: int = DEFAULT_CACHE_BYTES, head_floor: float | None = None) -> ReconstructResult:
+                cache_bytes: int = DEFAULT_CACHE_BYTES, head_floor: float | None = None,
+                changed: Collection[str] = ()) -> ReconstructResult:
     """Re-fit the layers of `pruned` (made by ApplyPlan(dg, removed_roots)) to the dense model's outputs.
 
     dense: the reference model with the same node and tensor names (default: `dg.model`, the
@@ -210,7 +195,9 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
     feeds of one dense pass in memory up to this size (else the dense model runs in every wave).
     head_floor: opt-in; layers producing a final Sigmoid's logits weight each row by the dense
     sigmoid's slope plus this floor (onnxprune.recovery.heads, e.g. DEFAULT_FLOOR = 0.01); None
-    (default) fits them unweighted like every other layer.
+    (default) fits them unweighted like every other layer. changed: tensors of `pruned` that differ
+    from the dense model's for another reason (the outputs of dropped residual blocks, named in
+    `dense` too): the layers after them are re-fitted as direct ones.
     """
     start = time.perf_counter()
     dense = dense if dense is not None else dg.model
@@ -219,7 +206,7 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
     calibration = CalibrationSource.of(batches, dense, shapes=shapes)
     work = onnx.ModelProto()
     work.CopyFrom(pruned)
-    layers, skipped = plan_layers(work, dg, removed_roots, propagate=propagate)
+    layers, skipped = plan_layers(work, dg, removed_roots, propagate=propagate, changed=changed)
     result = ReconstructResult(work, skipped=skipped)
     if not layers:
         result.seconds = time.perf_counter() - start
@@ -231,7 +218,7 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
     result.waves = len(stages)
     fits: dict[str, LayerFit] = {}
     for stage in stages:
-        for chunk in _chunks(work, stage, max_gram_bytes):
+        for chunk in runs_within(stage, lambda layer: _gram_bytes(work, layer), max_gram_bytes):
             st = source.stats(work, [layer.node for layer in chunk], max_rows=max_rows, seed=seed,
                               row_weights={x.node: weights[x.node] for x in chunk if x.node in weights})
             result.samples = st.samples

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import onnx
 
 from onnxprune.calib.source import CalibrationLike, CalibrationSource
-from onnxprune.graph.context import DEFAULT_HEADS
+from onnxprune.graph.context import DEFAULT_HEADS, allowed_kinds
 from onnxprune.graph.dependency import DependencyGraph, dependency_graph
 from onnxprune.io.types import Shapes
 from onnxprune.passes.normalize import Normalize
@@ -21,7 +21,7 @@ def analyse_model(model: onnx.ModelProto, *, shapes: Shapes | None = None, appro
     """Normalise a copy of `model` and build its dependency graph; the shape probe runs on the first
     samples of `calibration` when it names data (kept in `dg.feeds` for the oracle)."""
     normalised = Normalize()(model)
-    return dependency_graph(normalised.model, shapes=shapes, allow_approximate=frozenset(approximate),
+    return dependency_graph(normalised.model, shapes=shapes, allow_approximate=allowed_kinds(approximate),
                             grouped=grouped, heads=heads,
                             feeds=CalibrationSource.of(calibration, normalised.model, shapes=shapes).real_samples(),
                             normalised=normalised.notes)

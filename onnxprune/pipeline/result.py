@@ -16,11 +16,14 @@ from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.io.model_io import save_model
 from onnxprune.measure.bench import LatencyOptions, interleaved_latency
 from onnxprune.measure.model_stats import ModelStats, model_stats
+from onnxprune.measure.validate import ValidationReport
 from onnxprune.passes.reconstruct import ReconstructResult
 from onnxprune.pipeline.decisions import group_decisions
+from onnxprune.pipeline.depth import DepthResult
 from onnxprune.planning.choice import PlanChoice
 from onnxprune.planning.landing import TargetResult
 from onnxprune.planning.plan import Plan, removed_channels
+from onnxprune.recovery.distill import DistillResult
 from onnxprune.verify import VerifyResult
 
 if TYPE_CHECKING:
@@ -43,6 +46,10 @@ class PruneResult:
     choice: PlanChoice | None = None  # scores, latency search, curves' prediction (None: a replayed plan)
     steps: StepsResult | None = None  # set when the run went in steps or checked thresholds
     latency_ms: tuple[float, float] | None = None  # (dense, pruned), measured interleaved
+    depth: DepthResult | None = None  # residual blocks dropped (approximate: the oracle covers the width part)
+    # Approximate groups removed: the pruned model against the dense one on calibration samples.
+    fidelity: ValidationReport | None = None
+    distillation: DistillResult | None = None  # set when the weights were distilled (--distill)
 
     @property
     def channels(self) -> tuple[int, int]:
@@ -64,6 +71,14 @@ class PruneResult:
         ab = interleaved_latency(self.dense, self.model, batch=options.batch, threads=options.threads,
                                  repeat=options.repeat, shapes=self.config.analysis.shapes, feed=options.feed)
         return ab.a.median_ms, ab.b.median_ms
+
+    def verify_line(self) -> str | None:
+        """The oracle's verdict, saying which part it covers when blocks were dropped too."""
+        if self.verify is None:
+            return None if self.depth is None else "verify: not run (no channels removed; dropped blocks are " \
+                                                   "approximate, measured on the calibration data instead)"
+        scope = "" if self.depth is None else " (width part only; the dropped blocks are approximate, not verified)"
+        return self.verify.describe() + scope
 
     def save(self, path: str | os.PathLike[str]) -> None:
         save_model(self.model, path)
@@ -126,8 +141,12 @@ class PruneResult:
             "compare": compare_dict(before, after),
             "inputs": self.dg.inputs_json(),
             "removal": self.removal(),
-            "verify": None if self.verify is None else self.verify.to_json(),
+            "verify": None if self.verify is None else
+            self.verify.to_json() | {"covers": "width" if self.depth is not None else "all"},
+            "depth": None if self.depth is None else self.depth.to_json(),
             "reconstruct": None if self.reconstruction is None else self.reconstruction.to_json(),
+            "fidelity": None if self.fidelity is None else self.fidelity.to_dict(),
+            "distill": None if self.distillation is None else self.distillation.to_json(),
             "plan": self.plan.to_json(),
             "groups": [g.to_json() | d for g, d in zip(self.dg.groups, self.decisions(), strict=True)],
             "latency_ms": None if self.latency_ms is None else {"before": self.latency_ms[0],

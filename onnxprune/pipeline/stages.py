@@ -1,6 +1,7 @@
 """The main path: a pass manager over one state object.
 
-    analyse ─► score ─► plan ─► tune ─► apply ─► verify ─► reconstruct ─► passes ─► annotate
+    analyse ─► score ─► plan ─► tune ─► apply ─► verify ─► depth ─► reconstruct ─► distill ─► fidelity ─►
+    passes ─► annotate
 
 Each stage is an object with a name that reads the run's `PruneConfig` and the state, and writes
 its product into the state. `Pipeline` runs them in order; `default_pipeline()` is the list above,
@@ -19,7 +20,7 @@ from typing import Protocol
 
 import onnx
 
-from onnxprune.calib.source import CalibrationSource
+from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.config import PruneConfig
 from onnxprune.errors import NothingToPruneError, VerifyError
 from onnxprune.graph.dependency import DependencyGraph
@@ -27,12 +28,22 @@ from onnxprune.graph.keep import keep_layers
 from onnxprune.io.progress import ProgressFn, step
 from onnxprune.measure.bench import LatencyOptions
 from onnxprune.measure.curves import SensitivityResult
+from onnxprune.measure.validate import ValidationReport, validate
 from onnxprune.passes.annotate import AnnotateShapes
 from onnxprune.passes.base import PassManager, resolve_passes
 from onnxprune.passes.prune import ApplyPlan
 from onnxprune.passes.reconstruct import ReconstructResult
 from onnxprune.passes.reconstruct import reconstruct as refit_layers
+from onnxprune.passes.rotate import Rotation, rotate_hidden
 from onnxprune.pipeline.analyse import analyse_model
+from onnxprune.pipeline.depth import (
+    DepthResult,
+    auto_depth,
+    choose_blocks,
+    drop_depth,
+    finish_for,
+    requested,
+)
 from onnxprune.pipeline.result import PruneResult
 from onnxprune.planning.choice import PlanChoice
 from onnxprune.planning.costs import Scores
@@ -41,8 +52,12 @@ from onnxprune.planning.planner import choose_plan
 from onnxprune.planning.rounding import n_keep, too_narrow
 from onnxprune.planning.strategy import PlanRequest
 from onnxprune.planning.tuning import tune_multiples
+from onnxprune.recovery.distill import DistillResult, distill
+from onnxprune.recovery.distill_data import Split, split_calibration
 from onnxprune.scoring.catalog import score_groups
 from onnxprune.verify import VerifyResult, verify_pruned
+
+FIDELITY_SAMPLES = 16
 
 
 @dataclass
@@ -60,6 +75,14 @@ class PruneState:
     model: onnx.ModelProto | None = None  # the pruned model, once applied
     verify: VerifyResult | None = None
     reconstruction: ReconstructResult | None = None
+    depth: DepthResult | None = None  # residual blocks dropped (opt-in, approximate)
+    block_scores: dict[str, float] | None = None  # every block's score, when this run chose the blocks
+    fidelity: ValidationReport | None = None  # set when approximate groups lost slots
+    rotation: Rotation | None = None  # --approximate rotate (passes/rotate.py)
+    reference: onnx.ModelProto | None = None  # the dense model before a rotation (dg.model is rotated)
+    distillation: DistillResult | None = None
+    split: Split | None = None  # with --distill: the calibration data cut into training and held-out parts
+    unfitted: onnx.ModelProto | None = None  # with --distill and the re-fit: the pruned model before it
     notes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
 
@@ -72,12 +95,27 @@ class PruneState:
     def curves(self) -> SensitivityResult | None:
         return SensitivityResult.coerce(self.config.scoring.sensitivity)
 
+    def distill_split(self) -> Split | None:
+        """With --distill, the training and held-out parts of the calibration data (cut once); else None."""
+        options = self.config.recovery.distill
+        if options is not None and self.split is None:
+            self.split = split_calibration(self.config.calibration, self.graph.model, holdout=options.holdout,
+                                           seed=options.seed)
+        return self.split
+
     def result(self) -> PruneResult:
         assert self.plan is not None and self.model is not None
-        return PruneResult(self.model, self.graph, self.plan, len(self.removed), self.config, self.graph.model,
+        dense = self.reference if self.reference is not None else self.graph.model
+        return PruneResult(self.model, self.graph, self.plan, len(self.removed), self.config, dense,
                            verify=self.verify, seconds=time.perf_counter() - self.started, notes=self.notes,
                            target=self.choice.target if self.choice is not None else None,
-                           reconstruction=self.reconstruction, choice=self.choice)
+                           reconstruction=self.reconstruction, choice=self.choice, depth=self.depth,
+                           fidelity=self.fidelity, distillation=self.distillation)
+
+    @property
+    def drops_blocks(self) -> bool:
+        """Whether this run drops residual blocks (after the plan stage)."""
+        return requested(self.config, self.plan, replayed=self.choice is None)
 
 
 class Stage(Protocol):
@@ -96,7 +134,17 @@ class Analyse:
                                      heads=a.heads,
                                      calibration=state.config.calibration)
         state.dg = keep_layers(state.dg, a.keep)
-        state.dg.require_prunable()
+        if not requested(state.config, state.plan, replayed=state.plan is not None):
+            state.dg.require_prunable()  # depth alone needs no prunable channel group
+        if "rotate" in a.approximate and state.rotation is None:
+            with step(state.progress, "rotate"):
+                state.rotation = rotate_hidden(state.dg, calibration=state.config.calibration, shapes=a.shapes)
+            state.notes.extend(state.rotation.notes)
+            if state.rotation.scores:
+                state.reference = state.dg.model
+                state.dg = keep_layers(analyse_model(state.rotation.model, shapes=a.shapes, approximate=a.approximate,
+                                                     grouped=a.grouped, heads=a.heads,
+                                                     calibration=state.config.calibration), a.keep)
 
 
 class Score:
@@ -107,6 +155,11 @@ class Score:
             c = state.config
             state.scores = score_groups(state.graph, c.scoring.criterion, calibration=c.calibration,
                                         shapes=c.analysis.shapes, progress=state.progress)
+            if state.rotation is not None:  # a rotated stream loses its weakest directions, whatever the criterion
+                for g in state.graph.groups:
+                    variance = state.rotation.scores.get(tuple(g.sources))
+                    if variance is not None and variance.size == g.size:
+                        state.scores[g.id] = variance
 
 
 def timing_options(config: PruneConfig, model: onnx.ModelProto) -> LatencyOptions:
@@ -136,11 +189,22 @@ class Choose:
             return
         c = state.config
         req = _request(state)
-        state.choice = choose_plan(req, c.budget, allocation=c.scoring.allocation, rounding=c.rounding.policy())
+        depth = None
+        if c.depth.blocks == "auto":  # the budget splits between depth and width
+            state.choice, depth, state.block_scores, notes = auto_depth(req, config=c, progress=state.progress)
+            state.notes.extend(notes)
+        else:
+            if c.depth.blocks:  # the blocks first: a MAC / parameter budget counts them
+                depth, state.block_scores, notes = choose_blocks(state.graph, config=c, progress=state.progress)
+                state.notes.extend(notes)
+                req.finish = finish_for(state.graph, depth) if c.budget.is_target else None
+            state.choice = choose_plan(req, c.budget, allocation=c.scoring.allocation,
+                                       rounding=c.rounding.policy())
         if c.rounding.time_multiples:
             tune_multiples(req, c.budget, state.choice, rounding=c.rounding.policy(), allocation=c.scoring.allocation,
                            options=req.latency or c.latency.options)
         state.plan = state.choice.plan
+        state.plan.depth = depth
         for note in _choice_notes(state.choice):
             state.notes.append(note)
 
@@ -163,6 +227,10 @@ class Apply:
         assert state.plan is not None
         dg = state.graph
         state.removed = state.plan.removed_roots(dg)
+        if not state.removed and state.drops_blocks:  # depth only: the width part is the dense model
+            state.model = onnx.ModelProto()
+            state.model.CopyFrom(dg.model)
+            return
         if not state.removed:
             raise NothingToPruneError(why_nothing(dg, state.plan, state.config, choice=state.choice))
         state.plan.note_kinds(dg)  # after removed_roots checked a replayed plan's kinds against this analysis
@@ -176,7 +244,7 @@ class Verify:
 
     def run(self, state: PruneState) -> None:
         c = state.config
-        if not c.checks.verify:
+        if not c.checks.verify or not state.removed:  # depth alone: nothing the oracle can prove
             return
         assert state.model is not None
         dg, removed = state.graph, state.removed
@@ -186,11 +254,34 @@ class Verify:
             state.verify = verify_pruned(dg, exact, checked, shapes=c.analysis.shapes, rtol=c.checks.rtol,
                                          feeds=list(dg.feeds) or CalibrationSource.of(
                                              c.calibration, dg.model, shapes=c.analysis.shapes).real_samples())
-        if exact != removed:
-            state.notes.append(f"{len(removed - exact)} channel slots of approximate groups removed: not covered "
-                               f"by the exactness check (verified the other {len(exact)})")
+        state.verify = dataclasses.replace(state.verify, unproven=len(removed - exact))
         if not state.verify.ok:
             raise VerifyError(state.verify.describe() + " (pruned model not written)")
+
+
+class DropDepth:
+    """Residual blocks dropped from the verified width-pruned model (pipeline/depth.py)."""
+
+    name = "depth"
+
+    def run(self, state: PruneState) -> None:
+        if not state.drops_blocks:
+            return
+        assert state.model is not None and state.plan is not None
+        assert state.plan.depth is not None, "the plan stage chose the blocks"
+        state.model, state.depth = drop_depth(state.model, dg=state.graph, config=state.config,
+                                              depth=state.plan.depth, influence=state.block_scores,
+                                              progress=state.progress)
+        state.notes.append(state.depth.describe())
+
+
+def _refit(state: PruneState, model: onnx.ModelProto, batches: CalibrationLike) -> None:
+    c = state.config
+    with step(state.progress, "reconstruct"):
+        state.reconstruction = refit_layers(model, dg=state.graph, removed_roots=state.removed, batches=batches,
+                                            shapes=c.analysis.shapes, head_floor=c.recovery.head_floor,
+                                            changed=state.depth.changed if state.depth is not None else ())
+    state.model = state.reconstruction.model
 
 
 class Reconstruct:
@@ -201,12 +292,56 @@ class Reconstruct:
         if not c.reconstructs:
             return
         assert state.model is not None
-        with step(state.progress, "reconstruct"):
-            state.reconstruction = refit_layers(state.model, dg=state.graph, removed_roots=state.removed,
-                                                batches=c.calibration, shapes=c.analysis.shapes,
-                                                head_floor=c.recovery.head_floor)
-        state.model = state.reconstruction.model
+        split = state.distill_split()  # distillation's held-out samples stay unseen by the re-fit
+        state.unfitted = state.model if split is not None else None
+        _refit(state, state.model, c.calibration if split is None else split.train)
+        assert state.reconstruction is not None
         state.notes.extend(f"reconstruct: {n}" for n in state.reconstruction.notes)
+
+
+class Distill:
+    """Opt-in: fine-tune the pruned weights toward the dense model (recovery/distill.py). Only
+    initializer values change, so the oracle's proof of the pruned structure still holds."""
+
+    name = "distill"
+
+    def run(self, state: PruneState) -> None:
+        options = state.config.recovery.distill
+        if options is None:
+            return
+        assert state.model is not None
+        with step(state.progress, "distill"):
+            state.distillation = distill(state.model, state.graph.model, state.distill_split(), dg=state.graph,
+                                         removed_roots=state.removed, options=options)
+        state.model = state.distillation.model
+        if not state.distillation.changed and state.unfitted is not None:
+            # Nothing beat the re-fit: give it back the held-out quarter, as without --distill.
+            _refit(state, state.unfitted, state.config.calibration)
+            state.distillation.refit_all = True
+
+
+class Fidelity:
+    """With approximate groups removed, which the oracle cannot prove: how close the pruned model stays
+    to the dense one (cosine and relative L2 error of every output) on calibration samples."""
+
+    name = "fidelity"
+
+    def run(self, state: PruneState) -> None:
+        dg = state.graph
+        if dg.exact_roots(state.removed) == state.removed:
+            return
+        assert state.model is not None
+        with step(state.progress, "fidelity"):
+            dense = state.reference if state.reference is not None else dg.model
+            state.fidelity = fidelity_of(dense, state.model, state.config)
+
+
+def fidelity_of(dense: onnx.ModelProto, pruned: onnx.ModelProto, config: PruneConfig) -> ValidationReport:
+    """`pruned` against `dense` on the first calibration samples (random inputs without data)."""
+    shapes = config.analysis.shapes
+    feeds = CalibrationSource.of(config.calibration, dense, shapes=shapes).real_samples(FIDELITY_SAMPLES)
+    return validate(dense, pruned, feeds=feeds or None, shapes=shapes, samples=FIDELITY_SAMPLES,
+                    source="calibration" if feeds else "random")
 
 
 class RunPasses:
@@ -253,7 +388,8 @@ class Pipeline:
 
 
 def default_pipeline() -> Pipeline:
-    return Pipeline([Analyse(), Score(), Choose(), Apply(), Verify(), Reconstruct(), RunPasses(), Annotate()])
+    return Pipeline([Analyse(), Score(), Choose(), Apply(), Verify(), DropDepth(), Reconstruct(), Distill(),
+                     Fidelity(), RunPasses(), Annotate()])
 
 
 def why_nothing(dg: DependencyGraph, plan: Plan, config: PruneConfig, *, choice: PlanChoice | None) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.io.types import Shapes
 from onnxprune.planning.costs import CostModel, Scores
-from onnxprune.planning.landing import TOLERANCE, TargetResult, land_target
+from onnxprune.planning.landing import TOLERANCE, Finish, TargetResult, land_target
 from onnxprune.planning.order import removal_orders
 from onnxprune.planning.plan import Plan, enforce_min_channels
 from onnxprune.planning.rounding import MAX_GROUP_RATIO, n_keep
@@ -99,7 +99,8 @@ def refine_counts(dg: DependencyGraph, cm: CostModel, orders: Mapping[int, np.nd
 
 
 def complete_plan(dg: DependencyGraph, scores: Scores, coarse: TargetResult, *, round_to: int,
-                  criterion: str | None = None, shapes: Shapes | None = None) -> TargetResult:
+                  criterion: str | None = None, shapes: Shapes | None = None,
+                  finish: Finish | None = None) -> TargetResult:
     """`coarse` (a plan at a wider multiple that misses its budget: groups of 16 channels can only
     halve or stay) completed with one-block moves at `round_to` until the budget lands
     (`refine_counts` from `coarse`'s per-group removal counts), so most groups keep the wider
@@ -117,5 +118,5 @@ def complete_plan(dg: DependencyGraph, scores: Scores, coarse: TargetResult, *, 
                                 multiples=multiples, criterion=criterion)
         return counts_plan(dg, orders, counts, criterion=criterion, round_to=round_to)
 
-    res = land_target(dg, cm, search, metric=coarse.metric, target=coarse.target, shapes=shapes)
+    res = land_target(dg, cm, search, metric=coarse.metric, target=coarse.target, shapes=shapes, finish=finish)
     return replace(res, completes=coarse.plan.round_to)  # the plan's criterion and round_to: _counts_plan

@@ -15,6 +15,7 @@ from typing import Protocol
 from onnxprune.errors import OnnxPruneError
 from onnxprune.planning.choice import PlanChoice
 from onnxprune.planning.landing import TargetResult
+from onnxprune.planning.registry import Registry
 from onnxprune.planning.rounding import RoundingPolicy
 from onnxprune.planning.strategy import PlanRequest, Strategy
 
@@ -49,18 +50,9 @@ class BudgetKind(Protocol):
     def choose(self, req: PlanRequest, strategy: Strategy, rounding: RoundingPolicy, value: float) -> PlanChoice: ...
 
 
-_KINDS: dict[str, BudgetKind] = {}
-
-
-def register_budget(kind: BudgetKind) -> BudgetKind:
-    _KINDS[kind.name] = kind
-    return kind
-
-
-def budget_kind(name: str) -> BudgetKind:
-    if name not in _KINDS:
-        raise OnnxPruneError(f"unknown budget kind {name!r}; choose one of: {', '.join(_KINDS)}")
-    return _KINDS[name]
+KINDS: Registry[BudgetKind] = Registry("budget kind")
+register_budget = KINDS.add
+budget_kind = KINDS.get
 
 
 class RatioBudget:

@@ -32,7 +32,7 @@ class CostModel:
             if (m.name, m.track.axes) not in seen and view.is_const(m.name):
                 seen.add((m.name, m.track.axes))
                 self.tracks.setdefault(m.name, []).append(m.track.ids)
-        self.numel = {n: int(np.prod(view.array(n).shape)) for n in self.tracks}
+        self.numel = {n: int(np.prod(view.shape(n) or ())) for n in self.tracks}  # dims only: no weight is read
         self.weight_macs: dict[str, int] = {}  # weight initializer -> MACs of the node that reads it
         for node in dg.model.graph.node:
             if node.op_type in MAC_OPS and len(node.input) > 1 and node.input[1] in self.tracks:

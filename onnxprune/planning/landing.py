@@ -2,13 +2,17 @@
 measured, and the aim is corrected until the measured fraction is within the tolerance.
 
 Every allocation strategy (planning/strategy.py) lands its targets here: it only supplies
-`search(aim) -> Plan`, a plan whose *estimated* metric (planning/costs.py) is near `aim`.
+`search(aim) -> Plan`, a plan whose *estimated* metric (planning/costs.py) is near `aim`. When later
+stages shrink the model further (dropped residual blocks), `finish` applies that before measuring,
+so the budget counts it and the aim moves to make up for it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import onnx
 
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.io.types import Shapes
@@ -18,6 +22,8 @@ from onnxprune.planning.plan import Plan
 
 TOLERANCE = 0.03  # targets: |achieved - target| <= 3 % of the target
 REAIM = 3
+
+Finish = Callable[[onnx.ModelProto], onnx.ModelProto]  # what later stages do to the width-pruned model
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,7 @@ def bisect(lo: float, hi: float, value: Callable[[float], float], want: float, *
 
 
 def land_target(dg: DependencyGraph, cm: CostModel, search: Callable[[float], Plan], *, metric: str,
-                target: float, shapes: Shapes | None = None) -> TargetResult:
+                target: float, shapes: Shapes | None = None, finish: Finish | None = None) -> TargetResult:
     """Run `search(aim)` (a plan whose estimated metric is near `aim`), measure the applied plan with
     `model_stats`, and re-aim (at most REAIM times) until it is within TOLERANCE / 2 of `target`."""
     from onnxprune.passes.prune import ApplyPlan
@@ -76,9 +82,10 @@ def land_target(dg: DependencyGraph, cm: CostModel, search: Callable[[float], Pl
 
     def measure(plan: Plan) -> float:
         removed = plan.removed_roots(dg)
-        if not removed:
+        if not removed and finish is None:
             return 1.0
-        st = model_stats(ApplyPlan(dg, removed)(dg.model).model, shapes=shapes)
+        applied = ApplyPlan(dg, removed)(dg.model).model if removed else dg.model
+        st = model_stats(finish(applied) if finish is not None else applied, shapes=shapes)
         return (st.macs if metric == "macs" else st.params) / original
 
     aim = target

@@ -5,9 +5,8 @@ once with `bench.latency` (CPU, graph optimisation on, `warmup` + `repeat` runs,
 each candidate MAC fraction f the plan for `target_macs=f` (whatever allocation is in use: uniform,
 global, or sensitivity curves) is applied and timed *against the dense model*, interleaved
 (`bench.interleaved_latency`, the median of per-pair ratios): its latency is dense_ms / speedup.
-Timed alone, one after the other, two runs of the same model on a shared host differed by up to 30 %
-(measured: real YOLOv8n pruned to 0.665 and 0.674 of the MACs, 13.6 and 17.7 ms sequentially, 17.94
-and 17.94 ms interleaved), enough to send the search the wrong way. The search starts at
+Timed one after the other, two runs of the same model on a shared host can differ by tens of
+percent, enough to send the search the wrong way; interleaved ratios agree. The search starts at
 f = target / dense (latency ∝ MACs), keeps a bracket [f_fast, f_slow] around the target and
 interpolates inside it (regula falsi, falling back to bisection when a step would barely move),
 for at most `max_steps` measurements or until a measurement lands within `TOLERANCE` of the

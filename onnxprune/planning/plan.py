@@ -1,7 +1,9 @@
 """A plan is data: which channel slots of which group to remove. It can be saved, edited, replayed.
 
-The JSON names each group's sources and unit kind ("channel", "head", "head_dim": graph.groups.Group.kind);
-replaying it on an analysis that cut the group into other units (another --heads mode) is an error."""
+The JSON names each group's sources and unit kind ("channel", "head", "head_dim", "hidden":
+graph.groups.Group.kind); replaying it on an analysis that cut the group into other units (another
+--heads mode) is an error. A plan may also drop whole residual blocks ("depth": planning/depth.py),
+recorded by name and approximate."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.tracks import map_roots
 from onnxprune.io.model_io import write_json
+from onnxprune.planning.depth import DepthPlan
 
 
 @dataclass
@@ -27,6 +30,7 @@ class Plan:
     round_to: int = 1
     signatures: dict[int, list[str]] = field(default_factory=dict)  # group id -> source nodes
     kinds: dict[int, str] = field(default_factory=dict)  # group id -> unit kind of its slots
+    depth: DepthPlan | None = None  # residual blocks dropped (None: none, or not yet chosen)
 
     def note_kinds(self, dg: DependencyGraph) -> None:
         """Record the unit kind of every group the plan touches (what `to_json` writes)."""
@@ -40,7 +44,8 @@ class Plan:
             g = by_id.get(gid)
             if g is None:
                 raise OnnxPruneError(f"plan names group {gid}, which this model does not have")
-            if gid in self.kinds and self.kinds[gid] != g.kind:
+            # "hidden" names where a channel lives (plans made before that kind record "channel").
+            if gid in self.kinds and self.kinds[gid] != g.kind and {self.kinds[gid], g.kind} != {"channel", "hidden"}:
                 raise OnnxPruneError(f"plan group {gid} removes {self.kinds[gid]} units, but this analysis makes "
                                      f"its slots {g.kind} units: replay it with the --heads mode it was made with")
             if gid in self.signatures and self.signatures[gid] != g.sources:
@@ -60,6 +65,7 @@ class Plan:
             "groups": [{"id": gid, "sources": self.signatures.get(gid, []), "remove": sorted(idx),
                         **({"kind": self.kinds[gid]} if gid in self.kinds else {})}
                        for gid, idx in sorted(self.removals.items())],
+            **({"depth": self.depth.to_json()} if self.depth is not None else {}),
         }
 
     def save(self, path: str | Path) -> None:
@@ -72,9 +78,11 @@ class Plan:
             removals = {int(g["id"]): [int(i) for i in g["remove"]] for g in data["groups"]}
             sigs = {int(g["id"]): list(g.get("sources", [])) for g in data["groups"]}
             kinds = {int(g["id"]): str(g["kind"]) for g in data["groups"] if "kind" in g}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            depth = DepthPlan.from_json(data["depth"]) if data.get("depth") is not None else None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise OnnxPruneError(f"{path}: not a valid plan file ({exc})") from None
-        return cls(removals, data.get("ratio"), data.get("criterion"), int(data.get("round_to", 1)), sigs, kinds)
+        return cls(removals, data.get("ratio"), data.get("criterion"), int(data.get("round_to", 1)), sigs, kinds,
+                   depth)
 
 
 def removed_channels(dg: DependencyGraph, plan: Plan) -> tuple[int, int]:

@@ -24,8 +24,9 @@ from onnxprune.io.progress import ProgressFn
 from onnxprune.io.types import Shapes
 from onnxprune.measure.bench import LatencyOptions
 from onnxprune.planning.costs import CostModel, Scores
-from onnxprune.planning.landing import TargetResult, land_target
+from onnxprune.planning.landing import Finish, TargetResult, land_target
 from onnxprune.planning.plan import Plan
+from onnxprune.planning.registry import Registry
 
 if TYPE_CHECKING:
     from onnxprune.measure.curves import SensitivityResult
@@ -43,6 +44,7 @@ class PlanRequest:
     curves_error: str = "rel_error"  # which error of the curves the allocation minimises
     latency: LatencyOptions | None = None  # how a latency budget measures
     progress: ProgressFn | None = None
+    finish: Finish | None = None  # later stages' change to the model a target counts (dropped blocks)
 
     @cached_property
     def costs(self) -> CostModel:
@@ -58,7 +60,7 @@ class PlanRequest:
         if total <= 0:
             raise OnnxPruneError(f"the model has no {metric} to reduce")
         result = land_target(self.dg, self.costs, strategy.searcher(self, metric, round_to=round_to),
-                             metric=metric, target=value, shapes=self.shapes)
+                             metric=metric, target=value, shapes=self.shapes, finish=self.finish)
         result.plan.criterion = self.criterion
         result.plan.round_to = round_to
         return result
@@ -72,19 +74,7 @@ class Strategy(Protocol):
     def searcher(self, req: PlanRequest, metric: str, *, round_to: int) -> Callable[[float], Plan]: ...
 
 
-_STRATEGIES: dict[str, Strategy] = {}
-
-
-def register_strategy(strategy: Strategy) -> Strategy:
-    _STRATEGIES[strategy.name] = strategy
-    return strategy
-
-
-def registered_strategy(name: str) -> Strategy:
-    if name not in _STRATEGIES:
-        raise OnnxPruneError(f"unknown allocation {name!r}; choose one of: {', '.join(_STRATEGIES)}")
-    return _STRATEGIES[name]
-
-
-def strategy_names() -> tuple[str, ...]:
-    return tuple(_STRATEGIES)
+STRATEGIES: Registry[Strategy] = Registry("allocation")
+register_strategy = STRATEGIES.add
+registered_strategy = STRATEGIES.get
+strategy_names = STRATEGIES.names

@@ -1,19 +1,14 @@
 """The optional tuning step after planning: two channel multiples that land a budget, timed against each other.
 
-`--round-to auto` on an AVX2 CPU prefers multiples of 16 for a budget (planning/rounding.py: RoundingPolicy.prefer):
-on most models they ran faster than the NCHWc block 8 at the same MACs, because 16 leaves the
-narrow layers alone. Not on all: a ResNeXt whose grouped convs lose whole groups ran 1.75-1.85x
-at 8 and 1.52-1.63x at 16 in three runs (benchmarks/README.md). So where both multiples land the
-budget, `prune` can build both plans and time them interleaved in ONNX Runtime (`bench.interleaved_latency`, the median of
-per-pair ratios) and keep the preferred one unless the other is more than MARGIN faster: a close
-call stays with the preferred multiple, so reruns on a quiet machine agree.
-
-Where the preferred multiple cannot land the budget (16-channel groups can only halve or stay:
-mobilenetv3@224 reached 0.545 of the MACs for 0.5), its plan completed with a few blocks of 8
-(`blocks.complete_plan`) is timed against the plain 8 plan, which stays the default: against
-dense (1 thread, batch 1 / 8, benchmarks/README.md) the completed plan ran 1.74x / 1.64x against
-1.58x / 1.58x on mobilenetv3@224 and 1.71x / 1.71x against 1.59x / 1.58x on densenet@224, but no
-faster on inception, shufflenetv2, resnet or unet at 224.
+`--round-to auto` on an AVX2 CPU prefers multiples of 16 for a budget (planning/rounding.py:
+RoundingPolicy.prefer): on most models they run faster than the NCHWc block 8 at the same MACs,
+because 16 leaves the narrow layers alone, but not on all (a ResNeXt losing whole conv groups ran
+faster at 8; benchmarks/README.md). So where both multiples land the budget, the two plans are
+timed interleaved in ONNX Runtime (`bench.interleaved_latency`, the median of per-pair ratios) and
+the preferred one is kept unless the other is more than MARGIN faster: a close call stays with the
+preferred multiple, so reruns on a quiet machine agree. Where the preferred multiple cannot land the
+budget (16-channel groups can only halve or stay), its plan completed with a few blocks of 8
+(`blocks.complete_plan`) is timed the same way against the plain 8 plan, which stays the default.
 """
 
 from __future__ import annotations
@@ -82,7 +77,7 @@ def tune_multiples(req: PlanRequest, budget: Budget, choice: PlanChoice, *, roun
                            round_to=rounding.value)
     else:
         other = complete_plan(req.dg, req.scores, choice.tried[prefer], round_to=rounding.value,
-                              criterion=req.criterion, shapes=req.shapes)
+                              criterion=req.criterion, shapes=req.shapes, finish=req.finish)
     if not other.ok:
         choice.race_skipped = f"{other.label} does not land the budget"
     elif same_channels(req.dg, res, other):

@@ -24,6 +24,9 @@ class Fidelity:
     rel_error: float
     agreement: float | None = None
 
+    def to_json(self) -> dict[str, float | None]:
+        return {"cosine": self.cosine, "rel_error": self.rel_error, "agreement": self.agreement}
+
     def describe(self) -> str:
         agree = "" if self.agreement is None else f", top-1 agreement {self.agreement:.2%}"
         return f"cosine {self.cosine:.4f}, relative error {self.rel_error:.3g}{agree}"

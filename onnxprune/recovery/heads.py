@@ -31,6 +31,11 @@ DEFAULT_FLOOR = 0.01
 
 def final_sigmoids(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """Sigmoid nodes with a graph output downstream and no Conv/Gemm/MatMul after them."""
+    return final_nodes(model, ("Sigmoid",))
+
+
+def final_nodes(model: onnx.ModelProto, op_types: tuple[str, ...]) -> list[onnx.NodeProto]:
+    """Nodes of `op_types` with a graph output downstream and no Conv/Gemm/MatMul after them."""
     readers: dict[str, list[onnx.NodeProto]] = {}
     for n in model.graph.node:
         for x in n.input:
@@ -38,7 +43,7 @@ def final_sigmoids(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     outputs = {o.name for o in model.graph.output}
     out: list[onnx.NodeProto] = []
     for node in model.graph.node:
-        if node.op_type != "Sigmoid":
+        if node.op_type not in op_types:
             continue
         seen, stack, reaches, linear = set(), [node.output[0]], False, False
         while stack and not linear:

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
+from onnxprune.io.external import new_tensor, tensor_array
 from onnxprune.recovery.layers import use_counts
 
 
@@ -58,13 +59,13 @@ def read_layer(model: onnx.ModelProto, node: onnx.NodeProto, bias_add: tuple[onn
                ) -> LayerWeights:
     """bias_add: for a MatMul, the Add (and its constant's input index) holding the bias."""
     inits = _inits(model)
-    w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+    w = tensor_array(inits[node.input[1]]).astype(np.float64)
     bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
     if node.op_type in ("Conv", "ConvTranspose"):
         group = int(_attr(node, "group", 1))
         mats = _conv_groups(w, group, node.op_type == "ConvTranspose")
         k = sum(m.shape[0] for m in mats)
-        b = numpy_helper.to_array(inits[bias_name]).astype(np.float64) if bias_name else np.zeros(k)
+        b = tensor_array(inits[bias_name]).astype(np.float64) if bias_name else np.zeros(k)
         kg = k // group
         return LayerWeights(mats, [b[g * kg:(g + 1) * kg] for g in range(group)], True)
     if node.op_type == "Gemm":
@@ -73,14 +74,14 @@ def read_layer(model: onnx.ModelProto, node: onnx.NodeProto, bias_add: tuple[onn
         n = mat.shape[0]
         beta = _attr(node, "beta", 1.0)
         if bias_name:
-            c = numpy_helper.to_array(inits[bias_name]).astype(np.float64)
+            c = tensor_array(inits[bias_name]).astype(np.float64)
             fit_bias = c.size == n and beta != 0.0
             b = np.broadcast_to(c * beta, (n,)).copy() if c.size in (1, n) else np.zeros(n)
             return LayerWeights([mat], [b], fit_bias)
         return LayerWeights([mat], [np.zeros(n)], beta != 0.0)
     if bias_add is not None:  # MatMul + Add(constant)
         add, idx = bias_add
-        b = numpy_helper.to_array(inits[add.input[idx]]).astype(np.float64).reshape(-1)
+        b = tensor_array(inits[add.input[idx]]).astype(np.float64).reshape(-1)
         return LayerWeights([w.T], [b], True)
     return LayerWeights([w.T], [np.zeros(w.shape[1])], False)  # MatMul
 
@@ -90,14 +91,14 @@ def _set_const(model: onnx.ModelProto, node: onnx.NodeProto, index: int, value: 
     inits = _inits(model)
     name = node.input[index] if index < len(node.input) else ""
     if name and name in inits and use_counts(model)[name] == 1:
-        inits[name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        inits[name].CopyFrom(new_tensor(model, value, name))  # scratch data when the weights stay on disk
         return
     base = name or f"{node.name}{suffix}"
     new, i = f"{base}__refit", 1
     while new in inits:
         i += 1
         new = f"{base}__refit{i}"
-    model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value), new))
+    model.graph.initializer.append(new_tensor(model, value, new))
     while len(node.input) <= index:
         node.input.append("")
     node.input[index] = new

@@ -1,7 +1,7 @@
 """Which layers of a pruned model to re-fit, in which waves, and which dense tensor each one targets.
 
 A layer is *direct* when its weight lost input channels (a `weight-in` member whose ids meet the
-removed slots). With `propagate`, every Conv/ConvTranspose/Gemm/MatMul downstream of a direct layer
+removed slots), or when it is the next layer after a dropped residual block (`changed`). With `propagate`, every Conv/ConvTranspose/Gemm/MatMul downstream of a direct layer
 is re-fitted too: its input differs from the dense model's once anything upstream changed.
 
 Waves: a layer's wave is one more than the highest wave among the re-fitted layers upstream of it,
@@ -11,6 +11,7 @@ so all layers of one wave can be fitted on statistics gathered in one calibratio
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,14 +119,30 @@ def matmul_bias(model: onnx.ModelProto, node: onnx.NodeProto,
     return add, other
 
 
+def next_layers(model: onnx.ModelProto, changed: Collection[str]) -> set[str]:
+    """The layers with a constant weight that read a `changed` tensor, directly or through ops
+    without weights (the next layers after a dropped block)."""
+    inits = {t.name for t in model.graph.initializer}
+    reach, out = set(changed), set()
+    for node in model.graph.node:
+        weighted = node.op_type in FIT_OPS and len(node.input) > 1 and node.input[1] in inits
+        if weighted and node.input[0] in reach:
+            out.add(node.name)
+        elif not weighted and any(x in reach for x in node.input):
+            reach.update(node.output)
+    return out
+
+
 def plan_layers(pruned: onnx.ModelProto, dg: DependencyGraph, removed_roots: set[int], *,
-                propagate: bool = True) -> tuple[list[FitLayer], list[str]]:
-    """The layers to re-fit (in topological order, with waves) and `node: reason` for those skipped."""
-    direct = direct_nodes(dg, removed_roots)
+                propagate: bool = True, changed: Collection[str] = ()) -> tuple[list[FitLayer], list[str]]:
+    """The layers to re-fit (in topological order, with waves) and `node: reason` for those skipped.
+    `changed`: tensors of `pruned` whose values differ from the dense model's for another reason
+    than removed channels (a dropped block's output): the next layers reading them are direct."""
+    direct = direct_nodes(dg, removed_roots) | next_layers(pruned, changed)
     inits = {t.name: t for t in pruned.graph.initializer}
     dense_nodes = {n.name: n for n in dg.model.graph.node}
     level: dict[str, int] = {}  # tensor -> highest wave of a re-fitted layer upstream (absent: none)
-    dirty: set[str] = set()  # tensors downstream of a direct layer
+    dirty: set[str] = set(changed)  # tensors downstream of a direct layer or a changed tensor
     layers: list[FitLayer] = []
     skipped: list[str] = []
     for node in pruned.graph.node:

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
+from onnxprune.io.external import new_tensor, tensor_array
 from onnxprune.io.model_check import all_nodes
 from onnxprune.sparsity.layout import WeightSite, weight_sites
 
@@ -96,13 +97,13 @@ def select_targets(model: onnx.ModelProto, *, pattern: tuple[int, int] | None,
 
 def read_weight(model: onnx.ModelProto, name: str) -> np.ndarray:
     t = next(t for t in model.graph.initializer if t.name == name)
-    return numpy_helper.to_array(t)
+    return tensor_array(t)
 
 
 def write_weight(model: onnx.ModelProto, name: str, value: np.ndarray) -> None:
     for t in model.graph.initializer:
         if t.name == name:
             dtype = helper.tensor_dtype_to_np_dtype(t.data_type)
-            t.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(value.astype(dtype)), name))
+            t.CopyFrom(new_tensor(model, value.astype(dtype), name))
             return
     raise KeyError(name)

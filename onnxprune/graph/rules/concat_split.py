@@ -1,4 +1,5 @@
-"""Index mapping ops: Concat (offsets), Split and Slice (ranges), Gather (index lists)."""
+"""Index mapping ops: Concat (offsets), Split and Slice (ranges), Gather (index lists), and the
+embedding lookup: Gather of rows of a constant table by run-time ids is a source of hidden channels."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import onnx
 
 from onnxprune.graph.apply import ApplyContext
-from onnxprune.graph.context import ApplyHook, RuleContext, untracked
+from onnxprune.graph.context import ROLE_PARAM, ROLE_WEIGHT_OUT, ApplyHook, RuleContext, untracked
 from onnxprune.graph.rules.registry import register
 from onnxprune.graph.tracks import Track, track_at
 
@@ -48,8 +49,35 @@ def concat(ctx: RuleContext) -> None:
                 ctx.union(others[u.axes].ids, u.ids, reason="Concat couples the other axes")
             else:
                 others[u.axes] = u
+    for x in ctx.node.input:
+        for u in others.values():
+            if not any(v.axes == u.axes for v in ctx.layout(x)) and not _follows(ctx, x, u):
+                ctx.block(u, f"Concat operand {x} carries no prunable channels where the others do")
     main = grid if grid is not None else Track((axis,), np.concatenate(pieces))
     ctx.set_layout(ctx.node.output[0], [main, *list(others.values())])
+
+
+def _follows(ctx: RuleContext, x: str, u: Track) -> bool:
+    """Whether operand x, which carries no channels on u's axes, can lose the same positions: a constant
+    is sliced; so is a constant broadcast by Expand (ViT's class token) when the Expand's shape keeps
+    1 (or -1) there or is computed at run time (where 1 or the size is the only valid entry)."""
+    if ctx.is_const(x):
+        ctx.member(x, u, ROLE_PARAM)
+        return True
+    node = ctx.view.producer.get(x, (None,))[0]
+    if node is None or node.op_type != "Expand" or not ctx.is_const(node.input[0]):
+        return False
+    cs, xs = ctx.shape(node.input[0]) or (), ctx.shape(x) or ()
+    off = len(xs) - len(cs)
+    if not xs or any(a < off or cs[a - off] != xs[a] for a in u.axes):
+        return False
+    if ctx.is_const(node.input[1]):
+        spec = ctx.const(node.input[1]).astype(np.int64).reshape(-1)
+        soff = len(xs) - spec.size
+        if any(a >= soff and int(spec[a - soff]) not in (1, -1) for a in u.axes):
+            return False
+    RuleContext(ctx.state, node).member(node.input[0], Track(tuple(a - off for a in u.axes), u.ids), ROLE_PARAM)
+    return True
 
 
 def _concat_grids(ctx: RuleContext, on_axis: list[Track | None], axis: int) -> Track | None:
@@ -157,6 +185,7 @@ def slice_(ctx: RuleContext) -> None:
         out_layout.append(Track(t.axes, np.take(t.ids, range(s, e), axis=pos)))
         sliced.append((i, s, e, t.ids, pos))
     ctx.set_layout(ctx.node.output[0], out_layout)
+
     if sliced:
         ctx.hook(_slice_rewriter(sliced, starts, ends, axes, steps))
 
@@ -201,11 +230,13 @@ def _slice_rewriter(sliced: list[tuple[int, int, int, np.ndarray, int]], starts:
     return rewrite
 
 
-@register("Gather")
+@register("Gather", source=True)
 def gather(ctx: RuleContext) -> None:
     shape = ctx.shape(ctx.input(0))
     layout = ctx.in_layout(0)
     idx_name = ctx.input(1)
+    if embedding(ctx):
+        return
     if shape is None or not ctx.is_const(idx_name):
         ctx.block(layout, "Gather with run-time indices")
         return
@@ -233,3 +264,22 @@ def gather(ctx: RuleContext) -> None:
 
         ctx.hook(rewrite)
     ctx.set_layout(ctx.node.output[0], out_layout)
+
+
+def embedding(ctx: RuleContext) -> bool:
+    """Rows of a constant table [rows, hidden] picked by run-time ids (token, position, segment ids):
+    the table's columns are new channels (the hidden width), on the output's last axis; the table is
+    sliced along them. A table analysis.py found to be a per-head bias (its columns meet attention
+    heads, T5's relative position bias) stays a plain constant read: each layer's heads cut it."""
+    table, idx = ctx.input(0), ctx.input(1)
+    shape, out_shape = ctx.shape(table), ctx.shape(ctx.node.output[0])
+    if not ctx.is_const(table) or ctx.is_const(idx) or shape is None or len(shape) != 2 or out_shape is None \
+            or ctx.int_attr("axis", 0) % 2 != 0 or ctx.node.name in ctx.state.bias_tables:
+        return False
+    if ctx.in_layout(1):
+        ctx.block(ctx.in_layout(1), "Gather ids carry channels")
+    ids = ctx.new_source(shape[1], ctx.node.output[0])
+    ctx.state.tables[ctx.node.name] = ids
+    ctx.member(table, Track((1,), ids), ROLE_WEIGHT_OUT)
+    ctx.set_layout(ctx.node.output[0], [Track((len(out_shape) - 1,), ids)])
+    return True

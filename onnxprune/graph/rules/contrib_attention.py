@@ -40,6 +40,7 @@ KV_CACHE = ("a KV cache (past/present) holds the heads: removing one would chang
 def whole_rows(ctx: RuleContext, grid: np.ndarray) -> np.ndarray:
     """Couple every id of each row of `grid` (one head or KV group); returns one id per row."""
     ctx.union_along(Track((0, 1), grid), 0)
+    ctx.state.fused_heads.append(grid.reshape(-1))
     return grid[:, 0]
 
 

@@ -1,13 +1,21 @@
 """Normalisation layers.
 
 BatchNormalization and InstanceNormalization work channel by channel: tracks on axis 1 pass
-through and the per-channel parameters are sliced. LayerNormalization over the channel axis,
-GroupNormalization and LRN mix channels, so removing one changes the others: blocked (exactness
-cannot be claimed) unless the user opts in to approximate LayerNorm pruning.
+through and the per-channel parameters are sliced. LayerNormalization and RMSNorm over the channel
+axis, GroupNormalization and LRN mix channels, so removing one changes the others: blocked
+(exactness cannot be claimed) unless the user opts in to approximate pruning through the norm
+(`--approximate layernorm` / `rmsnorm`). The channels a norm normalises are the hidden width (the
+residual stream of a transformer: Group.kind "hidden").
+
+An RMSNorm that loses channels keeps its original denominator: eps is scaled by H/H' and gamma by
+sqrt(H/H') (H channels before, H' after), so the pruned norm computes exactly what the dense norm
+computes with the removed channels zeroed (as SliceGPT's RMSN divides by the original width). A
+LayerNorm's mean cannot be kept that way: it is left to the approximation (and to the re-fit).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
 from onnxprune.graph.apply import ApplyContext
@@ -15,6 +23,10 @@ from onnxprune.graph.context import ROLE_NORM_SCALE, ROLE_PARAM, RuleContext
 from onnxprune.graph.layernorm_chains import LayerNormChain
 from onnxprune.graph.rules.registry import register
 from onnxprune.graph.tracks import Track, track_at
+
+RMS_OPS = ("RMSNormalization", "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization")
+# ONNX Runtime's default epsilon of each op (LayerNormalization's is 1e-5 too).
+DEFAULT_EPSILON = {"SkipSimplifiedLayerNormalization": 1e-12, "SkipLayerNormalization": 1e-12}
 
 
 def _per_channel(ctx: RuleContext, params: list[tuple[int, str]], *, spatial_ok: bool) -> None:
@@ -53,34 +65,46 @@ def instancenorm(ctx: RuleContext) -> None:
 
 
 LAYERNORM_REASON = "LayerNorm over the channel axis couples all channels (statistics change if one is removed)"
+RMSNORM_REASON = "RMSNorm over the channel axis couples all channels (their root mean square changes if one is removed)"
+REASONS = {"layernorm": LAYERNORM_REASON, "rmsnorm": RMSNORM_REASON}
+
+
+def norm_kind(op_type: str) -> str:
+    """The approximate kind a norm op needs: "rmsnorm" or "layernorm"."""
+    return "rmsnorm" if op_type in RMS_OPS else "layernorm"
 
 
 @register("LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization")
 def layernorm(ctx: RuleContext) -> None:
-    """Blocks the normalised axes; with `--approximate layernorm` lets the last axis through.
+    """Blocks the normalised axes; with `--approximate layernorm` (`rmsnorm`) lets the last axis through.
 
-    Removing a channel changes the mean and variance every other channel is normalised with, so the
-    result is close (the removed channels are the least important) but never exact.
+    Removing a channel changes the statistics every other channel is normalised with, so the result
+    is close (the removed channels are the least important) but not proven exact.
     """
     shape = ctx.shape(ctx.input(0))
     rank = len(shape) if shape else 0
     axis = ctx.int_attr("axis", -1)
     axis = axis + rank if axis < 0 else axis
     params = [(ctx.input(1), ROLE_NORM_SCALE), (ctx.input(2), ROLE_PARAM)]
-    ctx.set_layout(ctx.node.output[0], normalised(ctx, ctx.in_layout(0), rank=rank, axis=axis, params=params))
+    kind = norm_kind(ctx.node.op_type)
+    ctx.set_layout(ctx.node.output[0], normalised(ctx, ctx.in_layout(0), rank=rank, axis=axis, params=params,
+                                                  kind=kind))
+    if kind == "rmsnorm":
+        fused_rms_hook(ctx, ctx.in_layout(0), rank=rank, gamma=1)
 
 
 def normalised(ctx: RuleContext, layout: list[Track], *, rank: int, axis: int,
-               params: list[tuple[str, str]]) -> list[Track]:
+               params: list[tuple[str, str]], kind: str = "layernorm") -> list[Track]:
     """The layout after a LayerNorm-like op normalising axes `axis`.. of a rank-`rank` tensor, whose
     per-channel scale/bias `params` ((name or "", role)) span the last axis: tracks on other axes pass;
-    the last axis passes only as approximate (`--approximate layernorm`), with the params sliced."""
+    the last axis passes only as approximate (`--approximate kind`), with the params sliced."""
     passed: list[Track] = []
     for t in layout:
         if not any(a >= axis for a in t.axes):
             passed.append(t)
         elif t.axes == (rank - 1,) and axis == rank - 1:
-            if not ctx.approximate(t, LAYERNORM_REASON, kind="layernorm"):  # blocked, with the opt-in named
+            ctx.state.hidden.update(t.ids[t.ids >= 0].tolist())
+            if not ctx.approximate(t, REASONS[kind], kind=kind):  # blocked, with the opt-in named
                 continue
             for name, role in params:
                 if name and ctx.is_const(name) and len(ctx.shape(name) or ()) >= 1:
@@ -90,16 +114,51 @@ def normalised(ctx: RuleContext, layout: list[Track], *, rank: int, axis: int,
                     ctx.block(t, "LayerNorm scale/bias computed at run time")
             passed.append(t)
         else:
-            ctx.block(t, LAYERNORM_REASON)
+            ctx.block(t, REASONS[kind])
     return passed
 
 
+def hidden_track(layout: list[Track], rank: int) -> Track | None:
+    """The track a norm over the last axis lets through as hidden channels (None: no such track)."""
+    return next((t for t in layout if t.axes == (rank - 1,)), None)
+
+
+def rms_factor(actx: ApplyContext, t: Track) -> float | None:
+    """H / H' for a track that lost channels (None when it kept all)."""
+    kept = actx.kept_count(t.ids)
+    return None if kept in (0, t.ids.size) else t.ids.size / kept
+
+
+def scaled(value: np.ndarray, factor: float) -> np.ndarray:
+    return (value.astype(np.float64) * factor).astype(value.dtype)
+
+
+def fused_rms_hook(ctx: RuleContext, layout: list[Track], *, rank: int, gamma: int) -> None:
+    """An RMSNorm op that loses channels keeps its denominator: epsilon · H/H', gamma · sqrt(H/H')."""
+    t = hidden_track(layout, rank)
+    if t is None:
+        return
+    default = DEFAULT_EPSILON.get(ctx.node.op_type, 1e-5)
+
+    def rescale(actx: ApplyContext, node: onnx.NodeProto) -> None:
+        f = rms_factor(actx, t)
+        if f is None:
+            return
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), default)
+        actx.set_attr(node, "epsilon", float(eps) * f)
+        if actx.is_const(node.input[gamma]):
+            actx.set_input_const(node, gamma, scaled(actx.const(node.input[gamma]), np.sqrt(f)))
+
+    ctx.hook(rescale)
+
+
 def layernorm_chain(ctx: RuleContext, chain: LayerNormChain) -> None:
-    """A LayerNorm written out op by op (graph/layernorm_chains.py), read at its last node (ctx): as
-    LayerNormalization over the last axis; gamma and beta are sliced where the chain reads them."""
+    """A LayerNorm or RMSNorm written out op by op (graph/layernorm_chains.py), read at its last node
+    (ctx): as the fused op over the last axis; gamma and beta are sliced where the chain reads them."""
     shape = ctx.shape(chain.input)
     rank = len(shape) if shape else 0
-    passed = normalised(ctx, ctx.layout(chain.input), rank=rank, axis=rank - 1, params=[])
+    kind = "layernorm" if chain.centered else "rmsnorm"
+    passed = normalised(ctx, ctx.layout(chain.input), rank=rank, axis=rank - 1, params=[], kind=kind)
     nodes = {n.name: n for n in ctx.view.graph.node if n.name in chain.nodes}
     for t in passed:
         if rank - 1 in t.axes:
@@ -108,6 +167,44 @@ def layernorm_chain(ctx: RuleContext, chain: LayerNormChain) -> None:
                     RuleContext(ctx.state, nodes[found[1]]).member(
                         found[0], Track((len(ctx.shape(found[0]) or ()) - 1,), t.ids), role)
     ctx.set_layout(chain.output, passed)
+    hidden = hidden_track(passed, rank)
+    if not chain.centered and hidden is not None:
+        _chain_rms_hook(ctx, chain, hidden, nodes)
+
+
+def _chain_rms_hook(ctx: RuleContext, chain: LayerNormChain, t: Track, nodes: dict[str, onnx.NodeProto]) -> None:
+    """An RMSNorm chain that loses channels keeps its denominator: the mean of squares is scaled by H'/H
+    (eps · H/H' and gamma · sqrt(H/H'), or, without gamma, a Mul by H'/H before eps is added)."""
+    assert chain.eps_input is not None
+    eps_name, add_name = chain.eps_input
+    add = nodes[add_name]
+    eps_at = list(add.input).index(eps_name)
+
+    def rescale_eps(actx: ApplyContext, node: onnx.NodeProto) -> None:
+        f = rms_factor(actx, t)
+        if f is None:
+            return
+        if chain.scale is None:
+            mean = node.input[1 - eps_at]
+            share = scaled(np.ones((), dtype=actx.const(node.input[eps_at]).dtype), 1.0 / f)
+            actx.insert_before(node, onnx.helper.make_node(
+                "Mul", [mean, actx.add_const(f"{node.name}_kept_share", share)], [f"{mean}__kept_mean"],
+                name=f"{node.name}__kept_mean"))
+            node.input[1 - eps_at] = f"{mean}__kept_mean"
+            return
+        actx.set_input_const(node, eps_at, scaled(actx.const(node.input[eps_at]), f))
+
+    ctx.hook(rescale_eps, node=add_name)
+    if chain.scale is not None:
+        gamma_name, mul_name = chain.scale
+        gamma_at = list(nodes[mul_name].input).index(gamma_name)
+
+        def rescale_gamma(actx: ApplyContext, node: onnx.NodeProto) -> None:
+            f = rms_factor(actx, t)
+            if f is not None:
+                actx.set_input_const(node, gamma_at, scaled(actx.const(node.input[gamma_at]), np.sqrt(f)))
+
+        ctx.hook(rescale_gamma, node=mul_name)
 
 
 @register("GroupNormalization")

@@ -1,0 +1,140 @@
+"""Quality of the two transformers trained here after pruning, without training, against onnxsim 0.8.1.
+
+models/transformers/lm_llama.onnx (byte-level Llama: 4 layers, hidden 96, GQA 4/2 heads, RoPE,
+SwiGLU, RMSNorm; held-out perplexity on the first 64 windows of lm_heldout.npz) at 0.8 / 0.7 / 0.5
+of its parameters, and models/transformers/vit_digits.onnx (ViT, 4 layers, LayerNorm; accuracy on
+models/digits/test.npz) at 0.8 / 0.7 / 0.5 of its MACs. Recipes (all `--round-to 1`, calibration
+on 64 samples: lm_calib.npz / models/digits/calib.npz):
+
+- width: heads, head_dim and FFN channels (`--heads auto`, exact, oracle-verified), l2 and wanda,
+  without and with re-fit;
+- + rotate (lm_llama only: RMSNorm): the hidden width too, by `--approximate rotate` (SliceGPT);
+- + depth: `--drop-blocks auto` (the budget may drop residual blocks, re-fitted);
+- onnxsim's `apply_structured_pruning` and `apply_attention_head_pruning` at sparsity 1 − target.
+
+Needs no torch.
+
+    python benchmarks/transformer_quality.py            # writes the table into benchmarks/README.md
+    python benchmarks/transformer_quality.py --quick    # lm_llama at 0.8, wanda with re-fit; prints only
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "models" / "transformers"))
+sys.path.append(str(ROOT / "benchmarks"))
+
+from _readme import replace_block  # noqa: E402
+from zookit import lm_perplexity  # type: ignore[import-not-found]  # noqa: E402
+
+from onnxprune.api import prune  # noqa: E402
+from onnxprune.calib.source import CalibConfig  # noqa: E402
+from onnxprune.io.runtime import session  # noqa: E402
+from onnxprune.measure.model_stats import model_stats  # noqa: E402
+
+TRANSFORMERS = ROOT / "models" / "transformers"
+DIGITS = ROOT / "models" / "digits"
+BEGIN, END = "<!-- transformer-quality:begin -->", "<!-- transformer-quality:end -->"
+# Recipe name -> prune() options beyond the budget, criterion, calibration and re-fit.
+RECIPES: dict[str, dict[str, Any]] = {
+    "width": {},
+    "width + rotate": {"approximate": ("rotate",)},
+    "width + depth": {"drop_blocks": "auto"},
+}
+
+
+def lm_quality(model: onnx.ModelProto) -> float:
+    ids = np.load(TRANSFORMERS / "lm_heldout.npz")["input_ids"][:64]
+    return float(lm_perplexity(session(model), ids, batch=16))
+
+
+def vit_quality(model: onnx.ModelProto) -> float:
+    test = np.load(DIGITS / "test.npz")
+    logits = session(model).run(None, {"pixel_values": test["x"].astype(np.float32)})[0]
+    return float(100.0 * (logits.argmax(1) == test["y"]).mean())
+
+
+MODELS: dict[str, tuple[str, Callable[[onnx.ModelProto], float], str, Path]] = {
+    # name -> (budget metric, quality, its unit, calibration file)
+    "lm_llama": ("params", lm_quality, "perplexity", TRANSFORMERS / "lm_calib.npz"),
+    "vit_digits": ("macs", vit_quality, "accuracy %", DIGITS / "calib.npz"),
+}
+
+
+def rows(name: str, targets: tuple[float, ...], criteria: tuple[str, ...], refits: tuple[bool, ...],
+         recipes: tuple[str, ...], onnxsim: bool) -> list[str]:
+    metric, quality, _, calib_file = MODELS[name]
+    path = TRANSFORMERS / f"{name}.onnx"
+    dense = onnx.load(str(path))
+    base = model_stats(dense)
+    calib = CalibConfig(path=calib_file, samples=64)
+    out = [f"| {name} | dense | 1.0 | | | {quality(dense):.3f} | 1.000 | 1.000 | | |"]
+    print(out[-1], flush=True)
+
+    def add(recipe: str, target: float, criterion: str, refit: str, model: onnx.ModelProto, verdict: str,
+            seconds: float) -> None:
+        st = model_stats(model)
+        out.append(f"| {name} | {recipe} | {target} | {criterion} | {refit} | {quality(model):.3f} | "
+                   f"{st.params / base.params:.3f} | {st.macs / base.macs:.3f} | {verdict} | {seconds:.0f} |")
+        print(out[-1], flush=True)
+
+    for target in targets:
+        for recipe in recipes:
+            if recipe == "width + rotate" and name != "lm_llama":
+                continue  # LayerNorm streams are not rotated
+            for criterion in criteria:
+                for refit in refits:
+                    start = time.perf_counter()
+                    options: dict[str, Any] = {f"target_{metric}": target, **RECIPES[recipe]}
+                    r = prune(str(path), criterion=criterion, calibration=calib, reconstruct=refit, verify=True,
+                              round_to=1, **options)
+                    verdict = "PASS" if r.verify is not None and r.verify.ok else "FAIL"
+                    approx = [k for k in ("rotate",) if k in RECIPES[recipe].get("approximate", ())]
+                    if r.depth is not None and r.depth.plan.blocks:
+                        approx.append(f"{len(r.depth.plan.blocks)} blocks dropped")
+                    verdict += f" (exact part; approximate: {', '.join(approx)})" if approx else ""
+                    add(recipe, target, criterion, "yes" if refit else "no", r.model, verdict,
+                        time.perf_counter() - start)
+        if onnxsim:
+            import onnxsim.pruning as sim  # a dev dependency
+
+            for fn in ("apply_structured_pruning", "apply_attention_head_pruning"):
+                start = time.perf_counter()
+                model = getattr(sim, fn)(onnx.load(str(path)), sparsity=round(1 - target, 6))
+                add(f"onnxsim {fn.removeprefix('apply_')}", target, "", "no", model, "",
+                    time.perf_counter() - start)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="lm_llama at 0.8, wanda with re-fit, width only; prints only")
+    args = ap.parse_args(argv)
+    warnings.simplefilter("ignore")
+    lines = ["| model | recipe | target | criterion | re-fit | quality | params kept | MACs kept | verify | s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    if args.quick:
+        lines += rows("lm_llama", (0.8,), ("wanda",), (True,), ("width",), onnxsim=False)
+        return
+    for name in MODELS:
+        lines += rows(name, (0.8, 0.7, 0.5), ("l2", "wanda"), (False, True), tuple(RECIPES), onnxsim=True)
+    head = (f"Measured {time.strftime('%Y-%m-%d')} with\n\n    .venv/bin/python benchmarks/transformer_quality.py\n\n"
+            "quality: lm_llama held-out perplexity (lower is better), vit_digits test accuracy %; target: "
+            "params for lm_llama, MACs for vit_digits.\n")
+    replace_block(ROOT / "benchmarks" / "README.md", BEGIN, END, head + "\n" + "\n".join(lines),
+                  "Transformer quality without training (`benchmarks/transformer_quality.py`)")
+
+
+if __name__ == "__main__":
+    main()
