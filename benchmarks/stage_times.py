@@ -48,7 +48,7 @@ README = ROOT / "benchmarks" / "README.md"
 SAMPLES = 64
 TARGET = 0.7
 CURVE_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
-STAGES = ("analyse", "score", "curves", "plan", "apply", "verify", "reconstruct")
+STAGES = ("analyse", "score", "curves", "plan", "apply", "verify", "depth", "reconstruct", "fidelity", "annotate")
 
 
 @dataclass(frozen=True)
