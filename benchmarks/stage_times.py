@@ -203,7 +203,8 @@ def table(rows: Sequence[tuple[Case, Recipe, Timings]]) -> str:
 
 
 def block(label: str, rows: Sequence[tuple[Case, Recipe, Timings]], command: str, commit: str) -> str:
-    cmds = "\n".join(f"- {r.label}: `{r.command(CASES[0])}`" for r in RECIPES)
+    ran = {r.key for _, r, _ in rows}
+    cmds = "\n".join(f"- {r.label}: `{r.command(CASES[0])}`" for r in RECIPES if r.key in ran)
     return (f"Measured {time.strftime('%Y-%m-%d')} at commit {commit} on {platform.machine()}, {os.cpu_count()} CPUs "
             f"(shared: the load average of the machine is in the last column), Python {platform.python_version()}, "
             f"with\n\n    {command}\n\nSeconds (time.perf_counter) per stage, {SAMPLES} calibration images. "
