@@ -170,3 +170,33 @@ def eval_inputs(names: tuple[str, ...], prep: Callable[[np.ndarray], np.ndarray]
 
 def calib_array(views: list[np.ndarray], prep: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     return np.concatenate([prep(v) for v in views], axis=0)
+
+
+REC_SHAPE = (48, 320)  # PP-OCRv4 rec: rapidocr 1.4.4's rec_img_shape [3, 48, 320]
+
+
+def rec_input(img: np.ndarray, shape: tuple[int, int] = REC_SHAPE) -> np.ndarray:
+    """[1, 3, 48, 320] float32 as rapidocr's TextRecognizer feeds a text line: BGR, resized to height 48
+    keeping the aspect ratio (width at most 320), (x / 255 - 0.5) / 0.5, zero-padded on the right."""
+    h, w = img.shape[:2]
+    th, tw = shape
+    nw = min(tw, max(1, int(np.ceil(th * w / h))))
+    x = resize(img, th, nw)[:, :, ::-1].astype(np.float32) / 255
+    out = np.zeros((3, th, tw), dtype=np.float32)
+    out[:, :, :nw] = ((x - 0.5) / 0.5).transpose(2, 0, 1)
+    return out[None]
+
+
+def line_views(names: tuple[str, ...], count: int, seed: int = 0) -> list[np.ndarray]:
+    """`count` wide strips (10-30 % of the height, 40-100 % of the width) of the named images, like the
+    text lines a recogniser reads, round robin."""
+    rng = np.random.default_rng(seed)
+    sources = [load(n) for n in names if n != "lfw"]
+    out: list[np.ndarray] = []
+    for i in range(count):
+        img = sources[i % len(sources)]
+        h, w = img.shape[:2]
+        sh, sw = max(8, int(h * rng.uniform(0.1, 0.3))), max(16, int(w * rng.uniform(0.4, 1.0)))
+        y, x = int(rng.integers(0, h - sh + 1)), int(rng.integers(0, w - sw + 1))
+        out.append(np.ascontiguousarray(img[y:y + sh, x:x + sw]))
+    return out

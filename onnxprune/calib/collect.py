@@ -1,6 +1,6 @@
 """Capture intermediate activations with ONNX Runtime and reduce them to streaming statistics.
 
-The chosen tensors are exposed as extra graph outputs of a copy of the model (graph
+The chosen tensors are the graph outputs of a copy of the model cut to the nodes they need (graph
 optimisation off, so every tensor still exists). Batches are processed one at a time and each
 is reduced into running sums (`ChannelStats`, `LayerGram`) before the next one is read, so
 memory is bounded by one batch of the chosen tensors plus the accumulators: per-channel vectors,
@@ -35,7 +35,7 @@ DEFAULT_MAX_ROWS = 8192
 __all__ = [
     "DEFAULT_MAX_ROWS", "ActivationStats", "ChannelStats", "GramStats", "LayerGram", "channel_axis_for",
     "collect_channel_stats", "collect_grams", "collect_stats", "expose_outputs", "find_node", "node_key",
-    "stream_tensors",
+    "prefix_model", "stream_tensors",
 ]
 
 
@@ -51,6 +51,36 @@ def expose_outputs(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelPr
     return out
 
 
+def _reads(node: onnx.NodeProto) -> Iterator[str]:
+    """The tensor names a node reads, its subgraphs' outer-scope reads included (over-approximated by
+    every name their nodes read)."""
+    yield from (x for x in node.input if x)
+    for a in node.attribute:
+        for g in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+            for inner in g.node:
+                yield from _reads(inner)
+
+
+def prefix_model(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
+    """A copy of `model` whose only outputs are `names` and whose nodes are those they depend on:
+    ONNX Runtime runs every node of a graph whatever outputs are fetched, so a run for early tensors
+    would otherwise pay for the whole model. Graph inputs are all kept (every feed stays valid)."""
+    wanted = list(dict.fromkeys(names))
+    need = set(wanted)
+    keep: list[onnx.NodeProto] = []
+    for node in reversed(model.graph.node):
+        if any(o in need for o in node.output):
+            keep.append(node)
+            need.update(_reads(node))
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    out.graph.node.extend(reversed(keep))
+    del out.graph.output[:]
+    out.graph.output.extend(onnx.ValueInfoProto(name=n) for n in wanted)
+    return out
+
+
 def stream_tensors(model: onnx.ModelProto, names: Sequence[str], batches: Iterable[Feed],
                    *, threads: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """For each feed, the values of `names` (graph inputs are taken from the feed itself)."""
@@ -60,7 +90,7 @@ def stream_tensors(model: onnx.ModelProto, names: Sequence[str], batches: Iterab
     if unknown:
         raise OnnxPruneError(f"tensor(s) not produced by any node: {', '.join(unknown[:5])}")
     computed = list(dict.fromkeys(n for n in names if n not in inputs))
-    sess = runtime.session(expose_outputs(model, computed), threads=threads) if computed else None
+    sess = runtime.session(prefix_model(model, computed), threads=threads) if computed else None
     for feed in batches:
         vals = runtime.run(sess, feed, computed) if sess is not None else {}
         vals.update({n: np.asarray(feed[n]) for n in names if n in inputs})
@@ -140,7 +170,7 @@ def collect_stats(model: onnx.ModelProto, batches: Iterable[Feed], *,
     same = target_model is None
     names = list(dict.fromkeys([*axes, *(g.input for g in result.grams.values()),
                                 *(targets.values() if same else ())]))
-    tsess = None if same else runtime.session(expose_outputs(target_model, targets.values()),  # type: ignore[arg-type]
+    tsess = None if same else runtime.session(prefix_model(target_model, targets.values()),  # type: ignore[arg-type]
                                               threads=threads)
     nodes = {k: find_node(model, k) for k in grams}
     for feed, vals in _paired(batches, model, names, threads):
