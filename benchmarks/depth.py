@@ -33,7 +33,7 @@ import onnx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "models" / "transformers"))
 
-from zookit import lm_perplexity  # type: ignore[import-not-found]  # noqa: E402
+from zookit import digits_accuracy, heldout_perplexity  # type: ignore[import-not-found]  # noqa: E402
 
 from onnxprune.api import analyse, prune  # noqa: E402
 from onnxprune.calib.collect import stream_tensors  # noqa: E402
@@ -50,14 +50,11 @@ DIGITS = ROOT / "models" / "digits"
 
 
 def perplexity(model: onnx.ModelProto) -> float:
-    ids = np.load(TRANSFORMERS / "lm_heldout.npz")["input_ids"][:64]
-    return float(lm_perplexity(session(model), ids, batch=16))
+    return heldout_perplexity(session(model))
 
 
 def accuracy(model: onnx.ModelProto) -> float:
-    test = np.load(DIGITS / "test.npz")
-    logits = session(model).run(None, {"input": test["x"].astype(np.float32)})[0]
-    return float(100.0 * (logits.argmax(1) == test["y"]).mean())
+    return digits_accuracy(session(model), "input")
 
 
 def decoder_layers(blocks: list[Block]) -> list[tuple[Block, Block]]:

@@ -28,7 +28,7 @@ import onnx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "models" / "transformers"))
 
-from zookit import lm_perplexity  # type: ignore[import-not-found]  # noqa: E402
+from zookit import digits_accuracy, heldout_perplexity  # type: ignore[import-not-found]  # noqa: E402
 
 from onnxprune.api import analyse, prune  # noqa: E402
 from onnxprune.calib.source import CalibConfig  # noqa: E402
@@ -47,12 +47,7 @@ RATIOS = {"lm_llama": (0.5,), "vit_digits": (0.25, 0.5)}  # lm_llama has 2 KV gr
 
 def quality(name: str, model: onnx.ModelProto) -> float:
     sess = session(model)
-    if name == "lm_llama":
-        ids = np.load(TRANSFORMERS / "lm_heldout.npz")["input_ids"][:64]
-        return float(lm_perplexity(sess, ids, batch=16))
-    test = np.load(DIGITS / "test.npz")
-    logits = sess.run(None, {"pixel_values": test["x"].astype(np.float32)})[0]
-    return float(100.0 * (logits.argmax(1) == test["y"]).mean())
+    return heldout_perplexity(sess) if name == "lm_llama" else digits_accuracy(sess, "pixel_values")
 
 
 def attention_plan(dg: DependencyGraph, criterion: str, ratio: float, calib: CalibConfig) -> Plan:

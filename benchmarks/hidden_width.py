@@ -23,13 +23,12 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "models" / "transformers"))
 
-from zookit import lm_perplexity  # type: ignore[import-not-found]  # noqa: E402
+from zookit import heldout_perplexity  # type: ignore[import-not-found]  # noqa: E402
 
 from onnxprune.api import prune  # noqa: E402
 from onnxprune.calib.source import CalibConfig  # noqa: E402
@@ -49,8 +48,7 @@ VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...], bool]] = {
 
 
 def perplexity(model: onnx.ModelProto) -> float:
-    ids = np.load(TRANSFORMERS / "lm_heldout.npz")["input_ids"][:64]
-    return float(lm_perplexity(session(model), ids, batch=16))
+    return heldout_perplexity(session(model))
 
 
 def main() -> None:

@@ -28,7 +28,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +35,7 @@ sys.path.insert(0, str(ROOT / "models" / "transformers"))
 sys.path.append(str(ROOT / "benchmarks"))
 
 from _readme import replace_block  # noqa: E402
-from zookit import lm_perplexity  # type: ignore[import-not-found]  # noqa: E402
+from zookit import digits_accuracy, heldout_perplexity  # type: ignore[import-not-found]  # noqa: E402
 
 from onnxprune.api import prune  # noqa: E402
 from onnxprune.calib.source import CalibConfig  # noqa: E402
@@ -55,14 +54,11 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 
 def lm_quality(model: onnx.ModelProto) -> float:
-    ids = np.load(TRANSFORMERS / "lm_heldout.npz")["input_ids"][:64]
-    return float(lm_perplexity(session(model), ids, batch=16))
+    return heldout_perplexity(session(model))
 
 
 def vit_quality(model: onnx.ModelProto) -> float:
-    test = np.load(DIGITS / "test.npz")
-    logits = session(model).run(None, {"pixel_values": test["x"].astype(np.float32)})[0]
-    return float(100.0 * (logits.argmax(1) == test["y"]).mean())
+    return digits_accuracy(session(model), "pixel_values")
 
 
 MODELS: dict[str, tuple[str, Callable[[onnx.ModelProto], float], str, Path]] = {

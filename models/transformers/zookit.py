@@ -156,3 +156,19 @@ def lm_perplexity(sess: ort.InferenceSession, input_ids: np.ndarray, *, batch: i
         total += float((logz - picked).sum())
         count += picked.size
     return float(np.exp(total / count))
+
+
+DIGITS_TEST = HERE.parent / "digits" / "test.npz"
+
+
+def heldout_perplexity(sess: ort.InferenceSession, *, windows: int = 64) -> float:
+    """lm_llama's held-out measure: perplexity on the first `windows` windows of lm_heldout.npz."""
+    ids = np.load(HERE / "lm_heldout.npz")["input_ids"][:windows]
+    return float(lm_perplexity(sess, ids, batch=16))
+
+
+def digits_accuracy(sess: ort.InferenceSession, input_name: str) -> float:
+    """Test accuracy (%) of a digits classifier (vit_digits, digits_resnet) on models/digits/test.npz."""
+    test = np.load(DIGITS_TEST)
+    logits = sess.run(None, {input_name: test["x"].astype(np.float32)})[0]
+    return float(100.0 * (logits.argmax(1) == test["y"]).mean())
