@@ -34,6 +34,8 @@ def test_prefix_keeps_only_the_needed_nodes_and_all_inputs() -> None:
     assert [n.name for n in p.graph.node] == ["c1", "r1"]
     assert [o.name for o in p.graph.output] == ["b"]
     assert [i.name for i in p.graph.input] == ["x"]
+    assert [t.name for t in p.graph.initializer] == ["w1"]  # only the weights the kept nodes read
+    assert (p.ir_version, list(p.opset_import)) == (m.ir_version, list(m.opset_import))
     assert len(m.graph.node) == 4  # the input model is untouched
     assert [n.name for n in prefix_model(m, ["c", "side"]).graph.node] == ["c1", "r1", "c2", "c3"]
 

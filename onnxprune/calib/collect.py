@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
+from google.protobuf.message import Message
 
 from onnxprune.calib.layer_grams import (
     LayerGram,
@@ -64,7 +65,8 @@ def _reads(node: onnx.NodeProto) -> Iterator[str]:
 def prefix_model(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
     """A copy of `model` whose only outputs are `names` and whose nodes are those they depend on:
     ONNX Runtime runs every node of a graph whatever outputs are fetched, so a run for early tensors
-    would otherwise pay for the whole model. Graph inputs are all kept (every feed stays valid)."""
+    would otherwise pay for the whole model. Graph inputs are all kept (every feed stays valid); only
+    the initializers the kept nodes read are copied (an early wave does not load every weight)."""
     wanted = list(dict.fromkeys(names))
     need = set(wanted)
     keep: list[onnx.NodeProto] = []
@@ -72,12 +74,25 @@ def prefix_model(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProt
         if any(o in need for o in node.output):
             keep.append(node)
             need.update(_reads(node))
+    graph = model.graph
     out = onnx.ModelProto()
-    out.CopyFrom(model)
-    del out.graph.node[:]
-    out.graph.node.extend(reversed(keep))
-    del out.graph.output[:]
-    out.graph.output.extend(onnx.ValueInfoProto(name=n) for n in wanted)
+    for fd, value in model.ListFields():  # everything but the graph, which is rebuilt below
+        if fd.name == "graph":
+            continue
+        if isinstance(value, Message):
+            getattr(out, fd.name).CopyFrom(value)
+        elif hasattr(value, "extend"):  # a repeated field (descriptor labels differ across protobuf versions)
+            getattr(out, fd.name).extend(value)
+        else:
+            setattr(out, fd.name, value)
+    g = out.graph
+    g.name = graph.name
+    g.input.extend(graph.input)
+    g.node.extend(reversed(keep))
+    g.initializer.extend(t for t in graph.initializer if t.name in need)
+    g.sparse_initializer.extend(t for t in graph.sparse_initializer if t.values.name in need)
+    g.value_info.extend(graph.value_info)
+    g.output.extend(onnx.ValueInfoProto(name=n) for n in wanted)
     return out
 
 
