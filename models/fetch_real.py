@@ -1,14 +1,18 @@
-"""Fetch two real pretrained ONNX exports from PyPI wheels into models/real/ (run by `make models`).
+"""Fetch three real pretrained ONNX exports from PyPI wheels into models/real/ (run by `make models`).
 
 * ``models/real/yolov8n_320n.onnx``: the YOLOv8n detector ``nudenet/320n.onnx`` from nudenet 3.4.2
   (input ``images``: batch x 3 x H x W, use 1x3x320x320).
 * ``models/real/ppocrv4_det.onnx``: the PP-OCRv4 text detector
   ``rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx`` from rapidocr-onnxruntime 1.4.4
   (input ``x``: dynamic N x 3 x H x W, H and W multiples of 32).
+* ``models/real/ppocrv4_rec.onnx``: the PP-OCRv4 text recogniser
+  ``rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx`` from the same wheel (input ``x``:
+  N x 3 x 48 x W; output N x W/8 x 6625 CTC probabilities; its character list is the model's
+  ``character`` metadata).
 
 The wheels are fetched with ``pip download --no-deps`` (no torch needed) and the models are read
 straight out of the wheel zips. Files are written atomically, then ``models/real/.fetched`` is
-touched. Re-running is cheap: nothing is downloaded when both files are already present.
+touched. Re-running is cheap: nothing is downloaded when every file is already present.
 """
 
 from __future__ import annotations
@@ -41,6 +45,12 @@ MODELS: tuple[RealModel, ...] = (
         "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
         "ppocrv4_det.onnx",
     ),
+    RealModel(
+        "rapidocr-onnxruntime==1.4.4",
+        "rapidocr_onnxruntime-1.4.4-",
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+        "ppocrv4_rec.onnx",
+    ),
 )
 
 
@@ -50,7 +60,7 @@ class FetchError(RuntimeError):
 
 def download_wheels(dest: Path, models: tuple[RealModel, ...]) -> None:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(dest)]
-    cmd += [m.requirement for m in models]
+    cmd += list(dict.fromkeys(m.requirement for m in models))
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]

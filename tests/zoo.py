@@ -44,6 +44,8 @@ REAL_MODELS: dict[str, tuple[str, dict[str, tuple[int, ...]]]] = {
     "yolov8n_320n.onnx": ("real_yolov8n", {"images": (1, 3, 320, 320)}),
     # PP-OCRv4 text detector: input "x" is fully dynamic; H and W must be multiples of 32.
     "ppocrv4_det.onnx": ("real_ppocrv4_det", {"x": (1, 3, 64, 64)}),
+    # PP-OCRv4 text recogniser: input "x" is [batch, 3, 48, width]; output [batch, width/8, 6625] (CTC).
+    "ppocrv4_rec.onnx": ("real_ppocrv4_rec", {"x": (1, 3, 48, 64)}),
 }
 
 # Sizes used for the dynamic dims of a zoo model: the batch axis, and the sequence axis of the text models.
