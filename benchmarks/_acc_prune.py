@@ -113,7 +113,7 @@ class StructuredPruner:
         return kw
 
     def _run(self, kw: Mapping[str, Any]) -> onnx.ModelProto:
-        return prune(self.dg.model, **kw).model
+        return prune(self.dg.model, recipe="fast", **kw).model
 
     def at_macs(self, target: float, criterion: str, *, reconstruct: bool = False,
                 allocation: str = "uniform", sensitivity: Any = None, head_floor: float | None = None,
@@ -150,7 +150,7 @@ class StructuredPruner:
     def _stepped(self, target: float, steps: int, kw: Mapping[str, Any]) -> Outcome:
         from onnxprune.api import prune
 
-        res = prune(self.dg.model, steps=steps, target_macs=target, **{k: v for k, v in kw.items() if k != "dg"})
+        res = prune(self.dg.model, recipe="fast", steps=steps, target_macs=target, **{k: v for k, v in kw.items() if k != "dg"})
         kept = self.kept(res.model)
         note = "" if abs(kept - target) <= MACS_TOL else f"target_macs={target} in {steps} steps gave {kept:.3f}"
         return Outcome(res.model, kept, how=f"{steps} steps", note=note)

@@ -101,10 +101,10 @@ def llama(*, quick: bool) -> None:
             for refit in refits:
                 if unit == "layers":
                     chosen = [b.name for i in sorted(order[:n].tolist()) for b in layers[i]]
-                    r = prune(dense, dg=dg, plan=Plan(depth=DepthPlan(chosen, fill)), calibration=calib,
+                    r = prune(dense, recipe="fast", dg=dg, plan=Plan(depth=DepthPlan(chosen, fill)), calibration=calib,
                               reconstruct=refit, shapes=shapes)
                 else:
-                    r = prune(dense, dg=dg, ratio=0.0, drop_blocks=n, block_fill=fill, calibration=calib,
+                    r = prune(dense, recipe="fast", dg=dg, ratio=0.0, drop_blocks=n, block_fill=fill, calibration=calib,
                               reconstruct=refit, shapes=shapes)
                 assert r.plan.depth is not None
                 short = [b.split("/")[-2] + "/" + b.split("/")[-1].replace("Add_1", "mlp").replace("Add", "attn")
@@ -127,7 +127,7 @@ def llama_budget(*, quick: bool) -> None:
     print(row(["---"] * 7))
     for value in (0.8,) if quick else (0.8, 0.7):
         for blocks in (0, "auto"):
-            r = prune(dg.model, dg=dg, target_params=value, drop_blocks=blocks, calibration=calib, reconstruct=True,
+            r = prune(dg.model, recipe="fast", dg=dg, target_params=value, drop_blocks=blocks, calibration=calib, reconstruct=True,
                       shapes=shapes, verify=True)
             assert r.verify is not None and r.verify.ok
             after = model_stats(r.model, shapes=shapes)
@@ -150,7 +150,7 @@ def digits(*, quick: bool) -> None:
         for n in ((0, 1, 3) if not quick else (1,)):
             if ratio == 0 and n == 0:
                 continue
-            r = prune(path, ratio=ratio, drop_blocks=n, block_fill="mean", calibration=calib, shapes=shapes,
+            r = prune(path, recipe="fast", ratio=ratio, drop_blocks=n, block_fill="mean", calibration=calib, shapes=shapes,
                       reconstruct=True, verify=True)
             assert r.verify is None or r.verify.ok
             after = model_stats(r.model, shapes=shapes)

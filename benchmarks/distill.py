@@ -57,7 +57,7 @@ def digits(steps: int, seconds: float) -> str:
         for how, refit, lr in (("re-fit", True, None), ("re-fit on 3/4 + distill", True, 1e-4),
                                ("re-fit on 3/4 + distill", True, 1e-3), ("distill alone", False, 1e-3)):
             opts = None if lr is None else DistillOptions(steps=steps, time_budget=seconds, lr=lr, batch=16)
-            res = prune(model, target_macs=frac, criterion="l1", calibration=cal, reconstruct=refit, distill=opts)
+            res = prune(model, recipe="fast", target_macs=frac, criterion="l1", calibration=cal, reconstruct=refit, distill=opts)
             acc, err = digits_test(res.model, model)
             d = res.distillation
             rows.append([how if lr is None else f"{how} (lr {lr:g})", f"{frac:.2f}", steps_note(d), f"{acc:.2%}",
@@ -78,7 +78,7 @@ def yolo(steps: int, seconds: float, runs: tuple[float | None, ...] = (None, 1e-
         for lr in runs:  # None: the re-fit alone
             start = time.perf_counter()
             opts = None if lr is None else DistillOptions(steps=steps, time_budget=seconds, lr=lr, batch=8)
-            res = prune(model, criterion="obs", allocation="global", target_macs=TARGET, calibration=cal,
+            res = prune(model, recipe="fast", criterion="obs", allocation="global", target_macs=TARGET, calibration=cal,
                         reconstruct=True, head_floor=HEAD_FLOOR, shapes=case.shapes, distill=opts)
             fid = fidelity(case, dense, outputs(res.model, inputs))
             d = res.distillation

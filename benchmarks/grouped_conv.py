@@ -124,7 +124,7 @@ def table(name: str) -> None:
                 cells = [crit, str(rt), mode + (" (auto)" if mode == auto else "")]
                 for t in TARGETS:
                     for recon in (False, True):
-                        r = prune(dense, dg=dg, criterion=crit, target_macs=t, round_to=rt, calibration=calib,
+                        r = prune(dense, recipe="fast", dg=dg, criterion=crit, target_macs=t, round_to=rt, calibration=calib,
                                   reconstruct=recon, verify=True)
                         kept = model_stats(r.model).macs / base
                         cells.append(f"{accuracy(r.model, test['x'], test['y']):.1%} ({kept:.2f})")

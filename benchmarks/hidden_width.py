@@ -68,7 +68,7 @@ def main() -> None:
             for criterion in criteria if ranked else criteria[:1]:
                 for refit in refits:
                     start = time.perf_counter()
-                    r = prune(str(path), target_params=target, criterion=criterion, calibration=calib,
+                    r = prune(str(path), recipe="fast", target_params=target, criterion=criterion, calibration=calib,
                               approximate=approximate, keep=keep, reconstruct=refit, verify=True, round_to=1)
                     before, after = r.stats
                     fid = "" if r.fidelity is None else f"{r.fidelity.min_cosine:.4f}"

@@ -93,7 +93,7 @@ def rows(name: str, targets: tuple[float, ...], criteria: tuple[str, ...], refit
                 for refit in refits:
                     start = time.perf_counter()
                     options: dict[str, Any] = {f"target_{metric}": target, **RECIPES[recipe]}
-                    r = prune(str(path), criterion=criterion, calibration=calib, reconstruct=refit, verify=True,
+                    r = prune(str(path), recipe="fast", criterion=criterion, calibration=calib, reconstruct=refit, verify=True,
                               round_to=1, **options)
                     verdict = "PASS" if r.verify is not None and r.verify.ok else "FAIL"
                     approx = [k for k in ("rotate",) if k in RECIPES[recipe].get("approximate", ())]

@@ -69,7 +69,7 @@ class Run:
                                   samples=CURVE_SAMPLES, ratios=ratios, shapes=self.case.shapes)
 
     def pruned(self, model: onnx.ModelProto, target: float, criterion: str = "obs", **kw: object) -> onnx.ModelProto:
-        return prune(model, criterion=criterion, target_macs=target, calibration=self.calibration, reconstruct=True,
+        return prune(model, recipe="fast", criterion=criterion, target_macs=target, calibration=self.calibration, reconstruct=True,
                      head_floor=HEAD_FLOOR, shapes=self.case.shapes, **kw).model  # type: ignore[arg-type]
 
     def recalibrated(self, names: tuple[str, ...], folder: Path) -> Run:
@@ -94,7 +94,7 @@ def capped(curves: SensitivityResult, cap: float) -> SensitivityResult:
 
 def in_steps(run: Run, curves: SensitivityResult, steps: int) -> onnx.ModelProto:
     """`onnxprune prune --steps K --sensitivity S.json`: later steps re-measure the curves."""
-    out = prune(run.model, steps=steps, target_macs=TARGET, sensitivity=curves, criterion="obs",
+    out = prune(run.model, recipe="fast", steps=steps, target_macs=TARGET, sensitivity=curves, criterion="obs",
                 calibration=run.calibration, reconstruct=True, head_floor=HEAD_FLOOR, shapes=run.case.shapes)
     return out.model
 

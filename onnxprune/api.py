@@ -5,8 +5,10 @@
     >>> result.save("model.pruned.onnx")
     >>> report = result.to_json()
 
-`prune` runs the pipeline (pipeline/stages.py: analyse, score, plan, tune, apply, verify,
-reconstruct, distill (opt-in), passes, annotate) once, or in steps (pipeline/schedule.py) when the
+`prune` fills the knobs the caller left unset from the recipe (planning/recipe.py: with the user's
+data and a budget, the quality recipe; `recipe="fast"` the quick path), then runs the pipeline
+(pipeline/stages.py: analyse, score, curves, plan, tune, apply, verify, reconstruct, distill
+(opt-in), passes, annotate) once, or in steps (pipeline/schedule.py) when the
 config asks for steps or thresholds. The flat options are the names of `PruneConfig.create` (onnxprune/config.py).
 """
 
@@ -32,6 +34,7 @@ from onnxprune.pipeline.result import PruneResult
 from onnxprune.pipeline.schedule import prune_in_steps
 from onnxprune.pipeline.stages import Pipeline, PruneState, default_pipeline, fidelity_of, timing_options
 from onnxprune.planning.plan import Plan
+from onnxprune.planning.recipe import CURVE_SAMPLES, choose_recipe
 
 ModelLike = onnx.ModelProto | str | os.PathLike[str]
 
@@ -78,8 +81,11 @@ def prune(model: ModelLike, config: PruneConfig | None = None, *, dg: Dependency
     cfg = (config or PruneConfig.create(**options)).validate()
     source = dg.model if dg is not None else _as_model(model)
     # The user's data is opened once (bad data fails here) and every stage and step reads that source.
-    cfg = dataclasses.replace(cfg, calibration=CalibrationSource.of(cfg.calibration, source,
-                                                                    shapes=cfg.analysis.shapes))
+    data = CalibrationSource.of(cfg.calibration, source, shapes=cfg.analysis.shapes)
+    cfg = dataclasses.replace(cfg, calibration=data)
+    recipe = None
+    if plan is None:  # a replayed plan was scored and allocated when it was made
+        cfg, recipe = choose_recipe(cfg, samples=data.count(CURVE_SAMPLES))
     if cfg.stepped:
         if plan is not None:
             raise OnnxPruneError("--plan replays one plan: it cannot be combined with --steps/--min-cosine/"
@@ -93,6 +99,7 @@ def prune(model: ModelLike, config: PruneConfig | None = None, *, dg: Dependency
     else:
         state = PruneState(cfg, source, progress, dg=dg, plan=plan)
         result = (pipeline or default_pipeline()).run(state).result()
+    result.recipe = recipe
     if cfg.latency.measure:
         result.latency_ms = result.measure_latency(timing_options(cfg, result.dense))
     elif result.choice is not None and result.choice.latency is not None:

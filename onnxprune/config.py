@@ -14,6 +14,7 @@ The CLI builds it from its flags; Python callers build it directly or with `Prun
     steps        how many steps, on which schedule
     latency      how latency is measured, and whether to measure it before and after
     passes       extra passes run on the pruned model (entry-point plugins or Pass objects)
+    recipe       who fills the knobs the caller left unset (planning/recipe.py): the quality recipe, or --fast
 """
 
 from __future__ import annotations
@@ -116,6 +117,16 @@ class LatencyConfig:
     measure: bool = False  # time the dense and pruned models against each other after pruning
 
 
+RECIPES = ("auto", "fast")
+KNOBS = ("criterion", "allocation", "steps", "head_floor")  # what a recipe may set
+
+
+@dataclass(frozen=True)
+class RecipeOptions:
+    name: str = "auto"  # "auto": planning/recipe.py fills the knobs not in `given`; "fast": the quick path
+    given: frozenset[str] = frozenset()  # knobs the caller set, which no recipe changes
+
+
 @dataclass(frozen=True)
 class PruneConfig:
     budget: Budget = field(default_factory=Budget)
@@ -129,6 +140,7 @@ class PruneConfig:
     steps: StepOptions = field(default_factory=StepOptions)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     passes: tuple[Pass | str, ...] = ()
+    recipe: RecipeOptions = field(default_factory=RecipeOptions)
 
     @property
     def stepped(self) -> bool:
@@ -155,6 +167,11 @@ class PruneConfig:
         s = self.scoring
         if s.criterion not in criteria():
             raise OnnxPruneError(f"unknown criterion {s.criterion!r}; choose one of: {', '.join(criteria())}")
+        if self.recipe.name not in RECIPES:
+            raise OnnxPruneError(f"unknown recipe {self.recipe.name!r}; choose one of: {', '.join(RECIPES)}")
+        unknown_knobs = set(self.recipe.given) - set(KNOBS)
+        if unknown_knobs:
+            raise OnnxPruneError(f"unknown recipe knob(s) {sorted(unknown_knobs)}; known: {', '.join(KNOBS)}")
         if s.allocation not in ALLOCATIONS:
             raise OnnxPruneError(f"unknown allocation {s.allocation!r}; choose one of: {', '.join(ALLOCATIONS)}")
         if s.sensitivity_error not in METRICS:
@@ -162,6 +179,9 @@ class PruneConfig:
                                  f"{', '.join(METRICS)}")
         if s.sensitivity is not None and not self.budget.is_target:
             raise OnnxPruneError("--sensitivity needs a budget: --target-macs, --target-params or --target-latency")
+        if s.allocation == "curves" and not self.budget.is_target:
+            raise OnnxPruneError("--allocation curves needs a budget: --target-macs, --target-params or "
+                                 "--target-latency")
         a = self.analysis
         unknown = set(a.approximate) - set(APPROXIMATE_KINDS)
         if unknown:
@@ -215,7 +235,7 @@ class PruneConfig:
 
     @classmethod
     def create(cls, *, ratio: float = 0.3, target_macs: float | None = None, target_params: float | None = None,
-               target_latency: float | None = None, criterion: str = "l2", allocation: str = "uniform",
+               target_latency: float | None = None, criterion: str | None = None, allocation: str | None = None,
                sensitivity: SensitivityResult | str | os.PathLike[str] | None = None,
                sensitivity_error: str = DEFAULT_METRIC, round_to: RoundTo | str | None = 1, target: str = "ort",
                prefer_round_to: int | None = None, time_multiples: bool = False, calibration: CalibrationLike = None,
@@ -225,22 +245,26 @@ class PruneConfig:
                distill: DistillOptions | None = None,
                verify: bool = False, rtol: float = DEFAULT_RTOL, min_cosine: float | None = None,
                max_acc_drop: float | None = None, data: str | None = None, labels: str | None = None,
-               steps: int = 1, schedule: str = "geometric", latency: LatencyOptions | None = None,
-               measure_latency: bool = False, extra_passes: Sequence[Pass | str] = ()) -> PruneConfig:
-        """The config from flat keyword options (the names of the CLI flags), validated."""
+               steps: int | None = None, schedule: str = "geometric", latency: LatencyOptions | None = None,
+               measure_latency: bool = False, extra_passes: Sequence[Pass | str] = (),
+               recipe: str = "auto") -> PruneConfig:
+        """The config from flat keyword options (the names of the CLI flags), validated. criterion,
+        allocation, steps and head_floor left None are the recipe's to choose (planning/recipe.py)."""
+        given = {"criterion": criterion, "allocation": allocation, "steps": steps, "head_floor": head_floor}
         return cls(
             budget=budget_of(ratio=ratio, target_macs=target_macs, target_params=target_params,
                              target_latency=target_latency),
             rounding=RoundingOptions(round_to, target, prefer_round_to, time_multiples),
-            scoring=ScoringOptions(criterion, allocation, sensitivity, sensitivity_error),
+            scoring=ScoringOptions(criterion or "l2", allocation or "uniform", sensitivity, sensitivity_error),
             calibration=calibration,
             analysis=AnalysisOptions(dict(shapes) if shapes else None, tuple(approximate), grouped, tuple(keep), heads),
             depth=DepthOptions(drop_blocks, block_fill, block_score),
             recovery=RecoveryOptions(reconstruct, head_floor, distill),
             checks=CheckOptions(verify, rtol, min_cosine, max_acc_drop, data, labels),
-            steps=StepOptions(steps, schedule),
+            steps=StepOptions(1 if steps is None else steps, schedule),
             latency=LatencyConfig(latency or LatencyOptions(), measure_latency),
             passes=tuple(extra_passes),
+            recipe=RecipeOptions(recipe, frozenset(k for k, v in given.items() if v is not None)),
         ).validate()
 
     def replace(self, **groups: Any) -> PruneConfig:
@@ -254,7 +278,7 @@ class PruneConfig:
                 "sensitivity": None if curves is None else "given in memory" if isinstance(curves, SensitivityResult)
                 else str(curves),
                 "round_to": self.rounding.round_to, "for": self.rounding.target,
-                "steps": self.steps.steps, "schedule": self.steps.schedule,
+                "steps": self.steps.steps, "schedule": self.steps.schedule, "head_floor": self.recovery.head_floor,
                 "depth": {"blocks": self.depth.blocks, "fill": self.depth.fill, "score": self.depth.score}}
 
 

@@ -36,7 +36,8 @@ def test_onnx_ir_pass_manager_chains_our_steps_with_its_own_passes() -> None:
     from onnxprune.adapters.onnx_ir import prune_pass, quantize_pass, sparsify_pass
 
     model = ir.serde.deserialize_model(onnx.load(str(DIGITS / "digits_resnet.onnx")))
-    steps = [prune_pass(target_macs=0.5, round_to=8, calibration=CALIB, reconstruct=True),
+    # The quick path: this test is about chaining passes; the quality recipe has its own tests.
+    steps = [prune_pass(target_macs=0.5, round_to=8, calibration=CALIB, reconstruct=True, recipe="fast"),
              sparsify_pass(pattern=(2, 4), refit=False), quantize_pass(calibration=CALIB, target="tensorrt")]
     manager = ir.passes.PassManager([common.RemoveUnusedNodesPass(), *steps,
                                      common.TopologicalSortPass(), common.CheckerPass()])

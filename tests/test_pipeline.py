@@ -18,7 +18,7 @@ RESNET = Path(__file__).resolve().parent.parent / "models" / "zoo" / "resnet_ts.
 
 
 def test_default_pipeline_is_the_documented_path() -> None:
-    assert default_pipeline().names == ["analyse", "score", "plan", "apply", "verify", "depth", "reconstruct",
+    assert default_pipeline().names == ["analyse", "score", "curves", "plan", "apply", "verify", "depth", "reconstruct",
                                         "distill", "fidelity", "passes", "annotate"]
 
 

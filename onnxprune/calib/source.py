@@ -172,6 +172,10 @@ class CalibrationSource:
             raise OnnxPruneError(f"the calibration source ({self.describe()}) gave no samples")
         return held
 
+    def count(self, up_to: int) -> int:
+        """How many samples the data holds, counting no further than `up_to` (0 for random inputs)."""
+        return min(up_to, sum(feed_rows(f) for f in self.first(up_to))) if self.is_real else 0
+
     def real_samples(self, samples: int = ORACLE_SAMPLES) -> list[Feed]:
         """The first `samples` samples of real data, for runs that need valid inputs (the shape probe,
         the oracle); [] for random inputs (those runs make up their own, `inputs.random_inputs`)."""

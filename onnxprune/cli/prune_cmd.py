@@ -31,6 +31,7 @@ from onnxprune.config import (
     DepthOptions,
     LatencyConfig,
     PruneConfig,
+    RecipeOptions,
     RecoveryOptions,
     RoundingOptions,
     ScoringOptions,
@@ -55,7 +56,7 @@ from onnxprune.scoring.catalog import criteria
 
 SECTIONS = {
     "Budget (one of)": ("ratio", "target_macs", "target_params", "target_latency"),
-    "Scoring and allocation": ("criterion", "allocation", "sensitivity", "sensitivity_error"),
+    "Scoring and allocation": ("fast", "criterion", "allocation", "sensitivity", "sensitivity_error"),
     "Rounding for the runtime": ("round_to", "target", "time_multiples"),
     "Calibration data": ("calib_path", "calib_samples", "calib_batch", "image_size", "mean", "std", "bgr", "nhwc",
                          "scale"),
@@ -107,8 +108,9 @@ def _loop_options(fn: Any) -> Any:
                           "else 8, untimed."),
         click.option("--measure-latency", is_flag=True,
                      help="Measure the latency before and after (interleaved A/B) and add it to the table."),
-        click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="Prune in K steps, re-fitting (with --calib) and checking after each."),
+        click.option("--steps", type=click.IntRange(min=1), default=None,
+                     help="Prune in K steps, re-fitting (with --calib) and checking after each. Default: the "
+                          "recipe's (2 below 0.75 of the MACs/params with --calib, else 1)."),
         click.option("--schedule", type=click.Choice(SCHEDULES), default="geometric", show_default=True,
                      help="geometric: each step removes the same share of what is left; linear: the same amount."),
         click.option("--min-cosine", type=float, default=None,
@@ -139,7 +141,12 @@ def _loop_options(fn: Any) -> Any:
               help="Where to write the pruned model (never the input).")
 @click.option("--ratio", type=float, default=0.3, show_default=True,
               help="Fraction of each prunable group's channels to remove, in [0, 1).")
-@click.option("--criterion", type=click.Choice(criteria()), default="l2", show_default=True)
+@click.option("--criterion", type=click.Choice(criteria()), default=None,
+              help="How channels are ranked inside a group. Default: the recipe's (obs with --calib, else l2).")
+@click.option("--fast", is_flag=True,
+              help="The quick path: l2 order, uniform allocation, one step, the re-fit as --reconstruct says. "
+                   "Without it, --calib and a --target-* budget run the quality recipe: obs order, allocation "
+                   "by sensitivity curves measured on the data, a weighted re-fit, 2 steps below 0.75.")
 @round_to_option
 @target_option
 @click.option("--verify/--no-verify", default=True, show_default=True,
@@ -147,8 +154,10 @@ def _loop_options(fn: Any) -> Any:
 @click.option("--plan", "plan_in", type=click.Path(exists=True, dir_okay=False), help="Replay a saved plan.")
 @click.option("--save-plan", type=click.Path(dir_okay=False), help="Write the plan as JSON.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write every figure as JSON.")
-@click.option("--allocation", type=click.Choice(ALLOCATIONS), default="uniform", show_default=True,
-              help="uniform: every group loses --ratio; global: one ranking of all channels by normalised score.")
+@click.option("--allocation", type=click.Choice(ALLOCATIONS), default=None,
+              help="uniform: every group loses --ratio; global: one ranking of all channels by normalised score; "
+                   "curves: per-group shares from sensitivity curves (--sensitivity, or measured on --calib). "
+                   "Default: the recipe's (curves with --calib and a --target-* budget, else uniform).")
 @click.option("--target-macs", type=click.FloatRange(0.0, 1.0, min_open=True), default=None, metavar="F",
               help="Keep this fraction of the original MACs (within 3 %) instead of --ratio.")
 @click.option("--target-params", type=click.FloatRange(0.0, 1.0, min_open=True), default=None, metavar="F",
@@ -178,9 +187,10 @@ def _loop_options(fn: Any) -> Any:
 @keep_option
 @grouped_option
 @heads_option
-def command(model: str, output: str, ratio: float, criterion: str, round_to: str | None, target: str, verify: bool,
+def command(model: str, output: str, ratio: float, criterion: str | None, fast: bool, round_to: str | None,
+            target: str, verify: bool,
             plan_in: str | None, save_plan: str | None, report_path: str | None, shapes: tuple[str, ...],
-            allocation: str, target_macs: float | None, target_params: float | None, calib: CalibConfig,
+            allocation: str | None, target_macs: float | None, target_params: float | None, calib: CalibConfig,
             approximate: tuple[str, ...], reconstruct: bool | None, head_floor: float | None, keep: tuple[str, ...],
             grouped: str, heads: str, drop_blocks: int | str, block_fill: str, block_score: str, **loop: Any) -> None:
     """Remove a fraction of the channels of every prunable group of MODEL."""
@@ -193,15 +203,19 @@ def command(model: str, output: str, ratio: float, criterion: str, round_to: str
         budget=budget_of(ratio=ratio, target_macs=target_macs, target_params=target_params,
                          target_latency=loop["target_latency"]),
         rounding=RoundingOptions(round_to, target, None, loop["time_multiples"]),
-        scoring=ScoringOptions(criterion, allocation, loop["sensitivity"], loop["sensitivity_error"]),
+        scoring=ScoringOptions(criterion or "l2", allocation or "uniform", loop["sensitivity"],
+                               loop["sensitivity_error"]),
         calibration=calib,
         depth=DepthOptions(drop_blocks, block_fill, block_score),
         recovery=RecoveryOptions(reconstruct, head_floor, _distill_options(loop)),
         checks=CheckOptions(verify, min_cosine=loop["min_cosine"], max_acc_drop=loop["max_acc_drop"],
                             data=loop["data"], labels=loop["labels"]),
-        steps=StepOptions(loop["steps"], loop["schedule"]),
+        steps=StepOptions(loop["steps"] or 1, loop["schedule"]),
         latency=LatencyConfig(LatencyOptions(batch=loop["latency_batch"], threads=loop["latency_threads"],
                                              repeat=loop["latency_repeat"]), loop["measure_latency"]),
+        recipe=RecipeOptions("fast" if fast else "auto", frozenset(
+            k for k, v in {"criterion": criterion, "allocation": allocation, "steps": loop["steps"],
+                           "head_floor": head_floor}.items() if v is not None)),
     )
     original, shp = model_with_shapes(model, shapes)
     config = config.replace(analysis=AnalysisOptions(shp, approximate, grouped, keep, heads))
@@ -244,6 +258,8 @@ def _print(result: PruneResult, *, title: str) -> None:
                f"{sum(1 for g in groups if g.blocked)} blocked; {result.removed_slots} channel slots removed "
                f"in {result.seconds:.1f}s")
     click.echo(_removal_line(result.removal()))
+    if result.recipe is not None:
+        click.echo(result.recipe.describe())
     choice, steps = result.choice, result.steps
     click.echo(f"channel counts rounded to multiples of {result.plan.round_to}: {result.round_to_reason()}"
                if choice is not None else f"replayed plan (made with round-to {result.plan.round_to})")
@@ -292,7 +308,7 @@ def _print(result: PruneResult, *, title: str) -> None:
     if result.distillation is not None:
         click.echo(result.distillation.describe())
     for note in result.notes:
-        if "approximate" in note or note.startswith("depth"):
+        if "approximate" in note or note.startswith(("depth", "sensitivity curves measured")):
             click.echo(f"note: {note}")
 
 

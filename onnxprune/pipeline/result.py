@@ -23,6 +23,7 @@ from onnxprune.pipeline.depth import DepthResult
 from onnxprune.planning.choice import PlanChoice
 from onnxprune.planning.landing import TargetResult
 from onnxprune.planning.plan import Plan, removed_channels
+from onnxprune.planning.recipe import Recipe
 from onnxprune.recovery.distill import DistillResult
 from onnxprune.verify import VerifyResult
 
@@ -50,6 +51,7 @@ class PruneResult:
     # Approximate groups removed: the pruned model against the dense one on calibration samples.
     fidelity: ValidationReport | None = None
     distillation: DistillResult | None = None  # set when the weights were distilled (--distill)
+    recipe: Recipe | None = None  # what filled the knobs the caller left unset (None: a replayed plan)
 
     @property
     def channels(self) -> tuple[int, int]:
@@ -114,6 +116,8 @@ class PruneResult:
     def curves_from(self) -> str | None:
         """Where the curves that allocated came from (with steps: re-measured on the step before)."""
         name = _name(self.config.scoring.sensitivity)
+        if name is None and self.config.scoring.allocation == "curves":
+            return "curves measured on each step's model" if self.stepped else "curves measured in this run"
         if name is None or not self.stepped:
             return name
         k = len(self.steps.steps)  # type: ignore[union-attr]
@@ -133,6 +137,7 @@ class PruneResult:
         return {
             "ratio": self.config.budget.value if self.config.budget.kind == "ratio" else None,
             "criterion": self.config.scoring.criterion, "allocation": self.config.scoring.allocation,
+            "recipe": None if self.recipe is None else self.recipe.to_json(),
             "config": self.config.to_json(),
             "round_to": self.plan.round_to, "round_to_reason": self.round_to_reason(),
             "round_to_race": self.race_json(),

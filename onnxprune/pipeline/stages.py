@@ -1,7 +1,7 @@
 """The main path: a pass manager over one state object.
 
-    analyse ─► score ─► plan ─► tune ─► apply ─► verify ─► depth ─► reconstruct ─► distill ─► fidelity ─►
-    passes ─► annotate
+    analyse ─► score ─► curves ─► plan ─► tune ─► apply ─► verify ─► depth ─► reconstruct ─► distill ─►
+    fidelity ─► passes ─► annotate
 
 Each stage is an object with a name that reads the run's `PruneConfig` and the state, and writes
 its product into the state. `Pipeline` runs them in order; `default_pipeline()` is the list above,
@@ -27,7 +27,7 @@ from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.keep import keep_layers
 from onnxprune.io.progress import ProgressFn, step
 from onnxprune.measure.bench import LatencyOptions
-from onnxprune.measure.curves import SensitivityResult
+from onnxprune.measure.curves import SensitivityResult, sensitivity_curves
 from onnxprune.measure.validate import ValidationReport, validate
 from onnxprune.passes.annotate import AnnotateShapes
 from onnxprune.passes.base import PassManager, resolve_passes
@@ -49,6 +49,7 @@ from onnxprune.planning.choice import PlanChoice
 from onnxprune.planning.costs import Scores
 from onnxprune.planning.plan import Plan, enforce_min_channels
 from onnxprune.planning.planner import choose_plan
+from onnxprune.planning.recipe import CURVE_RATIOS, CURVE_SAMPLES
 from onnxprune.planning.rounding import n_keep, too_narrow
 from onnxprune.planning.strategy import PlanRequest
 from onnxprune.planning.tuning import tune_multiples
@@ -77,6 +78,7 @@ class PruneState:
     reconstruction: ReconstructResult | None = None
     depth: DepthResult | None = None  # residual blocks dropped (opt-in, approximate)
     block_scores: dict[str, float] | None = None  # every block's score, when this run chose the blocks
+    measured_curves: SensitivityResult | None = None  # --allocation curves without a file: the curves stage's
     fidelity: ValidationReport | None = None  # set when approximate groups lost slots
     rotation: Rotation | None = None  # --approximate rotate (passes/rotate.py)
     reference: onnx.ModelProto | None = None  # the dense model before a rotation (dg.model is rotated)
@@ -93,7 +95,7 @@ class PruneState:
 
     @property
     def curves(self) -> SensitivityResult | None:
-        return SensitivityResult.coerce(self.config.scoring.sensitivity)
+        return self.measured_curves or SensitivityResult.coerce(self.config.scoring.sensitivity)
 
     def distill_split(self) -> Split | None:
         """With --distill, the training and held-out parts of the calibration data (cut once); else None."""
@@ -160,6 +162,24 @@ class Score:
                     variance = state.rotation.scores.get(tuple(g.sources))
                     if variance is not None and variance.size == g.size:
                         state.scores[g.id] = variance
+
+
+class MeasureCurves:
+    """`--allocation curves` without a curves file: measure them here, on this run's model (with steps,
+    each step's own), with the recipe's grid (planning/recipe.py) and the configured error."""
+
+    name = "curves"
+
+    def run(self, state: PruneState) -> None:
+        c = state.config
+        if state.plan is not None or c.scoring.allocation != "curves" or c.scoring.sensitivity is not None:
+            return
+        state.measured_curves = sensitivity_curves(
+            state.graph, calibration=c.calibration, ratios=CURVE_RATIOS, samples=CURVE_SAMPLES,
+            round_to=c.rounding.policy().value, shapes=c.analysis.shapes, progress=state.progress)
+        state.notes.append(f"sensitivity curves measured in this run: {len(state.measured_curves.curves)} groups x "
+                           f"{len(CURVE_RATIOS)} ratios on {state.measured_curves.samples} calibration samples "
+                           f"({state.measured_curves.seconds:.1f}s)")
 
 
 def timing_options(config: PruneConfig, model: onnx.ModelProto) -> LatencyOptions:
@@ -388,7 +408,7 @@ class Pipeline:
 
 
 def default_pipeline() -> Pipeline:
-    return Pipeline([Analyse(), Score(), Choose(), Apply(), Verify(), DropDepth(), Reconstruct(), Distill(),
+    return Pipeline([Analyse(), Score(), MeasureCurves(), Choose(), Apply(), Verify(), DropDepth(), Reconstruct(), Distill(),
                      Fidelity(), RunPasses(), Annotate()])
 
 

@@ -80,16 +80,38 @@ def hull_segments(curve: GroupCurve, *, round_to: int, metric: str, error: str) 
     return out
 
 
+def tail_levels(curve: GroupCurve, *, round_to: int) -> list[int]:
+    """The group's levels beyond its last measured point, down to the floor: unmeasured."""
+    last = max((p.removed for p in curve.points), default=0)
+    return [n for n in levels(curve.slots, round_to) if n > last]
+
+
 def removal_path(curves: Mapping[int, GroupCurve], *, round_to: int, metric: str,
                  error: str, multiples: Mapping[int, int] | None = None) -> list[tuple[int, int]]:
-    """(group, removal count) steps, cheapest marginal error per saving first."""
+    """(group, removal count) steps, cheapest marginal error per saving first. After every measured
+    segment, the unmeasured tails (beyond each curve's last ratio) follow one level per group per
+    round, the groups cheapest at their last point first: a budget the measured range cannot reach
+    still lands, spread like a uniform plan instead of stripping one group bare."""
     if error not in METRICS:
         raise OnnxPruneError(f"unknown sensitivity error {error!r}; choose one of: {', '.join(METRICS)}")
     # multiples: a group's own multiple of slots (Group.multiple), round_to where not given
+    rounding = {c.group: (multiples or {}).get(c.group, round_to) for c in curves.values()}
     segments = [s for c in curves.values() for s in hull_segments(
-        c, round_to=(multiples or {}).get(c.group, round_to), metric=metric, error=error)]
+        c, round_to=rounding[c.group], metric=metric, error=error)]
     segments.sort(key=lambda s: (s.slope, s.group, s.levels[0]))
-    return [(s.group, n) for s in segments for n in s.levels]
+    path = [(s.group, n) for s in segments for n in s.levels]
+    tails = {c.group: tail_levels(c, round_to=rounding[c.group]) for c in curves.values()}
+    order = sorted((g for g, t in tails.items() if t), key=lambda g: (_last_slope(curves[g], metric, error), g))
+    for depth in range(max((len(t) for t in tails.values()), default=0)):
+        path += [(g, tails[g][depth]) for g in order if depth < len(tails[g])]
+    return path
+
+
+def _last_slope(curve: GroupCurve, metric: str, error: str) -> float:
+    """Error per saving at the curve's last measured point (its average cost so far)."""
+    last = max((p.removed for p in curve.points), default=0)
+    saving = _saving(curve, last, metric)
+    return curve.error_at(last, error) / saving if saving > 0 else math.inf
 
 
 def predicted(sens: SensitivityResult, dg: DependencyGraph, plan: Plan, *,
@@ -109,14 +131,14 @@ class PathPlanner:
         self.sources = {g.id: list(g.sources) for g in dg.groups}
 
     def counts_at(self, k: int) -> dict[int, int]:
-        counts: dict[int, int] = {}
-        for gid, n in self.path[:k]:
-            counts[gid] = n
-        return counts
+        return dict(self.path[:k])
 
     def plan_at(self, k: int) -> Plan:
+        return self.plan_of(self.counts_at(k))
+
+    def plan_of(self, counts: Mapping[int, int]) -> Plan:
         plan = Plan(criterion=self.criterion, round_to=self.round_to)
-        for gid, n in self.counts_at(k).items():
+        for gid, n in counts.items():
             if n > 0:
                 plan.removals[gid] = sorted(int(i) for i in self.orders[gid][:n])
                 plan.signatures[gid] = self.sources[gid]
@@ -148,7 +170,29 @@ def curves_search(dg: DependencyGraph, sens: SensitivityResult, scores: Scores, 
             else:
                 lo = mid + 1
         k = lo - 1 if lo > 0 and abs(est(lo - 1) - aim) < abs(est(lo) - aim) else lo
-        return planner.plan_at(k)
+        best, gap = planner.plan_at(k), abs(est(k) - aim)
+        if 0 < lo < len(path) and gap > 0:
+            filled = fill_past(lo, aim)
+            if abs(cost(filled) - aim) < gap:
+                best = planner.plan_of(filled)
+        return best
+
+    def cost(counts: Mapping[int, int]) -> float:
+        return cm.estimate(planner.plan_of(counts).removed_roots(dg))[pick] / total
+
+    def fill_past(lo: int, aim: float) -> dict[int, int]:
+        """Where step `lo` jumps past the aim (a narrow group losing a whole block at once), the path
+        before it plus every later step of the other groups that stays above the aim."""
+        counts, skipped = planner.counts_at(lo - 1), {path[lo - 1][0]}
+        for gid, n in path[lo:]:
+            if gid in skipped:
+                continue
+            trial = {**counts, gid: n}
+            if cost(trial) >= aim:
+                counts = trial
+            else:
+                skipped.add(gid)  # a group's levels come in order: its later ones save even more
+        return counts
 
     return search
 
@@ -163,7 +207,8 @@ class Curves:
 
     def searcher(self, req: PlanRequest, metric: str, *, round_to: int) -> Callable[[float], Plan]:
         if req.curves is None:
-            raise OnnxPruneError("the curves allocation needs sensitivity curves (--sensitivity)")
+            raise OnnxPruneError("the curves allocation needs sensitivity curves: --sensitivity S.json, or "
+                                 "calibration data for the run to measure them")
         return curves_search(req.dg, req.curves, req.scores, req.costs, metric=metric, round_to=round_to,
                              criterion=req.criterion, error=req.curves_error)
 

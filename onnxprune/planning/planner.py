@@ -16,7 +16,9 @@ from onnxprune.planning.curves_alloc import predicted
 from onnxprune.planning.rounding import RoundingPolicy
 from onnxprune.planning.strategy import PlanRequest, registered_strategy, strategy_names
 
-ALLOCATIONS = ("uniform", "global")  # what --allocation offers; "curves" comes with --sensitivity
+# What --allocation offers. "curves": per-group shares from sensitivity curves, from --sensitivity or
+# measured in the run (pipeline/stages.py: MeasureCurves).
+ALLOCATIONS = ("uniform", "global", "curves")
 
 
 def choose_plan(req: PlanRequest, budget: Budget, *, allocation: str = "uniform",
