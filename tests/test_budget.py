@@ -70,6 +70,17 @@ def test_path_takes_the_cheap_group_first() -> None:
         removal_path({0: cheap}, round_to=1, metric="macs", error="mse")
 
 
+def test_path_goes_past_the_measured_range_round_robin_after_every_measured_level() -> None:
+    cheap = _curve(0, 10, [0.01, 0.02], [0.2, 0.4])  # measured to 4 of 10 slots
+    dear = _curve(1, 10, [1.0, 2.0], [0.2, 0.4])
+    path = removal_path({0: cheap, 1: dear}, round_to=1, metric="macs", error="rel_error")
+    measured = [(g, n) for g, n in path if n <= 4]
+    assert path[:len(measured)] == measured  # nothing unmeasured before every measured level
+    tail = path[len(measured):]
+    assert tail[:4] == [(0, 5), (1, 5), (0, 6), (1, 6)]  # one level per group per round, cheap first
+    assert max(n for g, n in path if g == 0) == levels(10, 1)[-1]  # down to the floor
+
+
 @pytest.mark.parametrize("metric", ["macs", "params"])
 def test_sensitivity_budget_lands_within_3_percent(curves_file: Path, metric: str) -> None:
     dg = analyse(RESNET)
