@@ -47,6 +47,7 @@ import onnx  # noqa: E402
 from _acc_common import DIGITS, README, REAL, commit, environment, md_table  # noqa: E402
 from _readme import replace_block  # noqa: E402
 
+TRANSFORMERS = DIGITS.parent / "transformers"
 DISTILL_SECONDS = 120
 # The recipes, as the CLI arguments each adds to the common command (defined here once).
 RECIPES: dict[str, list[str]] = {
@@ -85,6 +86,7 @@ class Case:
     shapes: str                                  # the --shapes value
     metric: str                                  # the table's column
     setup: Callable[[Path], Setup]               # writes the calibration data into the folder
+    extra: tuple[str, ...] = ()                  # further input options of the model (not recipe flags)
 
 
 def _npy_folder(folder: Path, samples: Sequence[np.ndarray]) -> Path:
@@ -160,12 +162,42 @@ def _rec(folder: Path) -> Setup:
                  "exact-line within 3 points of the dense model, character accuracy within 1 point, at 0.7x MACs")
 
 
+def _zookit() -> Any:
+    sys.path.insert(0, str(TRANSFORMERS))
+    import zookit  # type: ignore[import-not-found]
+
+    return zookit
+
+
+def _lm(folder: Path) -> Setup:
+    from onnxprune.io.runtime import session
+
+    zk = _zookit()
+    dense = zk.heldout_perplexity(session(onnx.load(str(TRANSFORMERS / "lm_llama.onnx"))))
+    return Setup(TRANSFORMERS / "lm_calib.npz", f"dense held-out perplexity {dense:.3f} (first 64 windows of "
+                 "lm_heldout.npz, lower is better)", lambda m: Score(f"{zk.heldout_perplexity(session(m)):.3f}"))
+
+
+def _vit(folder: Path) -> Setup:
+    from _acc_common import load_digits
+
+    from onnxprune.io.runtime import session
+
+    zk = _zookit()
+    dense = zk.digits_accuracy(session(onnx.load(str(TRANSFORMERS / "vit_digits.onnx"))), "pixel_values")
+    return Setup(load_digits().calib_path, f"dense test accuracy {dense:.1f} % (models/digits/test.npz)",
+                 lambda m: Score(f"{zk.digits_accuracy(session(m), 'pixel_values'):.1f} %"))
+
+
 CASES = (
     Case("digits", "digits_resnet", DIGITS / "digits_resnet.onnx", "input:1x1x8x8", "test accuracy", _digits),
     Case("yolo", "YOLOv8n (nudenet 320n)", REAL / "yolov8n_320n.onnx", "images:1x3x320x320", "box F1 vs dense",
          _yolo),
     Case("det", "PP-OCRv4 det", REAL / "ppocrv4_det.onnx", "x:1x3x640x640", "mask IoU vs dense", _det),
     Case("rec", "PP-OCRv4 rec", REAL / "ppocrv4_rec.onnx", "x:1x3x48x320", "vs ground truth", _rec),
+    Case("lm", "lm_llama", TRANSFORMERS / "lm_llama.onnx", "input_ids:1x128", "held-out perplexity", _lm,
+         ("--calib-samples", "64")),
+    Case("vit", "vit_digits", TRANSFORMERS / "vit_digits.onnx", "pixel_values:1x1x8x8", "test accuracy", _vit),
 )
 
 
@@ -207,7 +239,7 @@ def prune_once(case: Case, setup: Setup, budget: float, recipe: str, tmp: Path) 
     """One CLI run in its own process, timed around the process, then scored."""
     out, report = tmp / f"{case.key}_{budget:g}_{recipe}.onnx", tmp / f"{case.key}_{budget:g}_{recipe}.json"
     cmd = [*CLI, "prune", str(case.path), "-o", str(out), "--target-macs", f"{budget:g}", "--calib",
-           str(setup.calib), "--shapes", case.shapes, "--report", str(report), "--no-progress", *RECIPES[recipe]]
+           str(setup.calib), "--shapes", case.shapes, "--report", str(report), "--no-progress", *case.extra, *RECIPES[recipe]]
     load0 = os.getloadavg()[0]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -241,7 +273,7 @@ def block(case: Case, setup: Setup, rows: Sequence[Row], command: str) -> str:
             "load 1-min start → end"]
     text = (f"{environment()}, at commit {commit()}, with\n\n    {command}\n\n"
             f"Common command: `onnxprune prune M -o OUT --target-macs X --calib DIR --shapes {case.shapes} "
-            f"--report R.json --no-progress`, one process per run; recipes:\n\n{recipes}\n\n"
+            f"--report R.json --no-progress{''.join(' ' + a for a in case.extra)}`, one process per run; recipes:\n\n{recipes}\n\n"
             f"{case.name}: {setup.dense}.\n\n" + md_table(head, [r.cells() for r in rows]))
     line = target_line(setup, rows)
     return text + (f"\n\n{line}" if line else "")
@@ -257,7 +289,7 @@ def _choice(ap: argparse.ArgumentParser, text: str, allowed: Sequence[str], what
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default=",".join(c.key for c in CASES), help="comma-separated: digits,yolo,det,rec")
+    ap.add_argument("--models", default=",".join(c.key for c in CASES), help="comma-separated: " + ",".join(c.key for c in CASES))
     ap.add_argument("--budgets", default=",".join(f"{b:g}" for b in BUDGETS), help="MACs kept, comma-separated")
     ap.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated: {','.join(RECIPES)}")
     ap.add_argument("--write", dest="write", action="store_true", default=True,
