@@ -2,6 +2,7 @@
 fresh process, with its time to prune and its accuracy.
 
     python benchmarks/recipes.py                          # the whole grid; each model writes its own README block
+    python benchmarks/recipes.py --models rec --budgets 0.5 --recipes distill   # adds or replaces those rows only
     python benchmarks/recipes.py --models rec --budgets 0.7 --recipes plain,default --no-write
     python benchmarks/recipes.py --quick                  # digits, 0.7x, plain; nothing written (smoke test)
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -44,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
-from _acc_common import DIGITS, README, REAL, commit, environment, md_table  # noqa: E402
+from _acc_common import DIGITS, README, REAL, commit, environment  # noqa: E402
 from _readme import replace_block  # noqa: E402
 
 TRANSFORMERS = DIGITS.parent / "transformers"
@@ -220,6 +222,12 @@ def as_run(report: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+HEAD = ["budget", "recipe", "as run (from the report)", "MACs kept", "{metric}", f"meets the {TARGET_BUDGET:g}× target",
+        "time to prune s", "load 1-min start → end"]
+ROW = re.compile(r"^\| (\d[\d.]*)× \| (\w+) \|")
+COMMAND_LINE = "    python benchmarks/recipes.py"
+
+
 @dataclass(frozen=True)
 class Row:
     budget: float
@@ -231,7 +239,8 @@ class Row:
     load: tuple[float, float]
 
     def cells(self) -> list[str]:
-        return [f"{self.budget:g}×", self.recipe, self.ran, self.macs, self.score.cell, f"{self.seconds:.1f}",
+        ok = "" if self.score.ok is None or self.budget != TARGET_BUDGET else "yes" if self.score.ok else "no"
+        return [f"{self.budget:g}×", self.recipe, self.ran, self.macs, self.score.cell, ok, f"{self.seconds:.1f}",
                 f"{self.load[0]:.1f} → {self.load[1]:.1f}"]
 
 
@@ -239,7 +248,8 @@ def prune_once(case: Case, setup: Setup, budget: float, recipe: str, tmp: Path) 
     """One CLI run in its own process, timed around the process, then scored."""
     out, report = tmp / f"{case.key}_{budget:g}_{recipe}.onnx", tmp / f"{case.key}_{budget:g}_{recipe}.json"
     cmd = [*CLI, "prune", str(case.path), "-o", str(out), "--target-macs", f"{budget:g}", "--calib",
-           str(setup.calib), "--shapes", case.shapes, "--report", str(report), "--no-progress", *case.extra, *RECIPES[recipe]]
+           str(setup.calib), "--shapes", case.shapes, "--report", str(report), "--no-progress", *case.extra,
+           *RECIPES[recipe]]
     load0 = os.getloadavg()[0]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -255,28 +265,70 @@ def prune_once(case: Case, setup: Setup, budget: float, recipe: str, tmp: Path) 
     return Row(budget, recipe, as_run(rep), "n/a" if macs is None else f"{macs:.3f}", score, secs, load)
 
 
-def target_line(setup: Setup, rows: Sequence[Row]) -> str:
-    judged = [r for r in rows if r.budget == TARGET_BUDGET and r.score.ok is not None]
+def _row_key(line: str) -> tuple[float, int] | None:
+    m = ROW.match(line)
+    if m is None or m.group(2) not in RECIPES:
+        return None
+    return -float(m.group(1)), list(RECIPES).index(m.group(2))
+
+
+def merge(old: str, rows: Sequence[Row], command: str) -> tuple[list[str], list[str]]:
+    """The table lines and commands of the block `old` (this model's README block, or "") with this run's:
+    a row of this run replaces the row of the same budget and recipe; the others stay (split runs)."""
+    lines = {_row_key(x): x for x in old.splitlines() if _row_key(x) is not None}
+    for r in rows:
+        line = "| " + " | ".join(r.cells()) + " |"
+        lines[_row_key(line)] = line
+    commands = [x.strip() for x in old.splitlines() if x.startswith(COMMAND_LINE)]
+    commands = [c for c in commands if c != command] + [command]
+    return [lines[k] for k in sorted(k for k in lines if k is not None)], commands
+
+
+def target_line(setup: Setup, table: Sequence[str]) -> str:
     if not setup.target:
         return ""
+    col = HEAD.index(f"meets the {TARGET_BUDGET:g}× target")
+    judged = [(ROW.match(x), x.strip("|").split("|")[col].strip()) for x in table]
+    judged = [(m.group(2), v) for m, v in judged if m is not None and v in ("yes", "no")]
     if not judged:
-        return f"Target ({setup.target}): not measured in this run."
-    met = [r.recipe for r in judged if r.score.ok]
+        return f"Target ({setup.target}): not measured."
+    met = [recipe for recipe, v in judged if v == "yes"]
     return (f"Target ({setup.target}): met by {', '.join(met) if met else 'no recipe'} "
             f"({len(met)} of {len(judged)} runs at {TARGET_BUDGET:g}×).")
 
 
-def block(case: Case, setup: Setup, rows: Sequence[Row], command: str) -> str:
-    used = sorted({r.recipe for r in rows}, key=list(RECIPES).index)
+def block(case: Case, setup: Setup, table: Sequence[str], commands: Sequence[str]) -> str:
+    used = sorted({m.group(2) for x in table if (m := ROW.match(x))}, key=list(RECIPES).index)
     recipes = "\n".join(f"- {k}: `{' '.join(RECIPES[k]) or '(no recipe flags)'}`" for k in used)
-    head = ["budget", "recipe", "as run (from the report)", "MACs kept", case.metric, "time to prune s",
-            "load 1-min start → end"]
-    text = (f"{environment()}, at commit {commit()}, with\n\n    {command}\n\n"
-            f"Common command: `onnxprune prune M -o OUT --target-macs X --calib DIR --shapes {case.shapes} "
-            f"--report R.json --no-progress{''.join(' ' + a for a in case.extra)}`, one process per run; recipes:\n\n{recipes}\n\n"
-            f"{case.name}: {setup.dense}.\n\n" + md_table(head, [r.cells() for r in rows]))
-    line = target_line(setup, rows)
+    head = [h.format(metric=case.metric) for h in HEAD]
+    runs = "\n".join(f"    {c}" for c in commands)
+    text = (f"{environment()}, at commit {commit()}; rows from the runs of\n\n{runs}\n\n(the load average of the "
+            f"machine during each run is in its row). Common command: `onnxprune prune M -o OUT --target-macs X "
+            f"--calib DIR --shapes {case.shapes} --report R.json --no-progress"
+            f"{''.join(' ' + a for a in case.extra)}`, one process per run; recipes:\n\n{recipes}\n\n"
+            f"{case.name}: {setup.dense}.\n\n" + "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+                                                            *table]))
+    line = target_line(setup, table)
     return text + (f"\n\n{line}" if line else "")
+
+
+def markers(case: Case) -> tuple[str, str]:
+    return f"<!-- recipes-{case.key}:begin -->", f"<!-- recipes-{case.key}:end -->"
+
+
+def write(case: Case, setup: Setup, rows: Sequence[Row], command: str) -> str:
+    """Merge this run's rows into the model's block of benchmarks/README.md (under a lock: split runs of one
+    model may finish together) and return the block."""
+    import fcntl
+
+    begin, end = markers(case)
+    with open(Path(tempfile.gettempdir()) / "onnxprune-recipes-readme.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        body = README.read_text() if README.exists() else ""
+        old = body[body.index(begin):body.index(end)] if begin in body and end in body else ""
+        text = block(case, setup, *merge(old, rows, command))
+        replace_block(README, begin, end, text, f"Recipe grid: {case.name} (`benchmarks/recipes.py`)")
+    return text
 
 
 def _choice(ap: argparse.ArgumentParser, text: str, allowed: Sequence[str], what: str) -> list[str]:
@@ -321,11 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     row = prune_once(case, setup, budget, recipe, Path(tmp))
                     print("  " + " | ".join(row.cells()), flush=True)
                     rows.append(row)
-            text = block(case, setup, rows, command.strip())
+            text = write(case, setup, rows, command.strip()) if args.write else block(
+                case, setup, *merge("", rows, command.strip()))
             print(text, flush=True)
-            if args.write:
-                replace_block(README, f"<!-- recipes-{case.key}:begin -->", f"<!-- recipes-{case.key}:end -->", text,
-                              f"Recipe grid: {case.name} (`benchmarks/recipes.py`)")
     return 0
 
 
