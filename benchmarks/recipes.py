@@ -266,8 +266,10 @@ def prune_once(case: Case, setup: Setup, budget: float, recipe: str, tmp: Path) 
 
 
 def _row_key(line: str) -> tuple[float, int] | None:
+    """(budget, recipe) order of a table row of the current layout; None for any other line (a row of an
+    older layout, with other columns, is dropped rather than mixed in)."""
     m = ROW.match(line)
-    if m is None or m.group(2) not in RECIPES:
+    if m is None or m.group(2) not in RECIPES or line.count(" | ") != len(HEAD) - 1:
         return None
     return -float(m.group(1)), list(RECIPES).index(m.group(2))
 

@@ -84,3 +84,25 @@ def test_recipes_quick_prunes_digits_through_the_cli() -> None:
     assert abs(float(cells[3]) - 0.7) <= 0.03
     assert float(cells[4].rstrip(" %")) >= 95.0   # measured 100.0 % (dense 100.0 %)
     assert float(cells[5]) > 0.0
+
+
+def test_recipe_rows_of_a_split_run_merge_into_the_block() -> None:
+    """A run's rows replace the rows of the same budget and recipe; the others, and the earlier commands,
+    stay; a row of an older column layout is dropped; the target line reads the merged rows."""
+    recipes = load_script("recipes")
+    case = next(c for c in recipes.CASES if c.key == "rec")
+    setup = recipes.Setup(Path("calib"), "dense", lambda m: None, "the target")
+
+    def row(budget: float, recipe: str, cell: str, ok: bool | None) -> object:
+        return recipes.Row(budget, recipe, "l2 / uniform", f"{budget:.3f}", recipes.Score(cell, ok), 1.0, (1.0, 2.0))
+
+    stale = "| 0.5× | default | l2 / uniform | 0.500 | 0.1 | 9.9 | 1.0 → 1.0 |"
+    first = recipes.block(case, setup, *recipes.merge(stale, [row(0.7, "plain", "A", True), row(0.8, "plain", "B", None)],
+                                                     "python benchmarks/recipes.py --one"))
+    table, commands = recipes.merge(first, [row(0.7, "plain", "C", False), row(0.5, "default", "D", None)],
+                                    "python benchmarks/recipes.py --two")
+    assert [line.split(" | ")[:2] for line in table] == [["| 0.8×", "plain"], ["| 0.7×", "plain"], ["| 0.5×", "default"]]
+    assert " C | no |" in table[1] and " D |  |" in table[2]
+    assert commands == ["python benchmarks/recipes.py --one", "python benchmarks/recipes.py --two"]
+    assert recipes.target_line(setup, table).endswith("met by no recipe (0 of 1 runs at 0.7×).")
+    assert "- default: `(no recipe flags)`" in recipes.block(case, setup, table, commands)
