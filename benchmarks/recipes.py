@@ -299,12 +299,12 @@ def target_line(setup: Setup, table: Sequence[str]) -> str:
             f"({len(met)} of {len(judged)} runs at {TARGET_BUDGET:g}×).")
 
 
-def block(case: Case, setup: Setup, table: Sequence[str], commands: Sequence[str]) -> str:
+def block(case: Case, setup: Setup, table: Sequence[str], commands: Sequence[str], at: str) -> str:
     used = sorted({m.group(2) for x in table if (m := ROW.match(x))}, key=list(RECIPES).index)
     recipes = "\n".join(f"- {k}: `{' '.join(RECIPES[k]) or '(no recipe flags)'}`" for k in used)
     head = [h.format(metric=case.metric) for h in HEAD]
     runs = "\n".join(f"    {c}" for c in commands)
-    text = (f"{environment()}, at commit {commit()}; rows from the runs of\n\n{runs}\n\n(the load average of the "
+    text = (f"{environment()}, last run at commit {at}; rows from the runs of\n\n{runs}\n\n(the load average of the "
             f"machine during each run is in its row). Common command: `onnxprune prune M -o OUT --target-macs X "
             f"--calib DIR --shapes {case.shapes} --report R.json --no-progress"
             f"{''.join(' ' + a for a in case.extra)}`, one process per run; recipes:\n\n{recipes}\n\n"
@@ -318,7 +318,7 @@ def markers(case: Case) -> tuple[str, str]:
     return f"<!-- recipes-{case.key}:begin -->", f"<!-- recipes-{case.key}:end -->"
 
 
-def write(case: Case, setup: Setup, rows: Sequence[Row], command: str) -> str:
+def write(case: Case, setup: Setup, rows: Sequence[Row], command: str, at: str) -> str:
     """Merge this run's rows into the model's block of benchmarks/README.md (under a lock: split runs of one
     model may finish together) and return the block."""
     import fcntl
@@ -328,7 +328,7 @@ def write(case: Case, setup: Setup, rows: Sequence[Row], command: str) -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)
         body = README.read_text() if README.exists() else ""
         old = body[body.index(begin):body.index(end)] if begin in body and end in body else ""
-        text = block(case, setup, *merge(old, rows, command))
+        text = block(case, setup, *merge(old, rows, command), at)
         replace_block(README, begin, end, text, f"Recipe grid: {case.name} (`benchmarks/recipes.py`)")
     return text
 
@@ -365,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         ap.error(f"missing {', '.join(missing)}: run `python models/fetch_real.py`")
     command = "python benchmarks/recipes.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    at = commit()  # the code that runs, even if the branch moves on during a long run
     with tempfile.TemporaryDirectory(prefix="onnxprune-recipes-") as tmp:
         for case in (c for c in CASES if c.key in models):
             setup = case.setup(Path(tmp) / f"{case.key}_calib")
@@ -375,8 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     row = prune_once(case, setup, budget, recipe, Path(tmp))
                     print("  " + " | ".join(row.cells()), flush=True)
                     rows.append(row)
-            text = write(case, setup, rows, command.strip()) if args.write else block(
-                case, setup, *merge("", rows, command.strip()))
+            text = write(case, setup, rows, command.strip(), at) if args.write else block(
+                case, setup, *merge("", rows, command.strip()), at)
             print(text, flush=True)
     return 0
 

@@ -98,11 +98,11 @@ def test_recipe_rows_of_a_split_run_merge_into_the_block() -> None:
 
     stale = "| 0.5× | default | l2 / uniform | 0.500 | 0.1 | 9.9 | 1.0 → 1.0 |"
     first = recipes.block(case, setup, *recipes.merge(stale, [row(0.7, "plain", "A", True), row(0.8, "plain", "B", None)],
-                                                     "python benchmarks/recipes.py --one"))
+                                                     "python benchmarks/recipes.py --one"), "abc1234")
     table, commands = recipes.merge(first, [row(0.7, "plain", "C", False), row(0.5, "default", "D", None)],
                                     "python benchmarks/recipes.py --two")
     assert [line.split(" | ")[:2] for line in table] == [["| 0.8×", "plain"], ["| 0.7×", "plain"], ["| 0.5×", "default"]]
     assert " C | no |" in table[1] and " D |  |" in table[2]
     assert commands == ["python benchmarks/recipes.py --one", "python benchmarks/recipes.py --two"]
     assert recipes.target_line(setup, table).endswith("met by no recipe (0 of 1 runs at 0.7×).")
-    assert "- default: `(no recipe flags)`" in recipes.block(case, setup, table, commands)
+    assert "- default: `(no recipe flags)`" in recipes.block(case, setup, table, commands, "abc1234")
