@@ -370,15 +370,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for case in (c for c in CASES if c.key in models):
             setup = case.setup(Path(tmp) / f"{case.key}_calib")
             print(f"{case.name}: {setup.dense}", flush=True)
-            rows = []
+            rows: list[Row] = []
             for budget in budgets:
                 for recipe in recipes:
-                    row = prune_once(case, setup, budget, recipe, Path(tmp))
-                    print("  " + " | ".join(row.cells()), flush=True)
-                    rows.append(row)
-            text = write(case, setup, rows, command.strip(), at) if args.write else block(
-                case, setup, *merge("", rows, command.strip()), at)
-            print(text, flush=True)
+                    rows.append(prune_once(case, setup, budget, recipe, Path(tmp)))
+                    print("  " + " | ".join(rows[-1].cells()), flush=True)
+                    if args.write:  # after every run: an interrupted grid keeps what it measured
+                        write(case, setup, rows[-1:], command.strip(), at)
+            print(block(case, setup, *merge("", rows, command.strip()), at), flush=True)
     return 0
 
 
