@@ -42,7 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded as a module (tests): the _acc_* helpers,
+    sys.path.append(str(Path(__file__).resolve().parent))  # after the packages (benchmarks/transformers.py)
 
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402

@@ -12,7 +12,8 @@ import pytest
 from bench_scripts import load_script, run_quick
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
+# appended, not first: benchmarks/transformers.py must not shadow the transformers package for later tests
+sys.path.append(str(ROOT / "benchmarks"))
 
 import _acc_images as im  # noqa: E402
 import _acc_text as tx  # noqa: E402
@@ -80,10 +81,10 @@ def test_recipes_quick_prunes_digits_through_the_cli() -> None:
     out = run_quick("recipes", "--quick")
     row = next(line for line in out.splitlines() if line.startswith("| 0.7× | plain |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[2] == "l2 / uniform, re-fit 7 layers"
+    assert cells[2].startswith("l2 / uniform, re-fit ")  # 7 layers at --round-to 16, more under the suite's 1
     assert abs(float(cells[3]) - 0.7) <= 0.03
     assert float(cells[4].rstrip(" %")) >= 95.0   # measured 100.0 % (dense 100.0 %)
-    assert float(cells[5]) > 0.0
+    assert cells[5] == "" and float(cells[6]) > 0.0  # no target for digits; the time to prune
 
 
 def test_recipe_rows_of_a_split_run_merge_into_the_block() -> None:
