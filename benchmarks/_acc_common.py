@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -77,6 +78,12 @@ def environment() -> str:
     load = ", load average at the end {:.1f} / {:.1f} / {:.1f} (shared machine)".format(*os.getloadavg())
     return (f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count() or 0} CPUs{load}, "
             f"Python {platform.python_version()}")
+
+
+def commit() -> str:
+    """The short hash of the checked-out commit (what a measurement ran), or "unknown"."""
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+    return out.stdout.strip() or "unknown"
 
 
 def write_block(text: str, command: str) -> None:

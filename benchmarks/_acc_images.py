@@ -158,6 +158,37 @@ def eval_views(img: np.ndarray, crop: float = 0.6) -> list[np.ndarray]:
     return [np.ascontiguousarray(v) for v in views]
 
 
+# YOLOv8n's wider evaluation set (benchmarks/recipes.py): the evaluation photographs and OTHER_PHOTOS,
+# none of them a calibration image (YOLO_CALIB).
+YOLO_EVAL_WIDE = YOLO_EVAL + OTHER_PHOTOS
+assert not set(YOLO_EVAL_WIDE) & set(YOLO_CALIB)
+
+
+def augmented_view(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random_view shrunk to 50-100 % of its size on a grey (114) frame, brightness x 0.7-1.3 and
+    contrast x 0.7-1.3 about the mean."""
+    view = random_view(img, rng)
+    h, w = view.shape[:2]
+    s = rng.uniform(0.5, 1.0)
+    nh, nw = max(8, int(h * s)), max(8, int(w * s))
+    frame = np.full_like(view, 114)
+    y, x = int(rng.integers(0, h - nh + 1)), int(rng.integers(0, w - nw + 1))
+    frame[y:y + nh, x:x + nw] = resize(view, nh, nw)
+    f = frame.astype(np.float32)
+    f = (f - f.mean()) * rng.uniform(0.7, 1.3) + f.mean() * rng.uniform(0.7, 1.3)
+    return np.clip(f, 0, 255).round().astype(np.uint8)
+
+
+def wide_eval_views(names: tuple[str, ...], per_image: int, seed: int = 0) -> list[np.ndarray]:
+    """Every named image's eval_views and `per_image` augmented views of it."""
+    rng = np.random.default_rng(seed)
+    out: list[np.ndarray] = []
+    for name in names:
+        img = load(name)
+        out += eval_views(img) + [augmented_view(img, rng) for _ in range(per_image)]
+    return out
+
+
 def mirror_views(img: np.ndarray) -> list[np.ndarray]:
     return [img, np.ascontiguousarray(img[:, ::-1])]
 

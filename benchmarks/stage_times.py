@@ -40,6 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _acc_images as im  # noqa: E402
+from _acc_common import commit  # noqa: E402
 from _readme import replace_block  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -211,11 +212,6 @@ def block(label: str, rows: Sequence[tuple[Case, Recipe, Timings]], command: str
             f"Recipes (shapes per model):\n\n{cmds}\n\n" + table(rows))
 
 
-def _commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
-    return out.stdout.strip() or "unknown"
-
-
 def _child(case_key: str, recipe_key: str, calib: str) -> None:
     case = next(c for c in CASES if c.key == case_key)
     recipe = next(r for r in RECIPES if r.key == recipe_key)
@@ -265,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{case.name} / {recipe.label}: {t.total:.1f} s "
                       f"({', '.join(f'{k} {v:.1f}' for k, v in t.seconds.items())}), load {t.load}", flush=True)
     command = "python benchmarks/stage_times.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = block(args.label, rows, command.strip(), _commit())
+    text = block(args.label, rows, command.strip(), commit())
     print(text)
     if not args.no_write:
         replace_block(README, f"<!-- stage-times-{args.label}:begin -->", f"<!-- stage-times-{args.label}:end -->",
