@@ -54,7 +54,7 @@ TRANSFORMERS = DIGITS.parent / "transformers"
 DISTILL_SECONDS = 120
 # The recipes, as the CLI arguments each adds to the common command (defined here once).
 RECIPES: dict[str, list[str]] = {
-    "plain": ["--criterion", "l2", "--allocation", "uniform"],  # the quick path (`--fast` once it exists)
+    "plain": ["--fast"],                                        # the quick path
     "default": [],                                              # whatever the CLI does by default
     "distill": ["--distill", "--distill-time", str(DISTILL_SECONDS)],
 }
