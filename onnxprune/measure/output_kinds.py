@@ -60,6 +60,23 @@ def _source(name: str, producers: dict[str, onnx.NodeProto], finals: set[str]) -
     return None
 
 
+def _reached(name: str, producers: dict[str, onnx.NodeProto], finals: set[str]) -> list[onnx.NodeProto]:
+    """The final Sigmoid/Softmax nodes whose values reach tensor `name` through value-keeping ops (any input)."""
+    found: list[onnx.NodeProto] = []
+    seen: set[str] = set()
+    stack = [name]
+    while stack:
+        node = producers.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.name in finals:
+            found.append(node)
+        elif node.op_type in KEEP_VALUES:
+            stack.extend(x for x in node.input if x)
+    return found
+
+
 def _rank(dg: DependencyGraph, name: str) -> int | None:
     shape = dg.analysis.view.shape(name)
     return None if shape is None else len(shape)
@@ -103,11 +120,12 @@ def output_kind(dg: DependencyGraph, output: str) -> OutputKind:
             return OutputKind(output, kind, f"final Softmax {src.name} {what}", probabilities=True, axis=axis)
     if src is not None and src.op_type == "Sigmoid":
         return OutputKind(output, "threshold", f"final Sigmoid {src.name}")
-    if sigmoids and rank is not None and rank >= 2:
-        channels = _sigmoid_channels(dg, output, sigmoids)
+    reached = _reached(output, producers, {n.name for n in sigmoids})
+    if reached and rank is not None and rank >= 2:
+        channels = _sigmoid_channels(dg, output, reached)
         if channels is not None:
             return OutputKind(output, "threshold", f"{int(channels.sum())} of {channels.size} channels from final "
-                              f"Sigmoid {', '.join(n.name for n in sigmoids[:2])}", channels=channels)
+                              f"Sigmoid {', '.join(n.name for n in reached[:2])}", channels=channels)
     node = producers.get(output)
     if node is not None and node.op_type == "Add":  # the bias of a MatMul
         node = producers.get(node.input[0])
