@@ -31,7 +31,16 @@ import numpy as np
 import onnx
 from _acc_common import REAL, md_table, outputs
 from _acc_metrics import pooled_cosine
-from _acc_real import CASES, CURVE_RATIOS, CURVE_SAMPLES, HEAD_FLOOR, TARGET, RealCase, fidelity, write_calibration
+from _acc_real import (
+    CASES,
+    CURVE_RATIOS,
+    CURVE_SAMPLES,
+    HEAD_FLOOR,
+    TARGET,
+    RealCase,
+    fidelity,
+    write_calibration,
+)
 
 from onnxprune.api import analyse, prune
 from onnxprune.calib.source import CalibConfig

@@ -279,3 +279,13 @@ def test_softmax_head_weighting_fits_the_close_positions_better() -> None:
     # Measured: 1.08 vs 1.41 on the close positions. Whether the argmax then flips less is the task's
     # question, measured on PP-OCRv4 rec in benchmarks/task_fidelity.py (not always: here it does not).
     assert weighted < 0.9 * plain
+
+
+def test_sensitivity_cli_names_the_kinds_and_refuses_a_metric_without_its_kind(tmp_path: Path) -> None:
+    src = tmp_path / "m.onnx"
+    onnx.save(_recogniser(), src)
+    r = CliRunner().invoke(main, ["sensitivity", str(src), "--ratios", "0.5", "--samples", "2", "--error", "auto"])
+    assert r.exit_code == 0, r.output
+    assert "outputs: probs: sequence (final Softmax probs" in r.output
+    r = CliRunner().invoke(main, ["sensitivity", str(src), "--ratios", "0.5", "--samples", "2", "--error", "threshold"])
+    assert r.exit_code == 2 and "judges threshold outputs; this model has probs: sequence" in r.output

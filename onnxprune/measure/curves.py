@@ -488,6 +488,15 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: CalibrationLike = No
     return result
 
 
+def require_metric(dg: DependencyGraph, metric: str) -> None:
+    """Refuse, before measuring, a task error no output of the model is judged by."""
+    judges = JUDGES.get(metric)
+    kinds = output_kinds(dg).values()
+    if judges and not any(k.kind in judges for k in kinds):
+        raise OnnxPruneError(f"the {metric!r} error judges {' or '.join(judges)} outputs; this model has "
+                             f"{'; '.join(k.describe() for k in kinds)}")
+
+
 def load_labelled(model: onnx.ModelProto, *, data: str | None, labels: str | None,
                   calibration: CalibrationLike = None, samples: int = DEFAULT_SAMPLES, batch: int | None = None,
                   output: str | None = None, shapes: Shapes | None = None) -> LabelledData | None:
