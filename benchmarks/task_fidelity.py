@@ -10,8 +10,9 @@ disjoint (benchmarks/_acc_images.py).
 
 Task metrics against the dense model: YOLOv8n box F1, PP-OCRv4 det mask IoU at 0.3 (_acc_metrics.py);
 PP-OCRv4 rec on 64 text-line-shaped strips of the evaluation photographs (`line_views`): exact-line
-agreement of the greedy CTC decode (blank 0, repeats collapsed) and character agreement (1 − edit
-distance / dense characters, summed over the lines).
+agreement of the greedy CTC decode (blank 0, repeats collapsed) and the character error rate against
+the dense decode (edit distance / dense characters, summed over the lines; above 1 when the pruned
+model reads characters where the dense one reads none).
 
     .venv/bin/python benchmarks/task_fidelity.py [--models rec,yolo,det] [--rows channel_error:-,auto:-,...]
 """
@@ -76,14 +77,14 @@ def edit_distance(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 def text_agreement(dense: Sequence[np.ndarray], pruned: Sequence[np.ndarray]) -> tuple[float, float, str]:
-    """Exact-line agreement, character agreement, and a note, of greedy decodes."""
+    """Exact-line agreement, character error rate against the dense decode, and a note, of greedy decodes."""
     da = [t for p in dense for t in ctc_greedy(p)]
     pa = [t for p in pruned for t in ctc_greedy(p)]
     exact = float(np.mean([a == b for a, b in zip(da, pa, strict=True)]))
     chars = sum(len(a) for a in da)
     edits = sum(edit_distance(a, b) for a, b in zip(da, pa, strict=True))
     pos = float(np.mean([np.mean(np.argmax(a, -1) == np.argmax(b, -1)) for a, b in zip(dense, pruned, strict=True)]))
-    return exact, 1.0 - edits / max(chars, 1), f"{len(da)} lines, {chars} dense characters, positions agree {pos:.3f}"
+    return exact, edits / max(chars, 1), f"{len(da)} lines, {chars} dense characters, positions agree {pos:.3f}"
 
 
 def rec_case() -> tuple[Path, dict[str, tuple[int, ...]], list[np.ndarray], CalibConfig, Path]:
@@ -97,8 +98,8 @@ def rec_case() -> tuple[Path, dict[str, tuple[int, ...]], list[np.ndarray], Cali
 def task_score(kind: str, case: RealCase | None, dense: Sequence[np.ndarray],
                pruned: Sequence[np.ndarray]) -> tuple[str, str]:
     if case is None:
-        exact, chars, note = text_agreement(dense, pruned)
-        return f"exact lines {exact:.3f}, characters {chars:.3f}", note
+        exact, cer, note = text_agreement(dense, pruned)
+        return f"exact lines {exact:.3f}, CER {cer:.3f}", note
     fid = fidelity(case, dense, pruned)
     return f"{'box F1' if kind == 'yolo' else 'mask IoU'} {fid.score:.3f}", fid.detail
 
