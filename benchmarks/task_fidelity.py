@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import _acc_images as im
 import numpy as np
@@ -51,8 +52,9 @@ from onnxprune.measure.model_stats import model_stats
 CRITERION = "obs"
 REC_CALIB = 64
 REC_EVAL = 64
-REC_SHAPES = {"x": (1, 3, 48, 320)}
+REC_SHAPES: dict[str, tuple[int, ...]] = {"x": (1, 3, 48, 320)}
 # (curves error, head_floor) per row: the default allocation, the task-aware one, each re-fitted plain and weighted.
+UNIFORM = "uniform"  # a row's "error" that allocates uniformly, without curves
 ROWS: tuple[tuple[str, float | None], ...] = (("channel_error", None), ("auto", None),
                                               ("channel_error", HEAD_FLOOR), ("auto", HEAD_FLOOR))
 
@@ -119,17 +121,19 @@ def run_model(kind: str, rows: Sequence[tuple[str, float | None]]) -> list[list[
         dense_macs = model_stats(model, shapes=shapes).macs
         dg = analyse(model, shapes=shapes)
         start = time.perf_counter()
-        curves: SensitivityResult = sensitivity_curves(dg, calibration=calibration, samples=CURVE_SAMPLES,
-                                                       ratios=CURVE_RATIOS, shapes=shapes)
+        curves: SensitivityResult | None = None
+        if any(error != UNIFORM for error, _ in rows):
+            curves = sensitivity_curves(dg, calibration=calibration, samples=CURVE_SAMPLES, ratios=CURVE_RATIOS,
+                                        shapes=shapes)
         secs = time.perf_counter() - start
-        kinds = "; ".join(f"{o['kind']} ({o['reason']})" for o in curves.outputs)
+        kinds = "; ".join(f"{o['kind']} ({o['reason']})" for o in curves.outputs) if curves else "-"
         print(f"{name}: curves {secs:.0f} s, outputs: {kinds}", flush=True)
         out = []
         for error, floor in rows:
             start = time.perf_counter()
+            alloc: dict[str, Any] = {} if error == UNIFORM else {"sensitivity": curves, "sensitivity_error": error}
             res = prune(dg.model, dg=dg, criterion=CRITERION, shapes=shapes, calibration=calibration,
-                        reconstruct=True, sensitivity=curves, sensitivity_error=error, head_floor=floor,
-                        target_macs=TARGET)
+                        reconstruct=True, head_floor=floor, target_macs=TARGET, **alloc)
             secs_row = time.perf_counter() - start
             got = outputs(res.model, inputs)
             kept = model_stats(res.model, shapes=shapes).macs / dense_macs
@@ -139,7 +143,8 @@ def run_model(kind: str, rows: Sequence[tuple[str, float | None]]) -> list[list[
                     f"{note}{'; ' if note else ''}{secs_row:.0f} s"]
             print("  " + " | ".join(line), flush=True)
             out.append(line)
-        out[0][-1] += f"; curves {secs:.0f} s; outputs: {kinds}"
+        if curves is not None:
+            out[0][-1] += f"; curves {secs:.0f} s; outputs: {kinds}"
     return out
 
 
@@ -147,7 +152,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="rec,yolo,det")
     ap.add_argument("--rows", default=",".join(f"{e}:{'-' if f is None else f}" for e, f in ROWS),
-                    help="error:head_floor pairs, '-' for no weighting")
+                    help="error:head_floor pairs ('-': no weighting; error 'uniform': uniform ratios, no curves)")
     args = ap.parse_args()
     rows = [(e, None if f == "-" else float(f)) for e, f in (r.split(":") for r in args.rows.split(","))]
     table: list[list[str]] = []
