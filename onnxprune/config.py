@@ -87,7 +87,7 @@ class DepthOptions:
 @dataclass(frozen=True)
 class RecoveryOptions:
     reconstruct: bool | None = None  # None: on when the calibration is real data
-    head_floor: float | None = None  # weight a detector's score layers toward its threshold (recovery/heads.py)
+    head_floor: float | None = None  # weight final Sigmoid/Softmax logit layers toward the decision (recovery/heads.py)
     distill: DistillOptions | None = None  # fine-tune toward the dense model after the re-fit (recovery/distill.py)
 
 

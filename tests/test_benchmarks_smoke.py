@@ -183,3 +183,17 @@ def test_every_benchmark_script_imports() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(stems) >= 10
+
+
+def test_task_fidelity_greedy_ctc_decode_and_line_agreement() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import numpy as np
+    from task_fidelity import ctc_greedy, edit_distance, text_agreement
+
+    def onehot(path: list[int]) -> np.ndarray:
+        return np.eye(4, dtype=np.float32)[path][None]  # [1, T, 4]
+
+    assert ctc_greedy(onehot([0, 1, 1, 0, 1, 2, 2, 0])) == [(1, 1, 2)]  # repeats collapse, a blank separates
+    assert edit_distance((1, 2, 3), (1, 3)) == 1 and edit_distance((), (2, 2)) == 2
+    exact, cer, _ = text_agreement([onehot([1, 0, 2]), onehot([3, 3, 0])], [onehot([1, 1, 2]), onehot([3, 0, 3])])
+    assert exact == 0.5 and cer == 1 / 3  # line 1 reads the same; line 2 reads "33" for "3"

@@ -90,7 +90,9 @@ def _loop_options(fn: Any) -> Any:
                           "ratios with the least total error. With --steps, each later step re-measures the curves "
                           "on its own model (same grid, samples and criterion, on --calib)."),
         click.option("--sensitivity-error", type=click.Choice(METRICS), default=DEFAULT_METRIC, show_default=True,
-                     help="Which error of the curves the allocation minimises."),
+                     help="Which error of the curves the allocation minimises; auto: the one each output's kind "
+                          "calls for (threshold for sigmoid scores and maps, margin for softmax sequences and "
+                          "classifiers, channel_error otherwise)."),
         click.option("--target-latency", type=click.FloatRange(0.0, min_open=True), default=None, metavar="MS",
                      help="Search the MAC budget until ONNX Runtime latency is about MS milliseconds (within 3 %)."),
         click.option("--latency-batch", type=click.IntRange(min=1), default=1, show_default=True,
@@ -166,8 +168,9 @@ def _loop_options(fn: Any) -> Any:
               help="Re-fit the pruned layers by least squares to the original's outputs on the calibration "
                    "data (default: on with --calib, off without).")
 @click.option("--head-floor", type=click.FloatRange(0.0), default=None, metavar="F",
-              help="Re-fit the layers producing a final Sigmoid's logits (a detector's class scores) weighted by "
-                   "the sigmoid's slope plus F, e.g. 0.01: rows near the decision threshold count most.")
+              help="Re-fit the layers producing a final Sigmoid's logits (a detector's class scores, a segmentation "
+                   "map) weighted by the sigmoid's slope plus F, e.g. 0.01, and a final Softmax's by the slope at "
+                   "its top-2 logit gap: rows near the decision count most.")
 @click.option("--drop-blocks", type=BlockCount(), default="0", show_default=True, metavar="N|auto",
               help="Also drop the N residual blocks (a transformer layer's attention or MLP, a ResNet block) "
                    "with the lowest block influence on the calibration data. Approximate: the oracle checks "

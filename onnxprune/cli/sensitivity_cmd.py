@@ -33,6 +33,7 @@ from onnxprune.measure.curves import (
     FILLS,
     METRICS,
     load_labelled,
+    require_metric,
     sensitivity_curves,
 )
 from onnxprune.planning.rounding import finer_round_to, rounding_policy
@@ -97,6 +98,7 @@ def command(model: str, ratios: str, criterion: str, round_to: str | None, targe
     source = CalibrationSource.of(calib, proto, shapes=shp)
     dg = keep_layers(analyse(proto, shapes=shp, approximate=approximate, grouped=grouped, heads=heads,
                              calibration=source), keep)  # kept groups are not measured
+    require_metric(dg, error)
     with rich_progress(enabled=progress) as bar:
         labelled = load_labelled(dg.model, data=data, labels=labels, calibration=source, samples=samples,
                                  output=label_output, shapes=shp)
@@ -111,6 +113,7 @@ def command(model: str, ratios: str, criterion: str, round_to: str | None, targe
     click.echo(f"{len(result.curves)} groups x {len(grid)} ratios on {result.samples} calibration samples "
                f"in {result.seconds:.1f}s{acc}")
     click.echo(multiple.describe())
+    click.echo("outputs: " + "; ".join(f"{o['name']}: {o['kind']} ({o['reason']})" for o in result.outputs))
     flat = [c for c in result.curves if not any(p.removed for p in c.points)]
     if flat and multiple.value > 1:
         click.echo(f"note: {len(flat)} of {len(result.curves)} groups lose no whole block of {multiple.value} "

@@ -142,12 +142,12 @@ def sensitivity_table(result: SensitivityResult, *, error: str = "channel_error"
 
     Numbers are never cut: the source name gives way (its middle abbreviated) to fit `width`
     columns, and where even that leaves it too little room, each group becomes a line of its own."""
-    curves = sorted(result.curves, key=lambda c: -max((getattr(p, error) for p in c.points), default=0.0))
+    curves = sorted(result.curves, key=lambda c: -max((p.error(error) for p in c.points), default=0.0))
     rows = []
     for c in curves:
         cells = []
         for p in c.points:
-            cell = f"{getattr(p, error):.3g}"
+            cell = f"{p.error(error):.3g}"
             if p.accuracy is not None:
                 cell += f" {100 * p.accuracy:.1f}%"
             cells.append(cell)

@@ -17,7 +17,9 @@ JSON schema (`SensitivityResult.to_json`, `"schema": "onnxprune.measure.curves/1
      "macs": M, "params": P (of the dense model), "input_shapes": {name: [dims]}, "seconds": s,
      "groups": [{"id", "sources": [node names], "slots", "channels", "channels_per_slot",
                  "points": [{"ratio", "removed" (slots), "rel_error", "cos_error", "channel_error",
-                             "accuracy" | null, "macs_kept", "params_kept"}]}]}
+                             "argmax" | null, "margin" | null, "threshold" | null, "auto" | null,
+                             "accuracy" | null, "macs_kept", "params_kept"}]}],
+     "outputs": [{"name", "kind", "reason"}]}
 
 rel_error = ‖y − y_dense‖ / ‖y_dense‖ and cos_error = 1 − cosine(y, y_dense), each over all held
 samples and averaged over the float outputs. channel_error (the default for budgets) is the same
@@ -25,6 +27,15 @@ relative error taken per channel of each output (axis 1) and averaged over the c
 that mixes scales, like YOLOv8's [1, 4 + classes, anchors] (box coordinates in pixels next to class
 probabilities), is otherwise judged by its largest channels alone, and a budget would prune the
 class branch freely. Files written before it existed load with channel_error = rel_error.
+
+The task-aware errors (`measure.task_error`, each output's kind from `measure.output_kinds`, listed
+under "outputs"): threshold (probability change weighted toward the decision, for final-Sigmoid maps
+and score channels), argmax (fraction of rows or sequence lines whose argmax changes) and margin (its
+graded form: the dense winner's margin eroded, compounded over a line), each averaged over the outputs
+of its kinds (null when the model has none). auto takes for every output the error its kind calls
+for (threshold, margin for sequences and classifiers, channel_error for regression; a mixed output
+like YOLOv8's the mean of threshold over its score channels and channel_error over the others) and
+averages over the outputs. Files written before them load with null: allocating by them refuses.
 accuracy is a fraction in [0, 1]; macs_kept and params_kept are fractions of the dense model's.
 A slot is what removal takes at once: one channel, or several where coupling ties them (the same
 index in every conv group, a whole conv group, an attention head's index): channels = slots ×
@@ -52,6 +63,8 @@ from onnxprune.io.inputs import feed_rows
 from onnxprune.io.model_io import write_json
 from onnxprune.io.progress import ProgressFn, report
 from onnxprune.io.types import Feed, Shapes
+from onnxprune.measure.output_kinds import OutputKind, output_kinds
+from onnxprune.measure.task_error import TaskSums
 from onnxprune.planning.costs import CostModel
 from onnxprune.planning.order import removal_orders
 from onnxprune.planning.rounding import Quota, RoundTo, n_keep, resolve_round_to, too_narrow
@@ -63,11 +76,13 @@ from onnxprune.scoring.refit_probe import Compensator
 SCHEMA = "onnxprune.measure.curves/1"
 DEFAULT_RATIOS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_SAMPLES = 64
-METRICS = ("channel_error", "rel_error", "cos_error")
+METRICS = ("channel_error", "rel_error", "cos_error", "argmax", "margin", "threshold", "auto")
+TASK_METRICS = ("argmax", "margin", "threshold", "auto")  # null in files written before them
 # What a removed channel's consumers see while a curve is measured: zero, its calibration mean, or
 # "refit": zero, with every re-fittable consumer re-fitted by least squares (scoring.refit_probe).
 FILLS = (*PROBE_FILLS, "refit")
 DEFAULT_METRIC = "channel_error"
+JUDGES = {"argmax": ("sequence", "classifier"), "margin": ("sequence", "classifier"), "threshold": ("threshold",)}
 NEGLIGIBLE_CHANNEL = 1e-12  # channels with less energy than this share of the output's mean are skipped
 
 
@@ -84,11 +99,24 @@ class CurvePoint:
     macs_kept: float  # fraction of the dense model's MACs with only this group pruned
     params_kept: float
     channel_error: float = 0.0
+    argmax: float | None = None
+    margin: float | None = None
+    threshold: float | None = None
+    auto: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"ratio": self.ratio, "removed": self.removed, "rel_error": self.rel_error,
-                "cos_error": self.cos_error, "channel_error": self.channel_error, "accuracy": self.accuracy,
+                "cos_error": self.cos_error, "channel_error": self.channel_error, "argmax": self.argmax,
+                "margin": self.margin, "threshold": self.threshold, "auto": self.auto, "accuracy": self.accuracy,
                 "macs_kept": self.macs_kept, "params_kept": self.params_kept}
+
+    def error(self, metric: str) -> float:
+        value = getattr(self, metric)
+        if value is None:
+            raise OnnxPruneError(f"the sensitivity curves have no {metric!r} error: " + (
+                "the model has no output of the kind it judges (see the curves' outputs)" if metric != "auto"
+                else "they were measured before it existed; measure them again"))
+        return float(value)
 
 
 @dataclass(frozen=True)
@@ -106,7 +134,7 @@ class GroupCurve:
     def error_at(self, removed: float, metric: str = DEFAULT_METRIC) -> float:
         """The error when `removed` slots are gone, linear between measured points (0 when none)."""
         xs = [0.0, *(float(p.removed) for p in self.points)]
-        ys = [0.0, *(float(getattr(p, metric)) for p in self.points)]
+        ys = [0.0, *(p.error(metric) for p in self.points)]
         return float(np.interp(removed, xs, ys))
 
     def to_json(self) -> dict[str, Any]:
@@ -132,13 +160,14 @@ class SensitivityResult:
     fill: str = "zero"  # what a masked channel read while measuring (scoring.mask_probe)
     grouped: str | None = None  # the --grouped-conv mode of the analysis (None: a file from before it was kept)
     heads: str | None = None  # the --heads mode of the analysis (None: a file from before it was kept)
+    outputs: list[dict[str, str]] = field(default_factory=list)  # each output's kind (measure.output_kinds)
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "model": self.model, "criterion": self.criterion, "round_to": self.round_to,
                 "ratios": self.ratios, "samples": self.samples, "accuracy_samples": self.accuracy_samples,
                 "dense_accuracy": self.dense_accuracy, "label_output": self.label_output, "macs": self.macs,
                 "params": self.params, "input_shapes": self.input_shapes, "seconds": self.seconds,
-                "fill": self.fill, "grouped": self.grouped, "heads": self.heads,
+                "fill": self.fill, "grouped": self.grouped, "heads": self.heads, "outputs": self.outputs,
                 "groups": [c.to_json() for c in self.curves]}
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -154,14 +183,16 @@ class SensitivityResult:
                                          float(p["cos_error"]),
                                          None if p.get("accuracy") is None else float(p["accuracy"]),
                                          float(p["macs_kept"]), float(p["params_kept"]),
-                                         float(p.get("channel_error", p["rel_error"]))) for p in g["points"]],
+                                         float(p.get("channel_error", p["rel_error"])),
+                                         *(_optional(p.get(m)) for m in TASK_METRICS)) for p in g["points"]],
                              int(g.get("channels_per_slot", 1)))
                   for g in data["groups"]]
         return cls(str(data["model"]), str(data["criterion"]), int(data["round_to"]),
                    [float(r) for r in data["ratios"]], int(data["samples"]), int(data["macs"]),
                    int(data["params"]), curves, data.get("dense_accuracy"), data.get("accuracy_samples"),
                    data.get("label_output"), dict(data.get("input_shapes") or {}), float(data.get("seconds", 0.0)),
-                   str(data.get("fill", "zero")), data.get("grouped"), data.get("heads"))
+                   str(data.get("fill", "zero")), data.get("grouped"), data.get("heads"),
+                   [dict(o) for o in data.get("outputs") or []])
 
     @classmethod
     def coerce(cls, curves: SensitivityResult | str | os.PathLike[str] | None) -> SensitivityResult | None:
@@ -202,6 +233,10 @@ class SensitivityResult:
         return out
 
 
+def _optional(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 # ------------------------------------------------------------------------------------------ probing
 
 
@@ -231,6 +266,7 @@ class CurveProbe(MaskProbe):
                  fill: str = "zero", overrides: Iterable[str] = ()) -> None:
         super().__init__(dg, feeds, fill=fill, overrides=overrides)
         self.labelled = labelled
+        self.kinds = output_kinds(dg)
         self.label_output: str | None = None
         self.labels: np.ndarray | None = None
         self.dense_accuracy: float | None = None
@@ -257,6 +293,12 @@ class CurveProbe(MaskProbe):
         assert self.labels is not None
         return float(np.mean(np.argmax(logits, axis=1) == self.labels))
 
+    def unchanged(self) -> Errors:
+        """The errors of the dense model against itself: 0 for every kind this model's outputs have."""
+        kinds = {k.kind for k in self.kinds.values()}
+        zero = {m: 0.0 if kinds & set(judges) else None for m, judges in JUDGES.items()}
+        return Errors(0.0, 0.0, 0.0, self.dense_accuracy, auto=0.0, **zero)
+
     def measure(self, removed: set[int], weights: Mapping[str, np.ndarray] | None = None) -> Errors:
         """The errors (and accuracy) with the slots `removed` masked (and `weights` fed, see MaskProbe)."""
         self.evaluations += 1
@@ -265,13 +307,14 @@ class CurveProbe(MaskProbe):
             got = self._run(feed, removed, weights)
             for name, w in want.items():
                 if w.dtype.kind == "f":
-                    sums.setdefault(name, OutputSums()).add(w, got[name])
+                    sums.setdefault(name, OutputSums(self.kinds.get(name))).add(w, got[name])
         accuracy = self._accuracy(self._logits(removed, weights=weights)) if self.labelled is not None else None
-        if not sums:
-            return Errors(0.0, 0.0, 0.0, accuracy)
-        return Errors(float(np.mean([s.rel_error() for s in sums.values()])),
-                      float(np.mean([s.cos_error() for s in sums.values()])),
-                      float(np.mean([s.channel_error() for s in sums.values()])), accuracy)
+        return Errors.combine(list(sums.values()), accuracy)
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return float(np.mean(known)) if known else None
 
 
 @dataclass(frozen=True)
@@ -280,15 +323,37 @@ class Errors:
     cos_error: float
     channel_error: float
     accuracy: float | None
+    argmax: float | None = None
+    margin: float | None = None
+    threshold: float | None = None
+    auto: float | None = None
+
+    @classmethod
+    def combine(cls, sums: Sequence[OutputSums], accuracy: float | None) -> Errors:
+        """Every error, averaged over the outputs it applies to (see the module doc)."""
+        if not sums:
+            return cls(0.0, 0.0, 0.0, accuracy, auto=0.0)
+        return cls(float(np.mean([s.rel_error() for s in sums])), float(np.mean([s.cos_error() for s in sums])),
+                   float(np.mean([s.channel_error() for s in sums])), accuracy,
+                   _mean(s.task.argmax() for s in sums if s.task is not None),
+                   _mean(s.task.margin() for s in sums if s.task is not None),
+                   _mean(s.task.threshold() for s in sums if s.task is not None),
+                   float(np.mean([s.auto() for s in sums])))
+
+    def point(self, ratio: float, removed: int, macs_kept: float, params_kept: float) -> CurvePoint:
+        return CurvePoint(ratio, removed, self.rel_error, self.cos_error, self.accuracy, macs_kept, params_kept,
+                          self.channel_error, self.argmax, self.margin, self.threshold, self.auto)
 
 
 class OutputSums:
-    """Running sums of one output against its dense reference, whole and per channel (axis 1)."""
+    """Running sums of one output against its dense reference, whole and per channel (axis 1), and of
+    the task error its kind calls for (`measure.task_error`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: OutputKind | None = None) -> None:
         self.diff = self.ref = self.dot = self.got = 0.0
         self.diff_c: np.ndarray | None = None  # Σd² per channel
         self.ref_c: np.ndarray | None = None  # Σref² per channel
+        self.task = TaskSums(kind) if kind is not None and kind.kind != "regression" else None
 
     def add(self, want: np.ndarray, got: np.ndarray) -> None:
         a, b = want.astype(np.float64), got.astype(np.float64)
@@ -301,6 +366,8 @@ class OutputSums:
         dc, rc = np.atleast_1d((d * d).sum(axis=axes)), np.atleast_1d((a * a).sum(axis=axes))
         self.diff_c = dc if self.diff_c is None else self.diff_c + dc
         self.ref_c = rc if self.ref_c is None else self.ref_c + rc
+        if self.task is not None:
+            self.task.add(want, got)
 
     def rel_error(self) -> float:
         return float(np.sqrt(self.diff) / max(np.sqrt(self.ref), 1e-12))
@@ -310,14 +377,28 @@ class OutputSums:
             return float(1.0 - self.dot / np.sqrt(self.ref * self.got))
         return float(self.ref != self.got)
 
-    def channel_error(self) -> float:
-        """Mean over the channels of ‖d_c‖ / ‖ref_c‖; channels with (almost) no energy are left out."""
+    def channel_error(self, among: np.ndarray | None = None) -> float:
+        """Mean over the channels (those `among` marks, default all) of ‖d_c‖ / ‖ref_c‖; channels with
+        (almost) no energy are left out."""
         if self.diff_c is None or self.ref_c is None:
             return 0.0
         live = self.ref_c > NEGLIGIBLE_CHANNEL * max(float(self.ref_c.mean()), 1e-300)
+        if among is not None and among.shape == live.shape:
+            live &= among
         if not live.any():
             return self.rel_error()
         return float(np.mean(np.sqrt(self.diff_c[live] / self.ref_c[live])))
+
+    def auto(self) -> float:
+        """The error this output's kind calls for (see the module doc)."""
+        if self.task is None:
+            return self.channel_error()
+        if self.task.kind.kind != "threshold":
+            return float(self.task.margin() or 0.0)
+        scores, channels = float(self.task.threshold() or 0.0), self.task.kind.channels
+        if channels is None or channels.all():
+            return scores
+        return float(np.mean([scores, self.channel_error(~channels)]))
 
 
 # ------------------------------------------------------------------------------------------ curves
@@ -353,10 +434,9 @@ def _group_curve(g: Group, order: np.ndarray, counts: list[int], ratios: list[fl
     for r, n in zip(ratios, counts, strict=True):
         if n not in seen:
             removed = {int(g.slots[i]) for i in order[:n]}
-            e = probe.measure(removed, weights.get(n)) if n else Errors(0.0, 0.0, 0.0, probe.dense_accuracy)
+            e = probe.measure(removed, weights.get(n)) if n else probe.unchanged()
             macs, params = cost.estimate(removed)
-            seen[n] = CurvePoint(r, n, e.rel_error, e.cos_error, e.accuracy, macs / max(cost.macs, 1),
-                                 params / max(cost.params, 1), e.channel_error)
+            seen[n] = e.point(r, n, macs / max(cost.macs, 1), params / max(cost.params, 1))
         points.append(replace(seen[n], ratio=r))
     return GroupCurve(g.id, list(g.sources), g.size, points, g.width)
 
@@ -395,7 +475,9 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: CalibrationLike = No
                                accuracy_samples=None if probe.labels is None else int(probe.labels.shape[0]),
                                label_output=probe.label_output,
                                input_shapes={k: list(v.shape) for k, v in feeds[0].items()}, fill=fill,
-                               grouped=dg.analysis.grouped, heads=dg.analysis.heads)
+                               grouped=dg.analysis.grouped, heads=dg.analysis.heads,
+                               outputs=[{"name": k.output, "kind": k.kind, "reason": k.reason}
+                                        for k in probe.kinds.values()])
     tick = report(progress)
     total = len(dg.prunable)
     tick("sensitivity", 0, total)
@@ -404,6 +486,15 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: CalibrationLike = No
         tick("sensitivity", i + 1, total)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def require_metric(dg: DependencyGraph, metric: str) -> None:
+    """Refuse, before measuring, a task error no output of the model is judged by."""
+    judges = JUDGES.get(metric)
+    kinds = output_kinds(dg).values()
+    if judges and not any(k.kind in judges for k in kinds):
+        raise OnnxPruneError(f"the {metric!r} error judges {' or '.join(judges)} outputs; this model has "
+                             f"{'; '.join(k.describe() for k in kinds)}")
 
 
 def load_labelled(model: onnx.ModelProto, *, data: str | None, labels: str | None,

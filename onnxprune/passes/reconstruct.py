@@ -24,13 +24,14 @@ import numpy as np
 import onnx
 
 from onnxprune.calib.collect import DEFAULT_MAX_ROWS, LayerGram
+from onnxprune.calib.layer_grams import RowWeight
 from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.io.types import Shapes
 from onnxprune.passes.base import runs_within
 from onnxprune.recovery.fidelity import Fidelity, compare_outputs
-from onnxprune.recovery.heads import DEFAULT_FLOOR, SlopeWeight, logit_mask, logit_roots
+from onnxprune.recovery.heads import DEFAULT_FLOOR, WEIGHTS, logit_mask, logit_roots
 from onnxprune.recovery.layer_weights import LayerWeights, read_layer, write_layer
 from onnxprune.recovery.layers import FitLayer, plan_layers, target_model, waves
 from onnxprune.recovery.solve import ridge_fit, squared_error
@@ -162,17 +163,19 @@ def _fit_layer(work: onnx.ModelProto, layer: FitLayer, lg: LayerGram, damp: floa
 
 
 def head_weights(dg: DependencyGraph, layers: Sequence[FitLayer], *,
-                 floor: float = DEFAULT_FLOOR) -> dict[str, SlopeWeight]:
-    """Row weights for the layers whose (kept) output channels include a final Sigmoid's logits."""
-    roots = logit_roots(dg)
+                 floor: float = DEFAULT_FLOOR) -> dict[str, RowWeight]:
+    """Row weights for the layers whose (kept) output channels include a final Sigmoid's logits
+    (`SlopeWeight`) or a final Softmax's (`MarginWeight`); a layer feeding both is weighted as a Sigmoid's."""
     nodes = {n.name: n for n in dg.model.graph.node}
-    out: dict[str, SlopeWeight] = {}
-    for layer in layers:
-        mask = logit_mask(dg, nodes[layer.node], roots) if layer.node in nodes else None
-        if mask is not None and layer.out_keep is not None:
-            mask = mask[layer.out_keep]
-        if mask is not None and mask.any():
-            out[layer.node] = SlopeWeight(mask, floor)
+    out: dict[str, RowWeight] = {}
+    for op, weight in reversed(WEIGHTS.items()):
+        roots = logit_roots(dg, op)
+        for layer in layers:
+            mask = logit_mask(dg, nodes[layer.node], roots) if layer.node in nodes else None
+            if mask is not None and layer.out_keep is not None:
+                mask = mask[layer.out_keep]
+            if mask is not None and mask.any():
+                out[layer.node] = weight(mask, floor)
     return out
 
 
@@ -194,7 +197,8 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
     shapes: sizes of dynamic input dims for random inputs. cache_bytes: keep the dense targets and
     feeds of one dense pass in memory up to this size (else the dense model runs in every wave).
     head_floor: opt-in; layers producing a final Sigmoid's logits weight each row by the dense
-    sigmoid's slope plus this floor (onnxprune.recovery.heads, e.g. DEFAULT_FLOOR = 0.01); None
+    sigmoid's slope plus this floor, a final Softmax's by the slope at the dense top-2 logit gap
+    (onnxprune.recovery.heads, e.g. DEFAULT_FLOOR = 0.01); None
     (default) fits them unweighted like every other layer. changed: tensors of `pruned` that differ
     from the dense model's for another reason (the outputs of dropped residual blocks, named in
     `dense` too): the layers after them are re-fitted as direct ones.
