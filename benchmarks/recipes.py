@@ -205,10 +205,7 @@ CASES = (
 
 
 def as_run(report: dict[str, Any]) -> str:
-    """What the run did, from its report: the "recipe" entry if the CLI writes one, else the parts."""
-    if report.get("recipe") is not None:
-        r = report["recipe"]
-        return r if isinstance(r, str) else json.dumps(r, separators=(",", ":"), sort_keys=True)
+    """What the run did, from its report: the recipe's name when the CLI reports one, then the parts."""
     cfg = report.get("config") or {}
     parts = [f"{cfg.get('criterion', report.get('criterion'))} / {cfg.get('allocation', report.get('allocation'))}"]
     if cfg.get("sensitivity") or report.get("sensitivity"):
@@ -218,9 +215,12 @@ def as_run(report: dict[str, Any]) -> str:
         parts.append(f"{steps} steps")
     rec = report.get("reconstruct")
     parts.append(f"re-fit {rec['fitted']} layers" if rec and rec.get("fitted") else "no re-fit")
+    if cfg.get("head_floor") is not None:
+        parts.append("weighted")
     if report.get("distill"):
         parts.append("distill")
-    return ", ".join(parts)
+    recipe = report.get("recipe")
+    return (f"{recipe['name']}: " if isinstance(recipe, dict) else "") + ", ".join(parts)
 
 
 HEAD = ["budget", "recipe", "as run (from the report)", "MACs kept", "{metric}", f"meets the {TARGET_BUDGET:g}× target",

@@ -67,12 +67,13 @@ def test_wide_yolo_views_never_use_calibration_photos() -> None:
     assert all(v.dtype == np.uint8 and v.ndim == 3 for v in views)
 
 
-def test_recipe_as_run_prefers_the_reports_recipe_entry() -> None:
+def test_recipe_as_run_names_the_reports_recipe() -> None:
     recipes = load_script("recipes")
     report = {"config": {"criterion": "obs", "allocation": "uniform", "sensitivity": {"metric": "x"}, "steps": 2},
               "reconstruct": {"fitted": 5}, "distill": None}
     assert recipes.as_run(report) == "obs / uniform, curves, 2 steps, re-fit 5 layers"
-    assert recipes.as_run({**report, "recipe": "quality"}) == "quality"
+    assert recipes.as_run({**report, "recipe": {"name": "quality"}}) == \
+        "quality: obs / uniform, curves, 2 steps, re-fit 5 layers"
     assert recipes.as_run({"criterion": "l2", "allocation": "uniform", "reconstruct": None}) == \
         "l2 / uniform, no re-fit"
 
@@ -81,7 +82,7 @@ def test_recipes_quick_prunes_digits_through_the_cli() -> None:
     out = run_quick("recipes", "--quick")
     row = next(line for line in out.splitlines() if line.startswith("| 0.7× | plain |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[2].startswith("l2 / uniform, re-fit ")  # 7 layers at --round-to 16, more under the suite's 1
+    assert cells[2].startswith("fast: l2 / uniform, re-fit ")  # 7 layers at --round-to 16, more under the suite's 1
     assert abs(float(cells[3]) - 0.7) <= 0.03
     assert float(cells[4].rstrip(" %")) >= 95.0   # measured 100.0 % (dense 100.0 %)
     assert cells[5] == "" and float(cells[6]) > 0.0  # no target for digits; the time to prune
