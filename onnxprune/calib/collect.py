@@ -94,7 +94,8 @@ def prefix_model(model: onnx.ModelProto, names: Iterable[str], *,
             setattr(out, fd.name, value)
     g = out.graph
     g.name = graph.name
-    g.input.extend(graph.input)
+    inits = {t.name for t in graph.initializer}
+    g.input.extend(i for i in graph.input if i.name in need or i.name not in inits)  # unread overridable constants go
     g.input.extend(helper.make_tensor_value_info(n, given[n], None) for n in fed)
     g.node.extend(reversed(keep))
     g.initializer.extend(t for t in graph.initializer if t.name in need)

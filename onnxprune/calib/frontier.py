@@ -84,7 +84,7 @@ def segment(prod: Mapping[str, onnx.NodeProto], names: Collection[str],
             node = prod[t]
             computed.update(o for o in node.output if o)
             stack.extend(reads(node))
-    return start, computed
+    return start - computed, computed  # a kept output of a node that runs anyway (a Split's) is not fed
 
 
 def plan_keeps(model: onnx.ModelProto, requests: Sequence[Collection[str]],
@@ -114,8 +114,9 @@ class Frontier:
     """
 
     def __init__(self, model: onnx.ModelProto, feeds: Sequence[Feed], requests: Sequence[Sequence[str]],
-                 changes: Mapping[str, int], budget: Budget) -> None:
+                 changes: Mapping[str, int], budget: Budget, *, optimize: bool = False) -> None:
         self.feeds, self.requests, self.budget = list(feeds), [list(r) for r in requests], budget
+        self.optimize = optimize  # ONNX Runtime graph optimisation of the segments
         self.keep, self.last = plan_keeps(model, self.requests, changes)
         self.kept: dict[str, list[np.ndarray]] = {}  # per tensor, its value for every feed
         self.charged: dict[str, int] = {}  # bytes each kept tensor took from the budget
@@ -131,12 +132,14 @@ class Frontier:
         store = sorted(t for t in self.keep[k] if t in computed)
         outputs = list(dict.fromkeys([*(n for n in names if n in computed), *store]))
         types = {t: helper.np_dtype_to_tensor_dtype(self.kept[t][0].dtype) for t in start}
-        sess = runtime.session(prefix_model(model, outputs, start=types)) if outputs else None
+        sess = runtime.session(prefix_model(model, outputs, start=types), optimize=self.optimize) if outputs else None
+        inputs = {i.name for i in sess.get_inputs()} if sess is not None else set()
+        fed = [t for t in start if t in inputs]  # a kept tensor that is only requested is not an input
         storing: dict[str, list[np.ndarray]] = {}
         charged: dict[str, int] = {}
         try:
             for b, feed in enumerate(self.feeds):
-                vals = runtime.run(sess, {**feed, **{t: self.kept[t][b] for t in start}}, outputs) if sess else {}
+                vals = runtime.run(sess, {**feed, **{t: self.kept[t][b] for t in fed}}, outputs) if sess else {}
                 if b == 0:  # a tensor is kept for every batch or not at all
                     for t in store:
                         if self.budget.take(vals[t].nbytes * len(self.feeds)):
