@@ -10,6 +10,14 @@ Recipes, each the CLI command shown in the table's notes, run through the Python
 * `curves + obs`: onnxprune sensitivity --calib DIR --ratios 0.1,...,0.6 --json S.json, then
   prune --sensitivity S.json --criterion obs (the detector recipe of docs/user_loop.md)
 * `curves + obs, 2 steps`: the same prune with --steps 2 (the curves re-measured on step 1's model)
+* `curves@16`: onnxprune sensitivity --calib DIR --ratios 0.1,...,0.6 --samples 16 alone (the curves a
+  budgeted prune measures inline), timed as the `curves` stage
+
+`--compare DIR` runs every model and recipe twice, alternately, in fresh processes: with the library of
+DIR (another checkout, e.g. a `git worktree` of the commit before a change; on PYTHONPATH) and with this
+one, and prints both with the ratio, so that both see the same load:
+
+    python benchmarks/stage_times.py --models yolo,det,rec --recipes l2,curves16 --compare ../base --label compare
 
 Every stage of the pipeline (pipeline/stages.py) is wrapped in a timer; a run in steps adds its stages
 up over the steps, and "other" is the rest of the wall time (the steps' analysis of the original,
@@ -88,15 +96,22 @@ class Recipe:
     criterion: str
     curves: bool
     steps: int
+    samples: int | None = None  # curves alone, on this many held samples (no prune)
+    default: bool = False  # no recipe knob given: the CLI's default (planning/recipe.py)
 
     def command(self, case: Case) -> str:
         shape = "x".join(map(str, case.shape))
-        prune = (f"onnxprune prune M -o OUT --target-macs {TARGET} --calib DIR --shapes {case.input}:{shape}"
-                 + (f" --criterion {self.criterion}" if self.criterion != "l2" else "")
+        ratios = ",".join(f"{r:g}" for r in CURVE_RATIOS)
+        if self.samples is not None:
+            return (f"onnxprune sensitivity M --calib DIR --shapes {case.input}:{shape} --ratios {ratios} "
+                    f"--samples {self.samples} --json S.json")
+        prune = f"onnxprune prune M -o OUT --target-macs {TARGET} --calib DIR --shapes {case.input}:{shape}"
+        if self.default:
+            return prune
+        prune = (prune + " --fast" + (f" --criterion {self.criterion}" if self.criterion != "l2" else "")
                  + (" --sensitivity S.json" if self.curves else "") + (f" --steps {self.steps}" if self.steps > 1 else ""))
         if not self.curves:
             return prune
-        ratios = ",".join(f"{r:g}" for r in CURVE_RATIOS)
         return f"onnxprune sensitivity M --calib DIR --shapes {case.input}:{shape} --ratios {ratios} --json S.json; {prune}"
 
 
@@ -105,6 +120,8 @@ RECIPES = (
     Recipe("obs", "obs", "obs", False, 1),
     Recipe("curves", "curves + obs", "obs", True, 1),
     Recipe("steps", "curves + obs, 2 steps", "obs", True, 2),
+    Recipe("curves16", "curves@16", "l2", True, 1, samples=16),
+    Recipe("default", "default (quality recipe)", "obs", False, 1, default=True),
 )
 
 
@@ -123,6 +140,7 @@ class Timings:
     load: tuple[float, float] = (0.0, 0.0)  # 1-min load average at the start and at the end
     macs_kept: float = 0.0
     cosine: float | None = None
+    rss_mb: float = 0.0  # peak resident memory of the run's process
 
     def add(self, stage: str, secs: float) -> None:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + secs
@@ -149,7 +167,7 @@ def run_one(case: Case, recipe: Recipe, calib: Path) -> Timings:
     import onnxprune.pipeline.schedule as schedule
     from onnxprune.api import analyse, prune
     from onnxprune.calib.source import CalibConfig, CalibrationSource
-    from onnxprune.measure.curves import sensitivity_curves
+    from onnxprune.measure.curves import DEFAULT_SAMPLES, sensitivity_curves
     from onnxprune.measure.model_stats import model_stats
     from onnxprune.pipeline.stages import Pipeline, default_pipeline
 
@@ -162,8 +180,15 @@ def run_one(case: Case, recipe: Recipe, calib: Path) -> Timings:
     if recipe.curves:  # onnxprune sensitivity
         s0 = time.perf_counter()
         dg = analyse(model, shapes=shapes, calibration=source)
-        curves = sensitivity_curves(dg, calibration=source, ratios=CURVE_RATIOS, shapes=shapes, round_to="auto")
+        t.add("analyse", time.perf_counter() - s0)
+        s0 = time.perf_counter()
+        curves = sensitivity_curves(dg, calibration=source, ratios=CURVE_RATIOS, shapes=shapes, round_to="auto",
+                                    samples=recipe.samples or DEFAULT_SAMPLES)
         t.add("curves", time.perf_counter() - s0)
+    if recipe.samples is not None:
+        t.total = time.perf_counter() - start
+        t.load = (t.load[0], os.getloadavg()[0])
+        return t
     remeasured = schedule.remeasured
 
     def timed_remeasure(*args: Any, **kwargs: Any) -> Any:
@@ -175,8 +200,10 @@ def run_one(case: Case, recipe: Recipe, calib: Path) -> Timings:
 
     schedule.remeasured = timed_remeasure  # type: ignore[assignment]
     pipeline = Pipeline([Timed(s, t) for s in default_pipeline().stages])
-    result = prune(model, pipeline=pipeline, target_macs=TARGET, calibration=source, shapes=shapes,
-                   criterion=recipe.criterion, sensitivity=curves, steps=recipe.steps, round_to=None)
+    knobs: dict[str, Any] = {} if recipe.default else {"recipe": "fast", "criterion": recipe.criterion,
+                                                        "sensitivity": curves, "steps": recipe.steps}
+    result = prune(model, pipeline=pipeline, target_macs=TARGET, calibration=source, shapes=shapes, round_to=None,
+                   **knobs)
     t.total = time.perf_counter() - start
     t.load = (t.load[0], os.getloadavg()[0])
     t.macs_kept = model_stats(result.model, shapes=shapes).macs / max(model_stats(result.dense, shapes=shapes).macs, 1)
@@ -216,19 +243,44 @@ def _child(case_key: str, recipe_key: str, calib: str) -> None:
     case = next(c for c in CASES if c.key == case_key)
     recipe = next(r for r in RECIPES if r.key == recipe_key)
     t = run_one(case, recipe, Path(calib))
+    import resource
+
     print("RESULT " + json.dumps({"seconds": t.seconds, "total": t.total, "load": t.load, "macs_kept": t.macs_kept,
-                                  "cosine": t.cosine}))
+                                  "cosine": t.cosine,
+                                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def _run_child(case: Case, recipe: Recipe, calib: Path) -> Timings:
-    """A fresh process per run: no cache or memory of an earlier run carries over."""
+def _run_child(case: Case, recipe: Recipe, calib: Path, library: Path | None = None) -> Timings:
+    """A fresh process per run: no cache or memory of an earlier run carries over. library: a checkout
+    whose `onnxprune` the run imports instead of this one's."""
+    env = dict(os.environ)
+    if library is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(library), *filter(None, [env.get("PYTHONPATH")])])
     proc = subprocess.run([sys.executable, __file__, "--child", case.key, recipe.key, str(calib)],
-                          capture_output=True, text=True, check=False)
+                          capture_output=True, text=True, check=False, env=env)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode != 0 or line is None:
         raise SystemExit(f"{case.key}/{recipe.key} failed:\n{proc.stderr[-3000:]}")
     d = json.loads(line[len("RESULT "):])
-    return Timings(d["seconds"], d["total"], tuple(d["load"]), d["macs_kept"], d["cosine"])
+    return Timings(d["seconds"], d["total"], tuple(d["load"]), d["macs_kept"], d["cosine"], d["rss_mb"])
+
+
+def compare_table(rows: Sequence[tuple[Case, Recipe, Timings, Timings]]) -> str:
+    """Before (the --compare library) and after (this one) of the stages that took time, with the ratio."""
+    head = ["model", "recipe", "stage", "before s", "after s", "after / before", "peak RSS MB before → after",
+            "load 1-min before", "load 1-min after"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for case, recipe, b, a in rows:
+        for stage in ("curves", "reconstruct", "total"):
+            sb = b.total if stage == "total" else b.seconds.get(stage)
+            sa = a.total if stage == "total" else a.seconds.get(stage)
+            if sb is None or sa is None:
+                continue
+            lines.append("| " + " | ".join([
+                case.name, recipe.label, stage, f"{sb:.1f}", f"{sa:.1f}", f"{sa / max(sb, 1e-9):.2f}",
+                f"{b.rss_mb:.0f} → {a.rss_mb:.0f}", f"{b.load[0]:.1f} → {b.load[1]:.1f}",
+                f"{a.load[0]:.1f} → {a.load[1]:.1f}"]) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -237,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--recipes", default=",".join(r.key for r in RECIPES), help="comma-separated: l2,obs,curves,steps")
     ap.add_argument("--label", default="after", help="names the README block: stage-times-<label>")
     ap.add_argument("--no-write", action="store_true", help="print the table, leave benchmarks/README.md alone")
+    ap.add_argument("--compare", type=Path, metavar="DIR",
+                    help="also run the library of checkout DIR, alternately with this one (before / after)")
     ap.add_argument("--child", nargs=3, metavar=("MODEL", "RECIPE", "CALIB"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -252,16 +306,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         ap.error(f"missing {', '.join(missing)} in models/real: run `python models/fetch_real.py`")
     rows: list[tuple[Case, Recipe, Timings]] = []
+    pairs: list[tuple[Case, Recipe, Timings, Timings]] = []
     with tempfile.TemporaryDirectory(prefix="onnxprune-stages-") as tmp:
         for case in (c for c in CASES if c.key in models):
             calib = write_calibration(case, Path(tmp) / case.key)
             for recipe in (r for r in RECIPES if r.key in recipes):
+                before = _run_child(case, recipe, calib, args.compare.resolve()) if args.compare else None
                 t = _run_child(case, recipe, calib)
                 rows.append((case, recipe, t))
+                if before is not None:
+                    pairs.append((case, recipe, before, t))
+                    print(f"{case.name} / {recipe.label} before: {before.total:.1f} s "
+                          f"({', '.join(f'{k} {v:.1f}' for k, v in before.seconds.items())}), load {before.load}")
                 print(f"{case.name} / {recipe.label}: {t.total:.1f} s "
                       f"({', '.join(f'{k} {v:.1f}' for k, v in t.seconds.items())}), load {t.load}", flush=True)
     command = "python benchmarks/stage_times.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = block(args.label, rows, command.strip(), commit())
+    if pairs:
+        text = (f"Measured {time.strftime('%Y-%m-%d')}, this library at commit {commit()}, before = the library of "
+                f"`--compare` (run first, then after, per row, fresh processes), with\n\n    {command.strip()}\n\n"
+                + compare_table(pairs))
     print(text)
     if not args.no_write:
         replace_block(README, f"<!-- stage-times-{args.label}:begin -->", f"<!-- stage-times-{args.label}:end -->",

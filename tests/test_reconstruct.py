@@ -202,8 +202,8 @@ def test_cached_and_live_dense_targets_agree() -> None:
     removed = _half(dg)
     pruned = ApplyPlan(dg, removed)(dg.model).model
     feeds = _feeds("x", (16, 3, 8, 8))
-    cached = reconstruct(pruned, dg=dg, removed_roots=removed, batches=feeds)
-    live = reconstruct(pruned, dg=dg, removed_roots=removed, batches=feeds, cache_bytes=0)
+    cached = reconstruct(pruned, dg=dg, removed_roots=removed, batches=feeds, frontier_bytes=0)
+    live = reconstruct(pruned, dg=dg, removed_roots=removed, batches=feeds, cache_bytes=0, frontier_bytes=0)
     assert [lf.rel_error_after for lf in cached.layers] == pytest.approx([lf.rel_error_after for lf in live.layers])
     assert cached.fitted == live.fitted == 3
     assert {i.name for i in cached.model.graph.input} == {"x"}  # no cache inputs left behind

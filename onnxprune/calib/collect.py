@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 from google.protobuf.message import Message
+from onnx import helper
 
 from onnxprune.calib.layer_grams import (
     LayerGram,
@@ -35,8 +36,8 @@ DEFAULT_MAX_ROWS = 8192
 
 __all__ = [
     "DEFAULT_MAX_ROWS", "ActivationStats", "ChannelStats", "GramStats", "LayerGram", "channel_axis_for",
-    "collect_channel_stats", "collect_grams", "collect_stats", "expose_outputs", "find_node", "node_key",
-    "prefix_model", "stream_tensors",
+    "collect_channel_stats", "collect_grams", "collect_stats", "expose_outputs", "feed_samples", "find_node",
+    "gram_stats_from", "node_key", "prefix_model", "reads", "stream_tensors",
 ]
 
 
@@ -52,28 +53,34 @@ def expose_outputs(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelPr
     return out
 
 
-def _reads(node: onnx.NodeProto) -> Iterator[str]:
+def reads(node: onnx.NodeProto) -> Iterator[str]:
     """The tensor names a node reads, its subgraphs' outer-scope reads included (over-approximated by
     every name their nodes read)."""
     yield from (x for x in node.input if x)
     for a in node.attribute:
         for g in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
             for inner in g.node:
-                yield from _reads(inner)
+                yield from reads(inner)
 
 
-def prefix_model(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
+def prefix_model(model: onnx.ModelProto, names: Iterable[str], *,
+                 start: Mapping[str, int] | None = None) -> onnx.ModelProto:
     """A copy of `model` whose only outputs are `names` and whose nodes are those they depend on:
     ONNX Runtime runs every node of a graph whatever outputs are fetched, so a run for early tensors
     would otherwise pay for the whole model. Graph inputs are all kept (every feed stays valid); only
-    the initializers the kept nodes read are copied (an early wave does not load every weight)."""
+    the initializers the kept nodes read are copied (an early wave does not load every weight).
+    start: tensors fed as extra graph inputs ({name: ONNX element type}); the nodes that make them are
+    left out, so the model is the segment between them and `names` (calib.frontier)."""
     wanted = list(dict.fromkeys(names))
+    given = dict(start or {})
     need = set(wanted)
     keep: list[onnx.NodeProto] = []
     for node in reversed(model.graph.node):
-        if any(o in need for o in node.output):
+        if any(o in need and o not in given for o in node.output):
             keep.append(node)
-            need.update(_reads(node))
+            need.update(reads(node))
+    made = {o for n in keep for o in n.output}
+    fed = [n for n in given if n in need and n not in made]
     graph = model.graph
     out = onnx.ModelProto()
     for fd, value in model.ListFields():  # everything but the graph, which is rebuilt below
@@ -87,11 +94,13 @@ def prefix_model(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProt
             setattr(out, fd.name, value)
     g = out.graph
     g.name = graph.name
-    g.input.extend(graph.input)
+    inits = {t.name for t in graph.initializer}
+    g.input.extend(i for i in graph.input if i.name in need or i.name not in inits)  # unread overridable constants go
+    g.input.extend(helper.make_tensor_value_info(n, given[n], None) for n in fed)
     g.node.extend(reversed(keep))
     g.initializer.extend(t for t in graph.initializer if t.name in need)
     g.sparse_initializer.extend(t for t in graph.sparse_initializer if t.values.name in need)
-    g.value_info.extend(graph.value_info)
+    g.value_info.extend(v for v in graph.value_info if v.name not in given)
     g.output.extend(onnx.ValueInfoProto(name=n) for n in wanted)
     return out
 
@@ -187,16 +196,43 @@ def collect_stats(model: onnx.ModelProto, batches: Iterable[Feed], *,
                                 *(targets.values() if same else ())]))
     tsess = None if same else runtime.session(prefix_model(target_model, targets.values()),  # type: ignore[arg-type]
                                               threads=threads)
-    nodes = {k: find_node(model, k) for k in grams}
-    for feed, vals in _paired(batches, model, names, threads):
-        if tsess is not None:
-            vals = {**vals, **runtime.run(tsess, feed, list(dict.fromkeys(targets.values())))}
+
+    def values() -> Iterator[tuple[int, Mapping[str, np.ndarray]]]:
+        for feed, vals in _paired(batches, model, names, threads):
+            if tsess is not None:
+                vals = {**vals, **runtime.run(tsess, feed, list(dict.fromkeys(targets.values())))}
+            yield feed_samples(feed), vals
+
+    return _accumulate(result, model, values())
+
+
+def feed_samples(feed: Feed) -> int:
+    """Samples in one feed: the leading dim of its first input."""
+    return int(next(iter(feed.values())).shape[0]) if feed else 0
+
+
+def gram_stats_from(model: onnx.ModelProto, values: Iterable[tuple[int, Mapping[str, np.ndarray]]], *,
+                    grams: Sequence[str], targets: Mapping[str, str] | None = None,
+                    max_rows: int | None = DEFAULT_MAX_ROWS, seed: int = 0,
+                    row_weights: Mapping[str, RowWeight] | None = None) -> ActivationStats:
+    """`collect_stats`' Grams on tensors computed elsewhere: `values` gives per batch (samples,
+    {tensor: value}) with every node's data input and target (calib.frontier runs a segment per pass)."""
+    targets = dict(targets or {})
+    _check_targets(targets, grams)
+    result = ActivationStats(grams=_gram_layers(model, grams, targets, max_rows, seed, row_weights or {}))
+    return _accumulate(result, model, values)
+
+
+def _accumulate(result: ActivationStats, model: onnx.ModelProto,
+                values: Iterable[tuple[int, Mapping[str, np.ndarray]]]) -> ActivationStats:
+    nodes = {k: find_node(model, k) for k in result.grams}
+    for samples, vals in values:
         for t, st in result.channels.items():
             st.update(vals[t])
         for key, lg in result.grams.items():
             _update_gram(lg, nodes[key], vals)
         result.batches += 1
-        result.samples += int(next(iter(feed.values())).shape[0]) if feed else 0
+        result.samples += samples
     if result.batches == 0:
         raise OnnxPruneError("calibration data produced no batches")
     return result

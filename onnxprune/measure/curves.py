@@ -303,8 +303,7 @@ class CurveProbe(MaskProbe):
         """The errors (and accuracy) with the slots `removed` masked (and `weights` fed, see MaskProbe)."""
         self.evaluations += 1
         sums: dict[str, OutputSums] = {}
-        for feed, want in zip(self.feeds, self.reference, strict=True):
-            got = self._run(feed, removed, weights)
+        for want, got in self.held_outputs(removed, weights):
             for name, w in want.items():
                 if w.dtype.kind == "f":
                     sums.setdefault(name, OutputSums(self.kinds.get(name))).add(w, got[name])

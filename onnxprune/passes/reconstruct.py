@@ -35,7 +35,7 @@ from onnxprune.recovery.heads import DEFAULT_FLOOR, WEIGHTS, logit_mask, logit_r
 from onnxprune.recovery.layer_weights import LayerWeights, read_layer, write_layer
 from onnxprune.recovery.layers import FitLayer, plan_layers, target_model, waves
 from onnxprune.recovery.solve import ridge_fit, squared_error
-from onnxprune.recovery.targets import DEFAULT_CACHE_BYTES, Targets
+from onnxprune.recovery.targets import DEFAULT_CACHE_BYTES, DEFAULT_FRONTIER_BYTES, FrontierTargets, Targets
 
 DEFAULT_DAMP = 1e-3  # λ relative to mean(diag(XᵀX))
 DEFAULT_MAX_GRAM_BYTES = 1 << 30  # Grams held at once in one calibration pass
@@ -185,7 +185,7 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
                 max_gram_bytes: int = DEFAULT_MAX_GRAM_BYTES, check_outputs: bool = True,
                 shapes: Shapes | None = None,
                 cache_bytes: int = DEFAULT_CACHE_BYTES, head_floor: float | None = None,
-                changed: Collection[str] = ()) -> ReconstructResult:
+                changed: Collection[str] = (), frontier_bytes: int = DEFAULT_FRONTIER_BYTES) -> ReconstructResult:
     """Re-fit the layers of `pruned` (made by ApplyPlan(dg, removed_roots)) to the dense model's outputs.
 
     dense: the reference model with the same node and tensor names (default: `dg.model`, the
@@ -201,7 +201,10 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
     (onnxprune.recovery.heads, e.g. DEFAULT_FLOOR = 0.01); None
     (default) fits them unweighted like every other layer. changed: tensors of `pruned` that differ
     from the dense model's for another reason (the outputs of dropped residual blocks, named in
-    `dense` too): the layers after them are re-fitted as direct ones.
+    `dense` too): the layers after them are re-fitted as direct ones. frontier_bytes: hold the feeds
+    and, between waves, the tensors later waves start from (calib.frontier) up to this size, so each
+    wave runs only the layers it adds; 0, or feeds larger than it, run every wave from the graph
+    inputs (with `cache_bytes` as above).
     """
     start = time.perf_counter()
     dense = dense if dense is not None else dg.model
@@ -216,18 +219,23 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
         result.seconds = time.perf_counter() - start
         return result
     tmodel, targets = target_model(dense, layers, _rank_of(dg, layers))
-    source = Targets(tmodel, targets, calibration, cache_bytes=cache_bytes)
-    weights = head_weights(dg, layers, floor=head_floor) if head_floor is not None else {}
     stages = waves(layers)
+    passes = [chunk for stage in stages
+              for chunk in runs_within(stage, lambda layer: _gram_bytes(work, layer), max_gram_bytes)]
+    source: Targets | FrontierTargets | None = (
+        FrontierTargets.of(work, tmodel, targets, calibration, passes, budget=frontier_bytes)
+        if frontier_bytes > 0 else None)
+    if source is None:
+        source = Targets(tmodel, targets, calibration, cache_bytes=cache_bytes)
+    weights = head_weights(dg, layers, floor=head_floor) if head_floor is not None else {}
     result.waves = len(stages)
     fits: dict[str, LayerFit] = {}
-    for stage in stages:
-        for chunk in runs_within(stage, lambda layer: _gram_bytes(work, layer), max_gram_bytes):
-            st = source.stats(work, [layer.node for layer in chunk], max_rows=max_rows, seed=seed,
-                              row_weights={x.node: weights[x.node] for x in chunk if x.node in weights})
-            result.samples = st.samples
-            for layer in chunk:
-                fits[layer.node] = _fit_layer(work, layer, st.grams[layer.node], damp)
+    for chunk in passes:
+        st = source.stats(work, [layer.node for layer in chunk], max_rows=max_rows, seed=seed,
+                          row_weights={x.node: weights[x.node] for x in chunk if x.node in weights})
+        result.samples = st.samples
+        for layer in chunk:
+            fits[layer.node] = _fit_layer(work, layer, st.grams[layer.node], damp)
     result.layers = [fits[layer.node] for layer in layers]
     if check_outputs and result.fitted:
         result.before, result.after = compare_outputs(dense, [pruned, work], source.feeds())

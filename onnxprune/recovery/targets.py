@@ -15,13 +15,23 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxprune.calib.collect import ActivationStats, collect_stats, expose_outputs
+from onnxprune.calib.collect import (
+    ActivationStats,
+    collect_stats,
+    expose_outputs,
+    feed_samples,
+    find_node,
+    gram_stats_from,
+)
+from onnxprune.calib.frontier import Budget, Frontier, hold_feeds
 from onnxprune.calib.layer_grams import RowWeight
 from onnxprune.calib.source import CalibrationSource
 from onnxprune.io import runtime
 from onnxprune.io.types import Feed
+from onnxprune.recovery.layers import FitLayer
 
 DEFAULT_CACHE_BYTES = 256 << 20
+DEFAULT_FRONTIER_BYTES = 2 << 30  # held feeds and the tensors kept between passes (FrontierTargets)
 
 
 class Targets:
@@ -79,3 +89,39 @@ class Targets:
         return collect_stats(self._augmented(work), batches, grams=keys,
                              targets={k: self.alias[self.targets[k]] for k in keys}, max_rows=max_rows, seed=seed,
                              row_weights=row_weights)
+
+
+class FrontierTargets:
+    """`Targets` over held feeds where each pass runs only the segment it adds (calib.frontier): the
+    pruned model from the tensors kept after earlier waves were fitted, the dense target model from
+    its own kept tensors. `passes` are the layers of each `stats` call, in the order of the calls."""
+
+    def __init__(self, work: onnx.ModelProto, tmodel: onnx.ModelProto, targets: Mapping[str, str],
+                 feeds: Sequence[Feed], passes: Sequence[Sequence[FitLayer]], budget: Budget) -> None:
+        self.tmodel, self.targets, self.held = tmodel, dict(targets), list(feeds)
+        changes = {name: k for k, chunk in enumerate(passes) for layer in chunk
+                   for name in (layer.node, layer.bias_node) if name is not None}
+        inputs = [[find_node(work, layer.node).input[0] for layer in chunk] for chunk in passes]
+        self.work = Frontier(work, self.held, inputs, changes, budget)
+        self.dense = Frontier(tmodel, self.held, [[self.targets[x.node] for x in chunk] for chunk in passes], {},
+                              budget)
+
+    @classmethod
+    def of(cls, work: onnx.ModelProto, tmodel: onnx.ModelProto, targets: Mapping[str, str],
+           calibration: CalibrationSource, passes: Sequence[Sequence[FitLayer]], *,
+           budget: int = DEFAULT_FRONTIER_BYTES) -> FrontierTargets | None:
+        """None when the feeds alone exceed the budget (then every pass runs from the graph inputs)."""
+        shared = Budget(budget)
+        feeds = hold_feeds(calibration.batches(), shared)
+        return None if feeds is None else cls(work, tmodel, targets, feeds, passes, shared)
+
+    def feeds(self) -> Iterator[Feed]:
+        yield from self.held
+
+    def stats(self, work: onnx.ModelProto, keys: Sequence[str], *, max_rows: int | None,
+              seed: int, row_weights: Mapping[str, RowWeight] | None = None) -> ActivationStats:
+        # strict: both passes run to their end (a Frontier keeps its tensors only then)
+        values = ((feed_samples(f), {**x, **y}) for f, x, y in
+                  zip(self.held, self.work.run(work), self.dense.run(self.tmodel), strict=True))
+        return gram_stats_from(work, values, grams=keys, targets={k: self.targets[k] for k in keys},
+                               max_rows=max_rows, seed=seed, row_weights=row_weights)
