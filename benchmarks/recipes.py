@@ -57,6 +57,7 @@ RECIPES: dict[str, list[str]] = {
     "plain": ["--fast"],                                        # the quick path
     "default": [],                                              # whatever the CLI does by default
     "distill": ["--distill", "--distill-time", str(DISTILL_SECONDS)],
+    "onestep": ["--steps", "1"],                                # the default in one step: do the steps pay?
 }
 BUDGETS = (0.8, 0.7, 0.5)
 TARGET_BUDGET = 0.7
@@ -208,7 +209,7 @@ def as_run(report: dict[str, Any]) -> str:
     """What the run did, from its report: the recipe's name when the CLI reports one, then the parts."""
     cfg = report.get("config") or {}
     parts = [f"{cfg.get('criterion', report.get('criterion'))} / {cfg.get('allocation', report.get('allocation'))}"]
-    if cfg.get("sensitivity") or report.get("sensitivity"):
+    if (cfg.get("sensitivity") or report.get("sensitivity")) and "curves" not in parts[0]:
         parts.append("curves")
     steps = cfg.get("steps") or 1
     if steps > 1:
