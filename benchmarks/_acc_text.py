@@ -180,8 +180,8 @@ def read_lines(model: onnx.ModelProto, lines: Sequence[TextLine], chars: Sequenc
     return [ctc_greedy(p[0], chars) for p in probs]
 
 
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance (insertions, deletions, substitutions)."""
+def edit_distance(a: Sequence[object], b: Sequence[object]) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions) of two strings or id sequences."""
     prev = list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
         cur = [i]

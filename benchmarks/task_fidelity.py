@@ -43,6 +43,7 @@ from _acc_real import (
     fidelity,
     write_calibration,
 )
+from _acc_text import edit_distance
 
 from onnxprune.api import analyse, prune
 from onnxprune.calib.source import CalibConfig
@@ -66,16 +67,6 @@ def ctc_greedy(probs: np.ndarray) -> list[tuple[int, ...]]:
         keep = np.concatenate([[True], row[1:] != row[:-1]]) & (row != 0)
         out.append(tuple(int(c) for c in row[keep]))
     return out
-
-
-def edit_distance(a: Sequence[int], b: Sequence[int]) -> int:
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i]
-        for j, y in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
 
 
 def text_agreement(dense: Sequence[np.ndarray], pruned: Sequence[np.ndarray]) -> tuple[float, float, str]:
@@ -132,7 +123,7 @@ def run_model(kind: str, rows: Sequence[tuple[str, float | None]]) -> list[list[
         for error, floor in rows:
             start = time.perf_counter()
             alloc: dict[str, Any] = {} if error == UNIFORM else {"sensitivity": curves, "sensitivity_error": error}
-            res = prune(dg.model, dg=dg, criterion=CRITERION, shapes=shapes, calibration=calibration,
+            res = prune(dg.model, recipe="fast", dg=dg, criterion=CRITERION, shapes=shapes, calibration=calibration,
                         reconstruct=True, head_floor=floor, target_macs=TARGET, **alloc)
             secs_row = time.perf_counter() - start
             got = outputs(res.model, inputs)
