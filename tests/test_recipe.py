@@ -40,7 +40,7 @@ def test_quality_recipe_fills_unset_knobs_with_data_and_a_budget() -> None:
     assert recipe.name == "quality" and "calibration data" in recipe.why
     assert cfg.scoring.criterion == QUALITY_CRITERION and cfg.scoring.allocation == "curves"
     assert cfg.recovery.head_floor == HEAD_FLOOR and cfg.steps.steps == 2
-    light, _ = choose_recipe(PruneConfig.create(target_macs=0.8, calibration=feeds(16)), samples=16)
+    light, _ = choose_recipe(PruneConfig.create(target_macs=0.7, calibration=feeds(16)), samples=16)
     assert light.steps.steps == 1  # a light budget goes in one step
 
 
@@ -81,7 +81,7 @@ def test_unknown_recipe_and_curves_without_budget_are_refused() -> None:
 
 
 def test_prune_measures_curves_in_the_run_and_reports_the_recipe() -> None:
-    res = prune(chain(), target_macs=0.6, calibration=feeds(16), verify=True)
+    res = prune(chain(), target_macs=0.5, calibration=feeds(16), verify=True)
     assert res.recipe is not None and res.recipe.name == "quality"
     assert res.verify is not None and res.verify.ok
     assert res.curves_from() == "curves measured on each step's model" and res.stepped

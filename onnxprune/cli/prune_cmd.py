@@ -112,7 +112,7 @@ def _loop_options(fn: Any) -> Any:
                      help="Measure the latency before and after (interleaved A/B) and add it to the table."),
         click.option("--steps", type=click.IntRange(min=1), default=None,
                      help="Prune in K steps, re-fitting (with --calib) and checking after each. Default: the "
-                          "recipe's (2 below 0.75 of the MACs/params with --calib, else 1)."),
+                          "recipe's (2 below 0.6 of the MACs/params with --calib, else 1)."),
         click.option("--schedule", type=click.Choice(SCHEDULES), default="geometric", show_default=True,
                      help="geometric: each step removes the same share of what is left; linear: the same amount."),
         click.option("--min-cosine", type=float, default=None,
@@ -148,7 +148,7 @@ def _loop_options(fn: Any) -> Any:
 @click.option("--fast", is_flag=True,
               help="The quick path: l2 order, uniform allocation, one step, the re-fit as --reconstruct says. "
                    "Without it, --calib and a --target-* budget run the quality recipe: obs order, allocation "
-                   "by sensitivity curves measured on the data, a weighted re-fit, 2 steps below 0.75.")
+                   "by sensitivity curves measured on the data, a weighted re-fit, 2 steps below 0.6.")
 @round_to_option
 @target_option
 @click.option("--verify/--no-verify", default=True, show_default=True,
