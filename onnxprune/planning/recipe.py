@@ -110,12 +110,13 @@ def _steps(config: PruneConfig, fallbacks: list[str]) -> int:
 def _apply(config: PruneConfig, chosen: dict[str, object], name: str, why: str,
            fallbacks: list[str] | None = None) -> tuple[PruneConfig, Recipe]:
     s, r, st = config.scoring, config.recovery, config.steps
+    steps = chosen.get("steps", st.steps)
     resolved = dataclasses.replace(
         config,
         scoring=dataclasses.replace(s, criterion=str(chosen.get("criterion", s.criterion)),
                                     allocation=str(chosen.get("allocation", s.allocation))),
         recovery=dataclasses.replace(r, head_floor=HEAD_FLOOR if "head_floor" in chosen else r.head_floor),
-        steps=dataclasses.replace(st, steps=int(str(chosen.get("steps", st.steps)))),
+        steps=dataclasses.replace(st, steps=steps if isinstance(steps, int) else st.steps),
         recipe=dataclasses.replace(config.recipe, given=frozenset(KNOBS)),  # resolved: a second pass changes nothing
     )
     return resolved.validate(), Recipe(name, why, chosen, tuple(fallbacks or ()))
