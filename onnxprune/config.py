@@ -126,6 +126,11 @@ class RecipeOptions:
     name: str = "auto"  # "auto": planning/recipe.py fills the knobs not in `given`; "fast": the quick path
     given: frozenset[str] = frozenset()  # knobs the caller set, which no recipe changes
 
+    @classmethod
+    def of(cls, name: str, **knobs: object) -> RecipeOptions:
+        """The recipe `name`, with every knob given a value (not None) kept as the caller's."""
+        return cls(name, frozenset(k for k, v in knobs.items() if v is not None))
+
 
 @dataclass(frozen=True)
 class PruneConfig:
@@ -250,7 +255,6 @@ class PruneConfig:
                recipe: str = "auto") -> PruneConfig:
         """The config from flat keyword options (the names of the CLI flags), validated. criterion,
         allocation, steps and head_floor left None are the recipe's to choose (planning/recipe.py)."""
-        given = {"criterion": criterion, "allocation": allocation, "steps": steps, "head_floor": head_floor}
         return cls(
             budget=budget_of(ratio=ratio, target_macs=target_macs, target_params=target_params,
                              target_latency=target_latency),
@@ -264,7 +268,8 @@ class PruneConfig:
             steps=StepOptions(1 if steps is None else steps, schedule),
             latency=LatencyConfig(latency or LatencyOptions(), measure_latency),
             passes=tuple(extra_passes),
-            recipe=RecipeOptions(recipe, frozenset(k for k, v in given.items() if v is not None)),
+            recipe=RecipeOptions.of(recipe, criterion=criterion, allocation=allocation, steps=steps,
+                                    head_floor=head_floor),
         ).validate()
 
     def replace(self, **groups: Any) -> PruneConfig:

@@ -216,9 +216,8 @@ def command(model: str, output: str, ratio: float, criterion: str | None, fast: 
         steps=StepOptions(loop["steps"] or 1, loop["schedule"]),
         latency=LatencyConfig(LatencyOptions(batch=loop["latency_batch"], threads=loop["latency_threads"],
                                              repeat=loop["latency_repeat"]), loop["measure_latency"]),
-        recipe=RecipeOptions("fast" if fast else "auto", frozenset(
-            k for k, v in {"criterion": criterion, "allocation": allocation, "steps": loop["steps"],
-                           "head_floor": head_floor}.items() if v is not None)),
+        recipe=RecipeOptions.of("fast" if fast else "auto", criterion=criterion, allocation=allocation,
+                                steps=loop["steps"], head_floor=head_floor),
     )
     original, shp = model_with_shapes(model, shapes)
     config = config.replace(analysis=AnalysisOptions(shp, approximate, grouped, keep, heads))

@@ -58,9 +58,14 @@ def _saving(curve: GroupCurve, n: float, metric: str) -> float:
     return float(np.interp(n, xs, ys))
 
 
+def last_measured(curve: GroupCurve) -> int:
+    """The most slots the curve removed at a measured ratio: it says nothing beyond."""
+    return max((p.removed for p in curve.points), default=0)
+
+
 def hull_segments(curve: GroupCurve, *, round_to: int, metric: str, error: str) -> list[Segment]:
     """The lower convex hull of (saving, error) over the group's levels, as segments of rising slope."""
-    last = max((p.removed for p in curve.points), default=0)
+    last = last_measured(curve)
     ns = [n for n in levels(curve.slots, round_to) if n <= last]  # the curve says nothing beyond its last point
     pts = [(_saving(curve, n, metric), curve.error_at(n, error), n) for n in ns]
     hull: list[tuple[float, float, int]] = [pts[0]]
@@ -82,7 +87,7 @@ def hull_segments(curve: GroupCurve, *, round_to: int, metric: str, error: str) 
 
 def tail_levels(curve: GroupCurve, *, round_to: int) -> list[int]:
     """The group's levels beyond its last measured point, down to the floor: unmeasured."""
-    last = max((p.removed for p in curve.points), default=0)
+    last = last_measured(curve)
     return [n for n in levels(curve.slots, round_to) if n > last]
 
 
@@ -109,7 +114,7 @@ def removal_path(curves: Mapping[int, GroupCurve], *, round_to: int, metric: str
 
 def _last_slope(curve: GroupCurve, metric: str, error: str) -> float:
     """Error per saving at the curve's last measured point (its average cost so far)."""
-    last = max((p.removed for p in curve.points), default=0)
+    last = last_measured(curve)
     saving = _saving(curve, last, metric)
     return curve.error_at(last, error) / saving if saving > 0 else math.inf
 
@@ -158,27 +163,20 @@ def curves_search(dg: DependencyGraph, sens: SensitivityResult, scores: Scores, 
     pick = 0 if metric == "macs" else 1
     total = (cm.macs, cm.params)[pick]
 
-    def est(k: int) -> float:
-        return cm.estimate(planner.plan_at(k).removed_roots(dg))[pick] / total
+    def cost(counts: Mapping[int, int]) -> float:
+        return cm.estimate(planner.plan_of(counts).removed_roots(dg))[pick] / total
 
     def search(aim: float) -> Plan:
         lo, hi = 0, len(path)  # smallest k whose estimate is <= aim
         while lo < hi:
             mid = (lo + hi) // 2
-            if est(mid) <= aim:
+            if cost(planner.counts_at(mid)) <= aim:
                 hi = mid
             else:
                 lo = mid + 1
-        k = lo - 1 if lo > 0 and abs(est(lo - 1) - aim) < abs(est(lo) - aim) else lo
-        best, gap = planner.plan_at(k), abs(est(k) - aim)
-        if 0 < lo < len(path) and gap > 0:
-            filled = fill_past(lo, aim)
-            if abs(cost(filled) - aim) < gap:
-                best = planner.plan_of(filled)
-        return best
-
-    def cost(counts: Mapping[int, int]) -> float:
-        return cm.estimate(planner.plan_of(counts).removed_roots(dg))[pick] / total
+        # the step past the aim, the one before it, or that one filled past a coarse jump; ties: the first
+        candidates = [planner.counts_at(lo)] + ([planner.counts_at(lo - 1), fill_past(lo, aim)] if lo > 0 else [])
+        return planner.plan_of(min(candidates, key=lambda counts: abs(cost(counts) - aim)))
 
     def fill_past(lo: int, aim: float) -> dict[int, int]:
         """Where step `lo` jumps past the aim (a narrow group losing a whole block at once), the path
