@@ -35,6 +35,7 @@ from onnxprune.pipeline.schedule import prune_in_steps
 from onnxprune.pipeline.stages import Pipeline, PruneState, default_pipeline, fidelity_of, timing_options
 from onnxprune.planning.plan import Plan
 from onnxprune.planning.recipe import CURVE_SAMPLES, choose_recipe
+from onnxprune.scoring.obs import gram_bytes
 
 ModelLike = onnx.ModelProto | str | os.PathLike[str]
 
@@ -85,7 +86,7 @@ def prune(model: ModelLike, config: PruneConfig | None = None, *, dg: Dependency
     cfg = dataclasses.replace(cfg, calibration=data)
     recipe = None
     if plan is None:  # a replayed plan was scored and allocated when it was made
-        cfg, recipe = choose_recipe(cfg, samples=data.count(CURVE_SAMPLES))
+        cfg, recipe = choose_recipe(cfg, samples=data.count(CURVE_SAMPLES), obs_bytes=gram_bytes(source))
     if cfg.stepped:
         if plan is not None:
             raise OnnxPruneError("--plan replays one plan: it cannot be combined with --steps/--min-cosine/"

@@ -16,7 +16,15 @@ from onnxprune.cli import main
 from onnxprune.config import PruneConfig
 from onnxprune.errors import OnnxPruneError
 from onnxprune.io.model_io import save_model
-from onnxprune.planning.recipe import HEAD_FLOOR, MIN_CURVE_SAMPLES, QUALITY_CRITERION, choose_recipe
+from onnxprune.planning.recipe import (
+    HEAD_FLOOR,
+    LEAN_CRITERION,
+    MIN_CURVE_SAMPLES,
+    OBS_GRAM_LIMIT,
+    QUALITY_CRITERION,
+    choose_recipe,
+)
+from onnxprune.scoring.obs import gram_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore::onnxprune.calib.source.CalibrationWarning")
 
@@ -71,6 +79,20 @@ def test_fallbacks_are_named() -> None:
     cfg, recipe = choose_recipe(PruneConfig.create(ratio=0.3, calibration=feeds(16)), samples=16)
     assert cfg.scoring.allocation == "uniform" and cfg.scoring.criterion == QUALITY_CRITERION
     assert any("--target-macs/--target-params" in f for f in recipe.fallbacks)
+
+
+def test_obs_gives_way_where_its_grams_would_not_fit() -> None:
+    m = chain()
+    inits = {t.name: tuple(t.dims) for t in m.graph.initializer}
+    weights = [inits[n.input[1]] for n in m.graph.node if n.op_type == "Conv"]
+    assert gram_bytes(m) == sum(2 * 8 * (w[1] * w[2] * w[3]) ** 2 for w in weights)  # a Gram and its inverse each
+    big = OBS_GRAM_LIMIT + 1
+    cfg, recipe = choose_recipe(PruneConfig.create(target_macs=0.7, calibration=feeds(16)), samples=16, obs_bytes=big)
+    assert cfg.scoring.criterion == LEAN_CRITERION and cfg.scoring.allocation == "curves"
+    assert any(f"criterion {LEAN_CRITERION}: obs would hold 2.0 GiB" in f for f in recipe.fallbacks)
+    asked, named = choose_recipe(PruneConfig.create(target_macs=0.7, calibration=feeds(16), criterion="obs"),
+                                 samples=16, obs_bytes=big)
+    assert asked.scoring.criterion == "obs" and not named.fallbacks  # a criterion the caller set stays
 
 
 def test_unknown_recipe_and_curves_without_budget_are_refused() -> None:

@@ -13,7 +13,8 @@ in benchmarks/README.md):
 Without real data there is nothing to measure, so the run takes the quick path (magnitude order,
 uniform allocation), and says why; `recipe="fast"` (`--fast`) asks for it. A knob the caller set
 (`RecipeOptions.given`) is never changed. Where the data cannot support a part of the recipe (too
-few samples for the curves), that part falls back, and the fallback is named in the output.
+few samples for the curves, layers so wide that obs's Grams would not fit in OBS_GRAM_LIMIT), that part
+falls back, and the fallback is named in the output.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from onnxprune.config import KNOBS, PruneConfig
 
 FAST = {"criterion": "l2", "allocation": "uniform", "steps": 1}  # the quick path
 QUALITY_CRITERION = "obs"
+LEAN_CRITERION = "wanda"  # activation-aware too, without obs's Grams: where those would not fit
+OBS_GRAM_LIMIT = 2 << 30  # bytes of obs's Grams and inverses (ResNet-50 ≈ 1.8 GB; a 2048x8192 MLP stack beyond)
 HEAD_FLOOR = 0.01  # recovery/heads.py DEFAULT_FLOOR: background rows stay in the fit
 CURVE_RATIOS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)  # higher ratios strip groups bare (YOLOv8n)
 CURVE_SAMPLES = 16
@@ -50,9 +53,10 @@ class Recipe:
         return {"name": self.name, "why": self.why, "chosen": dict(self.chosen), "fallbacks": list(self.fallbacks)}
 
 
-def choose_recipe(config: PruneConfig, *, samples: int) -> tuple[PruneConfig, Recipe]:
+def choose_recipe(config: PruneConfig, *, samples: int, obs_bytes: int = 0) -> tuple[PruneConfig, Recipe]:
     """The config with the recipe's knobs filled in (see the module doc), and what was chosen.
-    samples: how many calibration samples the data holds (up to CURVE_SAMPLES are counted)."""
+    samples: how many calibration samples the data holds (up to CURVE_SAMPLES are counted);
+    obs_bytes: the memory obs would hold on this model (`scoring.obs.gram_bytes`)."""
     given = set(config.recipe.given)
     open_knobs = [k for k in KNOBS if k not in given]
     if config.recipe.name == "fast":
@@ -67,6 +71,10 @@ def choose_recipe(config: PruneConfig, *, samples: int) -> tuple[PruneConfig, Re
     fallbacks: list[str] = []
     if "criterion" in open_knobs:
         chosen["criterion"] = QUALITY_CRITERION
+        if obs_bytes > OBS_GRAM_LIMIT:
+            chosen["criterion"] = LEAN_CRITERION
+            fallbacks.append(f"criterion {LEAN_CRITERION}: obs would hold {obs_bytes / 2**30:.1f} GiB of layer Grams "
+                             f"(limit {OBS_GRAM_LIMIT / 2**30:g} GiB)")
     if "head_floor" in open_knobs:
         chosen["head_floor"] = HEAD_FLOOR
     if "allocation" in open_knobs:

@@ -30,7 +30,7 @@ from onnxprune.graph.groups import Group
 from onnxprune.graph.tracks import map_roots
 from onnxprune.io.types import FeedFactory
 from onnxprune.recovery.layer_weights import LayerWeights, read_layer
-from onnxprune.recovery.layers import matmul_bias, unsupported
+from onnxprune.recovery.layers import FIT_OPS, matmul_bias, unsupported
 from onnxprune.scoring.calibrated import CalibratedImportance
 from onnxprune.scoring.edge_stats import group_edges
 from onnxprune.scoring.importance import register_importance
@@ -68,12 +68,16 @@ def input_columns(node: onnx.NodeProto, weight_shape: tuple[int, ...]) -> tuple[
     return weight_shape[0], 1
 
 
-def gram_columns(dg: DependencyGraph, node: onnx.NodeProto) -> int:
-    """Columns of one (conv group's) input Gram of a fit layer: C/g · kh · kw, or the input features."""
-    shape = tuple(dg.analysis.view.array(node.input[1]).shape)
-    channels, per = input_columns(node, shape)
+def layer_columns(node: onnx.NodeProto, weight_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(conv groups, columns of one group's input Gram) of a fit layer: C/g · kh · kw, or the input features."""
+    channels, per = input_columns(node, weight_shape)
     group = next((int(a.i) for a in node.attribute if a.name == "group"), 1) if "Conv" in node.op_type else 1
-    return channels // max(group, 1) * per
+    return max(group, 1), channels // max(group, 1) * per
+
+
+def gram_columns(dg: DependencyGraph, node: onnx.NodeProto) -> int:
+    """Columns of one (conv group's) input Gram of a fit layer."""
+    return layer_columns(node, tuple(dg.analysis.view.array(node.input[1]).shape))[1]
 
 
 def read_fit_layer(model: onnx.ModelProto, node: onnx.NodeProto, inits: dict[str, onnx.TensorProto],
@@ -81,6 +85,24 @@ def read_fit_layer(model: onnx.ModelProto, node: onnx.NodeProto, inits: dict[str
     """A fit layer's effective weights, and for a MatMul the bias Add it is fitted with (if any)."""
     bias = matmul_bias(model, node, inits) if node.op_type == "MatMul" else None
     return read_layer(model, node, bias), bias
+
+
+def gram_bytes(model: onnx.ModelProto, *, max_columns: int = MAX_COLUMNS) -> int:
+    """The memory obs would hold on `model`: a float64 Gram and its H⁻¹ per (conv group of a) layer with
+    a constant weight (an initializer or a Constant node) and at most `max_columns` columns. An upper
+    bound, read from the graph alone: the analysis may leave some of these layers out."""
+    shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    shapes.update({n.output[0]: tuple(a.t.dims) for n in model.graph.node if n.op_type == "Constant"
+                   for a in n.attribute if a.name == "value"})
+    total = 0
+    for node in model.graph.node:
+        shape = shapes.get(node.input[1]) if node.op_type in FIT_OPS and len(node.input) > 1 else None
+        if shape is None or len(shape) < 2:
+            continue
+        group, d = layer_columns(node, shape)
+        if d <= max_columns:
+            total += 2 * 8 * group * d * d
+    return total
 
 
 def fit_nodes(dg: DependencyGraph, *, max_columns: int = MAX_COLUMNS) -> dict[str, onnx.NodeProto]:
