@@ -180,3 +180,18 @@ def test_a_layernorm_stream_read_outside_its_norms_is_left_as_it_was() -> None:
     centred, notes = _centred(model)
     assert centred.SerializeToString() == analyse(model).model.SerializeToString()
     assert any("MatMul 'head' reads the hidden channels" in n for n in notes), notes
+
+
+def test_a_token_table_tied_to_the_head_is_not_centred() -> None:
+    """The table writes the stream (centred) and the head reads it (must not be): refused, model unchanged."""
+    model = pre_norm_lm("layernorm")
+    head = next(n for n in model.graph.node if n.name == "head")
+    flat = onnx.helper.make_node("Reshape", [head.input[0], "flat_shape"], ["flat"], name="flat")
+    tied = onnx.helper.make_node("Gemm", ["flat", "emb"], [head.output[0]], name="head", transB=1)
+    nodes = [n for n in model.graph.node if n.name != "head"] + [flat, tied]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([SEQ, HIDDEN], np.int64), "flat_shape"))
+    centred, notes = _centred(model)
+    assert "LayerNormalization" in _ops(centred)
+    assert any("constant emb both writes and reads the stream (tied)" in n for n in notes), notes

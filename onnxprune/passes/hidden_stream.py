@@ -33,7 +33,9 @@ ADDITIVE = ("Add", SKIP_RMS, "Conv", "Gemm", "Expand", "Concat")
 # Ops that move data without mixing or scaling channels (when the hidden channels stay one axis of the output).
 MOVERS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Gather", "Slice", "Identity", "Cast", "Expand")
 READERS = ("MatMul", "Gemm")
+SKIP_LN = "SkipLayerNormalization"  # ONNX Runtime's LayerNorm of input + skip
 LAYERNORM_EPSILON = 1e-5  # ONNX's default
+Members = dict[str, tuple[ConstMember, np.ndarray]]  # initializer -> (member, position of each entry)
 
 
 @dataclass
@@ -54,7 +56,7 @@ class Stream:
     """One hidden group as a transform along its axis sees it: positions are indices into `group.slots`."""
 
     group: Group
-    members: dict[str, tuple[ConstMember, np.ndarray]]  # writers' and readers' constants -> (member, positions)
+    members: Members  # the writers' and readers' constants
     norms: list[Norm]
     norm_params: dict[str, np.ndarray]  # each norm's scale and shift -> positions
     tensors: dict[str, np.ndarray]  # residual-stream points (read for the covariance) -> positions
@@ -64,16 +66,11 @@ def find_stream(dg: DependencyGraph, g: Group, *, centred: bool = False) -> Stre
     """The stream of hidden group g read by RMSNorms (`centred`: by LayerNorms), or why a transform along
     its axis would change the model; None when `centred` and no LayerNorm reads it."""
     an, view = dg.analysis, dg.analysis.view
-    slots = set(g.slots.tolist())
-
-    def ours(ids: np.ndarray) -> bool:
-        return bool(set(map_roots(an.roots, ids).reshape(-1).tolist()) & slots)
-
     hidden: dict[str, np.ndarray] = {}
     axis: dict[str, int] = {}
     for t, layout in an.layouts.items():
         for tr in layout:
-            if ours(tr.ids):
+            if _ours(dg, g, tr.ids):
                 pos = _positions(dg, g, tr.ids)
                 if pos is None or len(tr.axes) != 1:
                     return f"tensor {t} holds the hidden channels with others"
@@ -82,25 +79,10 @@ def find_stream(dg: DependencyGraph, g: Group, *, centred: bool = False) -> Stre
     by_node = {n: norm for norm in norms for n in norm.nodes}
     if centred and not any(norm.input in hidden for norm in norms):
         return None
-    members: dict[str, tuple[ConstMember, np.ndarray]] = {}
-    norm_params: dict[str, np.ndarray] = {}
-    holders: dict[str, set[str]] = {}  # initializer -> the nodes that hold it as a member of this group
-    for m in an.members:
-        if not ours(m.track.ids):
-            continue
-        pos = _positions(dg, g, m.track.ids)
-        norm = by_node.get(m.node)
-        if pos is None or len(m.track.axes) != 1:
-            return f"constant {m.name} holds the hidden channels with others"
-        if norm is not None and m.name in (norm.scale, norm.shift) and m.role in (ROLE_NORM_SCALE, ROLE_PARAM):
-            norm_params[m.name] = pos
-        elif m.role not in LINEAR_ROLES or m.role == ROLE_PARAM and _op(view, m.node) not in ADDITIVE:
-            return f"constant {m.name} of {_op(view, m.node)} '{m.node}' scales the hidden channels one by one"
-        elif m.name in members and not np.array_equal(members[m.name][1], pos):
-            return f"constant {m.name} is shared along different orders of the hidden channels"
-        else:
-            members[m.name] = (m, pos)
-        holders.setdefault(m.name, set()).add(m.node)
+    found = _members(dg, g, by_node, centred=centred)
+    if isinstance(found, str):
+        return found
+    members, norm_params, holders = found
     for name in members:
         others = {n.name for n, _ in view.consumers.get(name, [])} - holders[name]
         if others:
@@ -112,13 +94,13 @@ def find_stream(dg: DependencyGraph, g: Group, *, centred: bool = False) -> Stre
             if why is not None:
                 return why
     used = [norm for norm in norms if norm.input in hidden]
+    in_used = {n for norm in used for n in norm.nodes}
     for t in set(hidden) - read_side:
         for node, i in view.consumers.get(t, []):
-            if node.name in by_node and by_node[node.name] in used or node.op_type == "Shape":
+            if node.name in in_used or node.op_type == "Shape":
                 continue
-            if node.op_type == "SkipLayerNormalization":
-                return (f"ONNX Runtime's SkipLayerNormalization '{node.name}' reads the stream (its rewrite into "
-                        f"SkipSimplifiedLayerNormalization is not built)")
+            if node.op_type == SKIP_LN:
+                return _skip_ln(node.name)
             moved = node.output[0] in hidden and (
                 node.op_type in MOVERS and i == 0 or
                 node.op_type == "Concat" and all(x in hidden or _piece(view, x, members) for x in node.input) or
@@ -131,6 +113,37 @@ def find_stream(dg: DependencyGraph, g: Group, *, centred: bool = False) -> Stre
         if axis[t] != len(view.shape(t) or ()) - 1:  # the covariance reads rows of the last axis
             return f"residual-stream tensor {t} holds the hidden channels off its last axis"
     return Stream(g, members, used, norm_params, stream)
+
+
+def _members(dg: DependencyGraph, g: Group, by_node: dict[str, Norm], *,
+             centred: bool) -> tuple[Members, dict[str, np.ndarray], dict[str, set[str]]] | str:
+    """g's constants: the writers' and readers' (with positions), the norms' scales and shifts, and the
+    nodes holding each; or why one is not carried by a product along the hidden axis."""
+    an = dg.analysis
+    members: Members = {}
+    norm_params: dict[str, np.ndarray] = {}
+    holders: dict[str, set[str]] = {}  # initializer -> the nodes that hold it as a member of this group
+    for m in an.members:
+        if not _ours(dg, g, m.track.ids):
+            continue
+        pos = _positions(dg, g, m.track.ids)
+        norm = by_node.get(m.node)
+        if _op(an.view, m.node) == SKIP_LN:
+            return _skip_ln(m.node)
+        if pos is None or len(m.track.axes) != 1:
+            return f"constant {m.name} holds the hidden channels with others"
+        if norm is not None and m.name in (norm.scale, norm.shift) and m.role in (ROLE_NORM_SCALE, ROLE_PARAM):
+            norm_params[m.name] = pos
+        elif m.role not in LINEAR_ROLES or m.role == ROLE_PARAM and _op(an.view, m.node) not in ADDITIVE:
+            return f"constant {m.name} of {_op(an.view, m.node)} '{m.node}' scales the hidden channels one by one"
+        elif m.name in members and not np.array_equal(members[m.name][1], pos):
+            return f"constant {m.name} is shared along different orders of the hidden channels"
+        elif centred and m.name in members and (members[m.name][0].role == ROLE_WEIGHT_IN) != (m.role == ROLE_WEIGHT_IN):
+            return f"constant {m.name} both writes and reads the stream (tied), which centring its writers would change"
+        else:
+            members[m.name] = (m, pos)
+        holders.setdefault(m.name, set()).add(m.node)
+    return members, norm_params, holders
 
 
 def _norms(view: GraphView, *, centred: bool) -> list[Norm]:
@@ -153,7 +166,7 @@ def _norms(view: GraphView, *, centred: bool) -> list[Norm]:
 
 
 def _find_readers(view: GraphView, norm: Norm, hidden: dict[str, np.ndarray],
-                  members: dict[str, tuple[ConstMember, np.ndarray]], holders: dict[str, set[str]],
+                  members: Members, holders: dict[str, set[str]],
                   read_side: set[str], *, centred: bool) -> str | None:
     """Fills norm.readers with the linear layers reading its output (through data moves), or says why not."""
     todo = [norm.output]
@@ -176,19 +189,27 @@ def _find_readers(view: GraphView, norm: Norm, hidden: dict[str, np.ndarray],
     return None
 
 
-def _piece(view: GraphView, x: str, members: dict[str, tuple[ConstMember, np.ndarray]]) -> bool:
+def _piece(view: GraphView, x: str, members: Members) -> bool:
     """A member of the stream, or one moved (the CLS token expanded to the batch)."""
     node = view.producer.get(x, (None,))[0]
     return x in members or node is not None and node.op_type in MOVERS and node.input[0] in members
 
 
-def _reader(node: onnx.NodeProto, i: int, members: dict[str, tuple[ConstMember, np.ndarray]],
+def _reader(node: onnx.NodeProto, i: int, members: Members,
             holders: dict[str, set[str]]) -> bool:
     """A MatMul or Gemm reading the stream as its input 0 through a constant weight held by it alone."""
     if node.op_type not in READERS or i != 0 or len(node.input) < 2 or node_attr(node, "transA", 0):
         return False
     w = node.input[1]
     return w in members and members[w][0].role == ROLE_WEIGHT_IN and holders[w] == {node.name}
+
+
+def _skip_ln(node: str) -> str:
+    return f"ONNX Runtime's {SKIP_LN} '{node}' reads the stream (its rewrite into {SKIP_RMS} is not built)"
+
+
+def _ours(dg: DependencyGraph, g: Group, ids: np.ndarray) -> bool:
+    return bool(set(map_roots(dg.analysis.roots, ids).reshape(-1).tolist()) & set(g.slots.tolist()))
 
 
 def _positions(dg: DependencyGraph, g: Group, ids: np.ndarray) -> np.ndarray | None:
