@@ -11,7 +11,7 @@ import onnx
 import pytest
 from cli_run import invoke
 from graphs import Graph, group_of, init, outputs_of
-from test_hidden_width import HIDDEN, SEQ, VOCAB, pre_norm_lm, token_feeds
+from test_hidden_width import FFN, HIDDEN, MS, SEQ, VOCAB, pre_norm_lm, token_feeds
 
 from onnxprune.api import analyse, prune
 from onnxprune.pipeline.analyse import centre_for_rotation
@@ -195,3 +195,35 @@ def test_a_token_table_tied_to_the_head_is_not_centred() -> None:
     centred, notes = _centred(model)
     assert "LayerNormalization" in _ops(centred)
     assert any("constant emb both writes and reads the stream (tied)" in n for n in notes), notes
+
+
+def skip_layernorm_lm() -> onnx.ModelProto:
+    """A pre-LN LM as ONNX Runtime's optimizer fuses it: a LayerNormalization first, then
+    SkipLayerNormalization adds each layer's output and a bias to the stream, returns the sum (output 3)
+    and normalises it."""
+    g = Graph(opset=17)
+    ids = g.input("ids", (1, SEQ), onnx.TensorProto.INT64)
+    stream = g.node("Gather", [g.rand("emb", (VOCAB, HIDDEN), scale=1.0), ids], name="embed")
+    n = g.node("LayerNormalization", [stream, g.rand("norm0.gamma", (HIDDEN,), low=0.5, scale=1.0),
+                                      g.rand("norm0.beta", (HIDDEN,), scale=0.5)], name="norm0", axis=-1)
+    for layer in range(2):
+        h = g.matmul(g.relu(g.matmul(n, HIDDEN, FFN, bias=True, name=f"up{layer}")), FFN, HIDDEN, name=f"down{layer}")
+        outs = g.node_multi("SkipLayerNormalization",
+                            [h, stream, g.rand(f"skip{layer}.gamma", (HIDDEN,), low=0.5, scale=1.0),
+                             g.rand(f"skip{layer}.beta", (HIDDEN,), scale=0.5), g.rand(f"skip{layer}.bias", (HIDDEN,))],
+                            name=f"skip{layer}", domain=MS, n_out=4 if layer == 0 else 1, epsilon=1e-5)
+        n, stream = outs[0], outs[-1]
+    g.output(g.matmul(n, HIDDEN, VOCAB, name="head"))
+    return g.build()
+
+
+def test_onnx_runtime_skip_layernorms_become_skip_rmsnorms_and_are_rotated() -> None:
+    model = skip_layernorm_lm()
+    centred, notes = _centred(model)
+    assert "SkipLayerNormalization" not in _ops(centred) and "SkipSimplifiedLayerNormalization" in _ops(centred)
+    assert _max_rel_error(model, centred, token_feeds()) < 1e-5
+    np.testing.assert_allclose(init(centred, "skip0.bias").sum(), 0.0, atol=1e-5)  # a bias on the stream: centred
+    r = prune(model, approximate=["rotate"], calibration=token_feeds(), ratio=0.25, round_to=1, keep=["up*"],
+              verify=True, reconstruct=False)
+    assert any("rotated by the PCA of 2 residual-stream tensors" in n for n in r.notes), r.notes  # embed, skip0's sum
+    assert r.verify is not None and r.verify.ok and r.verify.unproven == 3 and r.fidelity is not None

@@ -7,7 +7,8 @@ A LayerNorm does not commute with a rotation (its mean moves), an RMSNorm does. 
    position embeddings, every branch's output projection and its bias) is multiplied by C along the
    hidden axis, so the stream is zero-mean along it and each LayerNorm's `x − mean(x)` is `x`;
 2. each LayerNorm reading it becomes an RMSNorm with the same epsilon and scale (`RMSNormalization`
-   from opset 23, else the op-by-op chain graph/layernorm_chains.py recognises);
+   from opset 23, else the op-by-op chain graph/layernorm_chains.py recognises; ONNX Runtime's
+   SkipLayerNormalization its SkipSimplifiedLayerNormalization, which keeps its bias and sum);
 3. its shift β is folded into the biases of the linear layers reading it: b ← b + β·W (a bias Add, a
    Gemm's C, or a new Add when the layer has none).
 
@@ -27,7 +28,7 @@ from onnx import helper, numpy_helper
 from onnxprune.graph.context import ROLE_WEIGHT_IN
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.view import GraphView, node_attr
-from onnxprune.passes.hidden_stream import Norm, Stream, find_stream, store
+from onnxprune.passes.hidden_stream import SKIP_LN, SKIP_RMS, Norm, Stream, find_stream, store
 
 RMS_OPSET = 23  # ONNX's RMSNormalization
 AXES_INPUT_OPSET = 18  # ReduceMean's axes: an input from here on, an attribute before
@@ -140,16 +141,23 @@ def _centre(model: onnx.ModelProto, s: Stream, shifts: list[_Shift]) -> None:
     nodes: list[onnx.NodeProto] = []
     for node in model.graph.node:  # each norm replaced where its last node stood
         if node.name in last:
-            nodes += _rms(model, last[node.name], opset, values)
+            nodes += _rms(model, last[node.name], node, opset, values)
         elif node.name not in drop:
             nodes += [node] + ([after[node.name]] if node.name in after else [])
     del model.graph.node[:]
     model.graph.node.extend(nodes)
 
 
-def _rms(model: onnx.ModelProto, norm: Norm, opset: int, values: dict[str, onnx.TensorProto]) -> list[onnx.NodeProto]:
-    """RMSNorm of norm.input written to norm.output, with norm's scale (if any) and epsilon."""
+def _rms(model: onnx.ModelProto, norm: Norm, last: onnx.NodeProto, opset: int,
+         values: dict[str, onnx.TensorProto]) -> list[onnx.NodeProto]:
+    """RMSNorm of norm.input written to norm.output, with norm's scale (if any) and epsilon; `last` is
+    the norm's last node (ORT's SkipLayerNormalization becomes its simplified form, bias and sum kept)."""
     p, x, dtype = norm.nodes[-1] + "/rms", norm.input, _dtype(values, norm)
+    if last.op_type == SKIP_LN:
+        bias = list(last.input[4:5])
+        outputs = [o if i not in (1, 2) else "" for i, o in enumerate(last.output)]
+        return [helper.make_node(SKIP_RMS, [*last.input[:3], *bias], outputs, name=p, domain=last.domain,
+                                 epsilon=norm.epsilon)]
     if opset >= RMS_OPSET and norm.scale is not None:
         return [helper.make_node("RMSNormalization", [x, norm.scale], [norm.output], name=p, axis=-1,
                                  epsilon=norm.epsilon)]

@@ -21,19 +21,20 @@ from onnxprune.graph.context import ROLE_NORM_SCALE, ROLE_PARAM, ROLE_WEIGHT_IN,
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
 from onnxprune.graph.layernorm_chains import find_norm_chains
+from onnxprune.graph.rules.norm import DEFAULT_EPSILON
 from onnxprune.graph.tracks import map_roots
 from onnxprune.graph.view import GraphView, node_attr
 
 SKIP_RMS = "SkipSimplifiedLayerNormalization"  # ONNX Runtime's: RMSNorm of input + skip (+ bias)
+SKIP_LN = "SkipLayerNormalization"  # ONNX Runtime's LayerNorm of input + skip (+ bias): SKIP_RMS with a mean
 FUSED_RMS = ("RMSNormalization", "SimplifiedLayerNormalization", SKIP_RMS)
-SKIP_SUM = 3  # SKIP_RMS's output input + skip + bias: the residual stream goes on
+SKIP_SUM = 3  # the skip norms' output input + skip + bias: the residual stream goes on
 LINEAR_ROLES = (ROLE_WEIGHT_OUT, ROLE_WEIGHT_IN, ROLE_PARAM)
 # A per-channel constant of these ops is a piece of the stream's value (a bias, the CLS token), not a scale.
-ADDITIVE = ("Add", SKIP_RMS, "Conv", "Gemm", "Expand", "Concat")
+ADDITIVE = ("Add", SKIP_RMS, SKIP_LN, "Conv", "Gemm", "Expand", "Concat")
 # Ops that move data without mixing or scaling channels (when the hidden channels stay one axis of the output).
 MOVERS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Gather", "Slice", "Identity", "Cast", "Expand")
 READERS = ("MatMul", "Gemm")
-SKIP_LN = "SkipLayerNormalization"  # ONNX Runtime's LayerNorm of input + skip
 LAYERNORM_EPSILON = 1e-5  # ONNX's default
 Members = dict[str, tuple[ConstMember, np.ndarray]]  # initializer -> (member, position of each entry)
 
@@ -99,8 +100,6 @@ def find_stream(dg: DependencyGraph, g: Group, *, centred: bool = False) -> Stre
         for node, i in view.consumers.get(t, []):
             if node.name in in_used or node.op_type == "Shape":
                 continue
-            if node.op_type == SKIP_LN:
-                return _skip_ln(node.name)
             moved = node.output[0] in hidden and (
                 node.op_type in MOVERS and i == 0 or
                 node.op_type == "Concat" and all(x in hidden or _piece(view, x, members) for x in node.input) or
@@ -128,8 +127,6 @@ def _members(dg: DependencyGraph, g: Group, by_node: dict[str, Norm], *,
             continue
         pos = _positions(dg, g, m.track.ids)
         norm = by_node.get(m.node)
-        if _op(an.view, m.node) == SKIP_LN:
-            return _skip_ln(m.node)
         if pos is None or len(m.track.axes) != 1:
             return f"constant {m.name} holds the hidden channels with others"
         if norm is not None and m.name in (norm.scale, norm.shift) and m.role in (ROLE_NORM_SCALE, ROLE_PARAM):
@@ -155,14 +152,23 @@ def _norms(view: GraphView, *, centred: bool) -> list[Norm]:
         if centred and node.op_type == "LayerNormalization" and node.domain in ("", "ai.onnx"):
             rank = len(view.shape(node.input[0]) or ())
             axis = node_attr(node, "axis", -1)
-            if (axis == -1 or axis == rank - 1) and not any(node.output[1:]):
+            if (axis == -1 or axis == rank - 1) and not any(_read(view, o) for o in node.output[1:]):
                 eps = float(node_attr(node, "epsilon", LAYERNORM_EPSILON))  # type: ignore[arg-type]
                 out.append(Norm((node.name,), node.input[0], node.output[0], node.input[1],
                                 node.input[2] if len(node.input) > 2 and node.input[2] else None, eps, []))
+        elif centred and node.op_type == SKIP_LN and not any(_read(view, o) for o in node.output[1:SKIP_SUM]):
+            eps = float(node_attr(node, "epsilon", DEFAULT_EPSILON[SKIP_LN]))  # type: ignore[arg-type]
+            out.append(Norm((node.name,), node.input[0], node.output[0], node.input[2],
+                            node.input[3] if len(node.input) > 3 and node.input[3] else None, eps, []))
         elif not centred and node.op_type in FUSED_RMS:
             scale = node.input[2] if node.op_type == SKIP_RMS else node.input[1]
             out.append(Norm((node.name,), node.input[0], node.output[0], scale, None, 0.0, []))
     return out
+
+
+def _read(view: GraphView, t: str) -> bool:
+    """Whether a norm's optional output (its mean, its inverse deviation) is used."""
+    return bool(t) and (bool(view.consumers.get(t)) or t in view.graph_outputs)
 
 
 def _find_readers(view: GraphView, norm: Norm, hidden: dict[str, np.ndarray],
@@ -204,10 +210,6 @@ def _reader(node: onnx.NodeProto, i: int, members: Members,
     return w in members and members[w][0].role == ROLE_WEIGHT_IN and holders[w] == {node.name}
 
 
-def _skip_ln(node: str) -> str:
-    return f"ONNX Runtime's {SKIP_LN} '{node}' reads the stream (its rewrite into {SKIP_RMS} is not built)"
-
-
 def _ours(dg: DependencyGraph, g: Group, ids: np.ndarray) -> bool:
     return bool(set(map_roots(dg.analysis.roots, ids).reshape(-1).tolist()) & set(g.slots.tolist()))
 
@@ -230,7 +232,7 @@ def _residual(view: GraphView, t: str) -> bool:
     node = view.producer.get(t, (None,))[0]
     if node is None:
         return False
-    if node.op_type == SKIP_RMS:
+    if node.op_type in (SKIP_RMS, SKIP_LN):
         return len(node.output) > SKIP_SUM and node.output[SKIP_SUM] == t
     return node.op_type == "Gather" and view.is_const(node.input[0]) or \
         node.op_type == "Add" and not any(view.is_const(x) for x in node.input)
