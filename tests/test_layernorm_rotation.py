@@ -16,6 +16,7 @@ from test_hidden_width import FFN, HIDDEN, MS, SEQ, VOCAB, pre_norm_lm, token_fe
 from onnxprune.api import analyse, prune
 from onnxprune.pipeline.analyse import centre_for_rotation
 
+MODELS = Path(__file__).resolve().parent.parent / "models"
 D, PATCH, IMAGE, CLASSES = 12, 4, 8, 5
 TOKENS = (IMAGE // PATCH) ** 2 + 1  # the patches and the CLS token
 
@@ -227,3 +228,12 @@ def test_onnx_runtime_skip_layernorms_become_skip_rmsnorms_and_are_rotated() -> 
               verify=True, reconstruct=False)
     assert any("rotated by the PCA of 2 residual-stream tensors" in n for n in r.notes), r.notes  # embed, skip0's sum
     assert r.verify is not None and r.verify.ok and r.verify.unproven == 3 and r.fidelity is not None
+
+
+def test_vit_digits_centred_computes_its_logits_on_the_calibration_images() -> None:
+    """The trained ViT: 9 LayerNorms, the patch Conv, CLS token, position embeddings and 8 branch writers."""
+    model = onnx.load(str(MODELS / "transformers" / "vit_digits.onnx"))
+    centred, notes = _centred(model)
+    assert any("9 LayerNorms made RMSNorms" in n for n in notes), notes
+    images = np.load(MODELS / "digits" / "calib.npz")["input"].astype(np.float32)
+    assert _max_rel_error(model, centred, [{"pixel_values": images[i:i + 64]} for i in range(0, 256, 64)]) < 1e-5
