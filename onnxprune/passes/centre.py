@@ -121,8 +121,7 @@ def _centre(model: onnx.ModelProto, s: Stream, shifts: list[_Shift]) -> None:
     for norm in s.norms:
         if norm.shift is None:
             continue
-        beta = np.zeros(s.group.size)
-        beta[s.norm_params[norm.shift]] = numpy_helper.to_array(values[norm.shift]).reshape(-1)
+        beta = s.in_slots(values, norm.shift)
         for r in norm.readers:
             sh = folds[r.name]
             member, wpos = s.members[r.input[1]]

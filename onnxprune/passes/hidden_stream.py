@@ -62,6 +62,12 @@ class Stream:
     norm_params: dict[str, np.ndarray]  # each norm's scale and shift -> positions
     tensors: dict[str, np.ndarray]  # residual-stream points (read for the covariance) -> positions
 
+    def in_slots(self, values: dict[str, onnx.TensorProto], param: str) -> np.ndarray:
+        """A norm's scale or shift, one value per slot of the group."""
+        out = np.zeros(self.group.size)
+        out[self.norm_params[param]] = numpy_helper.to_array(values[param]).reshape(-1)
+        return out
+
 
 def find_stream(dg: DependencyGraph, g: Group, *, centred: bool = False) -> Stream | str | None:
     """The stream of hidden group g read by RMSNorms (`centred`: by LayerNorms), or why a transform along

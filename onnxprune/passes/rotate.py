@@ -99,8 +99,7 @@ def _rotate(values: dict[str, onnx.TensorProto], s: Stream, q: np.ndarray) -> No
     for norm in s.norms:
         if norm.scale is None:
             continue
-        scale = np.zeros(s.group.size)
-        scale[s.norm_params[norm.scale]] = numpy_helper.to_array(values[norm.scale]).reshape(-1)
+        scale = s.in_slots(values, norm.scale)
         for reader in norm.readers:
             w = reader.input[1]
             member, wpos = s.members[w]
