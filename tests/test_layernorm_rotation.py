@@ -14,6 +14,7 @@ from graphs import Graph, group_of, init, outputs_of
 from test_hidden_width import FFN, HIDDEN, MS, SEQ, VOCAB, pre_norm_lm, token_feeds
 
 from onnxprune.api import analyse, prune
+from onnxprune.passes.rotate import rotate_hidden
 from onnxprune.pipeline.analyse import centre_for_rotation
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -237,3 +238,13 @@ def test_vit_digits_centred_computes_its_logits_on_the_calibration_images() -> N
     assert any("9 LayerNorms made RMSNorms" in n for n in notes), notes
     images = np.load(MODELS / "digits" / "calib.npz")["input"].astype(np.float32)
     assert _max_rel_error(model, centred, [{"pixel_values": images[i:i + 64]} for i in range(0, 256, 64)]) < 1e-5
+
+
+def test_a_scale_shared_by_two_layernorms_is_folded_into_the_readers_of_both() -> None:
+    model = pre_norm_lm("layernorm")
+    next(n for n in model.graph.node if n.name == "norm1").input[1] = "norm0.gamma"
+    dg = analyse(model, approximate=["rotate"])
+    centred, _ = centre_for_rotation(dg, approximate=["rotate"], grouped="auto")
+    rotation = rotate_hidden(centred, calibration=token_feeds())
+    assert rotation.scores
+    assert _max_rel_error(model, rotation.model, token_feeds(3)) < 1e-5

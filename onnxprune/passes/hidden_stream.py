@@ -94,6 +94,10 @@ def find_stream(dg: DependencyGraph, g: Group, *, centred: bool = False) -> Stre
         others = {n.name for n, _ in view.consumers.get(name, [])} - holders[name]
         if others:
             return f"constant {name} is also read by '{sorted(others)[0]}', which the rotation would change"
+    for name in norm_params:  # the scale is folded away and the shift dropped: only norms may read them
+        others = {n.name for n, _ in view.consumers.get(name, [])} - set(by_node)
+        if others:
+            return f"norm parameter {name} is also read by '{sorted(others)[0]}', which folding it would change"
     read_side: set[str] = set()  # tensors between a norm and its readers
     for norm in norms:
         if norm.input in hidden:

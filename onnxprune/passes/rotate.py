@@ -96,10 +96,11 @@ def _covariances(model: onnx.ModelProto, streams: list[Stream], calibration: Cal
 def _rotate(values: dict[str, onnx.TensorProto], s: Stream, q: np.ndarray) -> None:
     """Fold each norm scale into its readers, then carry every member along Q (in place)."""
     arrays = {name: numpy_helper.to_array(values[name]).astype(np.float64) for name in s.members}
-    for norm in s.norms:
+    scales = {norm.scale: s.in_slots(values, norm.scale) for norm in s.norms if norm.scale is not None}
+    for norm in s.norms:  # a scale shared by norms is read for all before any is set to ones
         if norm.scale is None:
             continue
-        scale = s.in_slots(values, norm.scale)
+        scale = scales[norm.scale]
         for reader in norm.readers:
             w = reader.input[1]
             member, wpos = s.members[w]
