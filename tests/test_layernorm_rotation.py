@@ -49,6 +49,7 @@ def test_a_layernorm_stream_becomes_a_centred_rmsnorm_stream_that_computes_the_s
     assert model.SerializeToString() == before  # the input model is not modified
     assert "LayerNormalization" not in _ops(centred)
     assert ("RMSNormalization" in _ops(centred)) == (opset >= 23)
+    assert not [t.name for t in centred.graph.initializer if t.name.endswith(".beta")]  # now in the readers' biases
     assert any("3 LayerNorms made RMSNorms" in n and "folded into 3 readers" in n for n in notes), notes
     assert _max_rel_error(model, centred, token_feeds()) < 1e-5
     # The writers are centred: every embedding row sums to zero over the hidden axis.

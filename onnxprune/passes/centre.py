@@ -7,7 +7,7 @@ A LayerNorm does not commute with a rotation (its mean moves), an RMSNorm does. 
    position embeddings, every branch's output projection and its bias) is multiplied by C along the
    hidden axis, so the stream is zero-mean along it and each LayerNorm's `x − mean(x)` is `x`;
 2. each LayerNorm reading it becomes an RMSNorm with the same epsilon and scale (`RMSNormalization`
-   from opset 23, else the op-by-op chain graph/layernorm_chains.py recognises; ONNX Runtime's
+   from opset 23, else the op-by-op chain graph/layernorm_chains.py recognises and ONNX Runtime fuses; ONNX Runtime's
    SkipLayerNormalization its SkipSimplifiedLayerNormalization, which keeps its bias and sum);
 3. its shift β is folded into the biases of the linear layers reading it: b ← b + β·W (a bias Add, a
    Gemm's C, or a new Add when the layer has none).
@@ -144,6 +144,11 @@ def _centre(model: onnx.ModelProto, s: Stream, shifts: list[_Shift]) -> None:
             nodes += [node] + ([after[node.name]] if node.name in after else [])
     del model.graph.node[:]
     model.graph.node.extend(nodes)
+    read = {i for n in nodes for i in n.input} | {o.name for o in model.graph.output}
+    dropped = {norm.shift for norm in s.norms} - read  # the shifts now live in the readers' biases
+    kept = [t for t in model.graph.initializer if t.name not in dropped]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
 
 
 def _rms(model: onnx.ModelProto, norm: Norm, last: onnx.NodeProto, opset: int,
@@ -160,13 +165,14 @@ def _rms(model: onnx.ModelProto, norm: Norm, last: onnx.NodeProto, opset: int,
         return [helper.make_node("RMSNormalization", [x, norm.scale], [norm.output], name=p, axis=-1,
                                  epsilon=norm.epsilon)]
     model.graph.initializer.append(numpy_helper.from_array(np.array(norm.epsilon, dtype), p + "_eps"))
+    model.graph.initializer.append(numpy_helper.from_array(np.array(2.0, dtype), p + "_two"))
     if opset >= AXES_INPUT_OPSET:
         model.graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), p + "_axes"))
         mean = helper.make_node("ReduceMean", [p + "_sq", p + "_axes"], [p + "_ms"], name=p + "_mean", keepdims=1)
     else:
         mean = helper.make_node("ReduceMean", [p + "_sq"], [p + "_ms"], name=p + "_mean", axes=[-1], keepdims=1)
     n = p + "_n" if norm.scale is not None else norm.output
-    out = [helper.make_node("Mul", [x, x], [p + "_sq"], name=p + "_sq"), mean,
+    out = [helper.make_node("Pow", [x, p + "_two"], [p + "_sq"], name=p + "_sq"), mean,  # the form ORT fuses
            helper.make_node("Add", [p + "_ms", p + "_eps"], [p + "_mse"], name=p + "_eps"),
            helper.make_node("Sqrt", [p + "_mse"], [p + "_rms"], name=p + "_sqrt"),
            helper.make_node("Div", [x, p + "_rms"], [n], name=p + "_div")]
