@@ -31,8 +31,8 @@ def _centred(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
 def _max_rel_error(a: onnx.ModelProto, b: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> float:
     worst = 0.0
     for feed in feeds:
-        (want,), (got,) = outputs_of(a, feed).values(), outputs_of(b, feed).values()
-        worst = max(worst, float(np.linalg.norm(got - want) / np.linalg.norm(want)))
+        want, got = outputs_of(a, feed), outputs_of(b, feed)
+        worst = max([worst] + [float(np.linalg.norm(got[k] - want[k]) / np.linalg.norm(want[k])) for k in want])
     return worst
 
 
@@ -249,3 +249,17 @@ def test_a_scale_shared_by_two_layernorms_is_folded_into_the_readers_of_both() -
     rotation = rotate_hidden(centred, calibration=token_feeds())
     assert rotation.scores
     assert _max_rel_error(model, rotation.model, token_feeds(3)) < 1e-5
+
+
+@pytest.mark.parametrize("shared_c", [False, True])
+def test_a_gemm_readers_alpha_beta_and_shared_bias_take_the_shift_exactly(shared_c: bool) -> None:
+    """β·W reaches a Gemm as alpha·β·W: folded into C (over beta), or a new Add when C is shared."""
+    model = vit_like()
+    gemm = next(n for n in model.graph.node if n.name == "classifier")
+    gemm.attribute.extend([onnx.helper.make_attribute("alpha", 0.5), onnx.helper.make_attribute("beta", 2.0)])
+    if shared_c:  # another node reads C too: it must not change
+        model.graph.node.append(onnx.helper.make_node("Identity", ["classifier.b"], ["c_copy"], name="c_copy"))
+        model.graph.output.append(onnx.helper.make_tensor_value_info("c_copy", onnx.TensorProto.FLOAT, None))
+    centred, _ = _centred(model)
+    assert _max_rel_error(model, centred, image_feeds()) < 1e-5
+    assert np.allclose(init(centred, "classifier.b"), init(model, "classifier.b")) == shared_c

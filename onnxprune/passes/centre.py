@@ -83,10 +83,9 @@ def _shifts(view: GraphView, s: Stream) -> list[_Shift] | str:
             if len(w) != 2:
                 return f"reader '{r.name}' of LayerNorm '{norm.nodes[-1]}' has a {len(w)}-d weight"
             alpha, beta = float(node_attr(r, "alpha", 1.0)), float(node_attr(r, "beta", 1.0))  # type: ignore[arg-type]
-            if r.op_type == "Gemm" and len(r.input) > 2 and r.input[2]:
-                if beta == 0.0 or not _own_bias(view, r, r.input[2]):
-                    return f"Gemm '{r.name}' reading LayerNorm '{norm.nodes[-1]}' has a bias C shared or computed"
-                out.append(_Shift(r, r.input[2], alpha / beta))
+            if r.op_type == "Gemm" and len(r.input) > 2 and r.input[2] and beta != 0.0 and \
+                    _own_bias(view, r, r.input[2]):
+                out.append(_Shift(r, r.input[2], alpha / beta))  # C is added as beta·C
                 continue
             add = view.consumers.get(r.output[0], [])
             bias = add[0][0].input[1 - add[0][1]] if len(add) == 1 and add[0][0].op_type == "Add" else None
