@@ -114,7 +114,7 @@ def find_stream(dg: DependencyGraph, g: Group, *, centred: bool = False) -> Stre
                 node.op_type in MOVERS and i == 0 or
                 node.op_type == "Concat" and all(x in hidden or _piece(view, x, members) for x in node.input) or
                 node.op_type == "Add" and (node.input[1 - i] in hidden or node.input[1 - i] in members))
-            direct = not centred and _reader(node, i, members, holders)
+            direct = not centred and _reader(node, i, members, holders, alone=False)  # no scale to fold
             if not (moved or direct):
                 return f"{node.op_type} '{node.name}' reads the hidden channels and does not commute with a rotation"
     stream = {t: pos for t, pos in hidden.items() if _residual(view, t)}
@@ -211,13 +211,14 @@ def _piece(view: GraphView, x: str, members: Members) -> bool:
     return x in members or node is not None and node.op_type in MOVERS and node.input[0] in members
 
 
-def _reader(node: onnx.NodeProto, i: int, members: Members,
-            holders: dict[str, set[str]]) -> bool:
-    """A MatMul or Gemm reading the stream as its input 0 through a constant weight held by it alone."""
+def _reader(node: onnx.NodeProto, i: int, members: Members, holders: dict[str, set[str]], *,
+            alone: bool = True) -> bool:
+    """A MatMul or Gemm reading the stream as its input 0 through a constant weight (held by it alone:
+    a norm's scale and shift are folded into it, and a tied reader may read another norm)."""
     if node.op_type not in READERS or i != 0 or len(node.input) < 2 or node_attr(node, "transA", 0):
         return False
     w = node.input[1]
-    return w in members and members[w][0].role == ROLE_WEIGHT_IN and holders[w] == {node.name}
+    return w in members and members[w][0].role == ROLE_WEIGHT_IN and (not alone or holders[w] == {node.name})
 
 
 def _ours(dg: DependencyGraph, g: Group, ids: np.ndarray) -> bool:
