@@ -3,12 +3,15 @@
 models/transformers/lm_llama.onnx (byte-level Llama: 4 layers, hidden 96, GQA 4/2 heads, RoPE,
 SwiGLU, RMSNorm; held-out perplexity on the first 64 windows of lm_heldout.npz) at 0.8 / 0.7 / 0.5
 of its parameters, and models/transformers/vit_digits.onnx (ViT, 4 layers, LayerNorm; accuracy on
-models/digits/test.npz) at 0.8 / 0.7 / 0.5 of its MACs. Recipes (all `--round-to 1`, calibration
-on 64 samples: lm_calib.npz / models/digits/calib.npz):
+models/digits/test.npz) at 0.8 / 0.7 / 0.5 of its MACs and of its parameters, and gpt2_ts (the zoo's
+tiny GPT-2, random weights: the cosine of its logits to the dense ones on 16 held-out random token
+sequences) at 0.7 of its parameters. Recipes (all `--round-to 1`, calibration on 64 samples:
+lm_calib.npz / models/digits/calib.npz / random token sequences for gpt2_ts):
 
 - width: heads, head_dim and FFN channels (`--heads auto`, exact, oracle-verified), l2 and wanda,
   without and with re-fit;
-- + rotate (lm_llama only: RMSNorm): the hidden width too, by `--approximate rotate` (SliceGPT);
+- + rotate: the hidden width too, by `--approximate rotate` (SliceGPT; the LayerNorm models' streams
+  first made centred RMSNorm streams, passes/centre.py);
 - + depth: `--drop-blocks auto` (the budget may drop residual blocks, re-fitted);
 - onnxsim's `apply_structured_pruning` and `apply_attention_head_pruning` at sparsity 1 − target.
 
@@ -28,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +44,9 @@ from zookit import digits_accuracy, heldout_perplexity  # type: ignore[import-no
 from onnxprune.api import prune  # noqa: E402
 from onnxprune.calib.source import CalibConfig  # noqa: E402
 from onnxprune.io.runtime import session  # noqa: E402
+from onnxprune.io.types import Feed  # noqa: E402
 from onnxprune.measure.model_stats import model_stats  # noqa: E402
+from onnxprune.measure.validate import validate  # noqa: E402
 
 TRANSFORMERS = ROOT / "models" / "transformers"
 DIGITS = ROOT / "models" / "digits"
@@ -61,34 +67,61 @@ def vit_quality(model: onnx.ModelProto) -> float:
     return digits_accuracy(session(model), "pixel_values")
 
 
-MODELS: dict[str, tuple[str, Callable[[onnx.ModelProto], float], str, Path]] = {
-    # name -> (budget metric, quality, its unit, calibration file)
-    "lm_llama": ("params", lm_quality, "perplexity", TRANSFORMERS / "lm_calib.npz"),
-    "vit_digits": ("macs", vit_quality, "accuracy %", DIGITS / "calib.npz"),
+MODELS: dict[str, tuple[tuple[str, ...], Callable[[onnx.ModelProto], float], str, Path]] = {
+    # name -> (budget metrics, quality, its unit, calibration file)
+    "lm_llama": (("params",), lm_quality, "perplexity", TRANSFORMERS / "lm_calib.npz"),
+    "vit_digits": (("macs", "params"), vit_quality, "accuracy %", DIGITS / "calib.npz"),
 }
+GPT2_TOKENS = (1, 32)  # one sequence of 32 tokens per feed
 
 
-def rows(name: str, targets: tuple[float, ...], criteria: tuple[str, ...], refits: tuple[bool, ...],
-         recipes: tuple[str, ...], onnxsim: bool) -> list[str]:
-    metric, quality, _, calib_file = MODELS[name]
-    path = TRANSFORMERS / f"{name}.onnx"
+def token_feeds(model: onnx.ModelProto, n: int, seed: int) -> list[Feed]:
+    """Random token sequences below gpt2_ts's vocabulary (its token table's rows)."""
+    vocab = next(t.dims[0] for t in model.graph.initializer if t.name.endswith("wte.weight"))
+    rng = np.random.default_rng(seed)
+    return [{"input_ids": rng.integers(0, vocab, GPT2_TOKENS).astype(np.int64),
+             "attention_mask": np.ones(GPT2_TOKENS, np.int64)} for _ in range(n)]
+
+
+def rows(name: str, metric: str, targets: tuple[float, ...], criteria: tuple[str, ...], refits: tuple[bool, ...],
+         recipes: tuple[str, ...], *, first: bool = True, onnxsim: bool = True) -> list[str]:
+    """`first`: the model's first budget metric (its dense row, and onnxsim, whose sparsity is the same for both)."""
+    _, quality, _, calib_file = MODELS[name]
+    calib = CalibConfig(path=calib_file, samples=64)
+    return _measure(name, TRANSFORMERS / f"{name}.onnx", metric, quality, calib, targets, criteria, refits, recipes,
+                    first=first, onnxsim=onnxsim)
+
+
+def gpt2_rows() -> list[str]:
+    """gpt2_ts at 0.7 of its parameters, wanda, without and with re-fit, with and without rotate."""
+    path = TRANSFORMERS / "gpt2_ts.onnx"
+    dense = onnx.load(str(path))
+    held = token_feeds(dense, 16, seed=1)
+
+    def cosine(model: onnx.ModelProto) -> float:
+        return validate(dense, model, feeds=held).min_cosine
+
+    return _measure("gpt2_ts", path, "params", cosine, token_feeds(dense, 64, seed=0), (0.7,), ("wanda",),
+                    (False, True), ("width", "width + rotate"), first=True, onnxsim=False)
+
+
+def _measure(name: str, path: Path, metric: str, quality: Callable[[onnx.ModelProto], float], calib: Any,
+             targets: tuple[float, ...], criteria: tuple[str, ...], refits: tuple[bool, ...],
+             recipes: tuple[str, ...], *, first: bool, onnxsim: bool = True) -> list[str]:
     dense = onnx.load(str(path))
     base = model_stats(dense)
-    calib = CalibConfig(path=calib_file, samples=64)
-    out = [f"| {name} | dense | 1.0 | | | {quality(dense):.3f} | 1.000 | 1.000 | | |"]
-    print(out[-1], flush=True)
+    out = [f"| {name} | dense | 1.0 | | | {quality(dense):.3f} | 1.000 | 1.000 | | |"] if first else []
+    print(*out[-1:], flush=True)
 
     def add(recipe: str, target: float, criterion: str, refit: str, model: onnx.ModelProto, verdict: str,
             seconds: float) -> None:
         st = model_stats(model)
-        out.append(f"| {name} | {recipe} | {target} | {criterion} | {refit} | {quality(model):.3f} | "
+        out.append(f"| {name} | {recipe} | {target} {metric} | {criterion} | {refit} | {quality(model):.3f} | "
                    f"{st.params / base.params:.3f} | {st.macs / base.macs:.3f} | {verdict} | {seconds:.0f} |")
         print(out[-1], flush=True)
 
     for target in targets:
         for recipe in recipes:
-            if recipe == "width + rotate" and name != "lm_llama":
-                continue  # LayerNorm streams are not rotated
             for criterion in criteria:
                 for refit in refits:
                     start = time.perf_counter()
@@ -102,7 +135,7 @@ def rows(name: str, targets: tuple[float, ...], criteria: tuple[str, ...], refit
                     verdict += f" (exact part; approximate: {', '.join(approx)})" if approx else ""
                     add(recipe, target, criterion, "yes" if refit else "no", r.model, verdict,
                         time.perf_counter() - start)
-        if onnxsim:
+        if onnxsim and first:
             import onnxsim.pruning as sim  # a dev dependency
 
             for fn in ("apply_structured_pruning", "apply_attention_head_pruning"):
@@ -116,18 +149,25 @@ def rows(name: str, targets: tuple[float, ...], criteria: tuple[str, ...], refit
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="lm_llama at 0.8, wanda with re-fit, width only; prints only")
+    ap.add_argument("--gpt2", action="store_true", help="gpt2_ts rows only; prints only")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
     lines = ["| model | recipe | target | criterion | re-fit | quality | params kept | MACs kept | verify | s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    if args.quick:
-        lines += rows("lm_llama", (0.8,), ("wanda",), (True,), ("width",), onnxsim=False)
+    if args.gpt2:
+        gpt2_rows()
         return
-    for name in MODELS:
-        lines += rows(name, (0.8, 0.7, 0.5), ("l2", "wanda"), (False, True), tuple(RECIPES), onnxsim=True)
+    if args.quick:
+        lines += rows("lm_llama", "params", (0.8,), ("wanda",), (True,), ("width",), onnxsim=False)
+        return
+    for name, (metrics, *_) in MODELS.items():
+        for i, metric in enumerate(metrics):
+            lines += rows(name, metric, (0.8, 0.7, 0.5), ("l2", "wanda"), (False, True), tuple(RECIPES), first=i == 0)
+    lines += gpt2_rows()
     head = (f"Measured {time.strftime('%Y-%m-%d')} with\n\n    .venv/bin/python benchmarks/transformer_quality.py\n\n"
-            "quality: lm_llama held-out perplexity (lower is better), vit_digits test accuracy %; target: "
-            "params for lm_llama, MACs for vit_digits.\n")
+            "quality: lm_llama held-out perplexity (lower is better), vit_digits test accuracy %, gpt2_ts (random "
+            "weights) the lowest cosine of its logits to the dense ones on 16 held-out random token sequences; "
+            "target: the fraction of the params or MACs kept.\n")
     replace_block(ROOT / "benchmarks" / "README.md", BEGIN, END, head + "\n" + "\n".join(lines),
                   "Transformer quality without training (`benchmarks/transformer_quality.py`)")
 

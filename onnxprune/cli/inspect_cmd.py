@@ -20,7 +20,7 @@ from onnxprune.cli.options import (
 )
 from onnxprune.graph.groups import UNIT_KINDS, Group
 from onnxprune.io.input_values import describe_rules, infer_rules
-from onnxprune.pipeline.analyse import analyse_model
+from onnxprune.pipeline.analyse import analyse_model, centre_for_rotation
 from onnxprune.pipeline.depth import analysed_blocks
 
 
@@ -49,6 +49,10 @@ def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], g
     values are inferred from the graph (token ids below the vocabulary, masks of ones)."""
     proto, shp = model_with_shapes(model, shapes)
     dg = analyse_model(proto, shapes=shp, approximate=approximate, grouped=grouped, heads=heads, calibration=calib)
+    notes: list[str] = []
+    if "rotate" in approximate:  # what the prune run rotates: pre-LN LayerNorm streams first made RMSNorm ones
+        dg, notes = centre_for_rotation(dg, shapes=shp, approximate=approximate, grouped=grouped, heads=heads,
+                                        calibration=calib)
     units = {k: sum(1 for g in dg.prunable if g.kind == k) for k in UNIT_KINDS}
     summary = {
         "groups": len(dg.groups),
@@ -67,6 +71,7 @@ def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], g
     summary["residual_blocks"] = len(blocks)
     if as_json:
         click.echo(json.dumps({"summary": summary, "inputs": dg.inputs_json(), "normalise": list(dg.normalised),
+                               "rotate": notes,
                                "groups": [g.to_json() for g in dg.groups],
                                "blocks": [b.to_json() for b in blocks]}, indent=1))
         return
@@ -88,6 +93,8 @@ def command(model: str, shapes: tuple[str, ...], approximate: tuple[str, ...], g
                                 f"one slot)" if dg.analysis.index_convs else ""))
     if dg.normalised:
         click.echo(f"normalise: {'; '.join(dg.normalised)}")
+    for note in notes:
+        click.echo(note)
     attention = {k: units[k] for k in ("head", "head_dim") if units[k]}
     if attention:
         click.echo(f"--heads {dg.analysis.heads}: prunable attention groups by unit: "

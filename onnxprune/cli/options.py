@@ -39,7 +39,8 @@ def approximate_option(fn: F) -> F:
                              "(layernorm: LayerNorm and ORT's Skip/EmbedLayerNormalization over channels; "
                              "rmsnorm: RMSNorm and ORT's (Skip)SimplifiedLayerNormalization; rotate: as rmsnorm, after "
                              "rotating the residual stream by the PCA of its activations on --calib, SliceGPT's "
-                             "computational invariance, so the slice removes its weakest directions). Those groups are "
+                             "computational invariance, so the slice removes its weakest directions; a pre-LN "
+                             "LayerNorm stream is first made an RMSNorm stream that computes the same). Those groups are "
                              "marked approximate, left out of --verify, and their fidelity to the dense model "
                              "is measured on calibration data.")(fn)
 

@@ -5,6 +5,7 @@ Commands that only read a model (`inspect`) use this alone, without the planning
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import onnx
@@ -12,7 +13,9 @@ import onnx
 from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.graph.context import DEFAULT_HEADS, allowed_kinds
 from onnxprune.graph.dependency import DependencyGraph, dependency_graph
+from onnxprune.graph.layernorm_chains import find_layernorm_chains
 from onnxprune.io.types import Shapes
+from onnxprune.passes.centre import centre_layernorm_streams
 from onnxprune.passes.normalize import Normalize
 
 
@@ -25,3 +28,18 @@ def analyse_model(model: onnx.ModelProto, *, shapes: Shapes | None = None, appro
                             grouped=grouped, heads=heads,
                             feeds=CalibrationSource.of(calibration, normalised.model, shapes=shapes).real_samples(),
                             normalised=normalised.notes)
+
+
+def centre_for_rotation(dg: DependencyGraph, *, shapes: Shapes | None = None, approximate: Iterable[str] = (),
+                        grouped: str, heads: str = DEFAULT_HEADS,
+                        calibration: CalibrationLike = None) -> tuple[DependencyGraph, list[str]]:
+    """Under `--approximate rotate`: the analysis of dg's model with every pre-LN LayerNorm stream made a
+    centred RMSNorm stream (passes/centre.py; the model computes the same), and notes; dg when none is."""
+    if not any(n.op_type == "LayerNormalization" for n in dg.model.graph.node) and \
+            not find_layernorm_chains(dg.analysis.view, lambda t: len(dg.analysis.view.shape(t) or ()) or None):
+        return dg, []
+    again = functools.partial(analyse_model, shapes=shapes, grouped=grouped, heads=heads, calibration=calibration)
+    centring = centre_layernorm_streams(again(dg.model, approximate={*approximate, "layernorm"}))
+    if not centring.groups:
+        return dg, centring.notes
+    return again(centring.model, approximate=approximate), centring.notes

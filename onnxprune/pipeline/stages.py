@@ -35,7 +35,7 @@ from onnxprune.passes.prune import ApplyPlan
 from onnxprune.passes.reconstruct import ReconstructResult
 from onnxprune.passes.reconstruct import reconstruct as refit_layers
 from onnxprune.passes.rotate import Rotation, rotate_hidden
-from onnxprune.pipeline.analyse import analyse_model
+from onnxprune.pipeline.analyse import analyse_model, centre_for_rotation
 from onnxprune.pipeline.depth import (
     DepthResult,
     auto_depth,
@@ -136,17 +136,24 @@ class Analyse:
                                      heads=a.heads,
                                      calibration=state.config.calibration)
         state.dg = keep_layers(state.dg, a.keep)
-        if not requested(state.config, state.plan, replayed=state.plan is not None):
-            state.dg.require_prunable()  # depth alone needs no prunable channel group
         if "rotate" in a.approximate and state.rotation is None:
             with step(state.progress, "rotate"):
-                state.rotation = rotate_hidden(state.dg, calibration=state.config.calibration, shapes=a.shapes)
-            state.notes.extend(state.rotation.notes)
+                centred, notes = centre_for_rotation(state.dg, shapes=a.shapes, approximate=a.approximate,
+                                                     grouped=a.grouped, heads=a.heads,
+                                                     calibration=state.config.calibration)
+                if centred is not state.dg:
+                    centred = keep_layers(centred, a.keep)
+                state.rotation = rotate_hidden(centred, calibration=state.config.calibration, shapes=a.shapes)
+            state.notes.extend(notes + state.rotation.notes)
             if state.rotation.scores:
                 state.reference = state.dg.model
                 state.dg = keep_layers(analyse_model(state.rotation.model, shapes=a.shapes, approximate=a.approximate,
                                                      grouped=a.grouped, heads=a.heads,
                                                      calibration=state.config.calibration), a.keep)
+            elif centred is not state.dg:  # a centred stream not rotated gains nothing: the LayerNorms stay
+                state.notes.append("rotate (approximate): nothing rotated, the LayerNorm model is pruned as it was")
+        if not requested(state.config, state.plan, replayed=state.plan is not None):
+            state.dg.require_prunable()  # depth alone needs no prunable channel group
 
 
 class Score:
