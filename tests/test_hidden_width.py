@@ -334,3 +334,20 @@ def test_t5_relative_position_bias_tables_are_cut_with_the_heads_not_read_as_emb
     assert len(heads) == 6
     r = prune(dg.model, dg=dg, plan=Plan({g.id: [1] for g in heads}), verify=True)
     assert r.verify is not None and r.verify.ok and r.verify.masked_edges > 0
+
+
+def test_sensitivity_measures_the_stream_the_prune_run_rotates(tmp_path: Path) -> None:
+    src, npz = tmp_path / "m.onnx", tmp_path / "t.npz"
+    onnx.save(low_rank_lm("rmsnorm"), src)
+    np.savez(npz, ids=np.concatenate([f["ids"] for f in token_feeds()]))
+    ratio = (HIDDEN - RANK) / HIDDEN
+    errors = {}
+    for kind in ("rotate", "rmsnorm"):
+        out = tmp_path / f"{kind}.json"
+        code, text, err = invoke("sensitivity", str(src), "--calib", str(npz), "--approximate", kind, "--ratios",
+                                 f"{ratio:.4f}", "--round-to", "1", "--keep", "up*", "--json", str(out), "--no-progress")
+        assert code == 0, err
+        (hidden,) = [g for g in json.loads(out.read_text())["groups"] if "emb" in " ".join(g["sources"])]
+        errors[kind] = hidden["points"][0]["channel_error"]
+        assert ("rotated by the PCA" in text) == (kind == "rotate")
+    assert errors["rotate"] < 1e-4 < 1e-2 < errors["rmsnorm"]  # the empty directions go first once rotated

@@ -36,6 +36,7 @@ from onnxprune.measure.curves import (
     require_metric,
     sensitivity_curves,
 )
+from onnxprune.pipeline.analyse import rotate_for_pruning
 from onnxprune.planning.rounding import finer_round_to, rounding_policy
 from onnxprune.scoring.catalog import criteria
 
@@ -98,13 +99,18 @@ def command(model: str, ratios: str, criterion: str, round_to: str | None, targe
     source = CalibrationSource.of(calib, proto, shapes=shp)
     dg = keep_layers(analyse(proto, shapes=shp, approximate=approximate, grouped=grouped, heads=heads,
                              calibration=source), keep)  # kept groups are not measured
+    rotated = None
+    if "rotate" in approximate:  # measured on the model the prune run slices, in its order
+        dg, rotated = rotate_for_pruning(dg, shapes=shp, approximate=approximate, grouped=grouped, heads=heads,
+                                         keep=keep, calibration=source)
     require_metric(dg, error)
     with rich_progress(enabled=progress) as bar:
         labelled = load_labelled(dg.model, data=data, labels=labels, calibration=source, samples=samples,
                                  output=label_output, shapes=shp)
         result = sensitivity_curves(dg, calibration=source, ratios=grid, criterion=criterion, samples=samples,
                                     round_to=multiple.value, shapes=shp, labelled=labelled, model_name=model,
-                                    progress=bar, fill=fill)
+                                    progress=bar, fill=fill,
+                                    scores=rotated.group_scores(dg) if rotated is not None else None)
     console = Console()
     console.print(sensitivity_table(result, error=error, title=f"{Path(model).name}: {error} per group and ratio",
                                     width=console.width))
@@ -113,6 +119,8 @@ def command(model: str, ratios: str, criterion: str, round_to: str | None, targe
     click.echo(f"{len(result.curves)} groups x {len(grid)} ratios on {result.samples} calibration samples "
                f"in {result.seconds:.1f}s{acc}")
     click.echo(multiple.describe())
+    for note in rotated.notes if rotated is not None else ():
+        click.echo(f"note: {note}")
     click.echo("outputs: " + "; ".join(f"{o['name']}: {o['kind']} ({o['reason']})" for o in result.outputs))
     flat = [c for c in result.curves if not any(p.removed for p in c.points)]
     if flat and multiple.value > 1:

@@ -418,10 +418,12 @@ def _check_ratios(ratios: Sequence[float]) -> list[float]:
 
 
 def group_orders(dg: DependencyGraph, criterion: str, *, round_to: int = 1, calibration: CalibrationLike = None,
-                 shapes: Shapes | None = None, progress: ProgressFn | None = None) -> dict[int, np.ndarray]:
-    """Slot indices of every prunable group in removal order (`order.removal_order`, as plans use)."""
-
+                 shapes: Shapes | None = None, progress: ProgressFn | None = None,
+                 overrides: Mapping[int, np.ndarray] | None = None) -> dict[int, np.ndarray]:
+    """Slot indices of every prunable group in removal order (`order.removal_order`, as plans use);
+    `overrides` replace the criterion's scores of their groups."""
     scores = score_groups(dg, criterion, calibration=calibration, shapes=shapes, progress=progress)
+    scores.update(overrides or {})
     return removal_orders(dg, scores, round_to=round_to)
 
 
@@ -444,11 +446,13 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: CalibrationLike = No
                        ratios: Sequence[float] = DEFAULT_RATIOS, criterion: str = "l2",
                        samples: int = DEFAULT_SAMPLES, round_to: RoundTo = 1, shapes: Shapes | None = None,
                        labelled: LabelledData | None = None, model_name: str = "",
-                       progress: ProgressFn | None = None, fill: str = "zero") -> SensitivityResult:
+                       progress: ProgressFn | None = None, fill: str = "zero",
+                       scores: Mapping[int, np.ndarray] | None = None) -> SensitivityResult:
     """Measure every prunable group's curve (see the module doc). `dg` from `api.analyse`.
     round_to: as `api.prune` (an integer, or "auto" for ONNX Runtime's NCHWc block on this CPU).
     fill: what masked channels read, "zero" or their calibration "mean" (scoring.mask_probe), or
-    "refit": zero, their consumers re-fitted by least squares as reconstruction does (scoring.refit_probe)."""
+    "refit": zero, their consumers re-fitted by least squares as reconstruction does (scoring.refit_probe).
+    scores: per-slot scores by group id that replace the criterion's there (a rotation's variances)."""
     start = time.perf_counter()
     grid = _check_ratios(ratios)
     if fill not in FILLS:
@@ -463,7 +467,8 @@ def sensitivity_curves(dg: DependencyGraph, *, calibration: CalibrationLike = No
                                            f"{'block of ' + str(multiple) + ' channels' if multiple > 1 else 'slot'}")
         raise NothingToPruneError(f"nothing to measure: {why}")
     source = CalibrationSource.of(calibration, dg.model, shapes=shapes)
-    orders = group_orders(dg, criterion, round_to=multiple, calibration=source, shapes=shapes, progress=progress)
+    orders = group_orders(dg, criterion, round_to=multiple, calibration=source, shapes=shapes, progress=progress,
+                          overrides=scores)
     feeds = source.first(samples)
     refit = Compensator(dg, feeds) if fill == "refit" else None
     probe = CurveProbe(dg, feeds, labelled=labelled, fill="zero" if refit is not None else fill,

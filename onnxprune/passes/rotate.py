@@ -39,6 +39,16 @@ class Rotation:
     scores: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    def group_scores(self, dg: DependencyGraph) -> dict[int, np.ndarray]:
+        """The rotated groups of `dg` (the rotated model's analysis) by id, each slot scored by its variance:
+        a rotated stream loses its weakest directions first, whatever the criterion."""
+        out: dict[int, np.ndarray] = {}
+        for g in dg.groups:
+            variance = self.scores.get(tuple(g.sources))
+            if variance is not None and variance.size == g.size:
+                out[g.id] = variance
+        return out
+
 
 def rotate_hidden(dg: DependencyGraph, *, calibration: CalibrationLike, shapes: Shapes | None = None) -> Rotation:
     """The rotated model and per-slot scores of every prunable hidden group that can be rotated."""

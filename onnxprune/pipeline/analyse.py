@@ -6,17 +6,19 @@ Commands that only read a model (`inspect`) use this alone, without the planning
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import onnx
 
 from onnxprune.calib.source import CalibrationLike, CalibrationSource
 from onnxprune.graph.context import DEFAULT_HEADS, allowed_kinds
 from onnxprune.graph.dependency import DependencyGraph, dependency_graph
+from onnxprune.graph.keep import keep_layers
 from onnxprune.graph.layernorm_chains import find_layernorm_chains
 from onnxprune.io.types import Shapes
 from onnxprune.passes.centre import centre_layernorm_streams
 from onnxprune.passes.normalize import Normalize
+from onnxprune.passes.rotate import Rotation, rotate_hidden
 
 
 def analyse_model(model: onnx.ModelProto, *, shapes: Shapes | None = None, approximate: Iterable[str] = (),
@@ -43,3 +45,23 @@ def centre_for_rotation(dg: DependencyGraph, *, shapes: Shapes | None = None, ap
     if not centring.groups:
         return dg, centring.notes
     return again(centring.model, approximate=approximate), centring.notes
+
+
+def rotate_for_pruning(dg: DependencyGraph, *, shapes: Shapes | None = None, approximate: Iterable[str] = (),
+                       grouped: str, heads: str = DEFAULT_HEADS, keep: Sequence[str] = (),
+                       calibration: CalibrationLike = None) -> tuple[DependencyGraph, Rotation]:
+    """`--approximate rotate`, as every command that prunes or measures runs it: pre-LN streams centred,
+    hidden streams rotated (passes/rotate.py). Returns the analysis of the rotated model (dg itself when
+    nothing was rotated) and the rotation, whose notes say what was and was not rotated and why."""
+    centred, notes = centre_for_rotation(dg, shapes=shapes, approximate=approximate, grouped=grouped, heads=heads,
+                                         calibration=calibration)
+    if centred is not dg:
+        centred = keep_layers(centred, keep)
+    rotation = rotate_hidden(centred, calibration=calibration, shapes=shapes)
+    rotation.notes[:0] = notes
+    if not rotation.scores:
+        if centred is not dg:  # a centred stream not rotated gains nothing: the LayerNorms stay
+            rotation.notes.append("rotate (approximate): nothing rotated, the LayerNorm model is pruned as it was")
+        return dg, rotation
+    return keep_layers(analyse_model(rotation.model, shapes=shapes, approximate=approximate, grouped=grouped,
+                                     heads=heads, calibration=calibration), keep), rotation

@@ -34,8 +34,8 @@ from onnxprune.passes.base import PassManager, resolve_passes
 from onnxprune.passes.prune import ApplyPlan
 from onnxprune.passes.reconstruct import ReconstructResult
 from onnxprune.passes.reconstruct import reconstruct as refit_layers
-from onnxprune.passes.rotate import Rotation, rotate_hidden
-from onnxprune.pipeline.analyse import analyse_model, centre_for_rotation
+from onnxprune.passes.rotate import Rotation
+from onnxprune.pipeline.analyse import analyse_model, rotate_for_pruning
 from onnxprune.pipeline.depth import (
     DepthResult,
     auto_depth,
@@ -138,20 +138,12 @@ class Analyse:
         state.dg = keep_layers(state.dg, a.keep)
         if "rotate" in a.approximate and state.rotation is None:
             with step(state.progress, "rotate"):
-                centred, notes = centre_for_rotation(state.dg, shapes=a.shapes, approximate=a.approximate,
-                                                     grouped=a.grouped, heads=a.heads,
-                                                     calibration=state.config.calibration)
-                if centred is not state.dg:
-                    centred = keep_layers(centred, a.keep)
-                state.rotation = rotate_hidden(centred, calibration=state.config.calibration, shapes=a.shapes)
-            state.notes.extend(notes + state.rotation.notes)
-            if state.rotation.scores:
-                state.reference = state.dg.model
-                state.dg = keep_layers(analyse_model(state.rotation.model, shapes=a.shapes, approximate=a.approximate,
-                                                     grouped=a.grouped, heads=a.heads,
-                                                     calibration=state.config.calibration), a.keep)
-            elif centred is not state.dg:  # a centred stream not rotated gains nothing: the LayerNorms stay
-                state.notes.append("rotate (approximate): nothing rotated, the LayerNorm model is pruned as it was")
+                rotated, state.rotation = rotate_for_pruning(state.dg, shapes=a.shapes, approximate=a.approximate,
+                                                             grouped=a.grouped, heads=a.heads, keep=a.keep,
+                                                             calibration=state.config.calibration)
+            state.notes.extend(state.rotation.notes)
+            if rotated is not state.dg:
+                state.reference, state.dg = state.dg.model, rotated
         if not requested(state.config, state.plan, replayed=state.plan is not None):
             state.dg.require_prunable()  # depth alone needs no prunable channel group
 
@@ -164,11 +156,8 @@ class Score:
             c = state.config
             state.scores = score_groups(state.graph, c.scoring.criterion, calibration=c.calibration,
                                         shapes=c.analysis.shapes, progress=state.progress)
-            if state.rotation is not None:  # a rotated stream loses its weakest directions, whatever the criterion
-                for g in state.graph.groups:
-                    variance = state.rotation.scores.get(tuple(g.sources))
-                    if variance is not None and variance.size == g.size:
-                        state.scores[g.id] = variance
+            if state.rotation is not None:
+                state.scores.update(state.rotation.group_scores(state.graph))
 
 
 class MeasureCurves:
@@ -183,7 +172,8 @@ class MeasureCurves:
             return
         state.measured_curves = sensitivity_curves(
             state.graph, calibration=c.calibration, ratios=CURVE_RATIOS, samples=CURVE_SAMPLES,
-            round_to=c.rounding.policy().value, shapes=c.analysis.shapes, progress=state.progress)
+            round_to=c.rounding.policy().value, shapes=c.analysis.shapes, progress=state.progress,
+            scores=state.rotation.group_scores(state.graph) if state.rotation is not None else None)
         state.notes.append(f"sensitivity curves measured in this run: {len(state.measured_curves.curves)} groups x "
                            f"{len(CURVE_RATIOS)} ratios on {state.measured_curves.samples} calibration samples "
                            f"({state.measured_curves.seconds:.1f}s)")
