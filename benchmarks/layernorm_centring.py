@@ -40,7 +40,10 @@ def centred_rms(model: onnx.ModelProto, *, centre: bool) -> tuple[onnx.ModelProt
         value = fn(numpy_helper.to_array(init[name]).astype(np.float64))
         init[name].CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
 
-    conv = EMBEDDINGS + "patch_embeddings.projection."
+    # The Conv writing the stream: the patch projection, or the last conv of a convolutional stem
+    # (the stem's earlier convs have BatchNorm folded in and unnamed weights).
+    (conv,) = [n.removesuffix("weight") for n in init
+               if n.startswith(EMBEDDINGS + "patch_embeddings.projection") and n.endswith("weight")]
     update(conv + "weight", lambda w: np.tensordot(c, w, axes=([1], [0])))  # output channels: axis 0
     update(conv + "bias", lambda b: c @ b)
     for name in (EMBEDDINGS + "cls_token", EMBEDDINGS + "position_embeddings"):
