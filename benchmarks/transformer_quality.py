@@ -2,7 +2,7 @@
 
 models/transformers/lm_llama.onnx (byte-level Llama: 4 layers, hidden 96, GQA 4/2 heads, RoPE,
 SwiGLU, RMSNorm; held-out perplexity on the first 64 windows of lm_heldout.npz) at 0.8 / 0.7 / 0.5
-of its parameters, and models/transformers/vit_digits.onnx (ViT, 4 layers, LayerNorm; accuracy on
+of its parameters, and models/transformers/vit_digits.onnx (hybrid ViT: conv stem, 4 layers, LayerNorm; accuracy on
 models/digits/test.npz) at 0.8 / 0.7 / 0.5 of its MACs. Recipes (all `--round-to 1`, calibration
 on 64 samples: lm_calib.npz / models/digits/calib.npz):
 
@@ -10,12 +10,16 @@ on 64 samples: lm_calib.npz / models/digits/calib.npz):
   without and with re-fit;
 - + rotate (lm_llama only: RMSNorm): the hidden width too, by `--approximate rotate` (SliceGPT);
 - + depth: `--drop-blocks auto` (the budget may drop residual blocks, re-fitted);
+- quality: the CLI's default recipe with calibration and a budget (obs order, allocation by
+  sensitivity curves, weighted re-fit, two steps below 0.6), as is, with `--heads dim`, and with
+  `--criterion l2`;
 - onnxsim's `apply_structured_pruning` and `apply_attention_head_pruning` at sparsity 1 − target.
 
 Needs no torch.
 
     python benchmarks/transformer_quality.py            # writes the table into benchmarks/README.md
     python benchmarks/transformer_quality.py --quick    # lm_llama at 0.8, wanda with re-fit; prints only
+    python benchmarks/transformer_quality.py --models vit_digits   # re-measures vit_digits, keeps lm_llama's rows
 """
 
 from __future__ import annotations
@@ -44,12 +48,19 @@ from onnxprune.measure.model_stats import model_stats  # noqa: E402
 
 TRANSFORMERS = ROOT / "models" / "transformers"
 DIGITS = ROOT / "models" / "digits"
+README = ROOT / "benchmarks" / "README.md"
 BEGIN, END = "<!-- transformer-quality:begin -->", "<!-- transformer-quality:end -->"
 # Recipe name -> prune() options beyond the budget, criterion, calibration and re-fit.
 RECIPES: dict[str, dict[str, Any]] = {
     "width": {},
     "width + rotate": {"approximate": ("rotate",)},
     "width + depth": {"drop_blocks": "auto"},
+}
+# The default (quality) recipe chooses its own criterion, allocation, steps and re-fit: one run per target.
+QUALITY_RECIPES: dict[str, dict[str, Any]] = {
+    "quality": {},
+    "quality, heads dim": {"heads": "dim"},
+    "quality, l2": {"criterion": "l2"},
 }
 
 
@@ -69,7 +80,7 @@ MODELS: dict[str, tuple[str, Callable[[onnx.ModelProto], float], str, Path]] = {
 
 
 def rows(name: str, targets: tuple[float, ...], criteria: tuple[str, ...], refits: tuple[bool, ...],
-         recipes: tuple[str, ...], onnxsim: bool) -> list[str]:
+         recipes: tuple[str, ...], onnxsim: bool, quality_recipes: tuple[str, ...] = ()) -> list[str]:
     metric, quality, _, calib_file = MODELS[name]
     path = TRANSFORMERS / f"{name}.onnx"
     dense = onnx.load(str(path))
@@ -85,23 +96,27 @@ def rows(name: str, targets: tuple[float, ...], criteria: tuple[str, ...], refit
                    f"{st.params / base.params:.3f} | {st.macs / base.macs:.3f} | {verdict} | {seconds:.0f} |")
         print(out[-1], flush=True)
 
+    def run(label: str, target: float, **options: Any) -> None:
+        start = time.perf_counter()
+        budget: dict[str, Any] = {f"target_{metric}": target}
+        r = prune(str(path), calibration=calib, verify=True, round_to=1, **budget, **options)
+        verdict = "PASS" if r.verify is not None and r.verify.ok else "FAIL"
+        approx = [k for k in ("rotate",) if k in options.get("approximate", ())]
+        if r.depth is not None and r.depth.plan.blocks:
+            approx.append(f"{len(r.depth.plan.blocks)} blocks dropped")
+        verdict += f" (exact part; approximate: {', '.join(approx)})" if approx else ""
+        add(label, target, r.config.scoring.criterion, "yes" if r.config.reconstructs else "no", r.model, verdict,
+            time.perf_counter() - start)
+
     for target in targets:
         for recipe in recipes:
             if recipe == "width + rotate" and name != "lm_llama":
                 continue  # LayerNorm streams are not rotated
             for criterion in criteria:
                 for refit in refits:
-                    start = time.perf_counter()
-                    options: dict[str, Any] = {f"target_{metric}": target, **RECIPES[recipe]}
-                    r = prune(str(path), recipe="fast", criterion=criterion, calibration=calib, reconstruct=refit, verify=True,
-                              round_to=1, **options)
-                    verdict = "PASS" if r.verify is not None and r.verify.ok else "FAIL"
-                    approx = [k for k in ("rotate",) if k in RECIPES[recipe].get("approximate", ())]
-                    if r.depth is not None and r.depth.plan.blocks:
-                        approx.append(f"{len(r.depth.plan.blocks)} blocks dropped")
-                    verdict += f" (exact part; approximate: {', '.join(approx)})" if approx else ""
-                    add(recipe, target, criterion, "yes" if refit else "no", r.model, verdict,
-                        time.perf_counter() - start)
+                    run(recipe, target, recipe="fast", criterion=criterion, reconstruct=refit, **RECIPES[recipe])
+        for recipe in quality_recipes:
+            run(recipe, target, **QUALITY_RECIPES[recipe])
         if onnxsim:
             import onnxsim.pruning as sim  # a dev dependency
 
@@ -113,22 +128,47 @@ def rows(name: str, targets: tuple[float, ...], criteria: tuple[str, ...], refit
     return out
 
 
+def kept_rows(names: tuple[str, ...]) -> tuple[str, list[str]]:
+    """The first line of the README block as last written ("Measured DATE with") and the rows of the
+    other models: --models re-measures only its own."""
+    body = README.read_text()
+    if BEGIN not in body or END not in body:
+        return "", []
+    block = body[body.index(BEGIN) + len(BEGIN):body.index(END)].strip().splitlines()
+    rows = [line for line in block if line.startswith("| ") and line.split("|")[1].strip() in names]
+    return block[0], rows
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="lm_llama at 0.8, wanda with re-fit, width only; prints only")
+    ap.add_argument("--models", default=",".join(MODELS),
+                    help=f"comma-separated, of {','.join(MODELS)}: re-measure these; the others' rows stay as written")
     args = ap.parse_args(argv)
+    chosen = tuple(m for m in args.models.split(",") if m)
+    if not chosen or set(chosen) - set(MODELS):
+        ap.error(f"--models: choose from {', '.join(MODELS)}")
     warnings.simplefilter("ignore")
     lines = ["| model | recipe | target | criterion | re-fit | quality | params kept | MACs kept | verify | s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     if args.quick:
         lines += rows("lm_llama", (0.8,), ("wanda",), (True,), ("width",), onnxsim=False)
         return
+    first, kept = kept_rows(tuple(m for m in MODELS if m not in chosen))
     for name in MODELS:
-        lines += rows(name, (0.8, 0.7, 0.5), ("l2", "wanda"), (False, True), tuple(RECIPES), onnxsim=True)
-    head = (f"Measured {time.strftime('%Y-%m-%d')} with\n\n    .venv/bin/python benchmarks/transformer_quality.py\n\n"
-            "quality: lm_llama held-out perplexity (lower is better), vit_digits test accuracy %; target: "
-            "params for lm_llama, MACs for vit_digits.\n")
-    replace_block(ROOT / "benchmarks" / "README.md", BEGIN, END, head + "\n" + "\n".join(lines),
+        if name in chosen:
+            lines += rows(name, (0.8, 0.7, 0.5), ("l2", "wanda"), (False, True), tuple(RECIPES), onnxsim=True,
+                          quality_recipes=tuple(QUALITY_RECIPES))
+        else:
+            lines += [line for line in kept if line.split("|")[1].strip() == name]
+    command = "    .venv/bin/python benchmarks/transformer_quality.py"
+    head = (f"Measured {time.strftime('%Y-%m-%d')} with\n\n{command}\n\n"
+            if set(chosen) == set(MODELS) else
+            f"{first or 'Measured with'}\n\n{command}\n\n(the {', '.join(chosen)} rows re-measured {time.strftime('%Y-%m-%d')} "
+            f"with `--models {','.join(chosen)}`)\n\n")
+    head += ("quality: lm_llama held-out perplexity (lower is better), vit_digits test accuracy %; target: "
+             "params for lm_llama, MACs for vit_digits.\n")
+    replace_block(README, BEGIN, END, head + "\n" + "\n".join(lines),
                   "Transformer quality without training (`benchmarks/transformer_quality.py`)")
 
 
