@@ -16,8 +16,9 @@ for the final figure.
 Model: transformers ``ViTForImageClassification`` whose patch projection is a convolutional stem
 (a hybrid ViT): 3x3 conv 1->32, 3x3 conv 32->64 (each BatchNorm + GELU, at 8x8), then a 2x2
 stride-2 conv 64->64 (16 tokens + CLS); hidden 64, 4 pre-LN layers, 4 heads, MLP 128, GELU.
-Trained with the same one-pixel random shifts as the CNN. Everything after the stem is the stock
-HF ViT, exported with eager attention (MatMul/Softmax per head), as before.
+Trained with one-pixel random shifts drawn per image (``--aug batch``: one per batch, as the CNN).
+Everything after the stem is the stock HF ViT, exported with eager attention (MatMul/Softmax per
+head), as before.
 
 Writes ``vit_digits.onnx`` (TorchScript export, opset 17, ``pixel_values`` [batch, 1, 8, 8] ->
 ``logits`` [batch, 10]; BatchNorm folded into the convs by the exporter) and its
