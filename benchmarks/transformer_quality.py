@@ -2,7 +2,7 @@
 
 models/transformers/lm_llama.onnx (byte-level Llama: 4 layers, hidden 96, GQA 4/2 heads, RoPE,
 SwiGLU, RMSNorm; held-out perplexity on the first 64 windows of lm_heldout.npz) at 0.8 / 0.7 / 0.5
-of its parameters, and models/transformers/vit_digits.onnx (ViT, 4 layers, LayerNorm; accuracy on
+of its parameters, and models/transformers/vit_digits.onnx (hybrid ViT: conv stem, 4 layers, LayerNorm; accuracy on
 models/digits/test.npz) at 0.8 / 0.7 / 0.5 of its MACs and of its parameters, and gpt2_ts (the zoo's
 tiny GPT-2, random weights: the cosine of its logits to the dense ones on 16 held-out random token
 sequences) at 0.7 of its parameters. Recipes (all `--round-to 1`, calibration on 64 samples:
@@ -13,11 +13,15 @@ lm_calib.npz / models/digits/calib.npz / random token sequences for gpt2_ts):
 - + rotate: the hidden width too, by `--approximate rotate` (SliceGPT; the LayerNorm models' streams
   first made centred RMSNorm streams, passes/centre.py);
 - + depth: `--drop-blocks auto` (the budget may drop residual blocks, re-fitted);
+- quality: the CLI's default recipe with calibration and a budget (obs order, allocation by
+  sensitivity curves, weighted re-fit, two steps below 0.6), as is, with `--heads dim`, with
+  `--criterion l2`, and with `--approximate rotate`;
 - onnxsim's `apply_structured_pruning` and `apply_attention_head_pruning` at sparsity 1 − target.
 
 Needs no torch.
 
     python benchmarks/transformer_quality.py            # writes the table into benchmarks/README.md
+    python benchmarks/transformer_quality.py --models vit_digits   # re-measures vit_digits, keeps the others' rows
     python benchmarks/transformer_quality.py --quick    # lm_llama at 0.8, wanda with re-fit; prints only
 """
 
@@ -50,12 +54,20 @@ from onnxprune.measure.validate import validate  # noqa: E402
 
 TRANSFORMERS = ROOT / "models" / "transformers"
 DIGITS = ROOT / "models" / "digits"
+README = ROOT / "benchmarks" / "README.md"
 BEGIN, END = "<!-- transformer-quality:begin -->", "<!-- transformer-quality:end -->"
 # Recipe name -> prune() options beyond the budget, criterion, calibration and re-fit.
 RECIPES: dict[str, dict[str, Any]] = {
     "width": {},
     "width + rotate": {"approximate": ("rotate",)},
     "width + depth": {"drop_blocks": "auto"},
+}
+# The default (quality) recipe chooses its own criterion, allocation, steps and re-fit: one run per target.
+QUALITY_RECIPES: dict[str, dict[str, Any]] = {
+    "quality": {},
+    "quality, heads dim": {"heads": "dim"},
+    "quality, l2": {"criterion": "l2"},
+    "quality + rotate": {"approximate": ("rotate",)},
 }
 
 
@@ -84,12 +96,13 @@ def token_feeds(model: onnx.ModelProto, n: int, seed: int) -> list[Feed]:
 
 
 def rows(name: str, metric: str, targets: tuple[float, ...], criteria: tuple[str, ...], refits: tuple[bool, ...],
-         recipes: tuple[str, ...], *, first: bool = True, onnxsim: bool = True) -> list[str]:
+         recipes: tuple[str, ...], *, first: bool = True, onnxsim: bool = True,
+         quality_recipes: tuple[str, ...] = ()) -> list[str]:
     """`first`: the model's first budget metric (its dense row, and onnxsim, whose sparsity is the same for both)."""
     _, quality, _, calib_file = MODELS[name]
     calib = CalibConfig(path=calib_file, samples=64)
     return _measure(name, TRANSFORMERS / f"{name}.onnx", metric, quality, calib, targets, criteria, refits, recipes,
-                    first=first, onnxsim=onnxsim)
+                    first=first, onnxsim=onnxsim, quality_recipes=quality_recipes)
 
 
 def gpt2_rows() -> list[str]:
@@ -107,7 +120,8 @@ def gpt2_rows() -> list[str]:
 
 def _measure(name: str, path: Path, metric: str, quality: Callable[[onnx.ModelProto], float], calib: Any,
              targets: tuple[float, ...], criteria: tuple[str, ...], refits: tuple[bool, ...],
-             recipes: tuple[str, ...], *, first: bool, onnxsim: bool = True) -> list[str]:
+             recipes: tuple[str, ...], *, first: bool, onnxsim: bool = True,
+             quality_recipes: tuple[str, ...] = ()) -> list[str]:
     dense = onnx.load(str(path))
     base = model_stats(dense)
     out = [f"| {name} | dense | 1.0 | | | {quality(dense):.3f} | 1.000 | 1.000 | | |"] if first else []
@@ -120,21 +134,24 @@ def _measure(name: str, path: Path, metric: str, quality: Callable[[onnx.ModelPr
                    f"{st.params / base.params:.3f} | {st.macs / base.macs:.3f} | {verdict} | {seconds:.0f} |")
         print(out[-1], flush=True)
 
+    def run(label: str, target: float, **options: Any) -> None:
+        start = time.perf_counter()
+        r = prune(str(path), calibration=calib, verify=True, round_to=1, **{f"target_{metric}": target}, **options)
+        verdict = "PASS" if r.verify is not None and r.verify.ok else "FAIL"
+        approx = [k for k in ("rotate",) if k in options.get("approximate", ())]
+        if r.depth is not None and r.depth.plan.blocks:
+            approx.append(f"{len(r.depth.plan.blocks)} blocks dropped")
+        verdict += f" (exact part; approximate: {', '.join(approx)})" if approx else ""
+        add(label, target, r.config.scoring.criterion, "yes" if r.config.reconstructs else "no", r.model, verdict,
+            time.perf_counter() - start)
+
     for target in targets:
         for recipe in recipes:
             for criterion in criteria:
                 for refit in refits:
-                    start = time.perf_counter()
-                    options: dict[str, Any] = {f"target_{metric}": target, **RECIPES[recipe]}
-                    r = prune(str(path), recipe="fast", criterion=criterion, calibration=calib, reconstruct=refit, verify=True,
-                              round_to=1, **options)
-                    verdict = "PASS" if r.verify is not None and r.verify.ok else "FAIL"
-                    approx = [k for k in ("rotate",) if k in RECIPES[recipe].get("approximate", ())]
-                    if r.depth is not None and r.depth.plan.blocks:
-                        approx.append(f"{len(r.depth.plan.blocks)} blocks dropped")
-                    verdict += f" (exact part; approximate: {', '.join(approx)})" if approx else ""
-                    add(recipe, target, criterion, "yes" if refit else "no", r.model, verdict,
-                        time.perf_counter() - start)
+                    run(recipe, target, recipe="fast", criterion=criterion, reconstruct=refit, **RECIPES[recipe])
+        for recipe in quality_recipes:
+            run(recipe, target, **QUALITY_RECIPES[recipe])
         if onnxsim and first:
             import onnxsim.pruning as sim  # a dev dependency
 
@@ -146,29 +163,50 @@ def _measure(name: str, path: Path, metric: str, quality: Callable[[onnx.ModelPr
     return out
 
 
+def kept_rows(names: tuple[str, ...]) -> tuple[str, list[str]]:
+    """The first line of the README block as last written ("Measured DATE with") and the rows of the
+    models `names`: --models re-measures only its own."""
+    body = README.read_text()
+    if BEGIN not in body or END not in body:
+        return "", []
+    block = body[body.index(BEGIN) + len(BEGIN):body.index(END)].strip().splitlines()
+    return block[0], [line for line in block if line.startswith("| ") and line.split("|")[1].strip() in names]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="lm_llama at 0.8, wanda with re-fit, width only; prints only")
-    ap.add_argument("--gpt2", action="store_true", help="gpt2_ts rows only; prints only")
+    every = (*MODELS, "gpt2_ts")
+    ap.add_argument("--models", default=",".join(every),
+                    help=f"comma-separated, of {','.join(every)}: re-measure these; the others' rows stay as written")
     args = ap.parse_args(argv)
+    chosen = tuple(m for m in args.models.split(",") if m)
+    if not chosen or set(chosen) - set(every):
+        ap.error(f"--models: choose from {', '.join(every)}")
     warnings.simplefilter("ignore")
     lines = ["| model | recipe | target | criterion | re-fit | quality | params kept | MACs kept | verify | s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    if args.gpt2:
-        gpt2_rows()
-        return
     if args.quick:
         lines += rows("lm_llama", "params", (0.8,), ("wanda",), (True,), ("width",), onnxsim=False)
         return
-    for name, (metrics, *_) in MODELS.items():
-        for i, metric in enumerate(metrics):
-            lines += rows(name, metric, (0.8, 0.7, 0.5), ("l2", "wanda"), (False, True), tuple(RECIPES), first=i == 0)
-    lines += gpt2_rows()
-    head = (f"Measured {time.strftime('%Y-%m-%d')} with\n\n    .venv/bin/python benchmarks/transformer_quality.py\n\n"
-            "quality: lm_llama held-out perplexity (lower is better), vit_digits test accuracy %, gpt2_ts (random "
-            "weights) the lowest cosine of its logits to the dense ones on 16 held-out random token sequences; "
-            "target: the fraction of the params or MACs kept.\n")
-    replace_block(ROOT / "benchmarks" / "README.md", BEGIN, END, head + "\n" + "\n".join(lines),
+    first, kept = kept_rows(tuple(m for m in every if m not in chosen))
+    for name in every:
+        if name not in chosen:
+            lines += [line for line in kept if line.split("|")[1].strip() == name]
+        elif name == "gpt2_ts":
+            lines += gpt2_rows()
+        else:
+            for i, metric in enumerate(MODELS[name][0]):
+                lines += rows(name, metric, (0.8, 0.7, 0.5), ("l2", "wanda"), (False, True), tuple(RECIPES),
+                              first=i == 0, quality_recipes=tuple(QUALITY_RECIPES))
+    command = "    .venv/bin/python benchmarks/transformer_quality.py"
+    head = (f"Measured {time.strftime('%Y-%m-%d')} with\n\n{command}\n\n" if set(chosen) == set(every) else
+            f"{first or 'Measured with'}\n\n{command}\n\n(the {', '.join(chosen)} rows re-measured "
+            f"{time.strftime('%Y-%m-%d')} with `--models {','.join(chosen)}`)\n\n")
+    head += ("quality: lm_llama held-out perplexity (lower is better), vit_digits test accuracy %, gpt2_ts (random "
+             "weights) the lowest cosine of its logits to the dense ones on 16 held-out random token sequences; "
+             "target: the fraction of the params or MACs kept.\n")
+    replace_block(README, BEGIN, END, head + "\n" + "\n".join(lines),
                   "Transformer quality without training (`benchmarks/transformer_quality.py`)")
 
 
