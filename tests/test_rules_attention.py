@@ -11,9 +11,19 @@ import numpy as np
 import onnx
 import pytest
 from cli_run import invoke, one_line_error
-from graphs import Graph, checked_prune, exercise, group_of, init, node_const, outputs_of, reasons
+from graphs import (
+    Graph,
+    assert_valid,
+    checked_prune,
+    exercise,
+    group_of,
+    init,
+    node_const,
+    outputs_of,
+    reasons,
+)
 
-from onnxprune.api import analyse
+from onnxprune.api import analyse, prune
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.tracks import map_roots
@@ -371,3 +381,16 @@ def test_a_fused_attention_op_without_a_rule_blocks_only_its_inputs() -> None:
         assert reasons(dg, name) == "Attention 'attn': no channel rule for Attention (opset 23)"
     assert group_of(dg, "up").prunable
     exercise(model)
+
+
+def test_a_second_step_through_run_time_repeat_kv_keeps_node_names_unique() -> None:
+    """Each step caps the run-time repeat_kv target with a Min inserted before the same Expand: the
+    second must not reuse the first one's node name (ONNX Runtime refuses such a model)."""
+    model = attention_block(heads=8, kv_heads=4, dynamic=True, kv_count_from_shape=True)
+    r = prune(model, target_params=0.5, steps=2, recipe="fast", verify=True, shapes={"x": (2, 5, 32)}, round_to=1)
+    mins = [n.name for n in r.model.graph.node if n.op_type == "Min"]
+    assert len(mins) >= 2 and r.steps is not None and len(r.steps.steps) == 2
+    names = [n.name for n in r.model.graph.node]
+    assert len(names) == len(set(names))
+    assert r.verify is not None and r.verify.ok
+    assert_valid(r.model)

@@ -64,8 +64,14 @@ class ApplyContext:
         node.input[index] = name
 
     def insert_before(self, node: onnx.NodeProto, new: onnx.NodeProto) -> None:
-        """Add `new` right before `node` (the node list stays topologically sorted)."""
+        """Add `new` right before `node` (the node list stays topologically sorted), renamed if its name
+        is taken: a second prune of the same graph (`--steps`) inserts before the same node again."""
         nodes = self.model.graph.node
+        taken = {n.name for n in nodes}
+        base, k = new.name, 1
+        while new.name in taken:
+            k += 1
+            new.name = f"{base}_{k}"
         at = next(i for i, n in enumerate(nodes) if n.name == node.name)
         nodes.insert(at, new)
 
