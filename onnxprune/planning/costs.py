@@ -1,5 +1,7 @@
 """What a removal saves: MACs and parameters after removing slots, from the kept fractions of the
-constant members (exact for Conv/ConvTranspose/Gemm/MatMul with a constant weight)."""
+constant members (exact for Conv/ConvTranspose/Gemm/MatMul with a constant weight) and of the tracked
+axes of MatMuls between two activations (attention's Q·Kᵀ and its product with V, whose MACs grow
+with the sequence and fall with every head or head_dim slot removed)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import numpy as np
 from onnxprune.graph.apply import ApplyContext
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
+from onnxprune.graph.tracks import Track, track_at
 from onnxprune.io.types import Shapes
 from onnxprune.measure.model_stats import MAC_OPS, model_stats
 from onnxprune.scoring.edge_stats import per_slot
@@ -38,6 +41,17 @@ class CostModel:
             if node.op_type in MAC_OPS and len(node.input) > 1 and node.input[1] in self.tracks:
                 w = node.input[1]
                 self.weight_macs[w] = self.weight_macs.get(w, 0) + int(st.node_macs.get(node.name, 0))
+        # MatMuls of two activations: their MACs, the output's tracks and the reduced axis' track
+        self.act_macs: list[tuple[int, list[Track], tuple[Track, int] | None]] = []
+        layouts = dg.analysis.layouts
+        for node in dg.model.graph.node:
+            if node.op_type == "MatMul" and not any(view.is_const(i) for i in node.input[:2]):
+                rank = len(view.shape(node.input[0]) or ())
+                k = track_at(layouts.get(node.input[0], []), rank - 1) if rank else None
+                tracked = [t for t in layouts.get(node.output[0], []) if t.any_tracked()]
+                if tracked or k is not None:
+                    self.act_macs.append((int(st.node_macs.get(node.name, 0)), tracked,
+                                          None if k is None else (k, k.axes.index(rank - 1))))
 
     def kept_fraction(self, actx: ApplyContext, name: str) -> float:
         return math.prod(float(actx.keep(ids).mean()) if ids.size else 1.0 for ids in self.tracks[name])
@@ -50,6 +64,11 @@ class CostModel:
             lost = 1.0 - self.kept_fraction(actx, name)
             params -= self.numel[name] * lost
             macs -= self.weight_macs.get(name, 0) * lost
+        for node_macs, tracked, k in self.act_macs:
+            kept = math.prod(float(actx.keep(t.ids).mean()) for t in tracked)
+            if k is not None:
+                kept *= float(actx.kept_along(k[0].ids, k[1]).mean())
+            macs -= node_macs * (1.0 - kept)
         return int(round(macs)), int(round(params))
 
     def slot_costs(self, g: Group) -> tuple[np.ndarray, np.ndarray]:
