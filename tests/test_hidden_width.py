@@ -351,3 +351,12 @@ def test_sensitivity_measures_the_stream_the_prune_run_rotates(tmp_path: Path) -
         errors[kind] = hidden["points"][0]["channel_error"]
         assert ("rotated by the PCA" in text) == (kind == "rotate")
     assert errors["rotate"] < 1e-4 < 1e-2 < errors["rmsnorm"]  # the empty directions go first once rotated
+    common = ("--calib", str(npz), "--approximate", "rotate", "--target-params", "0.8", "--round-to", "1",
+              "--keep", "up*", "--no-progress")
+    code, _, err = invoke("prune", str(src), "-o", str(tmp_path / "ok.onnx"), "--sensitivity",
+                          str(tmp_path / "rotate.json"), *common)
+    assert code == 0, err
+    code, _, err = invoke("prune", str(src), "-o", str(tmp_path / "no.onnx"), "--sensitivity",
+                          str(tmp_path / "rmsnorm.json"), *common)
+    assert code == 2 and "measured without the hidden width rotated" in one_line_error(err)
+    assert not (tmp_path / "no.onnx").exists()

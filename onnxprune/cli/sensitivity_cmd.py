@@ -111,6 +111,7 @@ def command(model: str, ratios: str, criterion: str, round_to: str | None, targe
                                     round_to=multiple.value, shapes=shp, labelled=labelled, model_name=model,
                                     progress=bar, fill=fill,
                                     scores=rotated.group_scores(dg) if rotated is not None else None)
+    result.rotated = rotated is not None and bool(rotated.scores)
     console = Console()
     console.print(sensitivity_table(result, error=error, title=f"{Path(model).name}: {error} per group and ratio",
                                     width=console.width))

@@ -161,6 +161,7 @@ class SensitivityResult:
     grouped: str | None = None  # the --grouped-conv mode of the analysis (None: a file from before it was kept)
     heads: str | None = None  # the --heads mode of the analysis (None: a file from before it was kept)
     outputs: list[dict[str, str]] = field(default_factory=list)  # each output's kind (measure.output_kinds)
+    rotated: bool | None = None  # measured on the rotated hidden width (--approximate rotate); None: not recorded
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "model": self.model, "criterion": self.criterion, "round_to": self.round_to,
@@ -168,7 +169,7 @@ class SensitivityResult:
                 "dense_accuracy": self.dense_accuracy, "label_output": self.label_output, "macs": self.macs,
                 "params": self.params, "input_shapes": self.input_shapes, "seconds": self.seconds,
                 "fill": self.fill, "grouped": self.grouped, "heads": self.heads, "outputs": self.outputs,
-                "groups": [c.to_json() for c in self.curves]}
+                "rotated": self.rotated, "groups": [c.to_json() for c in self.curves]}
 
     def save(self, path: str | os.PathLike[str]) -> None:
         write_json(path, self.to_json())
@@ -192,7 +193,7 @@ class SensitivityResult:
                    int(data["params"]), curves, data.get("dense_accuracy"), data.get("accuracy_samples"),
                    data.get("label_output"), dict(data.get("input_shapes") or {}), float(data.get("seconds", 0.0)),
                    str(data.get("fill", "zero")), data.get("grouped"), data.get("heads"),
-                   [dict(o) for o in data.get("outputs") or []])
+                   [dict(o) for o in data.get("outputs") or []], data.get("rotated"))
 
     @classmethod
     def coerce(cls, curves: SensitivityResult | str | os.PathLike[str] | None) -> SensitivityResult | None:
@@ -208,6 +209,13 @@ class SensitivityResult:
             raise OnnxPruneError(f"{path}: {exc}") from None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise OnnxPruneError(f"{path}: not a valid sensitivity file ({type(exc).__name__}: {exc})") from None
+
+    def check_rotated(self, rotated: bool) -> None:
+        """Refuse curves of the hidden width measured in the other basis than this run's."""
+        if self.rotated is not None and self.rotated != rotated:
+            raise OnnxPruneError(f"the sensitivity curves were measured {'with' if self.rotated else 'without'} the hidden "
+                                 f"width rotated (--approximate rotate) and this run {'rotates' if rotated else 'does not rotate'}"
+                                 " it: measure them with the same --approximate")
 
     def curves_for(self, dg: DependencyGraph) -> dict[int, GroupCurve]:
         """Curves keyed by group id, checked against `dg` (same groups, same sources, same sizes);

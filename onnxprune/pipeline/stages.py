@@ -95,7 +95,12 @@ class PruneState:
 
     @property
     def curves(self) -> SensitivityResult | None:
-        return self.measured_curves or SensitivityResult.coerce(self.config.scoring.sensitivity)
+        if self.measured_curves is not None:
+            return self.measured_curves
+        given = SensitivityResult.coerce(self.config.scoring.sensitivity)
+        if given is not None:
+            given.check_rotated(self.rotation is not None and bool(self.rotation.scores))
+        return given
 
     def distill_split(self) -> Split | None:
         """With --distill, the training and held-out parts of the calibration data (cut once); else None."""
