@@ -12,7 +12,7 @@ import numpy as np
 from onnxprune.graph.apply import ApplyContext
 from onnxprune.graph.dependency import DependencyGraph
 from onnxprune.graph.groups import Group
-from onnxprune.graph.tracks import Track, track_at
+from onnxprune.graph.tracks import Track, map_roots, planes, track_at
 from onnxprune.io.types import Shapes
 from onnxprune.measure.model_stats import MAC_OPS, model_stats
 from onnxprune.scoring.edge_stats import per_slot
@@ -83,4 +83,21 @@ class CostModel:
             share = share / m.track.ids.size
             params += share * self.numel[m.name]
             macs += share * self.weight_macs.get(m.name, 0)
-        return macs, params
+        return macs + self._activation_savings(g), params
+
+    def _activation_savings(self, g: Group) -> np.ndarray:
+        """MACs that removing each slot of `g` alone saves in the MatMuls of two activations (as `estimate`)."""
+        out = np.zeros(g.size)
+        roots = self.dg.analysis.roots
+        for node_macs, tracked, k in self.act_macs:
+            axes = [(t.ids, None) for t in tracked] + ([(k[0].ids, k[1])] if k is not None else [])
+            arrays = [(map_roots(roots, ids), ids < 0, pos) for ids, pos in axes]
+            if not any(np.isin(g.slots, r).any() for r, _, _ in arrays):
+                continue
+            for i, slot in enumerate(g.slots):
+                kept = 1.0
+                for r, untracked, pos in arrays:
+                    alive = (r != slot) | untracked
+                    kept *= float(alive.mean() if pos is None else planes(alive, pos).any(axis=1).mean())
+                out[i] += node_macs * (1.0 - kept)
+        return out

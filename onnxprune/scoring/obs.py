@@ -127,10 +127,9 @@ def collect_grams(dg: DependencyGraph, nodes: Iterable[onnx.NodeProto], batches:
     chunk: list[str] = []
     used = 0
     for i, node in enumerate(todo):
-        channels, per = input_columns(node, tuple(dg.analysis.view.array(node.input[1]).shape))
-        d = channels * per
+        group, d = layer_columns(node, tuple(dg.analysis.view.array(node.input[1]).shape))
         chunk.append(node_key(node))
-        used += 8 * d * d
+        used += 8 * group * d * d
         if used >= GRAM_CHUNK_BYTES or i == len(todo) - 1:
             st = collect_stats(dg.model, batches(), grams=chunk, max_rows=max_rows, seed=0)
             out.update({k: lg.groups for k, lg in st.grams.items()})
