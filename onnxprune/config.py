@@ -89,6 +89,7 @@ class RecoveryOptions:
     reconstruct: bool | None = None  # None: on when the calibration is real data
     head_floor: float | None = None  # weight final Sigmoid/Softmax logit layers toward the decision (recovery/heads.py)
     distill: DistillOptions | None = None  # fine-tune toward the dense model after the re-fit (recovery/distill.py)
+    damp: float | None = None  # the re-fit's relative ridge λ; None: each layer's, chosen on held-out samples
 
 
 @dataclass(frozen=True)
@@ -198,10 +199,7 @@ class PruneConfig:
             raise OnnxPruneError(f"unknown --heads mode {a.heads!r}; choose one of: {', '.join(HEADS_MODES)}")
         if a.grouped not in GROUPED_MODES:
             raise OnnxPruneError(f"unknown --grouped-conv mode {a.grouped!r}; choose one of: {', '.join(GROUPED_MODES)}")
-        if self.recovery.head_floor is not None and self.recovery.head_floor < 0:
-            raise OnnxPruneError(f"head_floor must be >= 0, got {self.recovery.head_floor}")
-        if self.recovery.distill is not None:
-            self._check_distill(self.recovery.distill)
+        self._check_recovery(self.recovery)
         if self.steps.steps < 1:
             raise OnnxPruneError(f"--steps must be at least 1, got {self.steps.steps}")
         if self.steps.schedule not in SCHEDULES:
@@ -229,6 +227,14 @@ class PruneConfig:
             raise OnnxPruneError("--max-acc-drop needs labelled data: --data test.npz (labels under 'y') or --labels")
         return self
 
+    def _check_recovery(self, r: RecoveryOptions) -> None:
+        if r.damp is not None and not r.damp >= 0:
+            raise OnnxPruneError(f"refit damping must be >= 0, got {r.damp}")
+        if r.head_floor is not None and r.head_floor < 0:
+            raise OnnxPruneError(f"head_floor must be >= 0, got {r.head_floor}")
+        if r.distill is not None:
+            self._check_distill(r.distill)
+
     def _check_distill(self, options: DistillOptions) -> None:
         options.check()
         if not self.real_data:
@@ -247,7 +253,7 @@ class PruneConfig:
                shapes: Shapes | None = None, approximate: Sequence[str] = (), grouped: str = DEFAULT_GROUPED,
                keep: Sequence[str] = (), heads: str = DEFAULT_HEADS, drop_blocks: int | str = 0,
                block_fill: str = "mean", block_score: str = "bi", reconstruct: bool | None = None, head_floor: float | None = None,
-               distill: DistillOptions | None = None,
+               distill: DistillOptions | None = None, refit_damp: float | None = None,
                verify: bool = False, rtol: float = DEFAULT_RTOL, min_cosine: float | None = None,
                max_acc_drop: float | None = None, data: str | None = None, labels: str | None = None,
                steps: int | None = None, schedule: str = "geometric", latency: LatencyOptions | None = None,
@@ -263,7 +269,7 @@ class PruneConfig:
             calibration=calibration,
             analysis=AnalysisOptions(dict(shapes) if shapes else None, tuple(approximate), grouped, tuple(keep), heads),
             depth=DepthOptions(drop_blocks, block_fill, block_score),
-            recovery=RecoveryOptions(reconstruct, head_floor, distill),
+            recovery=RecoveryOptions(reconstruct, head_floor, distill, refit_damp),
             checks=CheckOptions(verify, rtol, min_cosine, max_acc_drop, data, labels),
             steps=StepOptions(1 if steps is None else steps, schedule),
             latency=LatencyConfig(latency or LatencyOptions(), measure_latency),
@@ -284,6 +290,7 @@ class PruneConfig:
                 else str(curves),
                 "round_to": self.rounding.round_to, "for": self.rounding.target,
                 "steps": self.steps.steps, "schedule": self.steps.schedule, "head_floor": self.recovery.head_floor,
+                "refit_damp": "held-out" if self.recovery.damp is None else self.recovery.damp,
                 "depth": {"blocks": self.depth.blocks, "fill": self.depth.fill, "score": self.depth.score}}
 
 

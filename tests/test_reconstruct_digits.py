@@ -28,8 +28,8 @@ def accuracy(model: onnx.ModelProto) -> float:
     return float((logits.argmax(1) == d["y"]).mean())
 
 
-# Measured (l1, 128 calibration samples): 0.50x -> 99.72 %, 0.25x -> 99.44 %, 0.15x -> 97.22 %;
-# without reconstruction all three are at chance (~10 %).
+# Measured (l1, 128 calibration samples, damping chosen on held-out samples): 0.50x -> 100 %,
+# 0.25x -> 99.17 %, 0.15x -> 98.06 %; without reconstruction all three are at chance (~10 %).
 FLOORS = [(0.5, 0.99), (0.25, 0.98), (0.15, 0.95)]
 
 
@@ -41,14 +41,16 @@ def test_accuracy_floors_with_reconstruction() -> None:
     for frac, floor in FLOORS:
         res = prune(model, target_macs=frac, criterion="l1", dg=dg, calibration=cal, verify=True)
         assert res.verify is not None and res.verify.ok  # the oracle ran on the un-fitted structure
-        assert res.reconstruction is not None and res.reconstruction.fitted == 13
+        rec = res.reconstruction
+        assert rec is not None and len(rec.layers) == 13 and rec.fitted >= 10
+        assert all(lf.fitted or "held-out" in lf.note for lf in rec.layers)
         kept = model_stats(res.model).macs / dense_macs
         assert abs(kept - frac) <= 0.03 * frac + 1e-9, kept
         acc = accuracy(res.model)
         assert acc >= floor, (frac, acc)
         after = res.reconstruction.after["logits"]
         assert after.rel_error < res.reconstruction.before["logits"].rel_error
-        assert after.cosine > 0.99
+        assert after.cosine > 0.98  # on the calibration samples, which the held-out choice does not over-fit
 
 
 def test_api_default_is_on_with_data_and_off_without(tmp_path: Path) -> None:

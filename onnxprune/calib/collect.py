@@ -156,12 +156,14 @@ def _weight_shape(model: onnx.ModelProto, node: onnx.NodeProto) -> tuple[int, ..
 
 
 def _gram_layers(model: onnx.ModelProto, nodes: Sequence[str], targets: Mapping[str, str],
-                 max_rows: int | None, seed: int, row_weights: Mapping[str, RowWeight]) -> dict[str, LayerGram]:
+                 max_rows: int | None, seed: int, row_weights: Mapping[str, RowWeight],
+                 holdout: bool = False) -> dict[str, LayerGram]:
     layers: dict[str, LayerGram] = {}
     for i, key in enumerate(nodes):
         node = find_node(model, key)
         layers[key] = make_layer_gram(node, _weight_shape(model, node), target=targets.get(key),
-                                      max_rows=max_rows, seed=seed + i, row_weight=row_weights.get(key))
+                                      max_rows=max_rows, seed=seed + i, row_weight=row_weights.get(key),
+                                      holdout=holdout)
     return layers
 
 
@@ -175,7 +177,7 @@ def collect_stats(model: onnx.ModelProto, batches: Iterable[Feed], *,
                   channels: Mapping[str, int] | Sequence[str] = (), grams: Sequence[str] = (),
                   targets: Mapping[str, str] | None = None, target_model: onnx.ModelProto | None = None,
                   max_rows: int | None = DEFAULT_MAX_ROWS, seed: int = 0, threads: int = 0,
-                  row_weights: Mapping[str, RowWeight] | None = None) -> ActivationStats:
+                  row_weights: Mapping[str, RowWeight] | None = None, holdout: bool = False) -> ActivationStats:
     """One pass over `batches` accumulating everything requested.
 
     channels: tensor names (axis from `channel_axis_for`) or {tensor: axis}.
@@ -185,12 +187,13 @@ def collect_stats(model: onnx.ModelProto, batches: Iterable[Feed], *,
       feeds (default: `model` itself), e.g. the dense model's layer output for reconstruction.
     max_rows: rows (output positions) kept per batch and layer, sampled with `seed`; None keeps all.
     row_weights: {node key: f(Y rows) -> row weights} for weighted XᵀX/XᵀY (layers with a target).
+    holdout: also keep each Gram's sums over every second sample (`LayerGram.holdout`).
     """
     targets = dict(targets or {})
     _check_targets(targets, grams)
     axes = dict(channels) if isinstance(channels, Mapping) else {t: channel_axis_for(model, t) for t in channels}
     result = ActivationStats(channels={t: ChannelStats(axis=a) for t, a in axes.items()},
-                             grams=_gram_layers(model, grams, targets, max_rows, seed, row_weights or {}))
+                             grams=_gram_layers(model, grams, targets, max_rows, seed, row_weights or {}, holdout))
     same = target_model is None
     names = list(dict.fromkeys([*axes, *(g.input for g in result.grams.values()),
                                 *(targets.values() if same else ())]))
@@ -214,12 +217,12 @@ def feed_samples(feed: Feed) -> int:
 def gram_stats_from(model: onnx.ModelProto, values: Iterable[tuple[int, Mapping[str, np.ndarray]]], *,
                     grams: Sequence[str], targets: Mapping[str, str] | None = None,
                     max_rows: int | None = DEFAULT_MAX_ROWS, seed: int = 0,
-                    row_weights: Mapping[str, RowWeight] | None = None) -> ActivationStats:
+                    row_weights: Mapping[str, RowWeight] | None = None, holdout: bool = False) -> ActivationStats:
     """`collect_stats`' Grams on tensors computed elsewhere: `values` gives per batch (samples,
     {tensor: value}) with every node's data input and target (calib.frontier runs a segment per pass)."""
     targets = dict(targets or {})
     _check_targets(targets, grams)
-    result = ActivationStats(grams=_gram_layers(model, grams, targets, max_rows, seed, row_weights or {}))
+    result = ActivationStats(grams=_gram_layers(model, grams, targets, max_rows, seed, row_weights or {}, holdout))
     return _accumulate(result, model, values)
 
 
@@ -230,11 +233,13 @@ def _accumulate(result: ActivationStats, model: onnx.ModelProto,
         for t, st in result.channels.items():
             st.update(vals[t])
         for key, lg in result.grams.items():
-            _update_gram(lg, nodes[key], vals)
+            _update_gram(lg, nodes[key], vals, samples)
         result.batches += 1
         result.samples += samples
     if result.batches == 0:
         raise OnnxPruneError("calibration data produced no batches")
+    for lg in result.grams.values():
+        lg.finish()
     return result
 
 
@@ -252,7 +257,7 @@ def _paired(batches: Iterable[Feed], model: onnx.ModelProto, names: Sequence[str
         yield held[0], vals
 
 
-def _update_gram(lg: LayerGram, node: onnx.NodeProto, vals: Mapping[str, np.ndarray]) -> None:
+def _update_gram(lg: LayerGram, node: onnx.NodeProto, vals: Mapping[str, np.ndarray], samples: int) -> None:
     x = vals[lg.input]
     y = vals[lg.target] if lg.target is not None else None
     if lg.geometry is not None:
@@ -262,7 +267,7 @@ def _update_gram(lg: LayerGram, node: onnx.NodeProto, vals: Mapping[str, np.ndar
     yr = None if y is None else target_rows(node, y)
     if yr is not None and yr.shape[0] != xr.shape[0]:
         raise OnnxPruneError(f"{lg.node}: target {lg.target!r} has {yr.shape[0]} rows, the input has {xr.shape[0]}")
-    lg.update(xr, yr)
+    lg.update(xr, yr, samples=samples)
 
 
 def collect_channel_stats(model: onnx.ModelProto, batches: Iterable[Feed],

@@ -41,7 +41,9 @@ class LayerGram:
     Column order: Conv -> (c, i, j) of W[K, C/g, kh, kw] for the group; ConvTranspose -> (c, i, j) of
     W[C, K/g, kh, kw] with c within the group (onnxprune.calib.convtranspose); Gemm/MatMul -> the reduction index.
     `target` names the tensor whose rows gave XᵀY (None: no XᵀY). `row_weight` (with a target)
-    weights each row by a function of its full target row, across all groups.
+    weights each row by a function of its full target row, across all groups. `holdout` (when asked
+    for): the same sums over the rows of every second calibration sample only, so that a fit can be
+    judged on samples it did not see (`groups` minus `holdout` is the other fold); `finish` completes it.
     """
 
     node: str
@@ -53,6 +55,13 @@ class LayerGram:
     max_rows: int | None = None
     rng: np.random.Generator = field(default_factory=np.random.default_rng, repr=False)
     row_weight: RowWeight | None = None
+    holdout: list[GramStats] | None = None
+    seen: int = 0  # samples accumulated so far (a row's sample decides its fold)
+
+    def finish(self) -> None:
+        """After the last batch: `groups` hold the first fold only until now; make them the whole."""
+        if self.holdout is not None:
+            self.groups = [g.combined(h) for g, h in zip(self.groups, self.holdout, strict=True)]
 
     @property
     def gram(self) -> GramStats:
@@ -60,24 +69,41 @@ class LayerGram:
             raise ValueError(f"{self.node}: grouped conv has {len(self.groups)} Grams; use .groups")
         return self.groups[0]
 
-    def update(self, x: np.ndarray, y: np.ndarray | None = None) -> None:
+    def update(self, x: np.ndarray, y: np.ndarray | None = None, *, samples: int | None = None) -> None:
+        """x: the layer's input (Conv: [N, C, ...]) or, for Gemm/MatMul, its rows in sample order;
+        samples: how many samples those rows come from (default: the leading dim of x)."""
         if isinstance(self.geometry, TransposeGeometry):
             self._update_transpose(x, y, self.geometry)
         elif self.geometry is not None:
             self._update_conv(x, y, self.geometry)
         else:
-            self._update_rows(x, y)
+            self._update_rows(x, y, x.shape[0] if samples is None else samples)
+        self.seen += x.shape[0] if samples is None else samples
 
-    def _update_rows(self, x: np.ndarray, y: np.ndarray | None) -> None:
+    def _add(self, g: int, x: np.ndarray, y: np.ndarray | None, weight: float, rw: np.ndarray | None,
+             sample: np.ndarray) -> None:
+        """Rows of group g from the given samples (indices within the batch), each to its fold."""
+        if self.holdout is None:
+            self.groups[g].update(x, y, weight=weight, row_weights=rw)
+            return
+        held = (self.seen + sample) % 2 == 1
+        for stats, rows in ((self.groups[g], ~held), (self.holdout[g], held)):
+            if rows.any():
+                stats.update(x[rows], None if y is None else y[rows], weight=weight,
+                             row_weights=None if rw is None else rw[rows])
+
+    def _update_rows(self, x: np.ndarray, y: np.ndarray | None, samples: int) -> None:
         total = x.shape[0]
+        per = total // samples if samples > 0 and total % samples == 0 else 1  # rows per sample
+        idx = np.arange(total)
         weight = 1.0
         if self.max_rows is not None and total > self.max_rows:
-            keep = np.sort(self.rng.choice(total, size=self.max_rows, replace=False))
-            x, y = x[keep], (y[keep] if y is not None else None)
+            idx = np.sort(self.rng.choice(total, size=self.max_rows, replace=False))
+            x, y = x[idx], (y[idx] if y is not None else None)
             weight = total / self.max_rows
         for s in range(0, x.shape[0], ROW_CHUNK):
             ys = None if y is None else y[s:s + ROW_CHUNK]
-            self.groups[0].update(x[s:s + ROW_CHUNK], ys, weight=weight, row_weights=self._row_weights(ys))
+            self._add(0, x[s:s + ROW_CHUNK], ys, weight, self._row_weights(ys), idx[s:s + ROW_CHUNK] // per)
 
     def _update_conv(self, x: np.ndarray, y: np.ndarray | None, geo: ConvGeometry) -> None:
         ho, wo = output_hw(x.shape, geo)
@@ -107,8 +133,7 @@ class LayerGram:
             kg = 0 if ys is None else ys.shape[1] // group
             rw = self._row_weights(ys)
             for g, xg in enumerate(cols):
-                self.groups[g].update(xg, None if ys is None else ys[:, g * kg:(g + 1) * kg], weight=weight,
-                                      row_weights=rw)
+                self._add(g, xg, None if ys is None else ys[:, g * kg:(g + 1) * kg], weight, rw, ni[sl])
 
     def _row_weights(self, ys: np.ndarray | None) -> np.ndarray | None:
         return None if ys is None or self.row_weight is None else self.row_weight(ys)
@@ -127,7 +152,16 @@ def target_rows(node: onnx.NodeProto, y: np.ndarray) -> np.ndarray:
 
 
 def make_layer_gram(node: onnx.NodeProto, weight_shape: tuple[int, ...] | None, *, target: str | None,
-                    max_rows: int | None, seed: int, row_weight: RowWeight | None = None) -> LayerGram:
+                    max_rows: int | None, seed: int, row_weight: RowWeight | None = None,
+                    holdout: bool = False) -> LayerGram:
+    lg = _layer_gram(node, weight_shape, target=target, max_rows=max_rows, seed=seed, row_weight=row_weight)
+    if holdout:
+        lg.holdout = [GramStats() for _ in lg.groups]
+    return lg
+
+
+def _layer_gram(node: onnx.NodeProto, weight_shape: tuple[int, ...] | None, *, target: str | None,
+                max_rows: int | None, seed: int, row_weight: RowWeight | None) -> LayerGram:
     rng = np.random.default_rng(seed)
     key = node_key(node)
     if node.op_type == "Conv":

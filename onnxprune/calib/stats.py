@@ -117,3 +117,15 @@ class GramStats:
     def mean_hessian(self) -> np.ndarray:
         """XᵀX / rows: the scale-free second moment."""
         return self.hessian / max(self.rows, 1.0)
+
+    def combined(self, other: GramStats, sign: float = 1.0) -> GramStats:
+        """The sums of both row sets (sign -1: the rows of `self` that are not in `other`, which must
+        be a subset of them: a training fold as the whole minus its held-out fold)."""
+
+        def mix(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+            if a is None or b is None:
+                return a if b is None else (b * sign if a is None else None)
+            return a + sign * b
+
+        return GramStats(mix(self.xtx, other.xtx), mix(self.xty, other.xty), self.rows + sign * other.rows,
+                         mix(self.xsum, other.xsum), mix(self.ysum, other.ysum), mix(self.ysq, other.ysq))

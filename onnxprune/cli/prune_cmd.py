@@ -61,7 +61,7 @@ SECTIONS = {
     "Calibration data": ("calib_path", "calib_samples", "calib_batch", "image_size", "mean", "std", "bgr", "nhwc",
                          "scale"),
     "Depth (approximate)": ("drop_blocks", "block_fill", "block_score"),
-    "Recovery": ("reconstruct", "head_floor", "distill", "distill_steps", "distill_time", "distill_lr"),
+    "Recovery": ("reconstruct", "head_floor", "refit_damp", "distill", "distill_steps", "distill_time", "distill_lr"),
     "Checks and steps": ("verify", "steps", "schedule", "min_cosine", "max_acc_drop", "data", "labels"),
     "Analysis": ("shapes", "approximate", "keep", "grouped", "heads"),
     "Latency": ("latency_batch", "latency_threads", "latency_repeat", "measure_latency"),
@@ -171,6 +171,10 @@ def _loop_options(fn: Any) -> Any:
               help="Re-fit the layers producing a final Sigmoid's logits (a detector's class scores, a segmentation "
                    "map) weighted by the sigmoid's slope plus F, e.g. 0.01, and a final Softmax's by the slope at "
                    "its top-2 logit gap: rows near the decision count most.")
+@click.option("--refit-damp", type=click.FloatRange(0.0), default=None, metavar="F",
+              help="Fix the re-fit's ridge damping (relative to the mean of diag(XᵀX), towards 0) instead of "
+                   "choosing it per layer, towards the pruned weights, on calibration samples the fit did not "
+                   "see (the default); e.g. 1e-3, the fixed value before that choice.")
 @click.option("--drop-blocks", type=BlockCount(), default="0", show_default=True, metavar="N|auto",
               help="Also drop the N residual blocks (a transformer layer's attention or MLP, a ResNet block) "
                    "with the lowest block influence on the calibration data. Approximate: the oracle checks "
@@ -194,7 +198,8 @@ def command(model: str, output: str, ratio: float, criterion: str | None, fast: 
             target: str, verify: bool,
             plan_in: str | None, save_plan: str | None, report_path: str | None, shapes: tuple[str, ...],
             allocation: str | None, target_macs: float | None, target_params: float | None, calib: CalibConfig,
-            approximate: tuple[str, ...], reconstruct: bool | None, head_floor: float | None, keep: tuple[str, ...],
+            approximate: tuple[str, ...], reconstruct: bool | None, head_floor: float | None,
+            refit_damp: float | None, keep: tuple[str, ...],
             grouped: str, heads: str, drop_blocks: int | str, block_fill: str, block_score: str, **loop: Any) -> None:
     """Remove a fraction of the channels of every prunable group of MODEL."""
     _check_tuning(click.get_current_context(), {"drop_blocks": drop_blocks, "distill": loop["distill"]})
@@ -210,7 +215,7 @@ def command(model: str, output: str, ratio: float, criterion: str | None, fast: 
                                loop["sensitivity_error"]),
         calibration=calib,
         depth=DepthOptions(drop_blocks, block_fill, block_score),
-        recovery=RecoveryOptions(reconstruct, head_floor, _distill_options(loop)),
+        recovery=RecoveryOptions(reconstruct, head_floor, _distill_options(loop), refit_damp),
         checks=CheckOptions(verify, min_cosine=loop["min_cosine"], max_acc_drop=loop["max_acc_drop"],
                             data=loop["data"], labels=loop["labels"]),
         steps=StepOptions(loop["steps"] or 1, loop["schedule"]),

@@ -2,21 +2,23 @@
 
 After channels are removed, each affected Conv/ConvTranspose/Gemm/MatMul gets new weights and bias
 so that its pre-activation output on calibration data matches the dense model's (kept output
-channels only):
+channels only), with λ chosen per layer on calibration samples the fit did not see (recovery.solve:
+every second sample is held out, both ways), λ = ∞ keeping W₀ and re-fitting the bias alone:
 
-    min ‖[X_kept, 1]·[W'; b']ᵀ − Y_dense‖² + λ‖W'‖²
+    min ‖[X_kept, 1]·[W'; b']ᵀ − Y_dense‖² + λ‖W' − W₀‖²      (W₀: the layer's pruned weights)
 
 X comes from the pruned model *as already re-fitted upstream* (block by block, as in ThiNet and
 SparseGPT), Y from the dense model on the same feeds. Layers are fitted in waves: all layers whose
 re-fitted ancestors are done share one calibration pass. Grouped convs are fitted per group. A
-layer keeps its pruned weights when its system stays singular or the fit would not lower its error
-on the calibration rows; the whole model is kept as pruned if its outputs end up further from the
+layer keeps its pruned weights when its system stays singular, when they score better on the held-out
+samples than every fit, or when the fit would not lower its error on the calibration rows; the whole model is kept as pruned if its outputs end up further from the
 dense model's than without reconstruction. The input models are never modified.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
@@ -34,10 +36,20 @@ from onnxprune.recovery.fidelity import Fidelity, compare_outputs
 from onnxprune.recovery.heads import DEFAULT_FLOOR, WEIGHTS, logit_mask, logit_roots
 from onnxprune.recovery.layer_weights import LayerWeights, read_layer, write_layer
 from onnxprune.recovery.layers import FitLayer, plan_layers, target_model, waves
-from onnxprune.recovery.solve import ridge_fit, squared_error
+from onnxprune.recovery.solve import (
+    BIAS_ONLY,
+    DAMP_PATH,
+    Fit,
+    anchored_fit,
+    heldout_error,
+    ridge_fit,
+    split_folds,
+    squared_error,
+)
 from onnxprune.recovery.targets import DEFAULT_CACHE_BYTES, DEFAULT_FRONTIER_BYTES, FrontierTargets, Targets
 
-DEFAULT_DAMP = 1e-3  # λ relative to mean(diag(XᵀX))
+DEFAULT_DAMP = 1e-3  # λ relative to mean(diag(XᵀX)) where it cannot be chosen on held-out samples
+HELDOUT_TOL = 1e-9  # relative to ‖Y‖²
 DEFAULT_MAX_GRAM_BYTES = 1 << 30  # Grams held at once in one calibration pass
 
 
@@ -53,6 +65,9 @@ class LayerFit:
     rel_error_after: float
     fitted: bool  # False: kept the pruned weights (see note)
     note: str = ""
+    damp: float | None = None  # relative λ used (inf: the bias alone re-fitted); None: not fitted
+    heldout_before: float = float("nan")  # relative held-out error of the pruned weights (nan: not measured)
+    heldout_after: float = float("nan")  # ... of the chosen fit, fitted on the other half
 
 
 @dataclass
@@ -74,7 +89,7 @@ class ReconstructResult:
     @property
     def notes(self) -> list[str]:
         out = [f"re-fitted {self.fitted} of {len(self.layers)} layers in {self.waves} waves on "
-               f"{self.samples} samples ({self.seconds:.1f}s)"]
+               f"{self.samples} samples ({self.seconds:.1f}s)" + self._damping()]
         out += [f"kept pruned weights of {lf.node}: {lf.note}" for lf in self.layers if not lf.fitted]
         out += [f"skipped {s}" for s in self.skipped]
         for name, fb in self.before.items():
@@ -85,6 +100,13 @@ class ReconstructResult:
             out.append("outputs moved further from the dense model: kept the pruned weights everywhere")
         return out
 
+    def _damping(self) -> str:
+        chosen = Counter("bias only" if lf.damp == BIAS_ONLY else f"{lf.damp:g}"
+                         for lf in self.layers if lf.fitted and lf.damp is not None and np.isfinite(lf.heldout_after))
+        if not chosen:
+            return ""
+        return "; damping chosen on held-out samples: " + ", ".join(f"{k} x{v}" for k, v in sorted(chosen.items()))
+
     def describe(self) -> str:
         return "\n".join(f"reconstruct: {n}" for n in self.notes)
 
@@ -94,10 +116,16 @@ class ReconstructResult:
             "reverted": self.reverted, "skipped": self.skipped,
             "layers": [{"node": lf.node, "op_type": lf.op_type, "wave": lf.wave, "direct": lf.direct,
                         "rel_error_before": lf.rel_error_before, "rel_error_after": lf.rel_error_after,
-                        "fitted": lf.fitted, "note": lf.note} for lf in self.layers],
+                        "fitted": lf.fitted, "note": lf.note, "damp": lf.damp,
+                        "heldout_before": _finite(lf.heldout_before), "heldout_after": _finite(lf.heldout_after)}
+                       for lf in self.layers],
             "outputs": {n: {"before": fb.to_json(), "after": self.after[n].to_json() if n in self.after else None}
                         for n, fb in self.before.items()},
         }
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
 
 
 def _rank_of(dg: DependencyGraph, layers: list[FitLayer]) -> dict[str, int]:
@@ -109,7 +137,7 @@ def _rank_of(dg: DependencyGraph, layers: list[FitLayer]) -> dict[str, int]:
     return out
 
 
-def _gram_bytes(model: onnx.ModelProto, layer: FitLayer) -> int:
+def _gram_bytes(model: onnx.ModelProto, layer: FitLayer, *, holdout: bool = False) -> int:
     node = next(n for n in model.graph.node if n.name == layer.node)
     w = next(t for t in model.graph.initializer if t.name == node.input[1])
     dims = [int(d) for d in w.dims]
@@ -122,10 +150,36 @@ def _gram_bytes(model: onnx.ModelProto, layer: FitLayer) -> int:
         d = dims[1]
     else:
         d = dims[0]
-    return 8 * (d + 1) ** 2 * (group if layer.op_type in ("Conv", "ConvTranspose") else 1)
+    return 8 * (d + 1) ** 2 * (group if layer.op_type in ("Conv", "ConvTranspose") else 1) * (2 if holdout else 1)
 
 
-def _fit_layer(work: onnx.ModelProto, layer: FitLayer, lg: LayerGram, damp: float) -> LayerFit:
+def _choose_damp(lg: LayerGram, cur: LayerWeights) -> tuple[float | None, float, float, float]:
+    """The relative λ along DAMP_PATH whose fits score best on the held-out halves, summed over the
+    groups (None: the pruned weights score better than every fit); with the held-out errors of the
+    pruned weights and of that choice, and ‖Y‖², all summed over the groups."""
+    assert lg.holdout is not None
+    folds = [split_folds(g, h) for g, h in zip(lg.groups, lg.holdout, strict=True)]
+    keep = total = 0.0
+    for g, w, b in zip(lg.groups, cur.weights, cur.biases, strict=True):
+        e0, yy = squared_error(g, w, b)
+        keep, total = keep + e0, total + yy
+    best, best_err = None, float("inf")
+    for rel in DAMP_PATH:
+        err = sum(heldout_error(f, rel=rel, weight=w, bias=b, fit_bias=cur.has_bias)
+                  for f, w, b in zip(folds, cur.weights, cur.biases, strict=True))
+        if err >= best_err:
+            break
+        best, best_err = rel, err
+    # errors from the sums carry round-off relative to ‖Y‖²: a fit must beat the pruned weights by more
+    return (best if best_err < keep - HELDOUT_TOL * total else None), keep, best_err, total
+
+
+def _has_folds(lg: LayerGram) -> bool:
+    return lg.holdout is not None and all(0.0 < h.rows < g.rows for g, h in zip(lg.groups, lg.holdout, strict=True))
+
+
+def _fit_layer(work: onnx.ModelProto, layer: FitLayer, lg: LayerGram, damp: float | None) -> LayerFit:
+    """damp None: λ chosen on held-out samples where the Grams have them (else DEFAULT_DAMP towards 0)."""
     node = next(n for n in work.graph.node if n.name == layer.node)
     bias_add = None
     if layer.bias_node is not None:
@@ -133,33 +187,50 @@ def _fit_layer(work: onnx.ModelProto, layer: FitLayer, lg: LayerGram, damp: floa
         bias_add = (add, 1 if add.input[0] == node.output[0] else 0)
     cur = read_layer(work, node, bias_add)
 
-    def report(before: float, after: float, fitted: bool, note: str = "") -> LayerFit:
-        return LayerFit(layer.node, layer.op_type, layer.wave, layer.direct, before, after, fitted, note)
+    def report(before: float, after: float, fitted: bool, note: str = "", rel: float | None = None,
+               held: tuple[float, float] = (float("nan"), float("nan"))) -> LayerFit:
+        return LayerFit(layer.node, layer.op_type, layer.wave, layer.direct, before, after, fitted, note,
+                        rel if fitted else None, *held)
 
     if len(lg.groups) != len(cur.weights):
         return report(float("nan"), float("nan"), False, f"{len(lg.groups)} Gram groups for {len(cur.weights)} weight groups")
+    for g, w in zip(lg.groups, cur.weights, strict=True):
+        if g.xty is None or g.xty.shape != (w.shape[1], w.shape[0]):
+            got = None if g.xty is None else g.xty.shape
+            return report(float("nan"), float("nan"), False, f"target shape {got} does not match weight {w.shape}")
+    chosen = damp if damp is not None else DEFAULT_DAMP
+    held = (float("nan"), float("nan"))
+    cross_checked = damp is None and _has_folds(lg)
+    if cross_checked:
+        best, keep, err, yy = _choose_damp(lg, cur)
+        held = (keep / yy, err / yy) if yy > 0 else (0.0, 0.0)
+        if best is None:
+            rel = held[0]
+            return report(rel, rel, False, f"the pruned weights score best on held-out samples "
+                                          f"({held[0]:.3g}; the best fit {held[1]:.3g})", held=held)
+        chosen = best
     err_b = err_a = total = 0.0
     new_w: list[np.ndarray] = []
     new_b: list[np.ndarray] = []
     for g, w, b in zip(lg.groups, cur.weights, cur.biases, strict=True):
-        if g.xty is None or g.xty.shape != (w.shape[1], w.shape[0]):
-            got = None if g.xty is None else g.xty.shape
-            return report(float("nan"), float("nan"), False, f"target shape {got} does not match weight {w.shape}")
         e0, yy = squared_error(g, w, b)
-        fit = ridge_fit(g, damp=damp, bias=b, fit_bias=cur.has_bias)
+        fit: Fit | None = (anchored_fit(g, rel=chosen, weight=w, bias=b, fit_bias=cur.has_bias)
+                           if cross_checked else ridge_fit(g, damp=chosen, bias=b, fit_bias=cur.has_bias))
         if fit is None:
             rel = e0 / yy if yy > 0 else 0.0
-            return report(rel, rel, False, "ill-conditioned system")
+            return report(rel, rel, False, "ill-conditioned system", held=held)
         e1, _ = squared_error(g, fit.weight, fit.bias)
         err_b, err_a, total = err_b + e0, err_a + e1, total + yy
         new_w.append(fit.weight)
         new_b.append(fit.bias)
+        chosen = fit.damp
     before = err_b / total if total > 0 else 0.0
     after = err_a / total if total > 0 else 0.0
     if not after < before:
-        return report(before, before, False, f"the fit would not lower the error ({before:.3g} -> {after:.3g})")
+        return report(before, before, False, f"the fit would not lower the error ({before:.3g} -> {after:.3g})",
+                      held=held)
     write_layer(work, node, LayerWeights(new_w, new_b, cur.has_bias), bias_add)
-    return report(before, after, True)
+    return report(before, after, True, rel=chosen, held=held)
 
 
 def head_weights(dg: DependencyGraph, layers: Sequence[FitLayer], *,
@@ -180,7 +251,7 @@ def head_weights(dg: DependencyGraph, layers: Sequence[FitLayer], *,
 
 
 def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: set[int],
-                batches: CalibrationLike, dense: onnx.ModelProto | None = None, damp: float = DEFAULT_DAMP,
+                batches: CalibrationLike, dense: onnx.ModelProto | None = None, damp: float | None = None,
                 propagate: bool = True, max_rows: int | None = DEFAULT_MAX_ROWS, seed: int = 0,
                 max_gram_bytes: int = DEFAULT_MAX_GRAM_BYTES, check_outputs: bool = True,
                 shapes: Shapes | None = None,
@@ -189,7 +260,8 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
     """Re-fit the layers of `pruned` (made by ApplyPlan(dg, removed_roots)) to the dense model's outputs.
 
     dense: the reference model with the same node and tensor names (default: `dg.model`, the
-    normalised original). batches: the run's CalibrationSource, or any form `CalibrationSource.of`
+    normalised original). damp: None (default) chooses each layer's λ, towards its pruned weights, on
+    held-out calibration samples; a number fixes λ relative to mean(diag(XᵀX)), towards 0. batches: the run's CalibrationSource, or any form `CalibrationSource.of`
     takes (a feed factory, a sequence of feeds, a CalibConfig or path, or None: random inputs, with a
     warning). propagate: also re-fit layers whose weights kept all
     their inputs but whose inputs changed upstream. check_outputs: compare the graph outputs with
@@ -208,7 +280,7 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
     """
     start = time.perf_counter()
     dense = dense if dense is not None else dg.model
-    if damp < 0:
+    if damp is not None and damp < 0:
         raise OnnxPruneError(f"damping must be >= 0, got {damp}")
     calibration = CalibrationSource.of(batches, dense, shapes=shapes)
     work = onnx.ModelProto()
@@ -221,7 +293,8 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
     tmodel, targets = target_model(dense, layers, _rank_of(dg, layers))
     stages = waves(layers)
     passes = [chunk for stage in stages
-              for chunk in runs_within(stage, lambda layer: _gram_bytes(work, layer), max_gram_bytes)]
+              for chunk in runs_within(stage, lambda layer: _gram_bytes(work, layer, holdout=damp is None),
+                                       max_gram_bytes)]
     source: Targets | FrontierTargets | None = (
         FrontierTargets.of(work, tmodel, targets, calibration, passes, budget=frontier_bytes)
         if frontier_bytes > 0 else None)
@@ -232,7 +305,8 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
     fits: dict[str, LayerFit] = {}
     for chunk in passes:
         st = source.stats(work, [layer.node for layer in chunk], max_rows=max_rows, seed=seed,
-                          row_weights={x.node: weights[x.node] for x in chunk if x.node in weights})
+                          row_weights={x.node: weights[x.node] for x in chunk if x.node in weights},
+                          holdout=damp is None)
         result.samples = st.samples
         for layer in chunk:
             fits[layer.node] = _fit_layer(work, layer, st.grams[layer.node], damp)

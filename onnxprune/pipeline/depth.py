@@ -139,7 +139,7 @@ def _refit(model: onnx.ModelProto, *, dg: DependencyGraph, removed: set[int], de
     """The candidate as the run would re-fit it (the reconstruct stage's call)."""
     changed = changed_tensors(depth.resolve(found), fills) if depth.blocks else []
     return reconstruct(model, dg=dg, removed_roots=removed, batches=config.calibration, shapes=config.analysis.shapes,
-                       head_floor=config.recovery.head_floor, changed=changed).model
+                       head_floor=config.recovery.head_floor, damp=config.recovery.damp, changed=changed).model
 
 
 def auto_depth(req: PlanRequest, *, config: PruneConfig, progress: ProgressFn | None = None,

@@ -302,6 +302,7 @@ def _refit(state: PruneState, model: onnx.ModelProto, batches: CalibrationLike) 
     with step(state.progress, "reconstruct"):
         state.reconstruction = refit_layers(model, dg=state.graph, removed_roots=state.removed, batches=batches,
                                             shapes=c.analysis.shapes, head_floor=c.recovery.head_floor,
+                                            damp=c.recovery.damp,
                                             changed=state.depth.changed if state.depth is not None else ())
     state.model = state.reconstruction.model
 

@@ -80,15 +80,17 @@ class Targets:
         return m
 
     def stats(self, work: onnx.ModelProto, keys: Sequence[str], *, max_rows: int | None,
-              seed: int, row_weights: Mapping[str, RowWeight] | None = None) -> ActivationStats:
+              seed: int, row_weights: Mapping[str, RowWeight] | None = None,
+              holdout: bool = False) -> ActivationStats:
         if self.cache is None:
             return collect_stats(work, self.calibration.batches(), grams=keys, targets={k: self.targets[k] for k in keys},
-                                 target_model=self.tmodel, max_rows=max_rows, seed=seed, row_weights=row_weights)
+                                 target_model=self.tmodel, max_rows=max_rows, seed=seed, row_weights=row_weights,
+                                 holdout=holdout)
         cache = self.cache
         batches = ({**feed, **vals} for feed, vals in cache)
         return collect_stats(self._augmented(work), batches, grams=keys,
                              targets={k: self.alias[self.targets[k]] for k in keys}, max_rows=max_rows, seed=seed,
-                             row_weights=row_weights)
+                             row_weights=row_weights, holdout=holdout)
 
 
 class FrontierTargets:
@@ -119,9 +121,10 @@ class FrontierTargets:
         yield from self.held
 
     def stats(self, work: onnx.ModelProto, keys: Sequence[str], *, max_rows: int | None,
-              seed: int, row_weights: Mapping[str, RowWeight] | None = None) -> ActivationStats:
+              seed: int, row_weights: Mapping[str, RowWeight] | None = None,
+              holdout: bool = False) -> ActivationStats:
         # strict: both passes run to their end (a Frontier keeps its tensors only then)
         values = ((feed_samples(f), {**x, **y}) for f, x, y in
                   zip(self.held, self.work.run(work), self.dense.run(self.tmodel), strict=True))
         return gram_stats_from(work, values, grams=keys, targets={k: self.targets[k] for k in keys},
-                               max_rows=max_rows, seed=seed, row_weights=row_weights)
+                               max_rows=max_rows, seed=seed, row_weights=row_weights, holdout=holdout)
