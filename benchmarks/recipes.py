@@ -58,6 +58,7 @@ RECIPES: dict[str, list[str]] = {
     "default": [],                                              # whatever the CLI does by default
     "distill": ["--distill", "--distill-time", str(DISTILL_SECONDS)],
     "onestep": ["--steps", "1"],                                # the default in one step: do the steps pay?
+    "fixed-damp": ["--refit-damp", "0.001"],                    # the default with the re-fit's former fixed damping
 }
 BUDGETS = (0.8, 0.7, 0.5)
 TARGET_BUDGET = 0.7
@@ -226,7 +227,7 @@ def as_run(report: dict[str, Any]) -> str:
 
 HEAD = ["budget", "recipe", "as run (from the report)", "MACs kept", "{metric}", f"meets the {TARGET_BUDGET:g}× target",
         "time to prune s", "load 1-min start → end"]
-ROW = re.compile(r"^\| (\d[\d.]*)× \| (\w+) \|")
+ROW = re.compile(r"^\| (\d[\d.]*)× \| ([\w-]+) \|")
 COMMAND_LINE = "    python benchmarks/recipes.py"
 
 
