@@ -154,12 +154,16 @@ def test_reconstruct_reports_the_choice_and_falls_back_without_folds() -> None:
     assert isinstance(js, list) and js[0]["damp"] == lf.damp and js[0]["heldout_before"] == lf.heldout_before
     # one sample: nothing to hold out, the fixed damping towards 0 as before
     pruned, dg, removed, feeds = _pruned_chain(1)
-    (lf,) = reconstruct(pruned, dg=dg, removed_roots=removed, batches=feeds).layers  # type: ignore[arg-type]
-    assert np.isnan(lf.heldout_before) and (not lf.fitted or lf.damp == DEFAULT_DAMP)
+    one = reconstruct(pruned, dg=dg, removed_roots=removed, batches=feeds)  # type: ignore[arg-type]
+    (lf,) = one.layers
+    assert lf.fitted and lf.damp == DEFAULT_DAMP and np.isnan(lf.heldout_before)
+    assert one.fixed_damp == 1 and any("none to hold out" in n for n in one.notes)  # the fallback is named
     # a fixed damping asked for: no held-out choice
     pruned, dg, removed, feeds = _pruned_chain(64)
-    (lf,) = reconstruct(pruned, dg=dg, removed_roots=removed, batches=feeds, damp=1e-2).layers  # type: ignore[arg-type]
+    fixed = reconstruct(pruned, dg=dg, removed_roots=removed, batches=feeds, damp=1e-2)  # type: ignore[arg-type]
+    (lf,) = fixed.layers
     assert lf.fitted and lf.damp == 1e-2 and np.isnan(lf.heldout_after)
+    assert fixed.fixed_damp == 0 and not any("hold out" in n for n in fixed.notes)  # asked for, not a fallback
 
 
 def test_cli_refit_damp_fixes_the_damping(tmp_path: Path) -> None:

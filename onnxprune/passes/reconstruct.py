@@ -81,6 +81,7 @@ class ReconstructResult:
     before: dict[str, Fidelity] = field(default_factory=dict)  # pruned (un-fitted) outputs vs dense
     after: dict[str, Fidelity] = field(default_factory=dict)  # reconstructed outputs vs dense
     reverted: bool = False  # outputs got further from dense: the pruned model was kept
+    fixed_damp: int = 0  # layers fitted with DEFAULT_DAMP where the damping was to be chosen: nothing to hold out
 
     @property
     def fitted(self) -> int:
@@ -90,6 +91,9 @@ class ReconstructResult:
     def notes(self) -> list[str]:
         out = [f"re-fitted {self.fitted} of {len(self.layers)} layers in {self.waves} waves on "
                f"{self.samples} samples ({self.seconds:.1f}s)" + self._damping()]
+        if self.fixed_damp:
+            out.append(f"damping fixed at {DEFAULT_DAMP:g} towards 0 on {self.fixed_damp} layers: {self.samples} "
+                       f"calibration sample(s) leave none to hold out for choosing it")
         out += [f"kept pruned weights of {lf.node}: {lf.note}" for lf in self.layers if not lf.fitted]
         out += [f"skipped {s}" for s in self.skipped]
         for name, fb in self.before.items():
@@ -113,7 +117,7 @@ class ReconstructResult:
     def to_json(self) -> dict[str, object]:
         return {
             "fitted": self.fitted, "waves": self.waves, "samples": self.samples, "seconds": self.seconds,
-            "reverted": self.reverted, "skipped": self.skipped,
+            "reverted": self.reverted, "skipped": self.skipped, "fixed_damp": self.fixed_damp,
             "layers": [{"node": lf.node, "op_type": lf.op_type, "wave": lf.wave, "direct": lf.direct,
                         "rel_error_before": lf.rel_error_before, "rel_error_after": lf.rel_error_after,
                         "fitted": lf.fitted, "note": lf.note, "damp": lf.damp,
@@ -311,6 +315,8 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
         for layer in chunk:
             fits[layer.node] = _fit_layer(work, layer, st.grams[layer.node], damp)
     result.layers = [fits[layer.node] for layer in layers]
+    if damp is None:
+        result.fixed_damp = sum(1 for lf in result.layers if lf.fitted and not np.isfinite(lf.heldout_after))
     if check_outputs and result.fitted:
         result.before, result.after = compare_outputs(dense, [pruned, work], source.feeds())
         worse = [n for n, fa in result.after.items() if fa.rel_error > result.before[n].rel_error]
