@@ -1,6 +1,6 @@
 """What bounds issue 24's targets at 0.7x MACs: the metric's own noise, the calibration data, or the method.
 
-    python benchmarks/bounds.py                        # every part; writes its block of benchmarks/README.md
+    python benchmarks/bounds.py                        # every part; each writes its own block of benchmarks/README.md
     python benchmarks/bounds.py --parts noise --no-write
 
 Parts (the evaluation sets, calibration sets and CLI command of benchmarks/recipes.py):
@@ -8,7 +8,8 @@ Parts (the evaluation sets, calibration sets and CLI command of benchmarks/recip
   inputs (5 draws each; on rec only inside the text line, not on its zero padding): how far the task metric
   moves when the outputs move as much as a grey level of input noise moves them.
 - rec-calib: PP-OCRv4 rec pruned by the default recipe with 64, 128 and 256 rendered calibration lines
-  (the evaluation lines stay the same 240).
+  (the evaluation lines stay the same 240), and by the same with the re-fit's former fixed damping
+  (`--refit-damp 0.001`).
 - yolo-domain: YOLOv8n with its 10 evaluation photographs split in two halves; each half is evaluated
   after calibrating on the other half's crops (in the evaluation's domain, disjoint photographs) and
   after calibrating on the grid's usual images.
@@ -38,7 +39,6 @@ SIGMAS = (0.5, 1.0, 2.0)
 DRAWS = 5
 REC_CALIB_COUNTS = (64, 128, 256)
 BUDGET = 0.7
-BEGIN, END = "<!-- bounds:begin -->", "<!-- bounds:end -->"
 
 
 def _noisy(x: np.ndarray, sigma: float, rng: np.random.Generator, *, unit: float, padded: bool) -> np.ndarray:
@@ -85,9 +85,9 @@ def noise_rows() -> list[list[str]]:
     return rows
 
 
-def _prune(model: Path, calib: Path, shapes: str, out: Path) -> float:
+def _prune(model: Path, calib: Path, shapes: str, out: Path, extra: Sequence[str] = ()) -> float:
     cmd = [*R.CLI, "prune", str(model), "-o", str(out), "--target-macs", f"{BUDGET:g}", "--calib", str(calib),
-           "--shapes", shapes, "--no-progress"]
+           "--shapes", shapes, "--no-progress", *extra]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -101,9 +101,11 @@ def rec_calib_rows(tmp: Path) -> list[list[str]]:
     for count in REC_CALIB_COUNTS:
         R.REC_CALIB = count
         setup = case.setup(tmp / f"rec{count}")
-        out = tmp / f"rec{count}.onnx"
-        secs = _prune(case.path, setup.calib, case.shapes, out)
-        rows.append([f"{count}", setup.score(onnx.load(str(out))).cell, f"{secs:.0f}", f"{os.getloadavg()[0]:.1f}"])
+        for recipe in ("default", "fixed-damp"):
+            out = tmp / f"rec{count}.onnx"
+            secs = _prune(case.path, setup.calib, case.shapes, out, R.RECIPES[recipe])
+            rows.append([f"{count}", recipe, setup.score(onnx.load(str(out))).cell, f"{secs:.0f}",
+                         f"{os.getloadavg()[0]:.1f}"])
     return rows
 
 
@@ -139,14 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not parts or any(p not in PARTS for p in parts):
         ap.error(f"choose parts from {', '.join(PARTS)}")
     command = "python benchmarks/bounds.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    sections: list[str] = []
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         makers: dict[str, tuple[str, Sequence[str], Callable[[], list[list[str]]]]] = {
             "noise": ("The dense model against itself with input noise (grey levels of the 0–255 range)",
                       ("model, metric", "noise σ", f"mean of {DRAWS} draws", "range"), noise_rows),
-            "rec-calib": (f"PP-OCRv4 rec at {BUDGET:g}× MACs, default recipe, by number of calibration lines",
-                          ("calibration lines", "vs ground truth", "time to prune s", "load 1-min"),
+            "rec-calib": (f"PP-OCRv4 rec at {BUDGET:g}× MACs by number of calibration lines",
+                          ("calibration lines", "recipe", "vs ground truth", "time to prune s", "load 1-min"),
                           lambda: rec_calib_rows(tmp)),
             "yolo-domain": (f"YOLOv8n at {BUDGET:g}× MACs, default recipe, by calibration domain",
                             ("evaluated on", "calibrated on", "box F1 vs dense", "time to prune s"),
@@ -156,11 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             title, head, make = makers[part]
             table = md_table(head, make())
             print(f"{title}\n{table}\n", flush=True)
-            sections.append(f"**{title}**\n\n{table}")
-    if not args.no_write:
-        text = (f"{environment()}, at commit {commit()}, with\n\n    {command}\n\n"
-                + "\n\n".join(sections))
-        replace_block(README, BEGIN, END, text, "What bounds the 0.7× targets (`benchmarks/bounds.py`)")
+            if not args.no_write:
+                replace_block(README, f"<!-- bounds-{part}:begin -->", f"<!-- bounds-{part}:end -->",
+                              f"{environment()}, at commit {commit()}, with\n\n    {command}\n\n{table}",
+                              f"{title} (`benchmarks/bounds.py`)")
     return 0
 
 
