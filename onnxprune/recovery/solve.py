@@ -15,7 +15,7 @@ and "after" are measured on exactly the rows the fit saw.
 
 `heldout_error` and `anchored_fit` serve a re-fit whose damping is chosen on samples the fit did not
 see: ridge towards the layer's current (pruned) weights W₀, `min ‖Y − XWᵀ − b‖² + λ‖W − W₀‖²`, for
-relative λ along DAMP_PATH (from λ = ∞: W₀ kept, the bias alone re-fitted), fitted on one half of the
+relative λ along DAMP_PATH (up to λ = ∞: W₀ kept, the bias alone re-fitted), fitted on one half of the
 calibration samples and scored on the other, both ways. A few hundred samples of a wide layer are
 fitted far better than new ones; how far to trust them over the trained weights depends on the
 layer and the data, so it is measured, not fixed.
@@ -31,7 +31,8 @@ from onnxprune.calib.stats import GramStats
 
 DAMP_RETRIES = 4  # λ is multiplied by 10 this many times before a system is declared ill-conditioned
 BIAS_ONLY = float("inf")
-# The held-out choice walks λ down from ∞ and stops where the error rises again (one minimum in λ).
+# The held-out choice walks λ up from the least damping and stops where the error rises again (one minimum in λ):
+# more damping is taken only as far as the held-out samples show that it helps.
 DAMP_PATH: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, BIAS_ONLY)
 
 
