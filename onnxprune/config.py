@@ -228,8 +228,8 @@ class PruneConfig:
         return self
 
     def _check_recovery(self, r: RecoveryOptions) -> None:
-        if r.damp is not None and not r.damp >= 0:
-            raise OnnxPruneError(f"refit damping must be >= 0, got {r.damp}")
+        if r.damp is not None and not 0 <= r.damp < float("inf"):
+            raise OnnxPruneError(f"refit damping must be finite and >= 0, got {r.damp}")
         if r.head_floor is not None and r.head_floor < 0:
             raise OnnxPruneError(f"head_floor must be >= 0, got {r.head_floor}")
         if r.distill is not None:

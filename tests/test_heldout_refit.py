@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from cli_run import invoke
+from cli_run import invoke, one_line_error
 from graphs import Graph, source_roots
 from onnx import helper
 
@@ -187,3 +187,7 @@ def test_cli_refit_damp_fixes_the_damping(tmp_path: Path) -> None:
     code, _, err = invoke("prune", str(model), "-o", str(tmp_path / "bad.onnx"), "--calib", str(calib),
                           "--refit-damp", "-1")
     assert code == 2 and "--refit-damp" in err
+    code, _, err = invoke("prune", str(model), "-o", str(tmp_path / "bad.onnx"), "--calib", str(calib),
+                          "--refit-damp", "inf")
+    assert code == 2 and "refit damping must be finite" in one_line_error(err)
+    assert not (tmp_path / "bad.onnx").exists()

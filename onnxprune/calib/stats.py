@@ -123,9 +123,9 @@ class GramStats:
         be a subset of them: a training fold as the whole minus its held-out fold)."""
 
         def mix(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
-            if a is None or b is None:
-                return a if b is None else (b * sign if a is None else None)
-            return a + sign * b
+            if b is None:
+                return a
+            return sign * b if a is None else a + sign * b
 
         return GramStats(mix(self.xtx, other.xtx), mix(self.xty, other.xty), self.rows + sign * other.rows,
                          mix(self.xsum, other.xsum), mix(self.ysum, other.ysum), mix(self.ysq, other.ysq))

@@ -11,8 +11,9 @@ X comes from the pruned model *as already re-fitted upstream* (block by block, a
 SparseGPT), Y from the dense model on the same feeds. Layers are fitted in waves: all layers whose
 re-fitted ancestors are done share one calibration pass. Grouped convs are fitted per group. A
 layer keeps its pruned weights when its system stays singular, when they score better on the held-out
-samples than every fit, or when the fit would not lower its error on the calibration rows; the whole model is kept as pruned if its outputs end up further from the
-dense model's than without reconstruction. The input models are never modified.
+samples than every fit, or when the fit would not lower its error on the calibration rows; the whole
+model is kept as pruned if its outputs end up further from the dense model's than without
+reconstruction. The input models are never modified.
 """
 
 from __future__ import annotations
@@ -265,9 +266,10 @@ def reconstruct(pruned: onnx.ModelProto, *, dg: DependencyGraph, removed_roots: 
 
     dense: the reference model with the same node and tensor names (default: `dg.model`, the
     normalised original). damp: None (default) chooses each layer's λ, towards its pruned weights, on
-    held-out calibration samples; a number fixes λ relative to mean(diag(XᵀX)), towards 0. batches: the run's CalibrationSource, or any form `CalibrationSource.of`
-    takes (a feed factory, a sequence of feeds, a CalibConfig or path, or None: random inputs, with a
-    warning). propagate: also re-fit layers whose weights kept all
+    held-out calibration samples; a number fixes λ relative to mean(diag(XᵀX)), towards 0. batches:
+    the run's CalibrationSource, or any form `CalibrationSource.of` takes (a feed factory, a sequence
+    of feeds, a CalibConfig or path, or None: random inputs, with a warning). propagate: also re-fit
+    layers whose weights kept all
     their inputs but whose inputs changed upstream. check_outputs: compare the graph outputs with
     and without reconstruction against the dense model and keep the pruned weights if they got worse.
     shapes: sizes of dynamic input dims for random inputs. cache_bytes: keep the dense targets and

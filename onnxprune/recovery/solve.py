@@ -89,29 +89,30 @@ def solve_ridge(h: np.ndarray, rhs: np.ndarray, lam: float, *, anchor: np.ndarra
     return np.linalg.solve(m, rhs)
 
 
+def _fit(g: GramStats, *, rel: float, bias: np.ndarray, fit_bias: bool, anchor: np.ndarray | None,
+         definite: bool) -> Fit | None:
+    """The ridge fit over [X, 1] (towards `anchor`, shaped like Wᵀ; 0 when None); None where it is not
+    finite. Raises np.linalg.LinAlgError as `solve_ridge` does."""
+    a, b, _ = _system(g)
+    d = a.shape[0] - 1
+    lhs, rhs = (a, b) if fit_bias else (a[:d, :d], b[:d] - np.outer(a[:d, d], bias))
+    theta = solve_ridge(lhs, rhs, damping(np.diag(a)[:d], rel), anchor=anchor, damped=d, definite=definite)
+    if not np.all(np.isfinite(theta)):
+        return None
+    return Fit(np.ascontiguousarray(theta[:d].T), np.asarray(theta[d] if fit_bias else bias, dtype=np.float64), rel)
+
+
 def ridge_fit(g: GramStats, *, damp: float, bias: np.ndarray, fit_bias: bool) -> Fit | None:
     """Minimise ‖X W'ᵀ + b' − Y‖² + λ‖W'‖²; None if the system stays singular or the result is not finite.
 
     `bias` is the fixed bias when `fit_bias` is False (and ignored otherwise).
     """
-    a, b, _ = _system(g)
-    d = a.shape[0] - 1
-    if fit_bias:
-        lhs, rhs = a, b
-    else:
-        lhs, rhs = a[:d, :d], b[:d] - np.outer(a[:d, d], bias)
     rel = damp
     for _ in range(DAMP_RETRIES + 1):
         try:
-            theta = solve_ridge(lhs, rhs, damping(np.diag(a)[:d], rel), damped=d, definite=True)
+            return _fit(g, rel=rel, bias=bias, fit_bias=fit_bias, anchor=None, definite=True)
         except np.linalg.LinAlgError:
             rel = max(rel * 10.0, 1e-8)
-            continue
-        if not np.all(np.isfinite(theta)):
-            return None
-        w = theta[:d].T
-        out_bias = theta[d] if fit_bias else bias
-        return Fit(np.ascontiguousarray(w), np.asarray(out_bias, dtype=np.float64), rel)
     return None
 
 
@@ -120,19 +121,15 @@ def anchored_fit(g: GramStats, *, rel: float, weight: np.ndarray, bias: np.ndarr
     """Minimise ‖X W'ᵀ + b' − Y‖² + λ‖W' − weight‖², λ = rel · mean(diag(XᵀX)); rel = BIAS_ONLY keeps
     `weight` and re-fits the bias alone (or nothing without a bias column). None where the system is
     singular (with `definite`: not positive definite) or the result not finite."""
-    a, b, _ = _system(g)
-    d = a.shape[0] - 1
     if rel == BIAS_ONLY:
+        a, b, _ = _system(g)
+        d = a.shape[0] - 1
         new_bias = (b[d] - weight @ a[:d, d]) / a[d, d] if fit_bias and a[d, d] > 0 else bias
         return Fit(weight, np.asarray(new_bias, dtype=np.float64), rel)
-    lhs, rhs = (a, b) if fit_bias else (a[:d, :d], b[:d] - np.outer(a[:d, d], bias))
     try:
-        theta = solve_ridge(lhs, rhs, damping(np.diag(a)[:d], rel), anchor=weight.T, damped=d, definite=definite)
+        return _fit(g, rel=rel, bias=bias, fit_bias=fit_bias, anchor=weight.T, definite=definite)
     except np.linalg.LinAlgError:
         return None
-    if not np.all(np.isfinite(theta)):
-        return None
-    return Fit(np.ascontiguousarray(theta[:d].T), np.asarray(theta[d] if fit_bias else bias, dtype=np.float64), rel)
 
 
 def split_folds(whole: GramStats, held: GramStats) -> tuple[GramStats, GramStats]:
